@@ -1,0 +1,157 @@
+"""SSH connector: target parsing, ssh options and failure classification."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Sequence, Type
+
+from ..errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    HostKeyMismatch,
+    HostUnreachable,
+    RemotePythonMissing,
+)
+
+HOST_KEY_MODES = ("enforce", "ignore")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed ``[user@]host[:port]`` target."""
+
+    user: Optional[str]
+    hostname: str
+    port: Optional[int]
+
+    @classmethod
+    def parse(cls, text: str, port: Optional[int] = None) -> Target:
+        if not text or not isinstance(text, str):
+            raise ValueError("target must be a '[user@]host[:port]' string, got %r" % (text,))
+        user, _, rest = text.rpartition("@")
+        hostname, parsed_port = rest, None
+        if rest.startswith("["):  # [v6addr]:port
+            close = rest.find("]")
+            hostname, tail = rest[1:close], rest[close + 1 :]
+            if tail.startswith(":"):
+                parsed_port = int(tail[1:])
+        elif rest.count(":") == 1:
+            hostname, port_text = rest.split(":")
+            if not port_text.isdigit():
+                raise ValueError("target %r: port %r is not a number" % (text, port_text))
+            parsed_port = int(port_text)
+        if not hostname:
+            raise ValueError("target %r has no host name" % (text,))
+        return cls(user or None, hostname, port if port is not None else parsed_port)
+
+    def __str__(self) -> str:
+        text = (self.user + "@" if self.user else "") + self.hostname
+        return text + (":%d" % self.port if self.port and self.port != 22 else "")
+
+
+def ssh_options(
+    target: Target,
+    *,
+    identity_file: Optional[str],
+    python: str,
+    connect_timeout: float,
+    check_host_keys: str,
+    known_hosts_file: Optional[str],
+    ssh_args: Sequence[str],
+    name: str,
+) -> Dict[str, Any]:
+    """Keyword arguments for ``router.ssh()``.
+
+    Host keys are checked by default (``enforce``); ``accept`` is not offered
+    because mitogen needs a pty for it, which breaks the ssh client's own
+    process group. Compression is off: it halves throughput on a LAN.
+    """
+    if check_host_keys not in HOST_KEY_MODES:
+        raise ValueError(
+            "check_host_keys=%r: use 'enforce' (default; with known_hosts_file=) or"
+            " 'ignore' (throwaway hosts only)" % (check_host_keys,)
+        )
+    if identity_file and not os.path.exists(identity_file):
+        raise ValueError("identity_file %s does not exist" % identity_file)
+    args = ["-o", "ConnectTimeout=%d" % max(1, int(connect_timeout))]
+    if known_hosts_file:
+        if not os.path.exists(known_hosts_file):
+            raise ValueError("known_hosts_file %s does not exist" % known_hosts_file)
+        args += ["-o", "UserKnownHostsFile=%s" % known_hosts_file]
+        args += ["-o", "GlobalKnownHostsFile=/dev/null"]
+    args += list(ssh_args)
+    return dict(
+        hostname=target.hostname,
+        username=target.user,
+        port=target.port,
+        identity_file=identity_file,
+        python_path=python,
+        connect_timeout=connect_timeout,
+        check_host_keys=check_host_keys,
+        ssh_args=args,
+        compression=False,
+        remote_name=name,
+    )
+
+
+_RULES = [
+    (
+        HostKeyMismatch,
+        r"host key verification failed|remote host identification has changed"
+        r"|no \S+ host key is known|host key for .* has changed",
+        "the host key is unknown or has changed; add the host's key to known_hosts_file"
+        " (or use check_host_keys='ignore' for throwaway hosts)",
+    ),
+    (
+        AuthenticationFailed,
+        r"authentication is incorrect|permission denied|too many authentication failures",
+        "the server refused the key; check identity_file and the user's authorized_keys",
+    ),
+    (
+        RemotePythonMissing,
+        r"command not found|no such file or directory|not found",
+        "the remote Python was not found; pass python= with a path that exists on the host",
+    ),
+    (
+        HostUnreachable,
+        r"timed out|connection refused|no route to host|network is unreachable"
+        r"|could not resolve hostname|name or service not known|connection closed by"
+        r"|connection reset",
+        "no ssh connection; check the address, the port and that sshd runs there",
+    ),
+]
+
+
+def classify(
+    exc: BaseException, target: str, python: str, timeout: float
+) -> Type[ConnectionFailed]:
+    """Pick the ConnectionFailed subclass that matches ssh's/mitogen's text."""
+    text = str(exc).lower()
+    for cls, pattern, _ in _RULES:
+        if re.search(pattern, text):
+            return cls
+    return ConnectionFailed
+
+
+def connection_error(
+    exc: BaseException, target: str, python: str, timeout: float
+) -> ConnectionFailed:
+    """A ConnectionFailed naming the host, the cause and what to do."""
+    cls = classify(exc, target, python, timeout)
+    raw = str(exc).strip()
+    # mitogen appends ssh's last lines; keep the meaningful ones, drop noise.
+    lines = [ln.strip() for ln in raw.splitlines() if ln.strip()]
+    cause = "; ".join(ln for ln in lines if not ln.startswith("EOF on stream"))[:600] or raw
+    hint = next((h for c, _, h in _RULES if c is cls), "see the cause above")
+    if cls is RemotePythonMissing:
+        hint = "python=%r was not found on the host; pass python= with a path that exists" % (
+            python,
+        )
+    if cls is HostUnreachable and "timed out" in raw.lower():
+        hint = "no answer within connect_timeout=%gs; check the address and the network" % (
+            timeout,
+        )
+    message = "cannot connect: %s (ssh: %s)" % (hint, cause)
+    return cls(message, host=target, cause=cause, mitogen_error=type(exc).__name__)

@@ -1,0 +1,199 @@
+"""Exceptions raised on the master.
+
+Every error names the host and the cause in its first line, carries the
+details as attributes (``host``, ``command``, ``exit_code``, ``output_tail``)
+and survives pickling, so it can cross process boundaries (pytest-xdist,
+multiprocessing) intact. Remote code never raises these: the target side
+returns plain error dicts and :func:`from_remote` turns them into the right
+class here, because mitogen loses exception types on the wire.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+Command = Union[str, Sequence[str]]
+
+
+def _command_text(command: Optional[Command]) -> Optional[str]:
+    if command is None or isinstance(command, str):
+        return command
+    import shlex
+
+    return " ".join(shlex.quote(str(part)) for part in command)
+
+
+class RemoteExecError(Exception):
+    """Base class of every remoteexec error."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        host: Optional[str] = None,
+        command: Optional[Command] = None,
+        exit_code: Optional[int] = None,
+        output_tail: Optional[str] = None,
+        **details: Any,
+    ) -> None:
+        self.message = message
+        self.host = host
+        self.command = command
+        self.exit_code = exit_code
+        self.output_tail = output_tail
+        self.details = details
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = f"[{self.host}] " if self.host else ""
+        text = where + self.message
+        if self.command is not None:
+            text += f" (command: {self.command_text})"
+        if self.output_tail:
+            tail = self.output_tail.rstrip("\n")
+            if tail:
+                text += "\n--- output tail ---\n" + tail
+        return text
+
+    @property
+    def command_text(self) -> Optional[str]:
+        """The command as one shell-quoted line, for messages."""
+        return _command_text(self.command)
+
+    def __reduce__(self) -> Any:
+        kwargs = dict(
+            host=self.host,
+            command=self.command,
+            exit_code=self.exit_code,
+            output_tail=self.output_tail,
+            **self.details,
+        )
+        return (_rebuild, (type(self), self.message, kwargs))
+
+
+def _rebuild(cls: type, message: str, kwargs: Dict[str, Any]) -> RemoteExecError:
+    return cls(message, **kwargs)
+
+
+# -- executor errors (mirakuru's names) -------------------------------------
+
+
+class ExecutorError(RemoteExecError):
+    """A process managed by an executor misbehaved."""
+
+
+class TimeoutExpired(ExecutorError):
+    """A start or stop did not finish within the executor's timeout."""
+
+
+class AlreadyRunning(ExecutorError):
+    """The readiness check already passed before our process started.
+
+    ``details['owner_pid']`` holds the pid that owns the port, socket or file
+    when the target could see it.
+    """
+
+
+class ProcessExitedWithError(ExecutorError):
+    """The process exited with a non-zero code while we waited for it."""
+
+
+class ProcessFinishedWithError(ProcessExitedWithError):
+    """The process ended with an unexpected exit code after a stop."""
+
+
+class CommandNotFound(ExecutorError):
+    """The program to run does not exist (or is not executable) on the host."""
+
+
+class CommandFailed(RemoteExecError):
+    """``Host.run(..., check=True)`` saw a non-zero exit code."""
+
+
+# -- host errors -------------------------------------------------------------
+
+
+class HostError(RemoteExecError):
+    """Something is wrong with a host or the connection to it."""
+
+
+class ConnectionFailed(HostError):
+    """Could not open a context on the host.
+
+    When raised by ``connect_all`` it lists every failed host; the individual
+    errors are in ``.failures`` (a list of ConnectionFailed).
+    """
+
+    @property
+    def failures(self) -> List[ConnectionFailed]:
+        return list(self.details.get("failures") or [self])
+
+
+class HostUnreachable(ConnectionFailed):
+    """No TCP connection to the host's sshd (timeout, refused, no route, DNS)."""
+
+
+class AuthenticationFailed(ConnectionFailed):
+    """sshd refused the key or the user."""
+
+
+class HostKeyMismatch(ConnectionFailed):
+    """The host key is unknown or differs from known_hosts (checking is on)."""
+
+
+class RemotePythonMissing(ConnectionFailed):
+    """The interpreter given as ``python=`` does not exist on the host."""
+
+
+class HostLost(HostError):
+    """The host's context died or stopped answering heartbeats."""
+
+
+class RemoteCallError(HostError):
+    """A function called on the host raised.
+
+    ``type_name`` is the remote exception's class name, ``remote_message``
+    its message and ``remote_traceback`` the (shortened) traceback.
+    """
+
+    @property
+    def type_name(self) -> str:
+        return str(self.details.get("type_name", "Exception"))
+
+    @property
+    def remote_message(self) -> str:
+        return str(self.details.get("remote_message", ""))
+
+    @property
+    def remote_traceback(self) -> str:
+        return str(self.details.get("remote_traceback", ""))
+
+
+_BY_NAME = {
+    cls.__name__: cls
+    for cls in (
+        RemoteExecError,
+        ExecutorError,
+        TimeoutExpired,
+        AlreadyRunning,
+        ProcessExitedWithError,
+        ProcessFinishedWithError,
+        CommandNotFound,
+        CommandFailed,
+        HostLost,
+        RemoteCallError,
+    )
+}
+
+
+def from_remote(error: Dict[str, Any], host: str) -> RemoteExecError:
+    """Turn a target-side error dict into the matching exception class.
+
+    The dict has at least ``type`` and ``message``; ``command``,
+    ``exit_code``, ``output_tail`` and any other keys become attributes.
+    """
+    fields = dict(error)
+    kind = fields.pop("type", "RemoteExecError")
+    message = fields.pop("message", "remote error")
+    cls = _BY_NAME.get(kind, RemoteExecError)
+    return cls(message, host=host, **fields)

@@ -1,0 +1,249 @@
+"""SimpleExecutor and Executor: mirakuru's lifecycle, run on any host.
+
+The constructor arguments and defaults are mirakuru 3.1's, plus ``on`` (the
+Host; None means this machine through a lazily created local context),
+``wait`` (extra :mod:`remoteexec.waits` conditions), ``stop_timeout`` and
+``name``. Differences from mirakuru, on purpose:
+
+- ``stdin``/``stdout``/``stderr``/``popen_kwargs`` are accepted for
+  compatibility but ignored: output always goes to a log file on the host
+  (never an undrained pipe); read it with :meth:`SimpleExecutor.output`.
+- ``stop()`` waits ``stop_timeout`` (default ``min(timeout, 10)``) after the
+  stop signal, then SIGKILLs the tree and raises TimeoutExpired: a stop that
+  had to escalate is reported, not swallowed.
+- ``running()`` is also True for a daemonizer whose main process exited 0
+  while a process it started still runs.
+- ``stopped()`` on a stopped executor just yields.
+- Readiness is polled from 5 ms, doubling up to ``sleep``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import subprocess
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
+
+from ..errors import TimeoutExpired
+from ..host import REPLY_SLACK, Host
+from ..waits import Wait, as_specs
+
+Command = Union[str, List[str], Sequence[str]]
+Self = TypeVar("Self", bound="SimpleExecutor")
+
+
+class SimpleExecutor:
+    """Start and stop a process on a host, no readiness check."""
+
+    #: Checks that must NOT pass before start (AlreadyRunning otherwise).
+    def _pre_start_specs(self) -> List[Dict[str, Any]]:
+        return []
+
+    #: Checks that must pass for the process to count as started.
+    def _after_start_specs(self) -> List[Dict[str, Any]]:
+        return []
+
+    def __init__(
+        self,
+        command: Command,
+        cwd: Optional[str] = None,
+        shell: bool = False,
+        timeout: float = 3600,
+        sleep: float = 0.1,
+        stop_signal: int = signal.SIGTERM,
+        kill_signal: int = signal.SIGKILL,
+        expected_returncode: Optional[int] = None,
+        envvars: Optional[Mapping[str, str]] = None,
+        stdin: Any = subprocess.PIPE,
+        stdout: Any = subprocess.PIPE,
+        stderr: Any = None,
+        popen_kwargs: Optional[Dict[str, Any]] = None,
+        *,
+        on: Optional[Host] = None,
+        wait: Union[Wait, List[Wait], None] = None,
+        stop_timeout: Optional[float] = None,
+        name: Optional[str] = None,
+    ) -> None:
+        if isinstance(command, (list, tuple)):
+            self.command = " ".join(shlex.quote(str(c)) for c in command)
+            self.command_parts: List[str] = [str(c) for c in command]
+        elif isinstance(command, str):
+            self.command = command
+            self.command_parts = shlex.split(command)
+        else:
+            raise TypeError("command must be a list of arguments or a string, got %r" % (command,))
+        if not self.command_parts:
+            raise ValueError("command is empty")
+        if timeout is None or timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds, got %r" % (timeout,))
+        self._cwd = cwd
+        self._shell = shell
+        self._timeout = float(timeout)
+        self._sleep = float(sleep)
+        self._stop_signal = int(stop_signal)
+        self._kill_signal = int(kill_signal)
+        self._expected_returncode = expected_returncode
+        self._envvars = dict(envvars or {})
+        self._extra_wait = as_specs(wait)
+        self._stop_timeout = float(stop_timeout) if stop_timeout else min(self._timeout, 10.0)
+        self._name = name
+        self._on = on
+        self._proc: Optional[Dict[str, Any]] = None
+        self._last_id: Optional[int] = None
+
+    # -- where it runs ---------------------------------------------------
+
+    @property
+    def on(self) -> Host:
+        """The Host this executor runs on (the local default if none given)."""
+        if self._on is None:
+            from ..master import default_host
+
+            self._on = default_host()
+        return self._on
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The main process's pid on the host, while started."""
+        return self._proc["pid"] if self._proc else None
+
+    @property
+    def log_path(self) -> Optional[str]:
+        """Path of the process log file on the host."""
+        return self._proc["log_path"] if self._proc else None
+
+    def _spec(self) -> Dict[str, Any]:
+        return {
+            "command": self.command if self._shell else self.command_parts,
+            "shell": self._shell,
+            "cwd": self._cwd,
+            "env": self._envvars,
+            "stop_signal": self._stop_signal,
+            "kill_signal": self._kill_signal,
+            "name": self._name,
+        }
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self: Self) -> Self:
+        """Start the process and return when it is ready (per its checks).
+
+        Raises AlreadyRunning, ProcessExitedWithError, CommandNotFound or
+        TimeoutExpired; in each case nothing of this start is left running.
+        """
+        if self._proc is not None and self.running():
+            return self
+        self._proc = self.on.service(
+            "start",
+            reply_timeout=self._timeout + REPLY_SLACK,
+            spec=self._spec(),
+            check_specs=self._after_start_specs() + self._extra_wait,
+            timeout=self._timeout,
+            sleep=self._sleep,
+            pre_check_specs=self._pre_start_specs(),
+        )
+        self._last_id = self._proc["id"]
+        return self
+
+    def running(self) -> bool:
+        """True while the process (or what it daemonized into) runs."""
+        if self._proc is None:
+            return False
+        return bool(self.on.service("status", proc_id=self._proc["id"])["running"])
+
+    def stop(
+        self: Self, stop_signal: Optional[int] = None, expected_returncode: Optional[int] = None
+    ) -> Self:
+        """Stop the process tree; see the module doc for the escalation rule."""
+        if self._proc is None:
+            return self
+        if expected_returncode is None:
+            expected_returncode = self._expected_returncode
+        proc_id, self._proc = self._proc["id"], None
+        self.on.service(
+            "stop",
+            reply_timeout=self._stop_timeout + REPLY_SLACK,
+            proc_id=proc_id,
+            sig=stop_signal or self._stop_signal,
+            timeout=self._stop_timeout,
+            expected_returncode=expected_returncode,
+        )
+        return self
+
+    def kill(self: Self, wait: bool = True, sig: Optional[int] = None) -> Self:
+        """Send ``sig`` (default kill_signal) to the whole process tree."""
+        if self._proc is None:
+            return self
+        proc_id, self._proc = self._proc["id"], None
+        self.on.service("kill", proc_id=proc_id, sig=sig or self._kill_signal, wait=wait)
+        return self
+
+    def output(self, lines: int = 50) -> str:
+        """The last ``lines`` lines of the process's output (stdout+stderr)."""
+        if self._last_id is None:
+            return ""
+        return str(self.on.service("output", proc_id=self._last_id, lines=lines)["output"])
+
+    def wait_for(self: Self, condition: Union[Wait, Callable[[], bool]]) -> Self:
+        """Wait until ``condition`` holds, within the executor's timeout.
+
+        A :class:`~remoteexec.waits.Wait` is checked on the host; a callable
+        is called here, on the master. On timeout the process is killed and
+        TimeoutExpired raised (as in mirakuru).
+        """
+        if isinstance(condition, Wait):
+            if self._proc is None:
+                raise TimeoutExpired(
+                    "wait_for() on an executor that is not started", host=self.on.name
+                )
+            self.on.service(
+                "wait",
+                reply_timeout=self._timeout + REPLY_SLACK,
+                proc_id=self._proc["id"],
+                check_specs=condition.specs(),
+                timeout=self._timeout,
+                sleep=self._sleep,
+            )
+            return self
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return self
+            time.sleep(self._sleep)
+        self.kill()
+        raise TimeoutExpired(
+            "condition %r not met within %gs" % (condition, self._timeout),
+            host=self.on.name,
+            command=self.command_parts,
+        )
+
+    @contextmanager
+    def stopped(self: Self) -> Iterator[Self]:
+        """Stop for the duration of the block, start again after it."""
+        was_running = self.running()
+        if was_running:
+            self.stop()
+        try:
+            yield self
+        finally:
+            if was_running:
+                self.start()
+
+    def __enter__(self: Self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self._on.name if self._on is not None else "local"
+        return "<%s %s on %s>" % (type(self).__name__, self.command[:60], where)
+
+
+class Executor(SimpleExecutor):
+    """An executor with a pre-start check (AlreadyRunning) and readiness."""
+
+    def _pre_start_specs(self) -> List[Dict[str, Any]]:
+        return self._after_start_specs()

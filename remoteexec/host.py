@@ -1,0 +1,244 @@
+"""Host: one open context on one machine, as the master sees it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Sequence, TypeVar, Union
+
+import mitogen.core
+
+from .errors import CommandFailed, HostLost, RemoteCallError, from_remote
+
+if TYPE_CHECKING:
+    from .master import Master
+
+T = TypeVar("T")
+
+SUPERVISOR = "remoteexec.target.supervisor.Supervisor"
+#: Extra seconds a service reply may take beyond the remote operation's own timeout.
+REPLY_SLACK = 30.0
+
+
+@dataclass
+class RunResult:
+    """What ``Host.run`` returns."""
+
+    host: str
+    command: Union[str, Sequence[str]]
+    returncode: int
+    stdout: Union[str, bytes]
+    stderr: Union[str, bytes]
+    duration: float = field(default=0.0)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def _parse_call_error(exc: mitogen.core.CallError) -> Dict[str, str]:
+    text = str(exc)
+    head, _, tb = text.partition("\n")
+    qualname, _, message = head.partition(": ")
+    return {
+        "type_name": qualname.rpartition(".")[2] or "Exception",
+        "remote_message": message,
+        "remote_traceback": tb[-4000:],
+    }
+
+
+class Host:
+    """A context on one machine: local (no SSH) or over SSH.
+
+    Made by :meth:`Master.local` / :meth:`Master.connect`; do not construct it
+    yourself. ``call`` runs on the context's main thread (one at a time, as in
+    mitogen); the supervisor's calls (``run``, executor start/stop/status) run
+    on the context's thread pool, so a status never waits behind a long call.
+    Once the host is lost, every call raises :class:`HostLost` at once.
+    """
+
+    def __init__(self, master: Master, context: Any, name: str, kind: str) -> None:
+        self.master = master
+        self.context = context
+        self.name = name
+        self.kind = kind
+        self.info: Dict[str, Any] = {}
+        self.lost: Optional[str] = None
+        self.last_ack = time.monotonic()
+        self._heartbeat_handle: Optional[int] = None
+        self._ack_handle: Optional[int] = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "lost" if self.lost else ("closed" if self._closed else "up")
+        return "<Host %s (%s, %s)>" % (self.name, self.kind, state)
+
+    # -- lifecycle -------------------------------------------------------
+
+    def _install(self, heartbeat_timeout: float, timeout: float) -> None:
+        from .target import supervisor
+
+        recv = self.context.call_async(
+            supervisor.install, self.master.run_id, heartbeat_timeout=heartbeat_timeout
+        )
+        self.info = self._get(recv, timeout, "installing the supervisor")
+        self._heartbeat_handle = self.info["heartbeat_handle"]
+        self._ack_handle = self.master.router.add_handler(
+            fn=self._on_ack, persist=True, respondent=self.context
+        )
+        mitogen.core.listen(self.context, "disconnect", self._on_disconnect)
+        # The first service call waits for the main thread to create the
+        # pool's invoker: pay that now, not in the first status call.
+        self.service("ping", reply_timeout=timeout)
+        self.last_ack = time.monotonic()
+
+    def _on_ack(self, msg: mitogen.core.Message) -> None:
+        if msg.is_dead:
+            self._mark_lost("the context's connection closed")
+        else:
+            self.last_ack = time.monotonic()
+
+    def _on_disconnect(self) -> None:
+        if not self._closed:
+            self._mark_lost("the connection closed (context or ssh client died)")
+
+    def _mark_lost(self, reason: str) -> None:
+        with self._lock:
+            if self.lost or self._closed:
+                return
+            self.lost = reason
+
+    def beat(self, now: float, timeout: float) -> None:
+        """Send one heartbeat; declare the host lost when acks stopped."""
+        if self.lost or self._closed or self._heartbeat_handle is None:
+            return
+        if now - self.last_ack > timeout:
+            self._mark_lost(
+                "no heartbeat reply for %.1fs (host down or network partition)" % timeout
+            )
+            self.master._drop_stream(self)
+            return
+        msg = mitogen.core.Message.pickled(
+            None, handle=self._heartbeat_handle, reply_to=self._ack_handle
+        )
+        try:
+            self.context.send(msg)
+        except mitogen.core.Error:
+            self._mark_lost("could not send a heartbeat")
+
+    def close(self) -> None:
+        """Stop every process started here and close the context."""
+        self.master._close_host(self)
+
+    # -- calls -----------------------------------------------------------
+
+    def _check(self) -> None:
+        if self.lost:
+            raise HostLost("host lost: %s" % self.lost, host=self.name)
+        if self._closed:
+            raise HostLost("host was closed", host=self.name)
+
+    def _get(self, recv: mitogen.core.Receiver, timeout: Optional[float], what: str) -> Any:
+        try:
+            return recv.get(timeout=timeout).unpickle()
+        except mitogen.core.CallError as e:
+            details = _parse_call_error(e)
+            raise RemoteCallError(
+                "%s raised %s: %s" % (what, details["type_name"], details["remote_message"]),
+                host=self.name,
+                **details,
+            ) from None
+        except mitogen.core.TimeoutError:
+            if self.lost:
+                raise HostLost(
+                    "host lost during %s: %s" % (what, self.lost), host=self.name
+                ) from None
+            raise HostLost(
+                "no reply to %s within %.1fs" % (what, timeout), host=self.name
+            ) from None
+        except mitogen.core.ChannelError:
+            reason = self.lost or "the connection closed"
+            self._mark_lost(reason)
+            raise HostLost("host lost during %s: %s" % (what, reason), host=self.name) from None
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` on the host and return its result.
+
+        ``fn`` must be importable (a module-level function); arguments and the
+        result must be plain data. A remote exception becomes
+        :class:`RemoteCallError` with the remote type name and message.
+        """
+        self._check()
+        recv = self.context.call_async(fn, *args, **kwargs)
+        name = getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn)))
+        return self._get(recv, None, "call %s()" % name)
+
+    def service(self, method: str, reply_timeout: Optional[float] = None, **kwargs: Any) -> Any:
+        """Call a supervisor method on the context's thread pool.
+
+        Raises the remoteexec exception a target-side error dict names.
+        """
+        self._check()
+        recv = self.context.call_service_async(SUPERVISOR, method, **kwargs)
+        wait = REPLY_SLACK if reply_timeout is None else reply_timeout
+        result = self._get(recv, wait, method)
+        if isinstance(result, dict) and result.get("ok") is False:
+            raise from_remote(result["error"], self.name)
+        return result
+
+    def invoke(
+        self, function: str, *args: Any, reply_timeout: Optional[float] = None, **kwargs: Any
+    ) -> Any:
+        """Call a ``remoteexec.target`` function by dotted name on the pool."""
+        return self.service(
+            "invoke", reply_timeout=reply_timeout, function=function, args=list(args), kwargs=kwargs
+        )
+
+    def run(
+        self,
+        command: Union[str, Sequence[str]],
+        *,
+        check: bool = False,
+        shell: bool = False,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+        input: Union[str, bytes, None] = None,
+        text: bool = True,
+    ) -> RunResult:
+        """Run a command on the host and wait for it.
+
+        ``command`` is an argument list; a string is split with shlex, and a
+        shell is used only with ``shell=True``. With ``check=True`` a
+        non-zero exit raises :class:`CommandFailed` with the output tail.
+        ``timeout`` kills the command's process group and raises
+        TimeoutExpired.
+        """
+        if isinstance(input, str):
+            input = input.encode()
+        res = self.service(
+            "run",
+            reply_timeout=None if timeout is None else timeout + REPLY_SLACK,
+            command=command if isinstance(command, str) else list(command),
+            shell=shell,
+            cwd=cwd,
+            env=dict(env) if env else None,
+            timeout=timeout,
+            input=input,
+        )
+        out, err = res["stdout"], res["stderr"]
+        if text:
+            out, err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+        result = RunResult(self.name, command, res["returncode"], out, err, res["duration"])
+        if check and result.returncode != 0:
+            tail = (err if text else err.decode("utf-8", "replace"))[-2000:]
+            raise CommandFailed(
+                "command exited with code %d" % result.returncode,
+                host=self.name,
+                command=command,
+                exit_code=result.returncode,
+                output_tail=tail,
+            )
+        return result

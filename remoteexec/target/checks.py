@@ -1,0 +1,176 @@
+"""Readiness checks, evaluated on the target next to the process.
+
+A check is a plain dict (so it can cross the wire) with a ``kind`` key. Each
+kind has one small class with ``probe(remaining) -> (ok, detail)``: ``ok`` is
+whether the condition holds now, ``detail`` says why not, for the timeout
+message. Every network probe has its own socket timeout, bounded by what is
+left of the caller's deadline, so a check can never hang.
+
+Kinds: ``tcp`` (host, port), ``unix`` (path), ``http`` (url, status, method,
+payload, headers, request_timeout), ``file`` (path), ``banner`` (pattern,
+log_path). A list of checks passes when all of them pass.
+"""
+
+import os
+import re
+import socket
+from http.client import HTTPConnection, HTTPException
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from . import procs
+
+PROBE_TIMEOUT = 1.0
+
+
+def _bounded(remaining, cap=PROBE_TIMEOUT):
+    return max(0.01, min(cap, remaining))
+
+
+class TCPCheck:
+    def __init__(self, spec):
+        self.host = spec["host"]
+        self.port = int(spec["port"])
+
+    def probe(self, remaining):
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=_bounded(remaining))
+        except OSError as e:
+            return False, "tcp %s:%d: %s" % (self.host, self.port, e.strerror or e)
+        sock.close()
+        return True, ""
+
+    def owner(self):
+        return procs.tcp_port_owner(self.port)
+
+
+class UnixCheck:
+    def __init__(self, spec):
+        self.path = spec["path"]
+
+    def probe(self, remaining):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(_bounded(remaining))
+        try:
+            sock.connect(self.path)
+        except OSError as e:
+            return False, "unix socket %s: %s" % (self.path, e.strerror or e)
+        finally:
+            sock.close()
+        return True, ""
+
+    def owner(self):
+        return procs.unix_socket_owner(self.path)
+
+
+class HTTPCheck:
+    def __init__(self, spec):
+        self.url = urlsplit(spec["url"])
+        self.status = str(spec.get("status", r"^2\d\d$"))
+        self.status_re = re.compile(self.status)
+        self.method = spec.get("method", "HEAD")
+        self.payload = spec.get("payload")
+        self.headers = spec.get("headers") or {}
+        self.request_timeout = spec.get("request_timeout")
+        self.host = self.url.hostname
+        self.port = self.url.port or 80
+
+    def probe(self, remaining):
+        cap = self.request_timeout or PROBE_TIMEOUT
+        conn = HTTPConnection(self.host, self.port, timeout=_bounded(remaining, cap))
+        target = urlunsplit(("", "", self.url.path or "/", self.url.query, ""))
+        try:
+            body = urlencode(self.payload) if self.payload else None
+            conn.request(self.method, target, body, self.headers)
+            status = str(conn.getresponse().status)
+        except (OSError, HTTPException) as e:
+            return False, "http %s %s: %s" % (self.method, self.url.geturl(), e)
+        finally:
+            conn.close()
+        if status == self.status or self.status_re.match(status):
+            return True, ""
+        return False, "http %s %s: status %s, want %s" % (
+            self.method,
+            self.url.geturl(),
+            status,
+            self.status,
+        )
+
+    def owner(self):
+        return procs.tcp_port_owner(self.port)
+
+
+class FileCheck:
+    def __init__(self, spec):
+        self.path = spec["path"]
+
+    def probe(self, remaining):
+        if os.path.isfile(self.path):
+            return True, ""
+        return False, "file %s does not exist" % self.path
+
+    def owner(self):
+        try:
+            with open(self.path) as f:
+                pid = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            return None
+        return pid if pid and procs.is_alive(pid) else None
+
+
+class BannerCheck:
+    """Looks for a regex in the process log, reading only what is new."""
+
+    def __init__(self, spec):
+        self.pattern = spec["pattern"]
+        self.regex = re.compile(self.pattern)
+        self.log_path = spec.get("log_path")
+        self.offset = 0
+        self.carry = ""
+
+    def probe(self, remaining):
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read(1 << 20)
+        except OSError as e:
+            return False, "log %s: %s" % (self.log_path, e)
+        self.offset += len(chunk)
+        text = self.carry + chunk.decode("utf-8", "replace")
+        lines = text.split("\n")
+        self.carry = lines.pop()
+        for line in [*lines, self.carry]:
+            if self.regex.search(line):
+                return True, ""
+        return False, "banner %r not seen in output yet" % self.pattern
+
+    def owner(self):
+        return None
+
+
+KINDS = {
+    "tcp": TCPCheck,
+    "unix": UnixCheck,
+    "http": HTTPCheck,
+    "file": FileCheck,
+    "banner": BannerCheck,
+}
+
+
+def build(specs, log_path=None):
+    """Instantiate check objects from plain specs."""
+    built = []
+    for spec in specs or ():
+        spec = dict(spec)
+        if spec["kind"] == "banner" and not spec.get("log_path"):
+            spec["log_path"] = log_path
+        built.append(KINDS[spec["kind"]](spec))
+    return built
+
+
+def probe_all(checks, remaining):
+    """Run every check; return (all_ok, detail of the first failing one)."""
+    for check in checks:
+        ok, detail = check.probe(remaining)
+        if not ok:
+            return False, detail
+    return True, ""

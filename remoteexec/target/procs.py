@@ -1,0 +1,158 @@
+"""The target's process table: psutil when present, /proc otherwise.
+
+Only what the supervisor needs: find processes by an exact environment
+marker, tell whether a pid is alive, and find who owns a listening TCP port
+or unix socket (for AlreadyRunning messages).
+"""
+
+import os
+
+try:  # psutil is a C extension: mitogen cannot ship it, so it is optional.
+    import psutil
+except ImportError:  # pragma: no cover - depends on the target
+    psutil = None
+
+HAVE_PSUTIL = psutil is not None
+
+
+def _all_pids():
+    try:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
+
+
+def read_environ(pid):
+    """Return the environment of ``pid`` as a dict, or None if unreadable."""
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    env = {}
+    for item in data.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            env[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+    return env
+
+
+def pids_with_marker(name, value=None, run_prefix=None):
+    """Pids whose environment variable ``name`` equals ``value`` exactly.
+
+    With ``run_prefix`` instead, match every value of the form
+    ``<run_prefix>.<anything>``: all processes of one run. Matching is exact
+    (never a substring), so another run's processes are never touched.
+    """
+    me = os.getpid()
+    found = []
+    for pid in _all_pids():
+        if pid == me:
+            continue
+        env = read_environ(pid)
+        if not env or name not in env:
+            continue
+        got = env[name]
+        if (value is not None and got == value) or (
+            run_prefix is not None and got.split(".", 1)[0] == run_prefix
+        ):
+            found.append(pid)
+    return found
+
+
+def state(pid):
+    """The kernel's one-letter state of ``pid`` ('R', 'S', 'Z', ...) or None."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    rest = data[data.rfind(b")") + 2 :]
+    return rest[:1].decode("ascii", "replace") or None
+
+
+def parent_of(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split()
+    return int(fields[1]) if len(fields) > 1 else None
+
+
+def is_alive(pid):
+    """True when ``pid`` exists and is not a zombie."""
+    st = state(pid)
+    return st is not None and st not in ("Z", "X")
+
+
+def _socket_inode_owner(inodes):
+    """Find the pid holding one of the socket ``inodes`` open."""
+    if not inodes:
+        return None
+    wanted = {"socket:[%s]" % inode for inode in inodes}
+    for pid in _all_pids():
+        fd_dir = "/proc/%d/fd" % pid
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(os.path.join(fd_dir, fd)) in wanted:
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
+def tcp_port_owner(port):
+    """Pid listening on TCP ``port`` (any address), or None if not visible."""
+    if HAVE_PSUTIL:
+        try:
+            for conn in psutil.net_connections(kind="tcp"):
+                listening = conn.status == psutil.CONN_LISTEN and conn.laddr
+                if listening and conn.laddr[1] == port and conn.pid:
+                    return conn.pid
+        except (psutil.Error, OSError):
+            pass
+    inodes = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != "0A":  # 0A = LISTEN
+                continue
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.append(fields[9])
+    return _socket_inode_owner(inodes)
+
+
+def unix_socket_owner(path):
+    """Pid listening on the unix socket ``path``, or None if not visible."""
+    inodes = []
+    try:
+        with open("/proc/net/unix") as f:
+            lines = f.readlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 8 and fields[7] == path:
+            inodes.append(fields[6])
+    return _socket_inode_owner(inodes)
+
+
+def describe(pid):
+    """A short 'pid 123 (name)' text for messages."""
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return "pid %d (%s)" % (pid, f.read().strip())
+    except OSError:
+        return "pid %d" % pid

@@ -1,0 +1,676 @@
+"""The target-side supervisor: owns every process a run starts on this host.
+
+One supervisor lives in each context (one per host per Master). The master
+calls :func:`install` once, right after connecting; from then on:
+
+- every process is spawned in its own session, with ``REMOTEEXEC_RUN`` set to
+  ``<run_id>.<proc_id>`` (matched exactly, never as a substring), stdin from
+  /dev/null and stdout+stderr appended to a 0600 log file in the run's 0700
+  directory. Nothing is piped, so a chatty child can never block on a full
+  pipe; the output tail is read back from the file.
+- the context is a child subreaper, so daemons that double-fork stay in its
+  tree and are reaped here.
+- stop = killpg(stop_signal) plus the same signal to every marked process,
+  a bounded wait, then SIGKILL for all of them. A stop that had to escalate
+  reports it as a timeout instead of hiding it.
+- when the master goes away (clean exit, crash, SIGKILL, ssh dying: mitogen's
+  broker ``shutdown``; or a silent partition: heartbeats stop), every process
+  tree of the run is killed and the context exits.
+
+Functions return ``{"ok": True, ...}`` or ``{"ok": False, "error": {...}}``;
+the error dict has ``type`` (a remoteexec exception class name) and
+``message``, plus ``command``, ``exit_code``, ``output_tail`` where known.
+"""
+
+import ctypes
+import errno
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+import mitogen.core
+import mitogen.service
+
+from . import checks, procs
+
+LOG = logging.getLogger("remoteexec.target")
+
+MARKER = "REMOTEEXEC_RUN"
+PR_SET_CHILD_SUBREAPER = 36
+TAIL_LINES = 50
+TAIL_BYTES = 64 * 1024
+KILL_WAIT = 5.0
+FINISHED_KEPT = 256
+
+
+class _State:
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.run_id = None
+        self.run_dir = None
+        self.procs = {}
+        self.finished = {}
+        self.seq = 0
+        self.subreaper = False
+        self.heartbeat_handle = None
+
+
+STATE = _State()
+
+
+def _error(kind, message, **fields):
+    fields = {k: v for k, v in fields.items() if v is not None}
+    return {"ok": False, "error": dict(type=kind, message=message, **fields)}
+
+
+def _exit_text(code):
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "signal %d" % -code
+        return "killed by %s" % name
+    return "exit code %d" % code
+
+
+def _signal(pid, sig, group=False):
+    try:
+        (os.killpg if group else os.kill)(pid, sig)
+    except OSError as e:
+        if e.errno not in (errno.ESRCH, errno.EPERM):
+            raise
+
+
+def _tail_of(path, lines=TAIL_LINES):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - TAIL_BYTES))
+            data = f.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", "replace").splitlines()
+    return "\n".join(text[-lines:]) if lines else ""
+
+
+class Proc:
+    """One process tree started by the supervisor."""
+
+    def __init__(self, proc_id, spec, marker, log_path, popen):
+        self.id = proc_id
+        self.name = spec.get("name") or ""
+        self.command = spec["command"]
+        self.stop_signal = int(spec.get("stop_signal") or signal.SIGTERM)
+        self.kill_signal = int(spec.get("kill_signal") or signal.SIGKILL)
+        self.marker = marker
+        self.log_path = log_path
+        self.popen = popen
+        self.pid = popen.pid
+        self.started = time.time()
+        self.seen = set()
+
+    def poll(self):
+        return self.popen.poll()
+
+    def marked(self):
+        """Live processes carrying this tree's marker (the main one included)."""
+        pids = [p for p in procs.pids_with_marker(MARKER, self.marker) if procs.is_alive(p)]
+        self.seen.update(pids)
+        return pids
+
+    def signal_tree(self, sig):
+        if self.poll() is None:
+            _signal(self.pid, sig, group=True)
+        for pid in self.marked():
+            _signal(pid, sig)
+
+    def _reap(self):
+        # Orphans re-parented to us (we are the subreaper) must be reaped
+        # here or they stay zombies; only pids we saw carrying our marker.
+        for pid in list(self.seen):
+            if pid == self.pid:
+                continue
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid if not procs.is_alive(pid) else 0
+            if done:
+                self.seen.discard(pid)
+
+    def alive(self):
+        """True while the main process or any marked descendant lives."""
+        self._reap()
+        return self.poll() is None or bool(self.marked())
+
+    def wait_gone(self, deadline):
+        delay = 0.002
+        while self.alive():
+            now = time.monotonic()
+            if now >= deadline:
+                return False
+            time.sleep(min(delay, deadline - now))
+            delay = min(delay * 2, 0.05)
+        return True
+
+    def running(self):
+        rc = self.poll()
+        if rc is None:
+            return True
+        return rc == 0 and bool(self.marked())
+
+    def tail(self, lines=TAIL_LINES):
+        return _tail_of(self.log_path, lines)
+
+    def info(self):
+        return {
+            "ok": True,
+            "id": self.id,
+            "pid": self.pid,
+            "marker": self.marker,
+            "log_path": self.log_path,
+            "running": self.running(),
+            "returncode": self.poll(),
+        }
+
+
+def _require_installed():
+    if STATE.run_id is None:
+        raise RuntimeError("remoteexec supervisor not installed in this context")
+
+
+def _get(proc_id):
+    with STATE.lock:
+        return STATE.procs.get(proc_id) or STATE.finished.get(proc_id)
+
+
+def _retire(proc):
+    with STATE.lock:
+        STATE.procs.pop(proc.id, None)
+        STATE.finished[proc.id] = proc
+        while len(STATE.finished) > FINISHED_KEPT:
+            STATE.finished.pop(next(iter(STATE.finished)))
+
+
+def _argv(command, shell):
+    if shell:
+        if isinstance(command, str):
+            return command
+        return " ".join(shlex.quote(str(c)) for c in command)
+    if isinstance(command, str):
+        return shlex.split(command)
+    return [str(c) for c in command]
+
+
+def _command_text(command):
+    if isinstance(command, str):
+        return command
+    return " ".join(shlex.quote(str(c)) for c in command)
+
+
+def _safe_name(text):
+    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+    return keep[:40] or "proc"
+
+
+def _popen_error(e, argv, cwd, command):
+    text = _command_text(command)
+    if cwd and not os.path.isdir(cwd):
+        return _error("ExecutorError", "working directory %s does not exist" % cwd, command=text)
+    program = argv[0] if isinstance(argv, list) else argv
+    if isinstance(e, FileNotFoundError):
+        return _error(
+            "CommandNotFound",
+            "command not found: %s (PATH=%s)" % (program, os.environ.get("PATH", "")[:200]),
+            command=text,
+        )
+    if isinstance(e, PermissionError):
+        return _error("CommandNotFound", "not executable: %s (%s)" % (program, e), command=text)
+    return _error("ExecutorError", "cannot start %s: %s" % (program, e), command=text)
+
+
+def _spawn(spec):
+    """Start a process tree; return (Proc, None) or (None, error dict)."""
+    _require_installed()
+    with STATE.lock:
+        STATE.seq += 1
+        proc_id = STATE.seq
+    command = spec["command"]
+    shell = bool(spec.get("shell"))
+    argv = _argv(command, shell)
+    cwd = spec.get("cwd") or None
+    marker = "%s.%d" % (STATE.run_id, proc_id)
+    env = dict(os.environ)
+    env.update({str(k): str(v) for k, v in (spec.get("env") or {}).items()})
+    env[MARKER] = marker
+    program = argv if isinstance(argv, str) else os.path.basename(argv[0])
+    name = spec.get("name") or program.split()[0]
+    log_path = os.path.join(STATE.run_dir, "%s-%d.log" % (_safe_name(name), proc_id))
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        popen = subprocess.Popen(
+            argv,
+            shell=shell,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
+            close_fds=True,
+            start_new_session=True,
+        )
+    except OSError as e:
+        return None, _popen_error(e, argv if not shell else [argv], cwd, command)
+    finally:
+        os.close(log_fd)
+    proc = Proc(proc_id, dict(spec, name=name), marker, log_path, popen)
+    with STATE.lock:
+        STATE.procs[proc_id] = proc
+    return proc, None
+
+
+def _fail_and_clean(proc, kind, message, **fields):
+    """Kill what is left of ``proc``'s tree, forget it, return an error dict."""
+    proc.signal_tree(signal.SIGKILL)
+    proc.wait_gone(time.monotonic() + KILL_WAIT)
+    _retire(proc)
+    return _error(
+        kind,
+        message,
+        command=_command_text(proc.command),
+        output_tail=proc.tail(),
+        pid=proc.pid,
+        log_path=proc.log_path,
+        **fields,
+    )
+
+
+def _wait_ready(proc, built, deadline, sleep, timeout):
+    delay = 0.005
+    detail = "no readiness check"
+    while True:
+        rc = proc.poll()
+        if rc is not None and rc != 0:
+            return _fail_and_clean(
+                proc,
+                "ProcessExitedWithError",
+                "process exited before it was ready (%s)" % _exit_text(rc),
+                exit_code=rc,
+            )
+        now = time.monotonic()
+        ok, detail = checks.probe_all(built, deadline - now)
+        if ok:
+            return proc.info()
+        if rc == 0 and not proc.marked():
+            # A daemonizer may exit 0, but then someone must stay behind.
+            return _fail_and_clean(
+                proc,
+                "ProcessExitedWithError",
+                "process exited (exit code 0) and left nothing running before it was"
+                " ready; last check: %s" % detail,
+                exit_code=0,
+            )
+        now = time.monotonic()
+        if now >= deadline:
+            return _fail_and_clean(
+                proc,
+                "TimeoutExpired",
+                "not ready after %gs: %s; the process tree was killed" % (timeout, detail),
+                timeout=timeout,
+            )
+        time.sleep(min(delay, sleep, deadline - now))
+        delay *= 2
+
+
+def start(spec, check_specs=(), timeout=3600.0, sleep=0.1, pre_check_specs=()):
+    """Spawn ``spec['command']`` and wait until every check passes.
+
+    ``pre_check_specs``: fail with AlreadyRunning if these checks already
+    pass before we start anything (someone else owns the port/socket/file).
+    Polling starts at 5 ms and doubles up to ``sleep``, so a fast service is
+    seen as ready quickly without busy-looping on a slow one.
+    """
+    deadline = time.monotonic() + float(timeout)
+    command_text = _command_text(spec["command"])
+    if pre_check_specs:
+        built = checks.build(pre_check_specs)
+        ok, _ = checks.probe_all(built, min(1.0, float(timeout)))
+        if ok:
+            owner = next((c.owner() for c in built if c.owner() is not None), None)
+            what = ", ".join(_describe_check(s) for s in pre_check_specs)
+            owned = " (held by %s)" % procs.describe(owner) if owner else ""
+            return _error(
+                "AlreadyRunning",
+                "%s already answers before start%s; refusing to start %s"
+                % (what, owned, command_text),
+                command=command_text,
+                owner_pid=owner,
+            )
+    proc, err = _spawn(spec)
+    if err:
+        return err
+    built = checks.build(check_specs, log_path=proc.log_path)
+    return _wait_ready(proc, built, deadline, float(sleep), float(timeout))
+
+
+def _describe_check(spec):
+    kind = spec["kind"]
+    if kind == "tcp":
+        return "tcp %s:%s" % (spec["host"], spec["port"])
+    if kind == "http":
+        return "http %s" % spec["url"]
+    if kind in ("unix", "file"):
+        return "%s %s" % (kind, spec["path"])
+    return kind
+
+
+def wait(proc_id, check_specs, timeout, sleep=0.1):
+    """Wait until the checks pass for an already started process."""
+    proc = _get(proc_id)
+    if proc is None:
+        return _error("ExecutorError", "no such process id %s" % proc_id)
+    built = checks.build(check_specs, log_path=proc.log_path)
+    return _wait_ready(proc, built, time.monotonic() + timeout, sleep, timeout)
+
+
+def stop(proc_id, sig=None, timeout=10.0, expected_returncode=None):
+    """Stop a process tree: ``sig`` to the group and marked pids, then SIGKILL."""
+    proc = _get(proc_id)
+    if proc is None:
+        return {"ok": True, "returncode": None, "escalated": False}
+    sig = int(sig or proc.stop_signal)
+    proc.signal_tree(sig)
+    escalated = not proc.wait_gone(time.monotonic() + float(timeout))
+    if escalated:
+        proc.signal_tree(signal.SIGKILL)
+        proc.wait_gone(time.monotonic() + KILL_WAIT)
+    rc = proc.poll()
+    _retire(proc)
+    command = _command_text(proc.command)
+    if escalated:
+        return _error(
+            "TimeoutExpired",
+            "did not stop within %gs of %s; killed with SIGKILL (%s)"
+            % (timeout, signal.Signals(sig).name, _exit_text(rc)),
+            command=command,
+            exit_code=rc,
+            output_tail=proc.tail(),
+            escalated=True,
+            timeout=timeout,
+        )
+    expected = -sig if expected_returncode is None else int(expected_returncode)
+    if rc and rc != expected:
+        return _error(
+            "ProcessFinishedWithError",
+            "process ended with %s after %s, expected %s"
+            % (_exit_text(rc), signal.Signals(sig).name, _exit_text(expected)),
+            command=command,
+            exit_code=rc,
+            output_tail=proc.tail(),
+        )
+    return {"ok": True, "returncode": rc, "escalated": False}
+
+
+def kill(proc_id, sig=signal.SIGKILL, wait=True):
+    """Send ``sig`` to the whole tree; with ``wait``, until it is gone."""
+    proc = _get(proc_id)
+    if proc is None:
+        return {"ok": True, "returncode": None}
+    proc.signal_tree(int(sig))
+    if wait:
+        if not proc.wait_gone(time.monotonic() + KILL_WAIT):
+            return _error(
+                "TimeoutExpired",
+                "process tree still alive %gs after %s" % (KILL_WAIT, signal.Signals(sig).name),
+                command=_command_text(proc.command),
+            )
+        _retire(proc)
+    return {"ok": True, "returncode": proc.poll()}
+
+
+def signal_proc(proc_id, sig):
+    """Send ``sig`` to the main process only (SIGSTOP/SIGCONT and friends)."""
+    proc = _get(proc_id)
+    if proc is None or proc.poll() is not None:
+        return _error("ExecutorError", "process %s is not running" % proc_id)
+    _signal(proc.pid, int(sig))
+    return {"ok": True}
+
+
+def status(proc_id):
+    proc = _get(proc_id)
+    if proc is None:
+        return {"ok": True, "running": False, "returncode": None, "pid": None}
+    return proc.info()
+
+
+def output(proc_id, lines=TAIL_LINES):
+    proc = _get(proc_id)
+    return {"ok": True, "output": proc.tail(lines) if proc else ""}
+
+
+def run(command, shell=False, cwd=None, env=None, timeout=None, input=None):
+    """Run a command to completion and capture its output (``Host.run``).
+
+    The child carries the run's marker, so it dies with the run even if the
+    master crashes mid-call.
+    """
+    _require_installed()
+    with STATE.lock:
+        STATE.seq += 1
+        marker = "%s.run%d" % (STATE.run_id, STATE.seq)
+    argv = _argv(command, shell)
+    full_env = dict(os.environ)
+    full_env.update({str(k): str(v) for k, v in (env or {}).items()})
+    full_env[MARKER] = marker
+    started = time.monotonic()
+    try:
+        popen = subprocess.Popen(
+            argv,
+            shell=bool(shell),
+            cwd=cwd,
+            env=full_env,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            close_fds=True,
+            start_new_session=True,
+        )
+    except OSError as e:
+        return _popen_error(e, argv if not shell else [argv], cwd, command)
+    try:
+        out, err = popen.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _signal(popen.pid, signal.SIGKILL, group=True)
+        out, err = popen.communicate()
+        return _error(
+            "TimeoutExpired",
+            "command did not finish within %gs; killed" % timeout,
+            command=_command_text(command),
+            output_tail=(out + err).decode("utf-8", "replace")[-4000:],
+            timeout=timeout,
+        )
+    return {
+        "ok": True,
+        "returncode": popen.returncode,
+        "stdout": out,
+        "stderr": err,
+        "duration": time.monotonic() - started,
+    }
+
+
+def kill_all(grace=0.5):
+    """Stop every process tree of this run: stop signals, ``grace``, SIGKILL."""
+    with STATE.lock:
+        items = list(STATE.procs.values())
+        run_id = STATE.run_id
+    for proc in items:
+        proc.signal_tree(proc.stop_signal)
+    deadline = time.monotonic() + grace
+    for proc in items:
+        proc.wait_gone(deadline)
+    for proc in items:
+        proc.signal_tree(signal.SIGKILL)
+    if run_id:
+        for pid in procs.pids_with_marker(MARKER, run_prefix=run_id):
+            _signal(pid, signal.SIGKILL)
+    for proc in items:
+        proc.wait_gone(time.monotonic() + 1.0)
+        _retire(proc)
+    return {"ok": True, "killed": [p.pid for p in items]}
+
+
+def remove_run_dir():
+    """Delete the run directory (logs) after a clean close."""
+    import shutil
+
+    if STATE.run_dir:
+        shutil.rmtree(STATE.run_dir, ignore_errors=True)
+    return {"ok": True}
+
+
+def _set_subreaper():
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watchdog(recv, timeout):
+    """Kill everything and exit when the master's heartbeats stop."""
+    while True:
+        try:
+            msg = recv.get(timeout=timeout)
+        except mitogen.core.TimeoutError:
+            LOG.error("no heartbeat from the master for %ss: killing the run", timeout)
+            try:
+                kill_all()
+            finally:
+                os._exit(70)
+        except mitogen.core.ChannelError:
+            return
+        if msg.is_dead:
+            return
+        if msg.reply_to:
+            msg.reply(time.time())
+
+
+@mitogen.core.takes_econtext
+def install(run_id, heartbeat_timeout=10.0, base_dir=None, pool_size=16, econtext=None):
+    """Set this context up as the run's supervisor; call once after connect.
+
+    Creates the 0700 run directory, becomes a child subreaper, starts the
+    service pool (so status calls never wait behind a long call on the main
+    thread), hooks :func:`kill_all` to the broker's shutdown, and starts the
+    heartbeat watchdog. Returns facts about the target.
+    """
+    with STATE.lock:
+        if STATE.run_id is None:
+            root = base_dir or os.path.join(tempfile.gettempdir(), "remoteexec-%d" % os.getuid())
+            os.makedirs(root, 0o700, exist_ok=True)
+            run_dir = os.path.join(root, run_id)
+            os.makedirs(run_dir, 0o700, exist_ok=True)
+            os.chmod(run_dir, 0o700)
+            STATE.run_id = run_id
+            STATE.run_dir = run_dir
+            STATE.subreaper = _set_subreaper()
+            mitogen.service.get_or_create_pool(size=pool_size, router=econtext.router)
+            mitogen.core.listen(econtext.broker, "shutdown", kill_all)
+            recv = mitogen.core.Receiver(econtext.router)
+            threading.Thread(
+                target=_watchdog,
+                args=(recv, float(heartbeat_timeout)),
+                name="remoteexec-watchdog",
+                daemon=True,
+            ).start()
+            STATE.heartbeat_handle = recv.handle
+    return {
+        "pid": os.getpid(),
+        "hostname": socket.gethostname(),
+        "run_dir": STATE.run_dir,
+        "heartbeat_handle": STATE.heartbeat_handle,
+        "psutil": procs.HAVE_PSUTIL,
+        "subreaper": STATE.subreaper,
+        "python": sys.version.split()[0],
+        "uid": os.getuid(),
+    }
+
+
+def _guarded(fn):
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            tb = traceback.format_exc()
+            return _error(
+                "RemoteCallError",
+                "%s in %s: %s" % (type(e).__name__, fn.__name__, e),
+                type_name=type(e).__name__,
+                remote_message=str(e)[:2000],
+                remote_traceback=tb[-4000:],
+            )
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+_ALLOW = mitogen.service.AllowParents()
+
+
+def _method(fn):
+    guarded = _guarded(fn)
+
+    def method(self, **kwargs):
+        return guarded(**kwargs)
+
+    method.__name__ = fn.__name__
+    method.__doc__ = fn.__doc__
+    return mitogen.service.expose(_ALLOW)(method)
+
+
+def invoke(function, args=(), kwargs=None):
+    """Call a target-side function by dotted name, on a pool thread.
+
+    Only functions under ``remoteexec.target`` may be named: the pool must
+    not become a way around mitogen's own call policy.
+    """
+    module_name, _, attr = function.rpartition(".")
+    if not module_name.startswith("remoteexec.target"):
+        raise ValueError("only remoteexec.target functions may be invoked, not %s" % function)
+    __import__(module_name)
+    return getattr(sys.modules[module_name], attr)(*args, **(kwargs or {}))
+
+
+class Supervisor(mitogen.service.Service):
+    """The supervisor's calls, served by the context's thread pool.
+
+    Served from the pool rather than the main thread, so ``running()``,
+    ``output()`` and stops never queue behind a long ``Host.call``.
+    """
+
+    start = _method(start)
+    wait = _method(wait)
+    stop = _method(stop)
+    kill = _method(kill)
+    signal = _method(signal_proc)
+    status = _method(status)
+    output = _method(output)
+    run = _method(run)
+    kill_all = _method(kill_all)
+    invoke = _method(invoke)
+
+    @mitogen.service.expose(_ALLOW)
+    def ping(self):
+        return {"ok": True, "pid": os.getpid(), "time": time.time()}
