@@ -38,6 +38,7 @@ _EXPORTS = {
     "RemotePythonMissing": "remoteexec.errors",
     "HostLost": "remoteexec.errors",
     "RemoteCallError": "remoteexec.errors",
+    "TarantoolError": "remoteexec.errors",
 }
 
 __all__ = sorted(_EXPORTS)

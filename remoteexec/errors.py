@@ -169,6 +169,11 @@ class RemoteCallError(HostError):
         return str(self.details.get("remote_traceback", ""))
 
 
+class TarantoolError(RemoteExecError):
+    """Tarantool reported an error: a Lua error from eval/call, or a failed
+    instance start (the Lua or log message is in the text)."""
+
+
 _BY_NAME = {
     cls.__name__: cls
     for cls in (
@@ -182,6 +187,7 @@ _BY_NAME = {
         CommandFailed,
         HostLost,
         RemoteCallError,
+        TarantoolError,
     )
 }
 

@@ -75,6 +75,14 @@ class Host:
         state = "lost" if self.lost else ("closed" if self._closed else "up")
         return "<Host %s (%s, %s)>" % (self.name, self.kind, state)
 
+    @property
+    def transport_pid(self) -> Optional[int]:
+        """Pid of the process carrying the connection (the ssh client, or the
+        local interpreter), on the master's machine."""
+        stream = self.master.router.stream_by_id(self.context.context_id)
+        proc = getattr(getattr(stream, "conn", None), "proc", None)
+        return getattr(proc, "pid", None)
+
     # -- lifecycle -------------------------------------------------------
 
     def _install(self, heartbeat_timeout: float, timeout: float) -> None:

@@ -72,14 +72,26 @@ def state(pid):
     return rest[:1].decode("ascii", "replace") or None
 
 
-def parent_of(pid):
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2 :].split()
-    return int(fields[1]) if len(fields) > 1 else None
+def zombie_children(session):
+    """Our zombie children that belong to ``session``.
+
+    A zombie keeps its session id, so orphans of a tree we started (its main
+    process leads a session) can be reaped without touching children that
+    other code in this interpreter started and will wait for itself.
+    """
+    me = os.getpid()
+    found = []
+    for pid in _all_pids():
+        try:
+            with open("/proc/%d/stat" % pid, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rfind(b")") + 2 :].split()
+        # fields: state ppid pgrp session ...
+        if fields[0] == b"Z" and int(fields[1]) == me and int(fields[3]) == session:
+            found.append(pid)
+    return found
 
 
 def is_alive(pid):

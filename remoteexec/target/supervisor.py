@@ -130,14 +130,29 @@ class Proc:
         return pids
 
     def signal_tree(self, sig):
-        if self.poll() is None:
+        """``sig`` to the process group, and to marked pids that left it.
+
+        Each process gets the signal once: a second SIGTERM would cut short a
+        graceful shutdown that the first one started.
+        """
+        group_alive = self.poll() is None
+        if group_alive:
             _signal(self.pid, sig, group=True)
         for pid in self.marked():
-            _signal(pid, sig)
+            try:
+                in_group = group_alive and os.getpgid(pid) == self.pid
+            except OSError:
+                continue
+            if not in_group:
+                _signal(pid, sig)
 
     def _reap(self):
         # Orphans re-parented to us (we are the subreaper) must be reaped
-        # here or they stay zombies; only pids we saw carrying our marker.
+        # here or they stay zombies; only pids we saw carrying our marker,
+        # or zombies still in the session of our main process.
+        for pid in procs.zombie_children(self.pid):
+            if pid != self.pid:
+                self.seen.add(pid)
         for pid in list(self.seen):
             if pid == self.pid:
                 continue
@@ -412,7 +427,7 @@ def stop(proc_id, sig=None, timeout=10.0, expected_returncode=None):
     if rc and rc != expected:
         return _error(
             "ProcessFinishedWithError",
-            "process ended with %s after %s, expected %s"
+            "process ended (%s) after %s; expected %s"
             % (_exit_text(rc), signal.Signals(sig).name, _exit_text(expected)),
             command=command,
             exit_code=rc,

@@ -1,0 +1,97 @@
+"""A test process with several behaviours, stdlib only (runs on lab hosts).
+
+Usage: proc.py MODE [ARGS]; every mode that waits does so for at most
+10 minutes, so nothing it starts can outlive a broken test run by long.
+"""
+
+import http.server
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+LIFETIME = 600
+
+
+def serve_http(addr, port):
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer((addr, port), Quiet)
+    threading.Timer(LIFETIME, server.shutdown).start()
+    server.serve_forever()
+
+
+def listen_tcp(addr, port):
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((addr, port))
+    sock.listen(16)
+    return sock
+
+
+def main(argv):
+    mode = argv[1]
+    if mode == "http":  # http ADDR PORT [CHATTY_BYTES]
+        chatty = int(argv[4]) if len(argv) > 4 else 0
+        if chatty:
+            line = "x" * 99 + "\n"
+            for _ in range(chatty // 100):
+                sys.stdout.write(line)
+            sys.stdout.flush()
+        print("serving", flush=True)
+        serve_http(argv[2], int(argv[3]))
+    elif mode == "unix":  # unix PATH
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(argv[2])
+        sock.listen(4)
+        time.sleep(LIFETIME)
+    elif mode == "pidfile":  # pidfile PATH DELAY
+        time.sleep(float(argv[3]))
+        with open(argv[2], "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(LIFETIME)
+    elif mode == "banner":  # banner TEXT DELAY
+        print("starting up", flush=True)
+        time.sleep(float(argv[3]))
+        print(argv[2], flush=True)
+        time.sleep(LIFETIME)
+    elif mode == "daemon":  # daemon ADDR PORT: double fork, parent exits 0
+        if os.fork():
+            os._exit(0)
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        sock = listen_tcp(argv[2], int(argv[3]))
+        deadline = time.time() + LIFETIME
+        sock.settimeout(1)
+        while time.time() < deadline:
+            try:
+                sock.accept()[0].close()
+            except OSError:
+                pass
+    elif mode == "stubborn":  # stubborn ADDR PORT: ignores SIGTERM
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sock = listen_tcp(argv[2], int(argv[3]))
+        print("stubborn ready", flush=True)
+        time.sleep(LIFETIME)
+        sock.close()
+    elif mode == "exit":  # exit CODE MESSAGE
+        print(argv[3], flush=True)
+        sys.exit(int(argv[2]))
+    elif mode == "children":  # children N: a tree of sleepers
+        for _ in range(int(argv[2])):
+            if os.fork() == 0:
+                time.sleep(LIFETIME)
+                os._exit(0)
+        print("tree ready", flush=True)
+        time.sleep(LIFETIME)
+    else:
+        sys.exit("unknown mode %s" % mode)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

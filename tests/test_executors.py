@@ -1,0 +1,316 @@
+"""Every executor type, on this machine and on a real lab host over SSH."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from conftest import PY, Place, run_pids, wait_until
+
+import remoteexec as rx
+from remoteexec import waits
+
+
+def _gone(place: Place, pid: int) -> bool:
+    from remoteexec.target import procs
+
+    return not procs.is_alive(pid)
+
+
+def test_simple_executor(place: Place) -> None:
+    ex = rx.SimpleExecutor(["sleep", "30"], on=place.host)
+    assert not ex.running()
+    ex.start()
+    assert ex.running() and ex.pid
+    pid = ex.pid
+    ex.stop()
+    assert not ex.running()
+    assert wait_until(lambda: _gone(place, pid), 3)
+
+
+def test_output_executor(place: Place) -> None:
+    ex = rx.OutputExecutor(
+        place.cmd("banner", "we are ready", 0.3), banner="are re+ady", on=place.host, timeout=10
+    )
+    with ex:
+        assert ex.running()
+        assert "we are ready" in ex.output()
+        assert "starting up" in ex.output()
+    assert not ex.running()
+
+
+def test_tcp_executor(place: Place) -> None:
+    port = place.free_port()
+    ex = rx.TCPExecutor(
+        place.cmd("http", "127.0.0.1", port), host="127.0.0.1", port=port, on=place.host, timeout=20
+    )
+    ex.start()
+    try:
+        # The port answers on the host the executor ran on.
+        r = place.host.run(
+            [PY, "-c", "import socket; socket.create_connection(('127.0.0.1', %d), 2)" % port]
+        )
+        assert r.returncode == 0, r.stderr
+        with ex.stopped():
+            assert not ex.running()
+            r = place.host.run(
+                [PY, "-c", "import socket; socket.create_connection(('127.0.0.1', %d), 2)" % port]
+            )
+            assert r.returncode != 0
+        assert ex.running()
+    finally:
+        ex.stop()
+
+
+def test_unix_socket_executor(place: Place) -> None:
+    path = os.path.join(place.scratch, "s.sock")
+    with rx.UnixSocketExecutor(
+        place.cmd("unix", path), socket_name=path, on=place.host, timeout=10
+    ) as ex:
+        assert ex.running()
+
+
+def test_http_executor(place: Place) -> None:
+    port = place.free_port()
+    url = "http://127.0.0.1:%d/" % port
+    with rx.HTTPExecutor(
+        place.cmd("http", "127.0.0.1", port), url=url, on=place.host, timeout=20
+    ) as ex:
+        assert ex.running()
+        assert "serving" in ex.output()
+
+
+def test_http_executor_status_mismatch_times_out(place: Place) -> None:
+    port = place.free_port()
+    url = "http://127.0.0.1:%d/no-such-page" % port
+    ex = rx.HTTPExecutor(
+        place.cmd("http", "127.0.0.1", port), url=url, status=200, on=place.host, timeout=1.5
+    )
+    started = time.monotonic()
+    with pytest.raises(rx.TimeoutExpired) as info:
+        ex.start()
+    assert time.monotonic() - started < 6
+    assert "status 404" in str(info.value)
+    assert info.value.host == place.host.name
+
+
+def test_pid_executor(place: Place) -> None:
+    path = os.path.join(place.scratch, "x.pid")
+    with rx.PidExecutor(
+        place.cmd("pidfile", path, 0.2), filename=path, on=place.host, timeout=10
+    ) as ex:
+        assert ex.running()
+        assert int(open(path).read()) == ex.pid
+
+
+def test_executor_with_composed_waits(place: Place) -> None:
+    port = place.free_port()
+    wait = waits.TCP("127.0.0.1", port) & waits.Banner("serving")
+    with rx.Executor(
+        place.cmd("http", "127.0.0.1", port), wait=wait, on=place.host, timeout=10
+    ) as ex:
+        assert ex.running()
+        ex.wait_for(waits.HTTP("http://127.0.0.1:%d/" % port))
+
+
+def test_command_not_found(place: Place) -> None:
+    started = time.monotonic()
+    with pytest.raises(rx.CommandNotFound) as info:
+        rx.TCPExecutor(
+            ["no-such-program-xyz", "--flag"], host="127.0.0.1", port=1, on=place.host
+        ).start()
+    assert time.monotonic() - started < 5
+    assert "no-such-program-xyz" in str(info.value)
+    assert info.value.host == place.host.name
+
+
+def test_process_exits_early(place: Place) -> None:
+    ex = rx.TCPExecutor(
+        place.cmd("exit", 3, "bad config line 7"),
+        host="127.0.0.1",
+        port=place.free_port(),
+        on=place.host,
+        timeout=30,
+    )
+    started = time.monotonic()
+    with pytest.raises(rx.ProcessExitedWithError) as info:
+        ex.start()
+    assert time.monotonic() - started < 5, "must fail fast, not wait for the timeout"
+    err = info.value
+    assert err.exit_code == 3
+    assert "bad config line 7" in err.output_tail
+    assert "exit code 3" in str(err) and place.host.name in str(err)
+
+
+def test_port_already_in_use(place: Place) -> None:
+    port = place.free_port()
+    first = rx.TCPExecutor(
+        place.cmd("http", "127.0.0.1", port), host="127.0.0.1", port=port, on=place.host, timeout=10
+    )
+    with first:
+        second = rx.TCPExecutor(
+            place.cmd("http", "127.0.0.1", port),
+            host="127.0.0.1",
+            port=port,
+            on=place.host,
+            timeout=10,
+        )
+        with pytest.raises(rx.AlreadyRunning) as info:
+            second.start()
+        assert info.value.details["owner_pid"] == first.pid
+        assert str(first.pid) in str(info.value)
+        assert not second.running()
+
+
+def test_start_timeout(place: Place) -> None:
+    port = place.free_port()
+    ex = rx.TCPExecutor(["sleep", "60"], host="127.0.0.1", port=port, on=place.host, timeout=1)
+    started = time.monotonic()
+    with pytest.raises(rx.TimeoutExpired) as info:
+        ex.start()
+    assert 0.9 < time.monotonic() - started < 5
+    assert "tcp 127.0.0.1:%d" % port in str(info.value)
+    assert not run_pids(place.host.master.run_id), "a timed-out start must leave nothing"
+
+
+def test_stop_needs_sigkill(place: Place) -> None:
+    port = place.free_port()
+    ex = rx.TCPExecutor(
+        place.cmd("stubborn", "127.0.0.1", port),
+        host="127.0.0.1",
+        port=port,
+        on=place.host,
+        timeout=10,
+        stop_timeout=0.5,
+    )
+    ex.start()
+    pid = ex.pid
+    with pytest.raises(rx.TimeoutExpired) as info:
+        ex.stop()
+    assert info.value.details.get("escalated") is True
+    assert "SIGKILL" in str(info.value) and "SIGTERM" in str(info.value)
+    assert wait_until(lambda: _gone(place, pid), 3)
+    assert not ex.running()
+
+
+def test_unexpected_exit_code_after_stop(place: Place) -> None:
+    code = (
+        "import signal,sys,time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(7));"
+        " print('armed', flush=True); time.sleep(60)"
+    )
+    ex = rx.OutputExecutor([PY, "-c", code], banner="armed", on=place.host, timeout=10)
+    ex.start()
+    with pytest.raises(rx.ProcessFinishedWithError) as info:
+        ex.stop()
+    assert info.value.exit_code == 7
+    assert "exit code 7" in str(info.value)
+    # The same with the code declared as expected is fine.
+    ex2 = rx.OutputExecutor(
+        [PY, "-c", code], banner="armed", on=place.host, timeout=10, expected_returncode=7
+    )
+    ex2.start()
+    ex2.stop()
+
+
+def test_chatty_process_does_not_block(place: Place) -> None:
+    """1 MB of output before listening: no pipe may fill up."""
+    port = place.free_port()
+    ex = rx.TCPExecutor(
+        place.cmd("http", "127.0.0.1", port, 1 << 20),
+        host="127.0.0.1",
+        port=port,
+        on=place.host,
+        timeout=15,
+    )
+    with ex:
+        assert ex.running()
+        assert "serving" in ex.output(lines=3)
+
+
+def test_double_forking_daemon_killed_on_stop(place: Place) -> None:
+    port = place.free_port()
+    ex = rx.TCPExecutor(
+        place.cmd("daemon", "127.0.0.1", port),
+        host="127.0.0.1",
+        port=port,
+        on=place.host,
+        timeout=10,
+    )
+    ex.start()
+    run_id = place.host.master.run_id
+    daemons = run_pids(run_id)
+    assert daemons, "the daemon carries the run marker"
+    assert ex.running(), "main exited 0 but the daemon it left runs"
+    ex.stop()
+    assert wait_until(lambda: not run_pids(run_id), 3), run_pids(run_id)
+    # Reaped too, not left as zombies of the context.
+    from remoteexec.target import procs
+
+    assert all(procs.state(p) is None for p in daemons)
+
+
+def test_kill_and_status_calls(place: Place) -> None:
+    ex = rx.OutputExecutor(place.cmd("children", 3), banner="tree ready", on=place.host, timeout=10)
+    ex.start()
+    run_id = place.host.master.run_id
+    assert len(run_pids(run_id)) == 4
+    ex.kill()
+    assert wait_until(lambda: not run_pids(run_id), 3)
+    assert not ex.running()
+
+
+def test_status_not_blocked_by_long_call(place: Place) -> None:
+    """running()/output() go to the pool, not behind a long Host.call."""
+    import threading
+
+    ex = rx.SimpleExecutor(["sleep", "30"], on=place.host).start()
+    t = threading.Thread(target=place.host.call, args=(time.sleep, 3.0), daemon=True)
+    t.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    assert ex.running()
+    ex.output()
+    assert time.monotonic() - started < 1.0
+    ex.stop()
+    t.join(10)
+
+
+def test_default_is_local(tmp_path) -> None:
+    """on=None: a lazily created local context, as a drop-in for mirakuru."""
+    path = str(tmp_path / "d.pid")
+    ex = rx.PidExecutor(
+        [PY, "-c", "import os,time; open(%r,'w').write(str(os.getpid())); time.sleep(30)" % path],
+        filename=path,
+        timeout=10,
+    )
+    with ex:
+        assert ex.running()
+        assert ex.on.kind == "local"
+    assert not ex.running()
+
+
+def test_many_sequential_executors_no_growth(place: Place) -> None:
+    import threading
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def one() -> None:
+        rx.SimpleExecutor(["sleep", "30"], on=place.host).start().stop()
+
+    for _ in range(5):
+        one()
+    threads, files = threading.active_count(), fds()
+    for _ in range(100):
+        one()
+    assert threading.active_count() <= threads
+    assert fds() <= files + 2
+    assert not run_pids(place.host.master.run_id)
+
+
+def test_signal_escalation_message_names_signal(place: Place) -> None:
+    ex = rx.SimpleExecutor(["sleep", "30"], on=place.host, stop_signal=signal.SIGINT)
+    ex.start()
+    ex.stop()  # sleep dies of SIGINT, which is then the expected code
