@@ -1,0 +1,51 @@
+"""remoteexec.lab: a real multi-host lab on one Linux machine.
+
+Each "host" is a Linux network namespace with its own address and its own sshd, all
+hanging off one bridge in the root namespace, so the master (running in the root
+namespace) reaches them over real TCP and ssh, exactly as it would reach machines::
+
+    from remoteexec.lab import Lab
+
+    with Lab(hosts=3) as lab:
+        lab.targets                 # ["root@10.A.B.11", "root@10.A.B.12", "root@10.A.B.13"]
+        master.connect_all(lab.targets, identity_file=lab.identity_file,
+                           known_hosts_file=lab.known_hosts_file)
+        lab.partition(0, 1)         # silently drop traffic between hosts 0 and 1
+        lab.partition(2)            # cut host 2 from everyone, the master included
+        lab.heal()
+
+Command line (leaves the lab running; state in ``/run/remoteexec-lab/<name>.json``)::
+
+    python -m remoteexec.lab up [--hosts N] [--name NAME] [--json]
+    python -m remoteexec.lab status [--json]
+    python -m remoteexec.lab partition NAME A [B] | heal NAME
+    python -m remoteexec.lab down NAME... | --stale | --all
+
+Lifetime and stale labs: every lab is recorded in ``/run/remoteexec-lab/<name>.json``
+(0600) before anything is created and the record is removed last.  The creating process
+tears its labs down at exit (``atexit``) unless it called :meth:`Lab.detach` (the
+``up`` command does).  :meth:`Lab.stale` lists labs whose creating process is gone
+(crashed, killed, or detached and exited) plus unrecorded leftovers (``rxl-*``
+namespaces, ``rxb*``/``rxv*`` links); :meth:`Lab.down_stale` removes those, and with
+``all=True`` every lab, including ones live processes still use.
+
+Needs root, iproute2, openssh-server (``/usr/sbin/sshd``), ``ssh-keygen`` and, for
+partitions, nftables.  :meth:`Lab.available` says whether this machine qualifies.
+Only the standard library is used, plus those commands.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from ._lab import MASTER, Lab, LabHost
+from ._netns import LabError
+
+__all__ = ["MASTER", "Lab", "LabError", "LabHost", "cli"]
+
+
+def cli(argv: Optional[List[str]] = None) -> int:
+    """Run the ``python -m remoteexec.lab`` command line with ``argv``; return exit code."""
+    from ._cli import main
+
+    return main(argv)
