@@ -150,7 +150,7 @@ class Host:
 
     def _get(self, recv: mitogen.core.Receiver, timeout: Optional[float], what: str) -> Any:
         try:
-            return recv.get(timeout=timeout).unpickle()
+            return self._wait(recv, timeout, what).unpickle()
         except mitogen.core.CallError as e:
             details = _parse_call_error(e)
             raise RemoteCallError(
@@ -159,10 +159,6 @@ class Host:
                 **details,
             ) from None
         except mitogen.core.TimeoutError:
-            if self.lost:
-                raise HostLost(
-                    "host lost during %s: %s" % (what, self.lost), host=self.name
-                ) from None
             raise HostLost(
                 "no reply to %s within %.1fs" % (what, timeout), host=self.name
             ) from None
@@ -170,6 +166,26 @@ class Host:
             reason = self.lost or "the connection closed"
             self._mark_lost(reason)
             raise HostLost("host lost during %s: %s" % (what, reason), host=self.name) from None
+
+    def _wait(
+        self, recv: mitogen.core.Receiver, timeout: Optional[float], what: str
+    ) -> mitogen.core.Message:
+        """recv.get(), but give up as soon as the host is declared lost.
+
+        A silent partition never closes the stream by itself; the heartbeat
+        thread notices and marks the host lost, and waiters see that here.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return recv.get(timeout=0.25 if left is None else min(0.25, left))
+            except mitogen.core.TimeoutError:
+                if self.lost:
+                    reason = "host lost during %s: %s" % (what, self.lost)
+                    raise HostLost(reason, host=self.name) from None
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` on the host and return its result.

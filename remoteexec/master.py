@@ -6,6 +6,7 @@ import atexit
 import concurrent.futures
 import contextlib
 import os
+import signal
 import sys
 import threading
 import time
@@ -235,6 +236,12 @@ class Master:
             with contextlib.suppress(Exception):
                 self.router.disconnect(host.context)
 
+        # A stalled ssh client may sit out ServerAlive* for a minute: end it
+        # (it is our own child) so its stream closes now.
+        pid = host.transport_pid if host.kind == "ssh" else None
+        if pid and getattr(host.context, "via", None) is None:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         # router.disconnect() waits for the broker; never block the caller on it.
         threading.Thread(target=drop, name="remoteexec-drop", daemon=True).start()
 

@@ -111,7 +111,7 @@ def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
 
 def spawn_master_script(
     lab: Optional[object], mode: str, extra: Optional[List[str]] = None
-) -> "tuple":
+) -> tuple:
     """Start tests/helpers/master_script.py; return (Popen, info dict)."""
     import json
     import subprocess

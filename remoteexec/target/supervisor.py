@@ -600,8 +600,10 @@ def install(run_id, heartbeat_timeout=10.0, base_dir=None, pool_size=16, econtex
             STATE.run_id = run_id
             STATE.run_dir = run_dir
             STATE.subreaper = _set_subreaper()
-            mitogen.service.get_or_create_pool(size=pool_size, router=econtext.router)
+            # Before the pool: shutdown listeners run in order, and the pool's
+            # joins its threads, which may be waiting on our processes.
             mitogen.core.listen(econtext.broker, "shutdown", kill_all)
+            mitogen.service.get_or_create_pool(size=pool_size, router=econtext.router)
             recv = mitogen.core.Receiver(econtext.router)
             threading.Thread(
                 target=_watchdog,

@@ -13,7 +13,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import remoteexec as rx  # noqa: E402
+import remoteexec as rx
 
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "proc.py")
 PY = "/usr/bin/python3"
@@ -53,6 +53,7 @@ def main():
         threading.Thread(target=host.run, args=(["sleep", "300"],), daemon=True).start()
     info = {
         "run_id": master.run_id,
+        "master_pid": os.getpid(),
         "pids": started,
         "transport_pids": [h.transport_pid for h in hosts],
         "context_pids": [h.info["pid"] for h in hosts],

@@ -1,0 +1,155 @@
+"""Connecting to real sshd hosts in the lab, and every way that can fail."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import subprocess
+import time
+
+import pytest
+from conftest import PY, connect_options
+
+import remoteexec as rx
+
+pytestmark = pytest.mark.lab
+
+
+def test_connect_all_three_hosts(lab, master: rx.Master) -> None:
+    started = time.monotonic()
+    hosts = master.connect_all(lab.targets, **connect_options(lab))
+    elapsed = time.monotonic() - started
+    assert [h.name for h in hosts] == lab.targets
+    for host, lab_host in zip(hosts, lab.hosts):
+        r = host.run(["ip", "-o", "-4", "addr"], check=True)
+        assert lab_host.address in r.stdout, "each context runs inside its own namespace"
+        assert host.info["psutil"] is False, "Debian's python has no psutil: /proc fallback"
+    # Cached: the same target gives the same Host.
+    assert master.connect(lab.targets[0], **connect_options(lab)) is hosts[0]
+    assert elapsed < 10
+
+
+def test_call_run_and_remote_errors(lab, master: rx.Master) -> None:
+    host = master.connect(lab.targets[1], **connect_options(lab))
+    assert host.call(socket.gethostname) == host.info["hostname"]
+    assert host.call(os.getpid) == host.info["pid"]
+    with pytest.raises(rx.RemoteCallError) as info:
+        host.call(int, "not a number")
+    assert info.value.type_name == "ValueError"
+    assert "not a number" in info.value.remote_message
+    assert host.name in str(info.value)
+
+    r = host.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
+    with pytest.raises(rx.CommandFailed) as failed:
+        host.run([PY, "-c", "import sys; sys.exit('broken input')"], check=True)
+    assert failed.value.exit_code == 1 and "broken input" in failed.value.output_tail
+    assert host.run("echo $((6*7))", shell=True).stdout == "42\n"
+    assert host.run(["echo", "$HOME"]).stdout == "$HOME\n", "no shell unless asked"
+    with pytest.raises(rx.CommandNotFound):
+        host.run(["no-such-command-here"])
+    started = time.monotonic()
+    with pytest.raises(rx.TimeoutExpired):
+        host.run(["sleep", "30"], timeout=0.5)
+    assert time.monotonic() - started < 3
+
+
+def test_via_hop(lab, master: rx.Master) -> None:
+    first = master.connect(lab.targets[0], **connect_options(lab))
+    second = master.connect(lab.targets[2], via=first, **connect_options(lab))
+    r = second.run(["ip", "-o", "-4", "addr"], check=True)
+    assert lab.hosts[2].address in r.stdout
+
+
+def _expect(exc_type, started: float, limit: float, info) -> None:
+    assert time.monotonic() - started < limit, "error must come within a bounded time"
+    assert isinstance(info.value, exc_type), repr(info.value)
+
+
+def test_unreachable_address(lab, master: rx.Master) -> None:
+    lab.partition(lab.hosts[0])  # silent: packets from the master are dropped
+    try:
+        started = time.monotonic()
+        opts = dict(connect_options(lab), connect_timeout=2)
+        with pytest.raises(rx.HostUnreachable) as info:
+            master.connect(lab.targets[0], **opts)
+        _expect(rx.HostUnreachable, started, 15, info)
+        assert lab.hosts[0].address in str(info.value)
+        assert "timed out" in str(info.value).lower()
+    finally:
+        lab.heal()
+
+
+def test_wrong_key(lab, master: rx.Master, tmp_path) -> None:
+    key = str(tmp_path / "other_key")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+    started = time.monotonic()
+    with pytest.raises(rx.AuthenticationFailed) as info:
+        master.connect(lab.targets[0], **dict(connect_options(lab), identity_file=key))
+    _expect(rx.AuthenticationFailed, started, 10, info)
+    assert "identity_file" in str(info.value)
+
+
+def test_wrong_port(lab, master: rx.Master) -> None:
+    started = time.monotonic()
+    with pytest.raises(rx.HostUnreachable) as info:
+        master.connect(lab.targets[0] + ":2222", **connect_options(lab))
+    _expect(rx.HostUnreachable, started, 10, info)
+    assert "refused" in str(info.value).lower()
+
+
+def test_missing_remote_python(lab, master: rx.Master) -> None:
+    started = time.monotonic()
+    with pytest.raises(rx.RemotePythonMissing) as info:
+        master.connect(lab.targets[0], **dict(connect_options(lab), python="/opt/nope/python3"))
+    _expect(rx.RemotePythonMissing, started, 10, info)
+    assert "/opt/nope/python3" in str(info.value)
+
+
+def test_host_key_mismatch(lab, master: rx.Master, tmp_path) -> None:
+    other = str(tmp_path / "hostkey")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other], check=True)
+    known = tmp_path / "known_hosts"
+    pub = open(other + ".pub").read().split()
+    known.write_text("%s %s %s\n" % (lab.hosts[0].address, pub[0], pub[1]))
+    started = time.monotonic()
+    with pytest.raises(rx.HostKeyMismatch) as info:
+        master.connect(lab.targets[0], **dict(connect_options(lab), known_hosts_file=str(known)))
+    _expect(rx.HostKeyMismatch, started, 10, info)
+    # An unknown host is refused too: checking stays on by default.
+    known.write_text("")
+    with pytest.raises(rx.HostKeyMismatch):
+        master.connect(lab.targets[0], **dict(connect_options(lab), known_hosts_file=str(known)))
+
+
+def test_connect_all_reports_every_failure(lab, master: rx.Master) -> None:
+    targets = [lab.targets[0], lab.targets[1] + ":2222", lab.targets[2] + ":2223"]
+    started = time.monotonic()
+    with pytest.raises(rx.ConnectionFailed) as info:
+        master.connect_all(targets, **connect_options(lab))
+    assert time.monotonic() - started < 15
+    err = info.value
+    assert len(err.failures) == 2
+    assert {f.host for f in err.failures} == {targets[1], targets[2]}
+    assert all(isinstance(f, rx.HostUnreachable) for f in err.failures)
+    assert "2 of 3 hosts failed" in str(err)
+    # The good one was tried and stays usable.
+    assert master.connect(lab.targets[0], **connect_options(lab)).run(["true"]).ok
+
+
+def test_errors_pickle_round_trip() -> None:
+    err = rx.ProcessExitedWithError(
+        "process exited", host="h1", command=["a", "b c"], exit_code=3, output_tail="x", pid=5
+    )
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is rx.ProcessExitedWithError
+    assert (back.host, back.command, back.exit_code, back.output_tail) == (
+        "h1",
+        ["a", "b c"],
+        3,
+        "x",
+    )
+    assert back.details == {"pid": 5}
+    assert str(back) == str(err)
+    assert "[h1]" in str(err) and "'b c'" in str(err)
