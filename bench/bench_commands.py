@@ -1,0 +1,210 @@
+"""Per-command latency on a lab host: remoteexec Host.run / Host.call against Fabric 3.
+
+One lab host (a network namespace with its own sshd). remoteexec keeps one
+mitogen context open; Fabric keeps one paramiko connection open (steady
+state for both, connection set-up is not timed). Both use the lab's key and
+strict host key checking (remoteexec: the lab's known_hosts via ssh;
+Fabric: paramiko ``load_host_keys(known_hosts)`` + ``RejectPolicy``).
+
+The three series are measured interleaved, in blocks, so a drift in machine
+load hits all of them alike. Fabric costs ~50-100 ms a command, so it gets
+fewer iterations (said in the output).
+
+Run: ``python bench/bench_commands.py`` (needs root for the lab).
+"""
+
+from __future__ import annotations
+
+import _common as c
+
+RUN_N = 1000
+CALL_N = 1000
+FABRIC_N = 100
+BLOCKS = 10
+WARMUP = 20
+SHELL_N = 30
+
+RUN_TARGET_MS = 3.0
+CALL_TARGET_MS = 1.0
+FABRIC_FACTOR = 15.0
+
+
+def _fabric_connection(lab, address: str, port: int, known_hosts: bool = True):
+    """A Fabric Connection to a lab host: the lab's key, strict host key checking."""
+    import paramiko
+    from fabric import Config, Connection
+
+    conn = Connection(
+        address,
+        user=lab.user,
+        port=port,
+        config=Config(overrides={"load_ssh_configs": False}),
+        connect_timeout=10,
+        connect_kwargs={
+            "key_filename": lab.identity_file,
+            "look_for_keys": False,
+            "allow_agent": False,
+        },
+    )
+    if known_hosts:
+        conn.client.load_host_keys(lab.known_hosts_file)
+    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return conn
+
+
+def _check_fabric_strict(lab, address: str, port: int) -> None:
+    """Prove the Fabric baseline checks host keys: an empty known_hosts is refused."""
+    import paramiko
+
+    conn = _fabric_connection(lab, address, port, known_hosts=False)
+    try:
+        conn.open()
+    except paramiko.SSHException:
+        return
+    finally:
+        conn.close()
+    raise AssertionError("Fabric connected without a known host key: RejectPolicy not in force")
+
+
+def _shell_init(host) -> float:
+    """Seconds the remote login shell spends on start-up files under sshd.
+
+    Fabric's command runs as ``$SHELL -c CMD`` started by sshd, and bash reads
+    ~/.bashrc when it sees SSH_CLIENT. Time that shell on the host with and
+    without SSH_CLIENT (remote-side durations, clean environment); the
+    difference is what this machine's start-up files add to every Fabric
+    command. Host.run never starts a shell.
+    """
+    facts = host.run(["sh", "-c", 'echo "$HOME"; echo "${SHELL:-/bin/sh}"'], check=True)
+    home, shell = facts.stdout.split("\n")[:2]
+    base = ["env", "-i", "HOME=%s" % home]
+    as_sshd = [*base, "SSH_CLIENT=10.0.0.1 50000 22"]
+
+    def remote_median(argv):
+        durations = [host.run([*argv, shell, "-c", "true"]).duration for _ in range(SHELL_N)]
+        return c.Stats.of(durations).median
+
+    return max(0.0, remote_median(as_sshd) - remote_median(base))
+
+
+def run() -> c.Report:
+    report = c.lab_report("Commands: Host.run / Host.call vs Fabric 3 (one lab host)")
+    if report.skipped:
+        return report
+    import fabric
+    import paramiko
+
+    with c.lab_host() as (lab, host):
+        h = lab.hosts[0]
+        _check_fabric_strict(lab, h.address, h.port)
+        conn = _fabric_connection(lab, h.address, h.port)
+        try:
+            conn.open()
+            c.progress("fabric connected; warming up")
+            ops = {
+                "run": lambda: host.run(["true"]),
+                "call": lambda: host.call(c.trivial, 1),
+                "ping": lambda: host.service("ping"),
+                # in_stream=False: no stdin forwarding, as Host.run gives /dev/null.
+                "fabric": lambda: conn.run("true", hide=True, in_stream=False),
+            }
+            counts = {"run": RUN_N, "call": CALL_N, "ping": RUN_N // 5, "fabric": FABRIC_N}
+            samples = {name: [] for name in ops}
+            for name, fn in ops.items():
+                c.time_calls(fn, 0, warmup=WARMUP if name != "fabric" else 5)
+            for block in range(BLOCKS):
+                for name, fn in ops.items():
+                    samples[name] += c.time_calls(fn, counts[name] // BLOCKS)
+                c.progress("block %d/%d done" % (block + 1, BLOCKS))
+            remote_run = c.Stats.of([host.run(["true"]).duration for _ in range(100)])
+            shell_init = _shell_init(host)
+        finally:
+            conn.close()
+
+    st = {name: c.Stats.of(s) for name, s in samples.items()}
+    rows = [
+        ('remoteexec `Host.run(["true"])`', st["run"]),
+        ("remoteexec `Host.call(trivial, 1)`", st["call"]),
+        ('Fabric %s `Connection.run("true", hide=True)`' % fabric.__version__, st["fabric"]),
+    ]
+    report.text(
+        "Per operation, in ms, on one lab host over ssh (steady state: connection open). "
+        "Fabric is slow (%s ms a command), so it ran only %d iterations; remoteexec ran "
+        "%d run + %d call; all measured interleaved in %d blocks. Fabric %s / paramiko %s, "
+        "with the lab's key and strict host key checking (RejectPolicy + the lab's "
+        "known_hosts; verified: an unknown host key is refused)."
+        % (
+            c.ms(st["fabric"].median),
+            FABRIC_N,
+            RUN_N,
+            CALL_N,
+            BLOCKS,
+            fabric.__version__,
+            paramiko.__version__,
+        )
+    )
+    report.table(
+        ["operation", "n", "median", "p90", "mean"],
+        [(name, s.n, c.ms(s.median), c.ms(s.p90), c.ms(s.mean)) for name, s in rows],
+    )
+    fab = st["fabric"]
+    report.table(
+        ["ratio", "median", "mean"],
+        [
+            (
+                "Fabric / Host.run",
+                c.ratio(fab.median, st["run"].median),
+                c.ratio(fab.mean, st["run"].mean),
+            ),
+            (
+                "Fabric / Host.call",
+                c.ratio(fab.median, st["call"].median),
+                c.ratio(fab.mean, st["call"].mean),
+            ),
+        ],
+    )
+    adjusted = fab.median - shell_init
+    report.text(
+        "Where the time goes (medians, ms):",
+        "",
+        '- supervisor service round trip (`Host.service("ping")`, thread pool, no process): '
+        "%s; `Host.call` (main thread): %s" % (c.ms(st["ping"].median), c.ms(st["call"].median)),
+        '- `Host.run(["true"])` %s = remote spawn+wait of `true` %s (`RunResult.duration`)'
+        " + round trip and (un)pickling %s"
+        % (
+            c.ms(st["run"].median),
+            c.ms(remote_run.median),
+            c.ms(st["run"].median - remote_run.median),
+        ),
+        "- Fabric starts the login shell for every command (`$SHELL -c true`); on this machine "
+        "root's ~/.bashrc (read by bash under sshd) adds %s. Without it Fabric would be ≈%s, "
+        "still %s Host.run."
+        % (c.ms(shell_init), c.ms(adjusted), c.ratio(adjusted, st["run"].median)),
+    )
+    report.target(
+        "Host.run median",
+        "%s ms" % c.ms(st["run"].median),
+        "≤ %g ms" % RUN_TARGET_MS,
+        st["run"].median * 1e3 <= RUN_TARGET_MS,
+    )
+    report.target(
+        "Host.call median",
+        "%s ms" % c.ms(st["call"].median),
+        "≤ %g ms" % CALL_TARGET_MS,
+        st["call"].median * 1e3 <= CALL_TARGET_MS,
+    )
+    report.target(
+        "faster than Fabric per command (median Fabric / Host.run)",
+        c.ratio(fab.median, st["run"].median),
+        "≥ %gx" % FABRIC_FACTOR,
+        fab.median >= FABRIC_FACTOR * st["run"].median,
+    )
+    return report
+
+
+def main() -> int:
+    return c.bench_main(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
