@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import concurrent.futures.thread
 import contextlib
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import mitogen.core
@@ -87,6 +89,8 @@ class Master:
             target=self._heartbeat_loop, name="remoteexec-heartbeat", daemon=True
         )
         self._heartbeat.start()
+        _live.add(self)
+        _install_exit_hook()
 
     def __enter__(self) -> Master:
         return self
@@ -278,15 +282,51 @@ class Master:
         # Hops last: a host reached via another must be closed first.
         direct = [h for h in hosts if getattr(h.context, "via", None) is None]
         hopped = [h for h in hosts if getattr(h.context, "via", None) is not None]
+        # Plain threads: this also runs at interpreter exit, when
+        # concurrent.futures no longer accepts work.
         for group in (hopped, direct):
-            if group:
-                with concurrent.futures.ThreadPoolExecutor(len(group)) as pool:
-                    list(pool.map(self._close_host, group))
+            threads = [
+                threading.Thread(target=self._close_host, args=(h,), daemon=True) for h in group
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30.0)
         self._stop.set()
         self.broker.shutdown()
         self.broker.join()
         if mitogen.parent._preexec_hook is _own_process_group:
             mitogen.parent._preexec_hook = _ORIGINAL_PREEXEC
+
+
+_live: weakref.WeakSet[Master] = weakref.WeakSet()
+_exit_hook_lock = threading.Lock()
+_exit_hook_installed = False
+
+
+def _close_all() -> None:
+    for master in list(_live):
+        with contextlib.suppress(Exception):
+            master.close()
+
+
+def _install_exit_hook() -> None:
+    """Close masters left open when the interpreter exits.
+
+    threading._register_atexit runs before non-daemon threads are joined
+    (plain atexit runs after), and mitogen's broker thread is non-daemon:
+    without this, a forgotten Master would hang the interpreter's exit.
+    """
+    global _exit_hook_installed
+    with _exit_hook_lock:
+        if _exit_hook_installed:
+            return
+        register = getattr(threading, "_register_atexit", None)
+        try:
+            (register or atexit.register)(_close_all)
+        except RuntimeError:  # interpreter already shutting down
+            atexit.register(_close_all)
+        _exit_hook_installed = True
 
 
 _default_lock = threading.Lock()
@@ -299,7 +339,6 @@ def default_master() -> Master:
     with _default_lock:
         if _default is None or _default._closed:
             _default = Master()
-            atexit.register(_default.close)
         return _default
 
 

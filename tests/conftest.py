@@ -121,7 +121,12 @@ def spawn_master_script(
     if lab is not None:
         args += [json.dumps(connect_options(lab)), json.dumps(lab.targets)]
     args += extra or []
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    import tempfile
+
+    errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the script
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=errors, text=True, start_new_session=True
+    )
     line = ""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -131,5 +136,8 @@ def spawn_master_script(
     if not line.startswith("READY "):
         proc.kill()
         proc.wait(10)
-        raise AssertionError("master script did not get ready: %r" % line)
+        errors.seek(0)
+        raise AssertionError(
+            "master script did not get ready: %r\n%s" % (line, errors.read()[-3000:])
+        )
     return proc, json.loads(line[len("READY ") :])

@@ -47,7 +47,7 @@ def test_master_sigkill_lab(lab, master: rx.Master) -> None:
         os.kill(proc.pid, signal.SIGKILL)
         for host in checkers:
             assert wait_until(lambda h=host: not _marked_on(h, run_id), 3.0), host.name
-        assert not any(procs.is_alive(p) for p in info["context_pids"])
+        assert wait_until(lambda: not any(procs.is_alive(p) for p in info["context_pids"]), 3.0)
     finally:
         _kill_script(proc)
 

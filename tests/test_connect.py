@@ -111,7 +111,8 @@ def test_host_key_mismatch(lab, master: rx.Master, tmp_path) -> None:
     other = str(tmp_path / "hostkey")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other], check=True)
     known = tmp_path / "known_hosts"
-    pub = open(other + ".pub").read().split()
+    with open(other + ".pub") as f:
+        pub = f.read().split()
     known.write_text("%s %s %s\n" % (lab.hosts[0].address, pub[0], pub[1]))
     started = time.monotonic()
     with pytest.raises(rx.HostKeyMismatch) as info:

@@ -102,7 +102,8 @@ def test_pid_executor(place: Place) -> None:
         place.cmd("pidfile", path, 0.2), filename=path, on=place.host, timeout=10
     ) as ex:
         assert ex.running()
-        assert int(open(path).read()) == ex.pid
+        with open(path) as f:
+            assert int(f.read()) == ex.pid
 
 
 def test_executor_with_composed_waits(place: Place) -> None:

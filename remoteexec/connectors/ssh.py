@@ -100,6 +100,7 @@ _RULES = [
     (
         HostKeyMismatch,
         r"host key verification failed|remote host identification has changed"
+        r"|unrecognized or mismatching host key"
         r"|no \S+ host key is known|host key for .* has changed",
         "the host key is unknown or has changed; add the host's key to known_hosts_file"
         " (or use check_host_keys='ignore' for throwaway hosts)",
@@ -144,7 +145,7 @@ def connection_error(
     # mitogen appends ssh's last lines; keep the meaningful ones, drop noise.
     lines = [ln.strip() for ln in raw.splitlines() if ln.strip()]
     cause = "; ".join(ln for ln in lines if not ln.startswith("EOF on stream"))[:600] or raw
-    hint = next((h for c, _, h in _RULES if c is cls), "see the cause above")
+    hint = next((h for c, _, h in _RULES if c is cls), "see ssh's message")
     if cls is RemotePythonMissing:
         hint = "python=%r was not found on the host; pass python= with a path that exists" % (
             python,

@@ -7,6 +7,7 @@ Prints 'READY {json}' once everything runs, then sleeps (at most 5 min).
 
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -19,6 +20,12 @@ HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "proc.py")
 PY = "/usr/bin/python3"
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def main():
     mode = sys.argv[1]
     heartbeat = 10.0
@@ -29,17 +36,18 @@ def main():
     master = rx.Master(heartbeat_timeout=heartbeat)
     hosts = master.connect_all(targets, **options) if mode == "lab" else [master.local()]
     started = []
+    http_port, daemon_port = (18080, 18081) if mode == "lab" else (free_port(), free_port())
     for host in hosts:
         srv = rx.HTTPExecutor(
-            [PY, HELPER, "http", "127.0.0.1", "18080"],
-            url="http://127.0.0.1:18080/",
+            [PY, HELPER, "http", "127.0.0.1", str(http_port)],
+            url="http://127.0.0.1:%d/" % http_port,
             on=host,
             timeout=30,
         )
         daemon = rx.TCPExecutor(
-            [PY, HELPER, "daemon", "127.0.0.1", "18081"],
+            [PY, HELPER, "daemon", "127.0.0.1", str(daemon_port)],
             host="127.0.0.1",
-            port=18081,
+            port=daemon_port,
             on=host,
             timeout=30,
         )

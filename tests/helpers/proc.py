@@ -4,6 +4,7 @@ Usage: proc.py MODE [ARGS]; every mode that waits does so for at most
 10 minutes, so nothing it starts can outlive a broken test run by long.
 """
 
+import contextlib
 import http.server
 import os
 import signal
@@ -69,10 +70,8 @@ def main(argv):
         deadline = time.time() + LIFETIME
         sock.settimeout(1)
         while time.time() < deadline:
-            try:
+            with contextlib.suppress(OSError):
                 sock.accept()[0].close()
-            except OSError:
-                pass
     elif mode == "stubborn":  # stubborn ADDR PORT: ignores SIGTERM
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         sock = listen_tcp(argv[2], int(argv[3]))
