@@ -72,12 +72,12 @@ def state(pid):
     return rest[:1].decode("ascii", "replace") or None
 
 
-def zombie_children(session):
-    """Our zombie children that belong to ``session``.
+def zombie_children(exclude_session):
+    """Our zombie children whose session is not ``exclude_session``.
 
-    A zombie keeps its session id, so orphans of a tree we started (its main
-    process leads a session) can be reaped without touching children that
-    other code in this interpreter started and will wait for itself.
+    A zombie keeps its session id, so orphans of the trees we started (each
+    in a session of its own) can be told from children that other code in
+    this interpreter started in our own session.
     """
     me = os.getpid()
     found = []
@@ -89,7 +89,8 @@ def zombie_children(session):
             continue
         fields = data[data.rfind(b")") + 2 :].split()
         # fields: state ppid pgrp session ...
-        if fields[0] == b"Z" and int(fields[1]) == me and int(fields[3]) == session:
+        zombie = fields[0] == b"Z" and int(fields[1]) == me
+        if zombie and int(fields[3]) != exclude_session:
             found.append(pid)
     return found
 

@@ -22,6 +22,7 @@ the error dict has ``type`` (a remoteexec exception class name) and
 ``message``, plus ``command``, ``exit_code``, ``output_tail`` where known.
 """
 
+import contextlib
 import ctypes
 import errno
 import logging
@@ -61,6 +62,10 @@ class _State:
         self.seq = 0
         self.subreaper = False
         self.heartbeat_handle = None
+        # Pids of our own Popen objects: the orphan reaper must leave them
+        # to Popen, or their exit codes would be lost.
+        self.own_pids = set()
+        self.spawn_lock = threading.Lock()
 
 
 STATE = _State()
@@ -104,6 +109,21 @@ def _tail_of(path, lines=TAIL_LINES):
     return "\n".join(text[-lines:]) if lines else ""
 
 
+def reap_orphans():
+    """Reap zombies re-parented to us (the subreaper) from our trees.
+
+    Children of other code in this interpreter (``Host.call`` functions
+    using subprocess) stay in the context's session and are left to their
+    owners; our own Popen children are left to Popen.
+    """
+    with STATE.spawn_lock:
+        for pid in procs.zombie_children(exclude_session=os.getsid(0)):
+            if pid in STATE.own_pids:
+                continue
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+
+
 class Proc:
     """One process tree started by the supervisor."""
 
@@ -118,16 +138,16 @@ class Proc:
         self.popen = popen
         self.pid = popen.pid
         self.started = time.time()
-        self.seen = set()
 
     def poll(self):
-        return self.popen.poll()
+        rc = self.popen.poll()
+        if rc is not None:
+            STATE.own_pids.discard(self.pid)
+        return rc
 
     def marked(self):
         """Live processes carrying this tree's marker (the main one included)."""
-        pids = [p for p in procs.pids_with_marker(MARKER, self.marker) if procs.is_alive(p)]
-        self.seen.update(pids)
-        return pids
+        return [p for p in procs.pids_with_marker(MARKER, self.marker) if procs.is_alive(p)]
 
     def signal_tree(self, sig):
         """``sig`` to the process group, and to marked pids that left it.
@@ -146,26 +166,9 @@ class Proc:
             if not in_group:
                 _signal(pid, sig)
 
-    def _reap(self):
-        # Orphans re-parented to us (we are the subreaper) must be reaped
-        # here or they stay zombies; only pids we saw carrying our marker,
-        # or zombies still in the session of our main process.
-        for pid in procs.zombie_children(self.pid):
-            if pid != self.pid:
-                self.seen.add(pid)
-        for pid in list(self.seen):
-            if pid == self.pid:
-                continue
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done = pid if not procs.is_alive(pid) else 0
-            if done:
-                self.seen.discard(pid)
-
     def alive(self):
         """True while the main process or any marked descendant lives."""
-        self._reap()
+        reap_orphans()
         return self.poll() is None or bool(self.marked())
 
     def wait_gone(self, deadline):
@@ -273,17 +276,19 @@ def _spawn(spec):
     log_path = os.path.join(STATE.run_dir, "%s-%d.log" % (_safe_name(name), proc_id))
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
-        popen = subprocess.Popen(
-            argv,
-            shell=shell,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=log_fd,
-            close_fds=True,
-            start_new_session=True,
-        )
+        with STATE.spawn_lock:
+            popen = subprocess.Popen(
+                argv,
+                shell=shell,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                close_fds=True,
+                start_new_session=True,
+            )
+            STATE.own_pids.add(popen.pid)
     except OSError as e:
         return None, _popen_error(e, argv if not shell else [argv], cwd, command)
     finally:
@@ -490,17 +495,19 @@ def run(command, shell=False, cwd=None, env=None, timeout=None, input=None):
     full_env[MARKER] = marker
     started = time.monotonic()
     try:
-        popen = subprocess.Popen(
-            argv,
-            shell=bool(shell),
-            cwd=cwd,
-            env=full_env,
-            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            close_fds=True,
-            start_new_session=True,
-        )
+        with STATE.spawn_lock:
+            popen = subprocess.Popen(
+                argv,
+                shell=bool(shell),
+                cwd=cwd,
+                env=full_env,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                close_fds=True,
+                start_new_session=True,
+            )
+            STATE.own_pids.add(popen.pid)
     except OSError as e:
         return _popen_error(e, argv if not shell else [argv], cwd, command)
     try:
@@ -508,6 +515,7 @@ def run(command, shell=False, cwd=None, env=None, timeout=None, input=None):
     except subprocess.TimeoutExpired:
         _signal(popen.pid, signal.SIGKILL, group=True)
         out, err = popen.communicate()
+        STATE.own_pids.discard(popen.pid)
         return _error(
             "TimeoutExpired",
             "command did not finish within %gs; killed" % timeout,
@@ -515,6 +523,7 @@ def run(command, shell=False, cwd=None, env=None, timeout=None, input=None):
             output_tail=(out + err).decode("utf-8", "replace")[-4000:],
             timeout=timeout,
         )
+    STATE.own_pids.discard(popen.pid)
     return {
         "ok": True,
         "returncode": popen.returncode,
@@ -579,6 +588,8 @@ def _watchdog(recv, timeout):
             return
         if msg.reply_to:
             msg.reply(time.time())
+        # Daemons of ours that died on their own would stay zombies.
+        reap_orphans()
 
 
 @mitogen.core.takes_econtext
