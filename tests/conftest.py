@@ -80,6 +80,13 @@ class Place:
     def cmd(self, *args: object) -> List[str]:
         return [PY, HELPER, *[str(a) for a in args]]
 
+    def tcp(self, mode: str, *extra: object, **kwargs: object) -> rx.TCPExecutor:
+        """A TCPExecutor for helper ``mode`` listening on a fresh port."""
+        port = self.free_port()
+        kwargs.setdefault("timeout", 10)
+        command = self.cmd(mode, "127.0.0.1", port, *extra)
+        return rx.TCPExecutor(command, host="127.0.0.1", port=port, on=self.host, **kwargs)
+
 
 @pytest.fixture(params=["local", "lab"])
 def place(request: pytest.FixtureRequest, master: rx.Master, tmp_path) -> Place:

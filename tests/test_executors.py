@@ -50,13 +50,17 @@ def test_tcp_executor(place: Place) -> None:
     try:
         # The port answers on the host the executor ran on.
         r = place.host.run(
-            [PY, "-c", "import socket; socket.create_connection(('127.0.0.1', %d), 2)" % port]
+            [PY, "-c", "import socket; socket.create_connection(('127.0.0.1', %d), 2)" % ex.port]
         )
         assert r.returncode == 0, r.stderr
         with ex.stopped():
             assert not ex.running()
             r = place.host.run(
-                [PY, "-c", "import socket; socket.create_connection(('127.0.0.1', %d), 2)" % port]
+                [
+                    PY,
+                    "-c",
+                    "import socket; socket.create_connection(('127.0.0.1', %d), 2)" % ex.port,
+                ]
             )
             assert r.returncode != 0
         assert ex.running()
@@ -172,20 +176,12 @@ def test_start_timeout(place: Place) -> None:
     with pytest.raises(rx.TimeoutExpired) as info:
         ex.start()
     assert 0.9 < time.monotonic() - started < 5
-    assert "tcp 127.0.0.1:%d" % port in str(info.value)
+    assert "tcp 127.0.0.1:%d" % ex.port in str(info.value)
     assert not run_pids(place.host.master.run_id), "a timed-out start must leave nothing"
 
 
 def test_stop_needs_sigkill(place: Place) -> None:
-    port = place.free_port()
-    ex = rx.TCPExecutor(
-        place.cmd("stubborn", "127.0.0.1", port),
-        host="127.0.0.1",
-        port=port,
-        on=place.host,
-        timeout=10,
-        stop_timeout=0.5,
-    )
+    ex = place.tcp("stubborn", timeout=10, stop_timeout=0.5)
     ex.start()
     pid = ex.pid
     with pytest.raises(rx.TimeoutExpired) as info:
@@ -217,28 +213,14 @@ def test_unexpected_exit_code_after_stop(place: Place) -> None:
 
 def test_chatty_process_does_not_block(place: Place) -> None:
     """1 MB of output before listening: no pipe may fill up."""
-    port = place.free_port()
-    ex = rx.TCPExecutor(
-        place.cmd("http", "127.0.0.1", port, 1 << 20),
-        host="127.0.0.1",
-        port=port,
-        on=place.host,
-        timeout=15,
-    )
+    ex = place.tcp("http", 1 << 20, timeout=15)
     with ex:
         assert ex.running()
         assert "serving" in ex.output(lines=3)
 
 
 def test_double_forking_daemon_killed_on_stop(place: Place) -> None:
-    port = place.free_port()
-    ex = rx.TCPExecutor(
-        place.cmd("daemon", "127.0.0.1", port),
-        host="127.0.0.1",
-        port=port,
-        on=place.host,
-        timeout=10,
-    )
+    ex = place.tcp("daemon", timeout=10)
     ex.start()
     run_id = place.host.master.run_id
     daemons = run_pids(run_id)

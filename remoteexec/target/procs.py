@@ -24,10 +24,8 @@ def _all_pids():
 
 def read_environ(pid):
     """Return the environment of ``pid`` as a dict, or None if unreadable."""
-    try:
-        with open("/proc/%d/environ" % pid, "rb") as f:
-            data = f.read()
-    except OSError:
+    data = _read("/proc/%d/environ" % pid)
+    if data is None:
         return None
     env = {}
     for item in data.split(b"\0"):
@@ -60,16 +58,27 @@ def pids_with_marker(name, value=None, run_prefix=None):
     return found
 
 
-def state(pid):
-    """The kernel's one-letter state of ``pid`` ('R', 'S', 'Z', ...) or None."""
+def _read(path):
     try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            data = f.read()
+        with open(path, "rb") as f:
+            return f.read()
     except OSError:
         return None
+
+
+def _stat(pid):
+    """Fields of /proc/PID/stat after the command name: state, ppid, pgrp, session..."""
+    data = _read("/proc/%d/stat" % pid)
+    if not data:
+        return None
     # The command name may contain spaces and parentheses: split after the last ')'.
-    rest = data[data.rfind(b")") + 2 :]
-    return rest[:1].decode("ascii", "replace") or None
+    return data[data.rfind(b")") + 2 :].split()
+
+
+def state(pid):
+    """The kernel's one-letter state of ``pid`` ('R', 'S', 'Z', ...) or None."""
+    fields = _stat(pid)
+    return fields[0].decode("ascii", "replace") if fields else None
 
 
 def zombie_children(exclude_session):
@@ -82,15 +91,9 @@ def zombie_children(exclude_session):
     me = os.getpid()
     found = []
     for pid in _all_pids():
-        try:
-            with open("/proc/%d/stat" % pid, "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rfind(b")") + 2 :].split()
-        # fields: state ppid pgrp session ...
-        zombie = fields[0] == b"Z" and int(fields[1]) == me
-        if zombie and int(fields[3]) != exclude_session:
+        fields = _stat(pid)
+        ours = fields and fields[0] == b"Z" and int(fields[1]) == me
+        if ours and int(fields[3]) != exclude_session:
             found.append(pid)
     return found
 
