@@ -76,6 +76,10 @@ class SimpleExecutor:
             raise TypeError("command must be a list of arguments or a string, got %r" % (command,))
         if not self.command_parts:
             raise ValueError("command is empty")
+        if on is not None and not isinstance(on, Host):
+            raise TypeError(
+                "on= must be a Host from Master.connect()/local() or None, got %r" % (on,)
+            )
         if timeout is None or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds, got %r" % (timeout,))
         self._cwd = cwd
