@@ -31,6 +31,7 @@ import socket
 import stat
 import struct
 import subprocess
+import threading
 import time
 from typing import Any, Callable, Iterable, List, Optional, Sequence
 
@@ -38,9 +39,14 @@ __all__ = [
     "UNIX_PATH_MAX",
     "NotifyListener",
     "box_status",
+    "host_facts",
     "log_lines",
+    "prepare_instance",
     "probe",
+    "read_file",
     "tarantool_version",
+    "wait_instance",
+    "wait_vclock",
 ]
 
 # sun_path holds 108 bytes including the terminating NUL.
@@ -58,6 +64,8 @@ _TYPES = {
     "connect": "TarantoolError",
     "protocol": "TarantoolError",
     "timeout": "TimeoutExpired",
+    "exited": "TarantoolError",
+    "identity": "TarantoolError",
     "missing": "CommandNotFound",
     "exec": "CommandFailed",
     "parse": "CommandFailed",
@@ -585,3 +593,285 @@ def log_lines(
         ):
             picked.append(row)
     return picked[-max_lines:] if max_lines > 0 else []
+
+
+# --- instances: files, readiness, vclocks, artifacts ------------------------------
+
+# NotifyListeners bound by prepare_instance() and not yet consumed by
+# wait_instance(), by socket path: they must outlive the call that made them.
+_LISTENERS: dict = {}
+_LISTENERS_LOCK = threading.Lock()
+
+
+def host_facts(path: str = "tarantool", timeout: float = 10.0) -> dict:
+    """The tarantool version on this host, plus the address the master reached it on.
+
+    ``address`` is the server side of ``$SSH_CONNECTION`` (what peers on the
+    same network can use), or None for a context without ssh.
+    """
+    found = tarantool_version(path, timeout)
+    if found["ok"]:
+        parts = os.environ.get("SSH_CONNECTION", "").split()
+        found["address"] = parts[2] if len(parts) == 4 else None
+    return found
+
+
+def _write_private(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` (mode 0600) atomically, never through a link."""
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def prepare_instance(ctl_dir: str, work_dir: str, init_lua: str, notify_socket: str) -> dict:
+    """Make an instance's directories (0700), write its init.lua (0600), bind its notify socket.
+
+    ``ctl_dir`` holds init.lua and the sockets (short paths); ``work_dir`` the
+    data and the log (the same directory unless the user chose one). Both may
+    exist already (a restart keeps the data). The notify socket stays bound in
+    this context until :func:`wait_instance` consumes it.
+    """
+    for path in (ctl_dir, work_dir):
+        os.makedirs(path, 0o700, exist_ok=True)
+    os.chmod(ctl_dir, 0o700)
+    script = os.path.join(ctl_dir, "init.lua")
+    _write_private(script, init_lua.encode("utf-8"))
+    listener = NotifyListener(notify_socket)
+    with _LISTENERS_LOCK:
+        old = _LISTENERS.pop(notify_socket, None)
+        _LISTENERS[notify_socket] = listener
+    if old is not None:
+        old.close()
+    return {"ok": True, "init_lua": script}
+
+
+def _exit_status(pid: int) -> tuple:
+    """(exited, exit code or None) of a child that nobody here reaps.
+
+    A zombie's status is in field 52 of /proc/PID/stat (Linux 3.5+); once the
+    supervisor has reaped it the pid is simply gone.
+    """
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return True, None
+    if fields[0] not in (b"Z", b"X"):
+        return False, None
+    if len(fields) < 50:
+        return True, None
+    status = int(fields[49])
+    return True, (status >> 8 if status & 0x7F == 0 else -(status & 0x7F))
+
+
+def _exit_explanation(pid: int, log_paths: Sequence[str]) -> List[str]:
+    """Why a tarantool exited: its fatal lines, else its error lines, from every log.
+
+    The first line says it best: box.cfg's own F> line, or what went to stderr.
+    """
+    found: List[str] = []
+    for path in log_paths:
+        lines = log_lines(path, ("F",), pid=pid) or log_lines(path, ("F", "E"), pid=pid)
+        found.extend(line for line in lines if line not in found)
+    return found
+
+
+def _link_problems(status: dict, peers: Sequence[Sequence[str]]) -> List[str]:
+    """Every link between this member and ``peers`` that does not 'follow'.
+
+    ``peers`` are [uuid, name, uri] lists; a problem reads
+    ``"upstream storage-3: disconnected (timed out)"``, with upstream.message.
+    """
+    by_uuid = {p.get("uuid"): p for p in status.get("replication") or ()}
+    problems = []
+    for uuid, name, _uri in peers:
+        peer = by_uuid.get(uuid) or {}
+        for way in ("upstream", "downstream"):
+            link = peer.get(way) or {}
+            if link.get("status") == "follow":
+                continue
+            text = "%s %s: %s" % (way, name, link.get("status") or "not connected")
+            if link.get("message"):
+                text += " (%s)" % link["message"]
+            problems.append(text)
+    return problems
+
+
+def _unreachable_peers(peers: Sequence[Sequence[str]], timeout: float) -> List[str]:
+    """TCP-connect from here to every peer at once; the peers that cannot be reached.
+
+    Before bootstrap ends, box.info.replication is empty and a silently
+    dropped connect logs nothing: this names the broken link instead.
+    """
+    problems: List[str] = []
+
+    def check(name: str, uri: str) -> None:
+        host, _, port = uri.rpartition("@")[2].rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        except (OSError, ValueError) as exc:
+            reason = "timed out" if isinstance(exc, socket.timeout) else exc.strerror or exc
+            problems.append("upstream %s: cannot connect to %s (%s)" % (name, uri, reason))
+
+    threads = [threading.Thread(target=check, args=(name, uri)) for _, name, uri in peers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout + 0.5)
+    return sorted(problems)
+
+
+def _log_errors(log_paths: Sequence[str], pid: int) -> List[str]:
+    lines: List[str] = []
+    for path in log_paths:
+        lines.extend(log_lines(path, ("E", "!"), max_lines=3, pid=pid))
+    return [re.sub(r"^.*? [A-Z!]> ", "", line) for line in lines[-3:]]
+
+
+# Kept from the timeout for the link diagnosis, so the answer still comes in time.
+_DIAGNOSE_S = 0.3
+
+
+def wait_instance(
+    probe_socket: str,
+    pid: int,
+    timeout: float,
+    notify_socket: Optional[str] = None,
+    read_only: Optional[bool] = None,
+    instance_uuid: Optional[str] = None,
+    peers: Sequence[Sequence[str]] = (),
+    log_paths: Sequence[str] = (),
+) -> dict:
+    """Wait, layer by layer, until the tarantool ``pid`` is ready; all within ``timeout``.
+
+    1. alive: if the process exits, fail at once with its F>/E> lines
+       (``kind`` "exited", ``exit_code`` when still known);
+    2. running: STATUS=running with READY=1 on ``notify_socket`` (bound by
+       :func:`prepare_instance`), or ``box.info.status == 'running'``; the
+       instance answering the probe must be ``pid`` (and ``instance_uuid``),
+       else ``kind`` "identity";
+    3. ro: ``box.info.ro == read_only`` (when given);
+    4. mesh: every upstream and downstream to ``peers`` ([uuid, name, uri]) is 'follow'.
+
+    Returns ``{"ok": True, "timings": {layer: seconds since the call}, "status":
+    box_status}``; on timeout an error dict with ``kind`` "timeout" and
+    ``layer`` naming the layer that was not reached, with what was seen last.
+    """
+    started = time.monotonic()
+    deadline = started + float(timeout)
+    if peers and timeout > 3 * _DIAGNOSE_S:
+        deadline -= _DIAGNOSE_S
+    with _LISTENERS_LOCK:
+        listener = _LISTENERS.pop(notify_socket, None) if notify_socket else None
+    if listener is not None:
+        listener.pid = pid
+    timings: dict = {}
+    layer, detail, status = "running", "no answer yet", {}
+    try:
+        for _ in range(100000):  # bounded by count as well as by the deadline
+            exited, code = _exit_status(pid)
+            if exited:
+                lines = _exit_explanation(pid, log_paths)
+                why = re.sub(r"^.*? [A-Z!]> ", "", lines[0]) if lines else "no error logged"
+                return _error(
+                    "exited",
+                    "tarantool (pid %d) exited while starting: %s" % (pid, why),
+                    layer="alive",
+                    pid=pid,
+                    exit_code=code,
+                    output_tail="\n".join(lines),
+                )
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if layer == "running" and listener is not None and not listener.running:
+                listener.poll(min(left, 0.02))
+                detail = "NOTIFY_SOCKET status %r" % (listener.state or "none yet")
+                # A build without sd_notify support never sends: poll box.info after 1 s.
+                if not listener.running and time.monotonic() - started < 1.0:
+                    continue
+            status = box_status(probe_socket, min(left, 1.0))
+            if not status.get("ok"):
+                detail = "probe: %s" % status["error"]["message"]
+            elif status.get("pid") != pid or (
+                instance_uuid and status.get("uuid") != instance_uuid
+            ):
+                return _error(
+                    "identity",
+                    "the instance answering on %s is pid %s uuid %s, not ours (pid %d uuid %s)"
+                    % (probe_socket, status.get("pid"), status.get("uuid"), pid, instance_uuid),
+                    layer="running",
+                    pid=pid,
+                )
+            elif status.get("status") != "running":
+                layer, detail = "running", "box.info.status is %r" % status.get("status")
+            elif read_only is not None and status.get("ro") != read_only:
+                timings.setdefault("running", time.monotonic() - started)
+                layer, detail = "ro", "box.info.ro is %s, want %s" % (status.get("ro"), read_only)
+            else:
+                timings.setdefault("running", time.monotonic() - started)
+                timings.setdefault("ro", time.monotonic() - started)
+                problems = _link_problems(status, peers)
+                if not problems:
+                    timings["mesh"] = time.monotonic() - started
+                    return {"ok": True, "timings": timings, "status": status}
+                layer, detail = "mesh", "; ".join(problems)
+            time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+        if layer == "running" and peers:
+            problems = _unreachable_peers(peers, _DIAGNOSE_S)
+            if not problems:
+                problems = ["last log errors: " + " | ".join(_log_errors(log_paths, pid))]
+            detail += "; " + "; ".join(problems)
+        return _error(
+            "timeout",
+            "not ready after %gs, layer %s: %s" % (timeout, layer, detail),
+            layer=layer,
+            detail=detail,
+            pid=pid,
+            timings=timings,
+            status=status if status.get("ok") else None,
+        )
+    finally:
+        if listener is not None:
+            listener.close()
+
+
+def _caught_up(vclock: dict, target: dict) -> bool:
+    # Component 0 counts local-only rows (vinyl, space.is_local): never replicated.
+    return all(vclock.get(k, 0) >= lsn for k, lsn in target.items() if k != 0)
+
+
+def wait_vclock(probe_socket: str, target: dict, timeout: float) -> dict:
+    """Wait until the instance's vclock has every component of ``target`` (but 0)."""
+    deadline = time.monotonic() + float(timeout)
+    status: dict = {}
+    for _ in range(100000):
+        left = deadline - time.monotonic()
+        status = box_status(probe_socket, max(0.05, min(left, 1.0)))
+        if status.get("ok") and _caught_up(status["vclock"], target):
+            return {"ok": True, "vclock": status["vclock"]}
+        if left <= 0:
+            break
+        time.sleep(min(0.005, max(0.0, left)))
+    seen = status.get("vclock") if status.get("ok") else status.get("error", {}).get("message")
+    return _error(
+        "timeout",
+        "vclock %s not caught up with %s after %gs" % (seen, target, timeout),
+        vclock=status.get("vclock"),
+    )
+
+
+def read_file(path: str, max_bytes: int = 16 << 20) -> dict:
+    """The last ``max_bytes`` of a file, for artifacts; a missing file is ``data`` None."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            return {"ok": True, "data": f.read(max_bytes), "size": size}
+    except FileNotFoundError:
+        return {"ok": True, "data": None, "size": 0}

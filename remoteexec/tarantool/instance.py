@@ -1,0 +1,441 @@
+"""TarantoolInstance: one tarantool process on a host, started through the supervisor."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+import weakref
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import mitogen.core
+
+from ..errors import RemoteExecError, TarantoolError
+from ..host import REPLY_SLACK
+from .config import (
+    LOG_FILE,
+    PASSWORD_ENV,
+    Version,
+    box_cfg_for,
+    check_credential,
+    render_init_lua,
+)
+from .lua import call_source
+
+if TYPE_CHECKING:
+    from ..host import Host
+
+__all__ = ["TarantoolInstance"]
+
+_TARGET = "remoteexec.target.tarantool."
+_ANY_ADDRESS = ("", "0.0.0.0", "::", "*", "[::]")
+# host -> {tarantool path -> host_facts()}: one `tarantool --version` per host.
+_FACTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _renamed(error: RemoteExecError, label: str, **extra: Any) -> RemoteExecError:
+    """The same error, its message prefixed with ``label`` (which member failed)."""
+    details = dict(error.details, **extra)
+    fields = dict(command=error.command, exit_code=error.exit_code, output_tail=error.output_tail)
+    for key in fields:
+        if key in details:
+            fields[key] = details.pop(key)
+    return type(error)("%s: %s" % (label, error.message), host=error.host, **fields, **details)
+
+
+def _split_listen(listen: Any) -> Tuple[Optional[str], Optional[int]]:
+    """(address or None, port or None) of a ``listen`` value; (None, None) for unix sockets."""
+    text = str(listen)
+    if text.isdigit():
+        return None, int(text)
+    address, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or text.startswith(("unix/", "/")):
+        return None, None
+    return address.strip("[]"), int(port)
+
+
+class TarantoolInstance:
+    """One tarantool instance on a host, under the host's supervisor.
+
+    It inherits every cleanup guarantee of the supervisor: it dies with the
+    master (closed, crashed or SIGKILLed) and with a silent partition.
+
+    :param on: the Host (None: this machine, through the default master).
+    :param listen: ``"10.20.0.11:3301"``, ``"127.0.0.1:0"`` (any free port;
+        :attr:`uri` has the real one after start) or a port number.
+    :param box_cfg: extra ``box.cfg`` keys; they win over the test-friendly
+        defaults of :func:`~remoteexec.tarantool.config.box_cfg_for`; a key
+        set to None removes a default.
+    :param app_lua: Lua source run after ``box.cfg`` (schema, functions).
+    :param work_dir: data directory on the target; None: a fresh directory in
+        the run's directory, removed when the master closes.
+    :param tarantool: the binary on the target.
+    :param user: a user to create (with ``password``) and grant 'replication'.
+    :param password: its password; held as :class:`mitogen.core.Secret` and
+        passed to the process in its environment only.
+    :param timeout: seconds for start (all layers together), stop and calls.
+    """
+
+    def __init__(
+        self,
+        *,
+        on: Optional[Host] = None,
+        listen: Any,
+        box_cfg: Optional[Mapping[str, Any]] = None,
+        app_lua: str = "",
+        work_dir: Optional[str] = None,
+        tarantool: str = "tarantool",
+        user: Optional[str] = None,
+        password: Optional[str] = None,
+        timeout: float = 30,
+    ) -> None:
+        if timeout is None or timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds, got %r" % (timeout,))
+        if password is not None:
+            if not user or user == "guest":
+                raise ValueError("a password needs a user other than guest")
+            check_credential(password)
+        self._on = on
+        self.listen = listen
+        self.box_cfg: Dict[str, Any] = dict(box_cfg or {})
+        self.app_lua = app_lua
+        self.work_dir = work_dir
+        self.tarantool = tarantool
+        self.user = user
+        self.password = None if password is None else mitogen.core.Secret(password)
+        self.timeout = float(timeout)
+        #: Generated once: the data directory keeps it, so a restart is the same instance.
+        self.instance_uuid = str(uuid.uuid4())
+        #: A label for messages; a ReplicaSet names its members "<set>-<n>".
+        self.name = "tarantool %s" % (listen,)
+        #: The role: ``box.cfg.read_only`` and the ``box.info.ro`` readiness waits for.
+        self.read_only = False
+        # Set by a ReplicaSet: replication URIs, [uuid, name] of the peers, set-wide options.
+        self._replication: List[str] = []
+        self._peers: List[List[str]] = []
+        self._replication_user: Optional[str] = user
+        self._replication_timeout: Optional[float] = None
+        self._replicaset_uuid: Optional[str] = None
+        self._proc: Optional[Dict[str, Any]] = None
+        self._last: Optional[Dict[str, Any]] = None
+        self._paused = False
+        self._uri: Optional[str] = None
+        self._output_log: Optional[str] = None
+
+    def __repr__(self) -> str:
+        state = "running" if self._proc else "stopped"
+        return "<TarantoolInstance %s %s on %s>" % (self.name, state, self.on.name)
+
+    def __enter__(self) -> TarantoolInstance:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- facts -------------------------------------------------------------
+
+    @property
+    def on(self) -> Host:
+        """The Host it runs on."""
+        if self._on is None:
+            from ..master import default_host
+
+            self._on = default_host()
+        return self._on
+
+    def _facts(self) -> Dict[str, Any]:
+        per_host = _FACTS.setdefault(self.on, {})
+        if self.tarantool not in per_host:
+            facts = self.on.invoke(_TARGET + "host_facts", self.tarantool)
+            if self.on.kind == "local" or not facts.get("address"):
+                facts["address"] = "127.0.0.1"
+            per_host[self.tarantool] = facts
+        return per_host[self.tarantool]
+
+    @property
+    def version(self) -> Version:
+        """The tarantool version on the host, e.g. ``(2, 6, 0)``."""
+        major, minor, patch = self._facts()["version"]
+        return (major, minor, patch)
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The tarantool process id on the host while started, else None."""
+        return self._proc["pid"] if self._proc else None
+
+    @property
+    def uri(self) -> str:
+        """``host:port`` for clients on the master (asynctnt, net.box)."""
+        if self._uri:
+            return self._uri
+        address, port = _split_listen(self.listen)
+        if port is None:
+            return str(self.listen)
+        if address is None or address in _ANY_ADDRESS:
+            address = self._facts()["address"]
+        return "%s:%d" % (address, port)
+
+    @property
+    def paused(self) -> bool:
+        """True between :meth:`pause` and :meth:`resume`."""
+        return self._paused
+
+    def _paths(self) -> Dict[str, str]:
+        ctl = "%s/tt-%s" % (self.on.info["run_dir"], self.instance_uuid[:8])
+        work = self.work_dir or ctl
+        return {
+            "ctl": ctl,
+            "work": work,
+            "probe": ctl + "/probe.sock",
+            "notify": ctl + "/notify.sock",
+            "log": work.rstrip("/") + "/" + LOG_FILE,
+        }
+
+    # -- start -------------------------------------------------------------
+
+    def _init_lua(self, paths: Mapping[str, str]) -> str:
+        cfg = box_cfg_for(
+            self.version,
+            listen=self.listen,
+            work_dir=paths["work"],
+            replication=self._replication,
+            read_only=self.read_only,
+            replication_timeout=self._replication_timeout,
+            instance_uuid=self.instance_uuid,
+            replicaset_uuid=self._replicaset_uuid,
+            user_box_cfg=self.box_cfg,
+        )
+        return render_init_lua(
+            box_cfg=cfg,
+            probe_socket=paths["probe"],
+            app_lua=self.app_lua,
+            replication_user=self._replication_user,
+            password_env=PASSWORD_ENV if self.password is not None else None,
+        )
+
+    def _spawn(self, deadline: float) -> None:
+        """Write the files and start the process; do not wait for readiness."""
+        paths = self._paths()
+        init_lua = self._init_lua(paths)
+        self.on.invoke(
+            _TARGET + "prepare_instance", paths["ctl"], paths["work"], init_lua, paths["notify"]
+        )
+        env: Dict[str, str] = {"NOTIFY_SOCKET": paths["notify"]}
+        if self.password is not None:
+            env[PASSWORD_ENV] = self.password
+        address, port = _split_listen(self.listen)
+        pre_check = []
+        if port:
+            if address is None or address in _ANY_ADDRESS:
+                address = "127.0.0.1"
+            pre_check = [{"kind": "tcp", "host": address, "port": port}]
+        left = max(0.1, deadline - time.monotonic())
+        try:
+            self._proc = self.on.service(
+                "start",
+                reply_timeout=left + REPLY_SLACK,
+                spec={
+                    "command": [self.tarantool, paths["ctl"] + "/init.lua"],
+                    "cwd": paths["ctl"],
+                    "env": env,
+                    "name": "tarantool-" + self.instance_uuid[:8],
+                    "stop_signal": int(signal.SIGTERM),
+                },
+                check_specs=[],
+                timeout=left,
+                pre_check_specs=pre_check,
+            )
+        except RemoteExecError as e:
+            raise _renamed(e, self.name) from None
+        self._output_log = self._proc["log_path"]
+        self._paused = False
+        self._last = None
+
+    def _wait(self, deadline: float, with_notify: bool = True) -> Dict[str, float]:
+        """Wait for every readiness layer; on failure kill the process and raise."""
+        if self._proc is None:
+            raise TarantoolError("%s: not started" % self.name, host=self.on.name)
+        paths = self._paths()
+        left = max(0.05, deadline - time.monotonic())
+        try:
+            ready = self.on.invoke(
+                _TARGET + "wait_instance",
+                paths["probe"],
+                self._proc["pid"],
+                left,
+                paths["notify"] if with_notify else None,
+                self.read_only,
+                self.instance_uuid,
+                self._peers,
+                [paths["log"], self._proc["log_path"]],
+                reply_timeout=left + REPLY_SLACK,
+            )
+        except RemoteExecError as e:
+            extra: Dict[str, Any] = {}
+            if e.details.get("layer") == "alive":
+                # Reap it now; the supervisor knows the exit code even if /proc forgot it.
+                code = self._forget(kill=True)
+                if e.exit_code is None and code is not None:
+                    extra["exit_code"] = code
+            raise _renamed(e, self.name, member=self.name, **extra) from None
+        self._last = ready["status"]
+        listen = ready["status"].get("listen")
+        address, port = _split_listen(listen) if listen else (None, None)
+        if port:
+            if address is None or address in _ANY_ADDRESS:
+                address = self._facts()["address"]
+            self._uri = "%s:%d" % (address, port)
+        return ready["timings"]
+
+    def start(self) -> TarantoolInstance:
+        """Start it and return once ready: alive, running (not orphan or loading),
+        ``box.info.ro`` as intended and, in a replica set, every link 'follow'.
+
+        All within ``timeout``. Raises AlreadyRunning (the port is taken),
+        TarantoolError (tarantool exited: its F>/E> lines are in the message
+        and ``output_tail``), TimeoutExpired (``details['layer']`` names the
+        layer not reached) or CommandNotFound; nothing is left running then.
+        """
+        if self._proc is not None:
+            return self
+        deadline = time.monotonic() + self.timeout
+        self._spawn(deadline)
+        try:
+            self._wait(deadline)
+        except BaseException:
+            self._forget(kill=True)
+            raise
+        return self
+
+    # -- stop --------------------------------------------------------------
+
+    def _forget(self, kill: bool) -> Optional[int]:
+        """Kill (if asked) and drop the process; errors are ignored. Returns its exit code."""
+        proc, self._proc = self._proc, None
+        self._paused = False
+        if proc is None or not kill:
+            return None
+        try:
+            return self.on.service("kill", proc_id=proc["id"], sig=int(signal.SIGKILL))[
+                "returncode"
+            ]
+        except RemoteExecError:
+            return None
+
+    def stop(self) -> TarantoolInstance:
+        """SIGTERM (a clean shutdown), SIGKILL after ``min(timeout, 10)`` seconds."""
+        if self._proc is None:
+            return self
+        proc = self._proc
+        if self._paused:
+            self.signal(signal.SIGCONT)
+        self._proc, self._paused = None, False
+        stop_timeout = min(self.timeout, 10.0)
+        try:
+            self.on.service(
+                "stop",
+                reply_timeout=stop_timeout + REPLY_SLACK,
+                proc_id=proc["id"],
+                sig=int(signal.SIGTERM),
+                timeout=stop_timeout,
+                expected_returncode=0,
+            )
+        except RemoteExecError as e:
+            raise _renamed(e, self.name) from None
+        return self
+
+    def kill(self) -> TarantoolInstance:
+        """SIGKILL: no shutdown at all, as in a crash. The data stays for a restart."""
+        if self._proc is not None:
+            proc, self._proc, self._paused = self._proc, None, False
+            self.on.service("kill", proc_id=proc["id"], sig=int(signal.SIGKILL))
+        return self
+
+    def restart(self) -> TarantoolInstance:
+        """Stop, then start again on the same data (same instance uuid)."""
+        return self.stop().start()
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the tarantool process (SIGSTOP and SIGCONT track :attr:`paused`)."""
+        if self._proc is None:
+            raise TarantoolError("%s: not started" % self.name, host=self.on.name)
+        self.on.service("signal", proc_id=self._proc["id"], sig=int(sig))
+        if sig == signal.SIGSTOP:
+            self._paused = True
+        elif sig == signal.SIGCONT:
+            self._paused = False
+
+    # -- calls -------------------------------------------------------------
+
+    def _probe(self, function: str, *args: Any, timeout: Optional[float] = None) -> Any:
+        if self._proc is None:
+            raise TarantoolError("%s: not started" % self.name, host=self.on.name)
+        wait = self.timeout if timeout is None else float(timeout)
+        try:
+            return self.on.invoke(
+                _TARGET + function,
+                self._paths()["probe"],
+                *args,
+                wait,
+                reply_timeout=wait + REPLY_SLACK,
+            )
+        except RemoteExecError as e:
+            raise _renamed(e, self.name, lua_message=e.message) from None
+
+    def eval(self, lua: str, *args: Any, timeout: Optional[float] = None) -> Any:
+        """Run Lua source inside the instance (on the target); ``args`` arrive as ``...``.
+
+        Returns None for no value, the value for one, a tuple for several. A
+        Lua error raises TarantoolError; ``details['lua_message']`` is the
+        Lua message as is.
+        """
+        values = self._probe("probe", lua, list(args), timeout=timeout)["result"]
+        if not values:
+            return None
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def call(self, function: str, *args: Any, timeout: Optional[float] = None) -> Any:
+        """Call the Lua function ``function`` (e.g. ``"box.space.test:select"``) with ``args``."""
+        return self.eval(call_source(function), *args, timeout=timeout)
+
+    def info(self, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """``box.info`` as plain data (see :func:`remoteexec.target.tarantool.box_status`).
+
+        Never holds the replication URIs, so never the password.
+        """
+        status = self._probe("box_status", timeout=timeout)
+        self._last = status
+        return status
+
+    def log_tail(self, lines: int = 50) -> str:
+        """The last ``lines`` lines of tarantool's log on the host."""
+        path = self._paths()["log"]
+        return str(self.on.invoke("remoteexec.target.supervisor._tail_of", path, lines))
+
+    def _artifacts(self) -> Dict[str, str]:
+        """Paths on the target worth copying when something failed."""
+        paths = self._paths()
+        found = {"tarantool.log": paths["log"], "init.lua": paths["ctl"] + "/init.lua"}
+        if self._output_log:
+            found["output.log"] = self._output_log
+        return found
+
+    def _configure_replication(
+        self,
+        *,
+        name: str,
+        replication: Sequence[str],
+        peers: Sequence[Sequence[str]],
+        read_only: bool,
+        replication_timeout: Optional[float],
+        replicaset_uuid: str,
+        user: str,
+    ) -> None:
+        """Make it a replica set member (called by ReplicaSet before the first start)."""
+        self.name = name
+        self._replication = list(replication)
+        self._peers = [list(p) for p in peers]
+        self.read_only = read_only
+        self._replication_timeout = replication_timeout
+        self._replicaset_uuid = replicaset_uuid
+        self._replication_user = user

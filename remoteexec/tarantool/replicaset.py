@@ -1,0 +1,485 @@
+"""ReplicaSet: tarantool members on several hosts, started at once, kept in full mesh."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import time
+import uuid
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+import mitogen.core
+
+from ..errors import RemoteExecError, TimeoutExpired
+from ..host import REPLY_SLACK
+from .config import Features, check_credential
+from .instance import _TARGET, TarantoolInstance, _split_listen
+
+__all__ = ["ReplicaSet"]
+
+MemberSpec = Union[TarantoolInstance, Sequence[Any]]
+
+
+def _each(fn: Callable[[Any], Any], items: Sequence[Any]) -> List[Any]:
+    """``fn`` on every item in parallel threads; results in order, exceptions as values."""
+    if len(items) <= 1:
+        out: List[Any] = []
+        for item in items:
+            try:
+                out.append(fn(item))
+            except Exception as e:
+                out.append(e)
+        return out
+    with concurrent.futures.ThreadPoolExecutor(len(items), "remoteexec-rs") as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        return [f.exception() or f.result() for f in futures]
+
+
+def _layer(error: BaseException) -> Optional[str]:
+    return error.details.get("layer") if isinstance(error, RemoteExecError) else None
+
+
+def _raise_first(results: Sequence[Any]) -> None:
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+class ReplicaSet:
+    """A Tarantool replica set whose members run on (possibly) different hosts.
+
+    :param name: the set's name; members are called ``<name>-1``, ``<name>-2``...
+    :param members: ``(host, port)`` pairs (the member listens on the address
+        the master reached ``host`` on, so peers on other hosts reach it; a
+        ``(host, "10.0.0.5:3301")`` pair picks the address), or
+        TarantoolInstance objects that were not started yet.
+    :param leader: index of the writable member; the others start read_only.
+    :param replication_timeout: Tarantool's heartbeat period; 0.1 suits tests
+        (full mesh in a few hundred ms, a dead peer seen in ~0.4 s).
+    :param box_cfg: extra ``box.cfg`` keys for every member.
+    :param user: the replication user (default guest, granted 'replication').
+    :param password: its password (a :class:`mitogen.core.Secret` from here on).
+    :param timeout: seconds for start, restarts, switchover and waits.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        members: Sequence[MemberSpec],
+        *,
+        leader: int = 0,
+        replication_timeout: Optional[float] = 0.1,
+        box_cfg: Optional[Mapping[str, Any]] = None,
+        user: Optional[str] = None,
+        password: Optional[str] = None,
+        timeout: float = 30,
+    ) -> None:
+        if not members:
+            raise ValueError("a replica set needs at least one member")
+        if not 0 <= leader < len(members):
+            raise ValueError("leader=%r: there are %d members" % (leader, len(members)))
+        if user is not None:
+            check_credential(user, "user name")
+        secret = None
+        if password is not None:
+            if user in (None, "guest"):
+                raise ValueError("a replication password needs a user other than guest")
+            check_credential(password)
+            secret = mitogen.core.Secret(password)
+        self.name = name
+        self.timeout = float(timeout)
+        self.replication_timeout = replication_timeout
+        self.uuid = str(uuid.uuid4())
+        self._user = user or "guest"
+        self._leader = leader
+        self._configured = False
+        self._members: List[TarantoolInstance] = []
+        for spec in members:
+            if isinstance(spec, TarantoolInstance):
+                member = spec
+                member.box_cfg = {**dict(box_cfg or {}), **member.box_cfg}
+            else:
+                host, listen = spec
+                member = TarantoolInstance(on=host, listen=listen, box_cfg=box_cfg, timeout=timeout)
+            if secret is not None:
+                member.password = secret
+            self._members.append(member)
+
+    def __repr__(self) -> str:
+        return "<ReplicaSet %s members=%d leader=%s>" % (
+            self.name,
+            len(self._members),
+            self.leader.name,
+        )
+
+    # -- accessors ---------------------------------------------------------
+
+    @property
+    def members(self) -> List[TarantoolInstance]:
+        """Every member, in the order given."""
+        return list(self._members)
+
+    @property
+    def leader(self) -> TarantoolInstance:
+        """The writable member."""
+        return self._members[self._leader]
+
+    @property
+    def replicas(self) -> List[TarantoolInstance]:
+        """The read-only members, in order."""
+        return [m for i, m in enumerate(self._members) if i != self._leader]
+
+    def _index(self, member: TarantoolInstance) -> int:
+        for i, m in enumerate(self._members):
+            if m is member:
+                return i
+        raise ValueError("%r is not a member of replica set %s" % (member, self.name))
+
+    # -- start -------------------------------------------------------------
+
+    def _configure(self) -> None:
+        """Fix every member's address, replication URIs, peers and role (once)."""
+        if self._configured:
+            return
+        # Facts (version, address) of every host, in parallel: one call each.
+        _raise_first(_each(lambda m: m._facts(), self._members))
+        for i, member in enumerate(self._members):
+            address, port = _split_listen(member.listen)
+            if not port:
+                raise ValueError(
+                    "%s-%d: listen=%r: a member needs a fixed TCP port"
+                    % (self.name, i + 1, member.listen)
+                )
+            if address is None or address in ("", "0.0.0.0", "::"):
+                member.listen = "%s:%d" % (member._facts()["address"], port)
+        uris = [m.uri for m in self._members]
+        names = ["%s-%d" % (self.name, i + 1) for i in range(len(self._members))]
+        for i, member in enumerate(self._members):
+            member._configure_replication(
+                name=names[i],
+                replication=uris,
+                peers=[
+                    [m.instance_uuid, names[j], uris[j]]
+                    for j, m in enumerate(self._members)
+                    if j != i
+                ],
+                read_only=i != self._leader,
+                replication_timeout=self.replication_timeout,
+                replicaset_uuid=self.uuid,
+                user=self._user,
+            )
+        self._configured = True
+
+    def start(self) -> Dict[str, float]:
+        """Start every member at once and return when the whole set is healthy.
+
+        Layers, all within ``timeout``: every process alive, running, with the
+        intended ``box.info.ro``, and every upstream and downstream between
+        members 'follow'. Returns the duration of each phase in seconds:
+        ``{"spawn", "running", "full_mesh", "total"}``. On failure every member
+        is killed (nothing is left running anywhere) and the error names the
+        member and, for replication, the link with ``upstream.message``.
+        """
+        started = time.monotonic()
+        deadline = started + self.timeout
+        self._configure()
+        spawned = _each(lambda m: m._spawn(deadline), self._members)
+        spawn_done = time.monotonic()
+        if any(isinstance(r, BaseException) for r in spawned):
+            self._kill_all()
+            _raise_first(spawned)
+        timings = self._wait_all(self._members, deadline, with_notify=True, starting=True)
+        running = max(t.get("running", 0.0) for t in timings)
+        mesh = max(t.get("mesh", 0.0) for t in timings)
+        return {
+            "spawn": spawn_done - started,
+            "running": running,
+            "full_mesh": max(0.0, mesh - running),
+            "total": time.monotonic() - started,
+        }
+
+    def _wait_all(
+        self,
+        members: Sequence[TarantoolInstance],
+        deadline: float,
+        with_notify: bool = False,
+        starting: bool = False,
+    ) -> List[Dict[str, float]]:
+        """Readiness of ``members`` in parallel; raise one error that explains a failure.
+
+        ``starting``: a failure kills the whole set. A member that exits kills
+        it at once, so the others' waits return now (their process is gone)
+        instead of each sitting out the timeout.
+        """
+        errors: List[BaseException] = []
+        results: Dict[int, Dict[str, float]] = {}
+        with concurrent.futures.ThreadPoolExecutor(len(members), "remoteexec-rs") as pool:
+            futures = {
+                pool.submit(m._wait, deadline, with_notify): i for i, m in enumerate(members)
+            }
+            for future in concurrent.futures.as_completed(futures):
+                error = future.exception()
+                if error is None:
+                    results[futures[future]] = future.result()
+                    continue
+                if starting and not errors and _layer(error) == "alive":
+                    self._kill_all()
+                errors.append(error)
+        if errors:
+            if starting:
+                self._kill_all()
+            raise self._explain(errors)
+        return [results[i] for i in range(len(members))]
+
+    def _kill_all(self) -> None:
+        _each(lambda m: m._forget(kill=True), self._members)
+
+    def _explain(self, errors: Sequence[BaseException]) -> BaseException:
+        """One error for a failed wait, naming the member to blame and its links.
+
+        The first error is the cause when a member exited (its F> lines say
+        why; the others exited because we killed them). Otherwise a member
+        that every other member reports a broken link to is unreachable, and
+        the message leads with those links.
+        """
+        first = errors[0]
+        if not isinstance(first, RemoteExecError) or _layer(first) == "alive" or len(errors) == 1:
+            return first
+        remote = [e for e in errors if isinstance(e, RemoteExecError)]
+        names = [m.name for m in self._members]
+        # blamed[peer][reporter]: the links the reporter sees broken to the peer.
+        blamed: Dict[str, Dict[str, List[str]]] = {n: {} for n in names}
+        for error in remote:
+            reporter = str(error.details.get("member"))
+            for part in str(error.details.get("detail") or "").split("; "):
+                for name in names:
+                    if " %s:" % name in part and name != reporter:
+                        blamed[name].setdefault(reporter, []).append(part)
+        reporters = {str(e.details.get("member")) for e in remote}
+        lost = [n for n in names if blamed[n] and set(blamed[n]) >= reporters - {n}]
+        headline = "replica set %s is not healthy" % self.name
+        host = first.host
+        if lost:
+            links = "; ".join(
+                "%s: %s" % (reporter, part)
+                for n in lost
+                for reporter, parts in blamed[n].items()
+                for part in parts
+            )
+            headline += ": %s unreachable (%s)" % (" and ".join(lost), links)
+            host = self._members[names.index(lost[0])].on.name
+        body = "\n".join("  " + e.message for e in remote)
+        return type(first)(
+            "%s\n%s" % (headline, body),
+            host=host,
+            members=[e.message for e in remote],
+            unreachable=lost,
+        )
+
+    # -- waits -------------------------------------------------------------
+
+    def _info(self, member: TarantoolInstance, timeout: Optional[float] = None) -> Dict[str, Any]:
+        return member.info(timeout=self.timeout if timeout is None else timeout)
+
+    def wait_synced(self, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Wait until every running replica's vclock has caught up with the leader's.
+
+        Component 0 (local-only rows) is ignored. Returns the leader's vclock.
+        """
+        wait = self.timeout if timeout is None else float(timeout)
+        target = self._info(self.leader, wait)["vclock"]
+        followers = [m for m in self.replicas if m.pid is not None]
+        _raise_first(_each(lambda m: self._wait_vclock(m, target, wait), followers))
+        return target
+
+    def _wait_vclock(self, member: TarantoolInstance, target: Dict[int, int], wait: float) -> None:
+        try:
+            member.on.invoke(
+                _TARGET + "wait_vclock",
+                member._paths()["probe"],
+                target,
+                wait,
+                reply_timeout=wait + REPLY_SLACK,
+            )
+        except RemoteExecError as e:
+            raise TimeoutExpired(
+                "%s: %s (leader %s)" % (member.name, e.message, self.leader.name), host=e.host
+            ) from None
+
+    def _follow_again(self, members: Sequence[TarantoolInstance]) -> None:
+        """Wait until ``members`` run with their role and every link of theirs follows."""
+        self._wait_all(members, time.monotonic() + self.timeout)
+
+    # -- status ------------------------------------------------------------
+
+    def status(self) -> List[Dict[str, Any]]:
+        """One row per member: member, host, uri, id, ro, status, upstream and
+        downstream per peer (status, message, lag, idle), lag (the largest
+        upstream lag). Never a secret. A member that is stopped, paused or does
+        not answer has ``status`` 'stopped', 'paused' or 'unreachable'.
+        """
+        by_uuid = {m.instance_uuid: m.name for m in self._members}
+
+        def row(member: TarantoolInstance) -> Dict[str, Any]:
+            base: Dict[str, Any] = {
+                "member": member.name,
+                "host": member.on.name,
+                "uri": member.uri,
+                "pid": member.pid,
+                "id": None,
+                "ro": None,
+                "upstream": {},
+                "downstream": {},
+                "lag": None,
+            }
+            if member.pid is None:
+                return dict(base, status="stopped")
+            if member.paused:
+                return dict(base, status="paused")
+            try:
+                info = member.info(timeout=min(self.timeout, 1.0))
+            except RemoteExecError as e:
+                return dict(base, status="unreachable", error=e.message)
+            base.update(id=info.get("id"), ro=info.get("ro"), status=info.get("status"))
+            base["vclock"] = info.get("vclock")
+            lags = []
+            for peer in info.get("replication") or ():
+                name = by_uuid.get(peer.get("uuid"), peer.get("uuid"))
+                if peer.get("uuid") == member.instance_uuid:
+                    continue
+                for way in ("upstream", "downstream"):
+                    link = peer.get(way)
+                    if link is not None:
+                        base[way][name] = {
+                            k: link.get(k) for k in ("status", "message", "lag", "idle")
+                        }
+                lag = (peer.get("upstream") or {}).get("lag")
+                if isinstance(lag, (int, float)):
+                    lags.append(lag)
+            base["lag"] = max(lags) if lags else None
+            return base
+
+        return [r for r in _each(row, self._members)]
+
+    # -- faults --------------------------------------------------------------
+
+    def kill(self, member: TarantoolInstance) -> None:
+        """SIGKILL ``member`` (a crash: no clean shutdown; its data stays)."""
+        self._members[self._index(member)].kill()
+
+    def restart(self, member: TarantoolInstance) -> None:
+        """Start ``member`` again (stopping it first if it runs) on its data, and
+        wait until it runs with its role and follows every peer again."""
+        member = self._members[self._index(member)]
+        if member.pid is not None:
+            member.stop()
+        member.start()
+
+    def pause(self, member: TarantoolInstance) -> None:
+        """SIGSTOP ``member``: it stays connected but answers nothing (a hung host)."""
+        self._members[self._index(member)].signal(signal.SIGSTOP)
+
+    def resume(self, member: TarantoolInstance) -> None:
+        """SIGCONT ``member`` and wait until it follows every peer again."""
+        member = self._members[self._index(member)]
+        member.signal(signal.SIGCONT)
+        self._follow_again([member])
+
+    # -- roles ---------------------------------------------------------------
+
+    def switchover(self, member: TarantoolInstance) -> None:
+        """Make ``member`` the writable one and wait until the whole set agrees.
+
+        With ``election_mode`` set in ``box_cfg`` and a tarantool that has
+        ``box.ctl.promote``, by promote. Otherwise (2.6.0) by read_only flips:
+        the old leader turns read-only, ``member`` catches up with its vclock
+        and turns writable. Then every member must run with its new role and
+        follow every peer.
+        """
+        new = self._index(member)
+        if new == self._leader:
+            return
+        old = self.leader
+        target = self._members[new]
+        deadline = time.monotonic() + self.timeout
+        mode = target.box_cfg.get("election_mode")
+        if mode not in (None, "off") and Features.for_version(target.version).promote:
+            target.eval("box.ctl.promote()")
+        else:
+            old.eval("box.cfg{read_only = true}")
+            vclock = self._info(old)["vclock"]
+            self._wait_vclock(target, vclock, max(0.05, deadline - time.monotonic()))
+            target.eval("box.cfg{read_only = false}")
+        old.read_only, target.read_only = True, False
+        self._leader = new
+        running = [m for m in self._members if m.pid is not None]
+        self._wait_all(running, deadline)
+
+    # -- stop ----------------------------------------------------------------
+
+    def stop(self) -> float:
+        """Stop every member at once (SIGTERM, SIGKILL after the stop timeout).
+
+        Returns the seconds it took. Raises the first member's error, if any,
+        after every member was stopped.
+        """
+        started = time.monotonic()
+        results = _each(lambda m: m.stop(), self._members)
+        took = time.monotonic() - started
+        _raise_first(results)
+        return took
+
+    def __enter__(self) -> ReplicaSet:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- artifacts -------------------------------------------------------------
+
+    def collect_artifacts(self, dest_dir: str) -> List[str]:
+        """Copy every member's logs, init.lua and a ``box.info`` dump to ``dest_dir``.
+
+        Files go to ``dest_dir/<member>/`` with mode 0600 (directories 0700).
+        Works on stopped and failed members too (the files stay on the hosts
+        until the master closes). Returns the paths written.
+        """
+        os.makedirs(dest_dir, 0o700, exist_ok=True)
+
+        def collect(member: TarantoolInstance) -> List[str]:
+            out_dir = os.path.join(dest_dir, member.name)
+            os.makedirs(out_dir, 0o700, exist_ok=True)
+            written = []
+            for name, path in member._artifacts().items():
+                reply = member.on.invoke(_TARGET + "read_file", path)
+                if reply["data"] is not None:
+                    written.append(_write_private(os.path.join(out_dir, name), reply["data"]))
+            try:
+                info: Any = member.info(timeout=1.0) if member.pid and not member.paused else None
+            except RemoteExecError as e:
+                info = {"error": e.message}
+            dump = {
+                "member": member.name,
+                "host": member.on.name,
+                "uri": member.uri,
+                "pid": member.pid,
+                "box_info": info,
+            }
+            text = json.dumps(dump, indent=2, sort_keys=True, default=str).encode()
+            written.append(_write_private(os.path.join(out_dir, "box_info.json"), text))
+            return written
+
+        results = _each(collect, self._members)
+        _raise_first(results)
+        return [path for paths in results for path in paths]
+
+
+def _write_private(path: str, data: bytes) -> str:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o600)
+    return path

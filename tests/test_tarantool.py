@@ -1,0 +1,351 @@
+"""Tarantool instances and replica sets on real lab hosts, asynctnt as the client.
+
+Every member runs on its own namespaced sshd host; the master (this process)
+reaches the members' lab addresses over the bridge, as a client would. The
+lab and the masters clean up after every test, also on failure; tarantool
+rewrites its process title and environment, so leftovers are found by their
+executable and working directory (inside the run's directory), never by
+command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Iterator, List
+
+import asynctnt
+import pytest
+from conftest import IN_CI, connect_options, wait_until
+
+import remoteexec as rx
+from remoteexec.tarantool import ReplicaSet, TarantoolError, TarantoolInstance
+
+pytestmark = pytest.mark.lab
+
+SCHEMA = """
+box.schema.user.grant('guest', 'read,write', 'universe', nil, {if_not_exists = true})
+box.schema.space.create('test', {if_not_exists = true})
+box.space.test:create_index('pk', {if_not_exists = true})
+"""
+PASSWORD = "S3cr3t-pa55word!"
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "tarantool_master.py")
+_ports = itertools.count(3310)
+
+
+def run_tarantools(run_id: str) -> List[int]:
+    """Live tarantool pids of a run: lab hosts share this machine's /proc.
+
+    Identified by executable and by working directory (the run's directory),
+    since tarantool overwrites its title and environment block.
+    """
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            exe = os.readlink("/proc/%s/exe" % name)
+            cwd = os.readlink("/proc/%s/cwd" % name)
+        except OSError:
+            continue
+        if os.path.basename(exe).startswith("tarantool") and "/%s/" % run_id in cwd + "/":
+            found.append(int(name))
+    return found
+
+
+def client(uri: str, request: str, *args: Any) -> List[List[Any]]:
+    """One asynctnt request (``select``, ``insert``, ``eval``...) from the master."""
+
+    async def go() -> List[List[Any]]:
+        host, port = uri.rsplit(":", 1)
+        conn = asynctnt.Connection(host=host, port=int(port), connect_timeout=3, request_timeout=5)
+        await conn.connect()
+        try:
+            response = await getattr(conn, request)(*args)
+            return [list(row) if hasattr(row, "__iter__") else row for row in response]
+        finally:
+            await conn.disconnect()
+
+    return asyncio.run(go())
+
+
+def follows(row: dict, peers: int) -> bool:
+    links = list(row["upstream"].values()) + list(row["downstream"].values())
+    return len(links) == 2 * peers and all(link["status"] == "follow" for link in links)
+
+
+@pytest.fixture(scope="module")
+def tt_master(lab: Any) -> Iterator[rx.Master]:
+    if IN_CI and not os.path.exists("/usr/bin/tarantool"):
+        pytest.fail("tarantool is not installed, and CI must exercise it")
+    with rx.Master(heartbeat_timeout=5) as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def hosts(lab: Any, tt_master: rx.Master) -> List[rx.Host]:
+    return tt_master.connect_all(lab.targets, **connect_options(lab))
+
+
+@pytest.fixture
+def make_set(hosts: List[rx.Host]) -> Iterator[Any]:
+    made: List[ReplicaSet] = []
+
+    def make(**kwargs: Any) -> ReplicaSet:
+        port = next(_ports)
+        kwargs.setdefault("replication_timeout", 0.1)
+        kwargs.setdefault("timeout", 10)
+        rs = ReplicaSet("rs%d" % port, members=[(h, port) for h in hosts], **kwargs)
+        made.append(rs)
+        return rs
+
+    yield make
+    for rs in made:
+        # A failed stop is the test's business; the master's close kills what is left.
+        with contextlib.suppress(rx.RemoteExecError):
+            rs.stop()
+
+
+@pytest.fixture
+def running_set(make_set: Any) -> ReplicaSet:
+    rs = make_set()
+    rs.start()
+    rs.leader.eval(SCHEMA)
+    return rs
+
+
+# 1
+def test_full_mesh_across_three_hosts(make_set: Any, lab: Any) -> None:
+    rs = make_set()
+    timings = rs.start()
+    assert set(timings) >= {"spawn", "running", "full_mesh"}
+    assert timings["total"] < 5, timings
+    assert [m.uri.rsplit(":", 1)[0] for m in rs.members] == [h.address for h in lab.hosts]
+    assert rs.leader is rs.members[0] and rs.replicas == rs.members[1:]
+    rows = rs.status()
+    assert [r["ro"] for r in rows] == [False, True, True]
+    assert sorted(r["id"] for r in rows) == [1, 2, 3]
+    assert all(r["status"] == "running" and follows(r, 2) for r in rows), rows
+    assert rs.leader.version >= (2, 0, 0)
+    assert len({m.pid for m in rs.members}) == 3
+
+
+# 2
+def test_insert_on_leader_read_on_replicas_with_asynctnt(running_set: ReplicaSet) -> None:
+    rs = running_set
+    assert client(rs.leader.uri, "insert", "test", [1, "x"]) == [[1, "x"]]
+    rs.wait_synced(timeout=5)
+    for replica in rs.replicas:
+        assert client(replica.uri, "select", "test", [1]) == [[1, "x"]], replica.name
+
+
+# 3
+def test_killed_replica_restarts_and_catches_up(running_set: ReplicaSet) -> None:
+    rs = running_set
+    victim = rs.replicas[0]
+    old_pid = victim.pid
+    rs.kill(victim)
+    assert victim.pid is None
+    rs.leader.eval("for i = 1, 100 do box.space.test:insert{i, 'row'} end")
+    rs.restart(victim)
+    assert victim.pid not in (None, old_pid)
+    rs.wait_synced(timeout=5)
+    assert len(client(victim.uri, "select", "test", [])) == 100
+    row = next(r for r in rs.status() if r["member"] == victim.name)
+    assert row["ro"] is True and follows(row, 2), row
+
+
+# 4
+def test_paused_replica_shows_in_status_and_recovers(running_set: ReplicaSet) -> None:
+    rs = running_set
+    leader, victim = rs.leader, rs.replicas[1]
+    rs.pause(victim)
+    paused = time.monotonic()
+
+    def leader_sees_it() -> bool:
+        row = next(r for r in rs.status() if r["member"] == leader.name)
+        return row["downstream"].get(victim.name, {}).get("status") != "follow"
+
+    try:
+        assert wait_until(leader_sees_it, 1.0, interval=0.02), rs.status()
+        print(
+            "\nleader's downstream left 'follow' %.0f ms after SIGSTOP"
+            % ((time.monotonic() - paused) * 1000)
+        )
+        assert next(r for r in rs.status() if r["member"] == victim.name)["status"] == "paused"
+    finally:
+        rs.resume(victim)
+    rows = rs.status()
+    assert all(follows(r, 2) for r in rows), rows
+    leader.eval("box.space.test:insert{7, 'after'}")
+    rs.wait_synced(timeout=5)
+    assert client(victim.uri, "select", "test", [7]) == [[7, "after"]]
+
+
+# 5
+def test_switchover(running_set: ReplicaSet) -> None:
+    rs = running_set
+    old, new = rs.leader, rs.replicas[0]
+    rs.switchover(new)
+    assert rs.leader is new and old in rs.replicas
+    assert old.eval("return box.info.ro") is True
+    assert new.eval("return box.info.ro") is False
+    with pytest.raises(asynctnt.exceptions.TarantoolDatabaseError, match="read-only"):
+        client(old.uri, "insert", "test", [1, "old"])
+    assert client(new.uri, "insert", "test", [1, "new"]) == [[1, "new"]]
+    rs.wait_synced(timeout=5)
+    for replica in rs.replicas:
+        assert client(replica.uri, "select", "test", [1]) == [[1, "new"]], replica.name
+    rows = rs.status()
+    assert [r["ro"] for r in rows] == [m is not new for m in rs.members]
+    assert all(follows(r, 2) for r in rows), rows
+
+
+# 6
+def test_bad_box_cfg_key_fails_fast_with_tarantools_message(
+    hosts: List[rx.Host], lab: Any, tt_master: rx.Master, make_set: Any
+) -> None:
+    message = "Incorrect value for option 'no_such_option': unexpected option"
+    bad = TarantoolInstance(
+        on=hosts[0],
+        listen="%s:%d" % (lab.hosts[0].address, next(_ports)),
+        box_cfg={"no_such_option": 1},
+        timeout=10,
+    )
+    started = time.monotonic()
+    with pytest.raises(TarantoolError) as info:
+        bad.start()
+    took = time.monotonic() - started
+    print("\nbad box.cfg key: error after %.0f ms" % (took * 1000))
+    assert took < 2 and message in str(info.value) and info.value.exit_code == 1
+    assert info.value.details["layer"] == "alive" and bad.pid is None
+    rs = make_set(box_cfg={"no_such_option": 1})
+    started = time.monotonic()
+    with pytest.raises(TarantoolError, match=message) as info:
+        rs.start()
+    assert time.monotonic() - started < 2 and info.value.message.startswith(rs.name)
+    assert run_tarantools(tt_master.run_id) == []
+
+
+# 7
+def test_busy_port_raises_already_running(hosts: List[rx.Host], lab: Any) -> None:
+    listen = "%s:%d" % (lab.hosts[1].address, next(_ports))
+    first = TarantoolInstance(on=hosts[1], listen=listen, app_lua=SCHEMA, timeout=10)
+    second = TarantoolInstance(on=hosts[1], listen=listen, timeout=10)
+    with first:
+        with pytest.raises(rx.AlreadyRunning) as info:
+            second.start()
+        assert info.value.details.get("owner_pid") == first.pid
+        assert second.pid is None
+        assert first.eval("return box.info.status") == "running"
+
+
+def test_single_instance_api(hosts: List[rx.Host], lab: Any) -> None:
+    one = TarantoolInstance(
+        on=hosts[2],
+        listen="%s:0" % lab.hosts[2].address,
+        app_lua=SCHEMA,
+        box_cfg={"memtx_memory": 32 << 20},
+        timeout=10,
+    )
+    one.start()
+    try:
+        host, port = one.uri.rsplit(":", 1)
+        assert host == lab.hosts[2].address and int(port) > 0
+        assert one.eval("return box.info.pid") == one.pid
+        assert one.eval("return ...", 1, "two", [3]) == (1, "two", [3])
+        assert one.eval("return") is None
+        assert one.call("box.space.test:insert", [1, "x"]) == [1, "x"]
+        assert one.call("box.space.test:select", [1]) == [[1, "x"]]
+        assert one.eval("return box.cfg.memtx_memory") == 32 << 20
+        with pytest.raises(TarantoolError) as info:
+            one.eval("error('boom')")
+        assert info.value.details["lua_message"] == "probe:1: boom"
+        assert "ready to accept requests" in one.log_tail(100)
+        pid = one.pid
+        one.restart()
+        assert one.pid != pid and one.call("box.space.test:get", [1]) == [1, "x"]
+    finally:
+        one.stop()
+    assert one.pid is None
+
+
+# 8
+def test_unreachable_member_fails_in_time_and_leaves_nothing(
+    make_set: Any, lab: Any, tt_master: rx.Master
+) -> None:
+    rs = make_set(timeout=3)
+    lost = rs.members[2]
+    lab.partition(2, 0)
+    lab.partition(2, 1)
+    try:
+        started = time.monotonic()
+        with pytest.raises(rx.TimeoutExpired) as info:
+            rs.start()
+        took = time.monotonic() - started
+    finally:
+        lab.heal()
+    print("\nunreachable member: %.2f s\n%s" % (took, info.value))
+    assert took < 3.5
+    text = str(info.value)
+    assert "%s unreachable" % lost.name in text
+    assert "upstream %s: cannot connect to %s" % (lost.name, lost.uri) in text
+    assert info.value.details["unreachable"] == [lost.name]
+    assert all(m.pid is None for m in rs.members)
+    assert run_tarantools(tt_master.run_id) == []
+
+
+# 9
+def test_master_sigkill_leaves_no_tarantool(lab: Any) -> None:
+    args = [SCRIPT, json.dumps(connect_options(lab)), json.dumps(lab.targets), str(next(_ports))]
+    proc = subprocess.Popen(
+        [sys.executable, *args], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        line = proc.stdout.readline() if ready else ""
+        assert line.startswith("READY "), line
+        info = json.loads(line[len("READY ") :])
+        assert sorted(run_tarantools(info["run_id"])) == sorted(info["pids"])
+        os.kill(proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        assert wait_until(lambda: not run_tarantools(info["run_id"]), 5.0), run_tarantools(
+            info["run_id"]
+        )
+        print("\nmaster SIGKILL: every tarantool gone after %.2f s" % (time.monotonic() - killed))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+# 10
+def test_collect_artifacts(make_set: Any, tmp_path: Any) -> None:
+    rs = make_set(user="repl", password=PASSWORD)
+    rs.start()
+    rs.leader.eval(SCHEMA + "box.space.test:insert{1, 'x'}")
+    rs.wait_synced(timeout=5)
+    dest = str(tmp_path / "artifacts")
+    written = rs.collect_artifacts(dest)
+    for member in rs.members:
+        files = sorted(os.listdir(os.path.join(dest, member.name)))
+        assert files == ["box_info.json", "init.lua", "output.log", "tarantool.log"], files
+        with open(os.path.join(dest, member.name, "box_info.json")) as f:
+            dump = json.load(f)
+        assert dump["box_info"]["uuid"] == member.instance_uuid
+        with open(os.path.join(dest, member.name, "tarantool.log")) as f:
+            assert "ready to accept requests" in f.read()
+    for path in written:
+        assert os.stat(path).st_mode & 0o777 == 0o600, path
+        with open(path, "rb") as f:
+            assert PASSWORD.encode() not in f.read(), path
+    assert PASSWORD not in repr(rs) + repr(rs.members) + repr(rs.status())
+    assert repr(rs.leader.password) == "[secret]"
