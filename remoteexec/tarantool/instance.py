@@ -213,13 +213,17 @@ class TarantoolInstance:
             password_env=PASSWORD_ENV if self.password is not None else None,
         )
 
-    def _spawn(self, deadline: float) -> None:
-        """Write the files and start the process; do not wait for readiness."""
+    def _prepare(self) -> None:
+        """Write init.lua and bind the notify socket on the target."""
         paths = self._paths()
         init_lua = self._init_lua(paths)
         self.on.invoke(
             _TARGET + "prepare_instance", paths["ctl"], paths["work"], init_lua, paths["notify"]
         )
+
+    def _launch(self, deadline: float) -> None:
+        """Start the process (after :meth:`_prepare`); do not wait for readiness."""
+        paths = self._paths()
         env: Dict[str, str] = {"NOTIFY_SOCKET": paths["notify"]}
         if self.password is not None:
             env[PASSWORD_ENV] = self.password
@@ -299,7 +303,8 @@ class TarantoolInstance:
         if self._proc is not None:
             return self
         deadline = time.monotonic() + self.timeout
-        self._spawn(deadline)
+        self._prepare()
+        self._launch(deadline)
         try:
             self._wait(deadline)
         except BaseException:

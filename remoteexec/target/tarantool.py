@@ -820,7 +820,7 @@ def wait_instance(
                     timings["mesh"] = time.monotonic() - started
                     return {"ok": True, "timings": timings, "status": status}
                 layer, detail = "mesh", "; ".join(problems)
-            time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
         if layer == "running" and peers:
             problems = _unreachable_peers(peers, _DIAGNOSE_S)
             if not problems:
