@@ -162,18 +162,23 @@ def _remote_once(hosts: List[Any], port: int) -> Dict[str, float]:
     return timings
 
 
+def _connect(master: Any, lab: Any) -> List[Any]:
+    """Every lab host, in parallel, with strict host key checking (as the tests)."""
+    return master.connect_all(
+        lab.targets,
+        identity_file=lab.identity_file,
+        known_hosts_file=lab.known_hosts_file,
+        python=c.PY,
+        connect_timeout=10,
+    )
+
+
 def _cold_once(lab: Any, port: int) -> Dict[str, float]:
     import remoteexec as rx
 
     t0 = time.perf_counter()
     with rx.Master(heartbeat_timeout=10) as master:
-        hosts = master.connect_all(
-            lab.targets,
-            identity_file=lab.identity_file,
-            known_hosts_file=lab.known_hosts_file,
-            python=c.PY,
-            connect_timeout=10,
-        )
+        hosts = _connect(master, lab)
         connected = time.perf_counter() - t0
         timings = _remote_once(hosts, port)
     timings["connect"] = connected
@@ -209,13 +214,7 @@ def run() -> c.Report:
                 cold.append(_cold_once(lab, next(ports)))
                 c.progress("cold %d: %.3fs" % (i + 1, cold[-1]["total"]))
             with rx.Master(heartbeat_timeout=10) as master:
-                hosts = master.connect_all(
-                    lab.targets,
-                    identity_file=lab.identity_file,
-                    known_hosts_file=lab.known_hosts_file,
-                    python=c.PY,
-                    connect_timeout=10,
-                )
+                hosts = _connect(master, lab)
                 _remote_once(hosts, next(ports))  # warm-up: facts cached, code imported
                 _baseline_once(version, root)
                 for i in range(ROUNDS):
