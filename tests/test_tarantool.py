@@ -99,11 +99,14 @@ def hosts(lab: Any, tt_master: rx.Master) -> List[rx.Host]:
 def make_set(hosts: List[rx.Host]) -> Iterator[Any]:
     made: List[ReplicaSet] = []
 
-    def make(**kwargs: Any) -> ReplicaSet:
+    def make(as_instances: bool = False, **kwargs: Any) -> ReplicaSet:
         port = next(_ports)
         kwargs.setdefault("replication_timeout", 0.1)
         kwargs.setdefault("timeout", 10)
-        rs = ReplicaSet("rs%d" % port, members=[(h, port) for h in hosts], **kwargs)
+        members: List[Any] = [(h, port) for h in hosts]
+        if as_instances:
+            members = [TarantoolInstance(on=h, listen=port, timeout=10) for h in hosts]
+        rs = ReplicaSet("rs%d" % port, members=members, **kwargs)
         made.append(rs)
         return rs
 
@@ -329,7 +332,7 @@ def test_master_sigkill_leaves_no_tarantool(lab: Any) -> None:
 
 # 10
 def test_collect_artifacts(make_set: Any, tmp_path: Any) -> None:
-    rs = make_set(user="repl", password=PASSWORD)
+    rs = make_set(as_instances=True, user="repl", password=PASSWORD)
     rs.start()
     rs.leader.eval(SCHEMA + "box.space.test:insert{1, 'x'}")
     rs.wait_synced(timeout=5)

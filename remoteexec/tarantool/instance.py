@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 import uuid
 import weakref
@@ -31,6 +32,7 @@ _TARGET = "remoteexec.target.tarantool."
 _ANY_ADDRESS = ("", "0.0.0.0", "::", "*", "[::]")
 # host -> {tarantool path -> host_facts()}: one `tarantool --version` per host.
 _FACTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_FACTS_LOCK = threading.Lock()
 
 
 def _renamed(error: RemoteExecError, label: str, **extra: Any) -> RemoteExecError:
@@ -68,7 +70,8 @@ class TarantoolInstance:
         set to None removes a default.
     :param app_lua: Lua source run after ``box.cfg`` (schema, functions).
     :param work_dir: data directory on the target; None: a fresh directory in
-        the run's directory, removed when the master closes.
+        the run's directory, removed when the master closes. Data already there
+        must belong to this instance: set :attr:`instance_uuid` to its uuid.
     :param tarantool: the binary on the target.
     :param user: a user to create (with ``password``) and grant 'replication'.
     :param password: its password; held as :class:`mitogen.core.Secret` and
@@ -144,13 +147,15 @@ class TarantoolInstance:
         return self._on
 
     def _facts(self) -> Dict[str, Any]:
-        per_host = _FACTS.setdefault(self.on, {})
-        if self.tarantool not in per_host:
+        with _FACTS_LOCK:
+            facts = _FACTS.get(self.on, {}).get(self.tarantool)
+        if facts is None:
             facts = self.on.invoke(_TARGET + "host_facts", self.tarantool)
             if self.on.kind == "local" or not facts.get("address"):
                 facts["address"] = "127.0.0.1"
-            per_host[self.tarantool] = facts
-        return per_host[self.tarantool]
+            with _FACTS_LOCK:
+                _FACTS.setdefault(self.on, {})[self.tarantool] = facts
+        return facts
 
     @property
     def version(self) -> Version:

@@ -14,7 +14,7 @@ import mitogen.core
 
 from ..errors import RemoteExecError, TimeoutExpired
 from ..host import REPLY_SLACK
-from .config import Features, check_credential
+from .config import check_credential
 from .instance import _TARGET, TarantoolInstance, _split_listen
 
 __all__ = ["ReplicaSet"]
@@ -403,10 +403,12 @@ class ReplicaSet:
         """Make ``member`` the writable one and wait until the whole set agrees.
 
         With ``election_mode`` set in ``box_cfg`` and a tarantool that has
-        ``box.ctl.promote``, by promote. Otherwise (2.6.0) by read_only flips:
-        the old leader turns read-only, ``member`` catches up with its vclock
-        and turns writable. Then every member must run with its new role and
-        follow every peer.
+        ``box.ctl.promote`` (2.6.3+, 2.7.2+, 2.8.1+), by promote: ``member``
+        drops read_only and wins an election, the old leader is set read_only
+        for its restarts. (That path cannot run on the 2.6.0 here: untested.)
+        Otherwise by read_only flips: the old leader turns read-only,
+        ``member`` catches up with its vclock and turns writable. Then every
+        running member must have its new role and follow every peer.
         """
         new = self._index(member)
         if new == self._leader:
@@ -415,8 +417,9 @@ class ReplicaSet:
         target = self._members[new]
         deadline = time.monotonic() + self.timeout
         mode = target.box_cfg.get("election_mode")
-        if mode not in (None, "off") and Features.for_version(target.version).promote:
-            target.eval("box.ctl.promote()")
+        if mode not in (None, "off") and target.eval("return box.ctl.promote ~= nil"):
+            target.eval("box.cfg{read_only = false} box.ctl.promote()")
+            old.eval("box.cfg{read_only = true}")
         else:
             old.eval("box.cfg{read_only = true}")
             vclock = self._info(old)["vclock"]
