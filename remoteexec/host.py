@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,28 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+
+_PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Only plain types unpickle on the target (DESIGN.md): fail here, by name."""
+    if isinstance(value, _PLAIN) and type(value) in _PLAIN:
+        return
+    if type(value) in (list, tuple):
+        for item in value:
+            _check_plain(item, where)
+        return
+    if type(value) is dict:
+        for key, item in value.items():
+            _check_plain(key, where)
+            _check_plain(item, "%s.%s" % (where, key))
+        return
+    raise TypeError(
+        "%s: %r is a %s; only None, bool, int, float, str, bytes, list, tuple and dict"
+        " can be sent to a host" % (where, value, type(value).__name__)
+    )
 
 
 def _parse_call_error(exc: mitogen.core.CallError) -> Dict[str, str]:
@@ -89,7 +112,10 @@ class Host:
         from .target import supervisor
 
         recv = self.context.call_async(
-            supervisor.install, self.master.run_id, heartbeat_timeout=heartbeat_timeout
+            supervisor.install,
+            self.master.run_id,
+            heartbeat_timeout=heartbeat_timeout,
+            keep_logs=self.master.keep_logs,
         )
         self.info = self._get(recv, timeout, "installing the supervisor")
         self._heartbeat_handle = self.info["heartbeat_handle"]
@@ -199,21 +225,24 @@ class Host:
         name = getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn)))
         return self._get(recv, None, "call %s()" % name)
 
-    def service(self, method: str, reply_timeout: Optional[float] = None, **kwargs: Any) -> Any:
+    def service(
+        self, method: str, reply_timeout: Optional[float] = REPLY_SLACK, **kwargs: Any
+    ) -> Any:
         """Call a supervisor method on the context's thread pool.
 
         Raises the remoteexec exception a target-side error dict names.
+        ``reply_timeout=None`` waits as long as the host is alive.
         """
         self._check()
+        _check_plain(kwargs, method)
         recv = self.context.call_service_async(SUPERVISOR, method, **kwargs)
-        wait = REPLY_SLACK if reply_timeout is None else reply_timeout
-        result = self._get(recv, wait, method)
+        result = self._get(recv, reply_timeout, method)
         if isinstance(result, dict) and result.get("ok") is False:
             raise from_remote(result["error"], self.name)
         return result
 
     def invoke(
-        self, function: str, *args: Any, reply_timeout: Optional[float] = None, **kwargs: Any
+        self, function: str, *args: Any, reply_timeout: Optional[float] = REPLY_SLACK, **kwargs: Any
     ) -> Any:
         """Call a ``remoteexec.target`` function by dotted name on the pool."""
         return self.service(
@@ -226,7 +255,7 @@ class Host:
         *,
         check: bool = False,
         shell: bool = False,
-        cwd: Optional[str] = None,
+        cwd: Union[str, os.PathLike[str], None] = None,
         env: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
         input: Union[str, bytes, None] = None,
@@ -245,10 +274,10 @@ class Host:
         res = self.service(
             "run",
             reply_timeout=None if timeout is None else timeout + REPLY_SLACK,
-            command=command if isinstance(command, str) else list(command),
+            command=command if isinstance(command, str) else [str(c) for c in command],
             shell=shell,
-            cwd=cwd,
-            env=dict(env) if env else None,
+            cwd=os.fspath(cwd) if cwd is not None else None,
+            env={str(k): str(v) for k, v in env.items()} if env else None,
             timeout=timeout,
             input=input,
         )
@@ -257,7 +286,8 @@ class Host:
             out, err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
         result = RunResult(self.name, command, res["returncode"], out, err, res["duration"])
         if check and result.returncode != 0:
-            tail = (err if text else err.decode("utf-8", "replace"))[-2000:]
+            tail = (err or out) if text else (err or out).decode("utf-8", "replace")
+            tail = tail[-2000:]
             raise CommandFailed(
                 "command exited with code %d" % result.returncode,
                 host=self.name,

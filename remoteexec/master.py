@@ -79,6 +79,7 @@ class Master:
         self.heartbeat_interval = min(1.0, self.heartbeat_timeout / 4)
         self.keep_logs = keep_logs
         self._hosts: Dict[Tuple[Any, ...], Host] = {}
+        self._key_locks: Dict[Tuple[Any, ...], threading.Lock] = {}
         self._lock = threading.RLock()
         self._closed = False
         mitogen.parent._preexec_hook = _own_process_group
@@ -115,18 +116,35 @@ class Master:
 
     def local(self, *, python: Optional[str] = None, name: str = "local") -> Host:
         """This machine, in a child interpreter (no SSH). Cached per name."""
-        key = ("local", name)
+
+        def open_context() -> Any:
+            try:
+                return self.router.local(
+                    python_path=python or sys.executable,
+                    remote_name="%s:%s" % (self.name, name),
+                )
+            except mitogen.core.Error as e:
+                raise ConnectionFailed("cannot start a local context: %s" % e, host=name) from None
+
+        return self._open(("local", name), open_context, name, "local", 30.0)
+
+    def _open(
+        self, key: Tuple[Any, ...], open_context: Any, name: str, kind: str, timeout: float
+    ) -> Host:
+        """Return the cached Host for ``key``, or open it (once, even if
+        several threads ask at the same time)."""
         with self._lock:
             self._check_open()
-            if key in self._hosts and not self._hosts[key]._closed:
-                return self._hosts[key]
-        try:
-            context = self.router.local(
-                python_path=python or sys.executable, remote_name="%s:%s" % (self.name, name)
-            )
-        except mitogen.core.Error as e:
-            raise ConnectionFailed("cannot start a local context: %s" % e, host=name) from None
-        return self._register(key, context, name, "local", 30.0)
+            host = self._hosts.get(key)
+            if host is not None and not host._closed:
+                return host
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                host = self._hosts.get(key)
+                if host is not None and not host._closed:
+                    return host
+            return self._register(key, open_context(), name, kind, timeout)
 
     def connect(
         self,
@@ -152,11 +170,15 @@ class Master:
         """
         parsed = Target.parse(target, port)
         label = name or str(parsed)
-        key = ("ssh", parsed.user, parsed.hostname, parsed.port, via.name if via else None)
-        with self._lock:
-            self._check_open()
-            if key in self._hosts and not self._hosts[key]._closed:
-                return self._hosts[key]
+        key = (
+            "ssh",
+            parsed.user,
+            parsed.hostname,
+            parsed.port or 22,
+            python,
+            identity_file,
+            via.name if via else None,
+        )
         if via is not None:
             via._check()
         options = ssh_options(
@@ -171,11 +193,20 @@ class Master:
         )
         if via is not None:
             options["via"] = via.context
-        try:
-            context = self.router.ssh(**options)
-        except (mitogen.core.StreamError, mitogen.core.Error, EOFError, OSError) as e:
-            raise connection_error(e, label, python, connect_timeout) from None
-        return self._register(key, context, label, "ssh", connect_timeout + 20.0)
+
+        def open_context() -> Any:
+            try:
+                return self.router.ssh(**options)
+            except FileNotFoundError as e:
+                raise ConnectionFailed(
+                    "cannot connect: the ssh client is missing on this machine (%s);"
+                    " install openssh-client" % e,
+                    host=label,
+                ) from None
+            except (mitogen.core.StreamError, mitogen.core.Error, EOFError, OSError) as e:
+                raise connection_error(e, label, python, connect_timeout) from None
+
+        return self._open(key, open_context, label, "ssh", connect_timeout + 20.0)
 
     def connect_all(self, targets: Iterable[str], **options: Any) -> List[Host]:
         """Connect to every target in parallel; same options as :meth:`connect`.
@@ -215,9 +246,13 @@ class Master:
         host = Host(self, context, name, kind)
         try:
             host._install(self.heartbeat_timeout, timeout)
-        except RemoteExecError:
+        except RemoteExecError as e:
             self._drop_stream(host)
-            raise
+            raise ConnectionFailed(
+                "connected, but setting up the supervisor failed: %s" % e.message,
+                host=name,
+                **e.details,
+            ) from None
         with self._lock:
             if self._closed:
                 self._drop_stream(host)
@@ -295,7 +330,8 @@ class Master:
         self._stop.set()
         self.broker.shutdown()
         self.broker.join()
-        if mitogen.parent._preexec_hook is _own_process_group:
+        others_open = any(m is not self and not m._closed for m in list(_live))
+        if not others_open and mitogen.parent._preexec_hook is _own_process_group:
             mitogen.parent._preexec_hook = _ORIGINAL_PREEXEC
 
 

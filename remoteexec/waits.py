@@ -9,6 +9,7 @@ use them for their own readiness and accept extra ones via ``wait=``::
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 
@@ -49,7 +50,7 @@ class UnixSocket(Wait):
     """A stream connection to the unix socket ``path`` succeeds."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
+        self.path = os.fspath(path)
 
     def specs(self) -> List[Dict[str, Any]]:
         return [{"kind": "unix", "path": self.path}]
@@ -90,7 +91,7 @@ class File(Wait):
     """The file ``path`` exists (a pid file, a ready marker)."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
+        self.path = os.fspath(path)
 
     def specs(self) -> List[Dict[str, Any]]:
         return [{"kind": "file", "path": self.path}]

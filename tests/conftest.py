@@ -22,7 +22,7 @@ from remoteexec.target import procs
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "proc.py")
 #: The interpreter for test processes: Debian's, present locally and on lab hosts.
 PY = "/usr/bin/python3"
-IN_CI = os.environ.get("CI", "").lower() == "true"
+IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
 def need_lab() -> None:

@@ -231,7 +231,7 @@ def test_double_forking_daemon_killed_on_stop(place: Place) -> None:
     # Reaped too, not left as zombies of the context.
     from remoteexec.target import procs
 
-    assert all(procs.state(p) is None for p in daemons)
+    assert wait_until(lambda: all(procs.state(p) is None for p in daemons), 2)
 
 
 def test_kill_and_status_calls(place: Place) -> None:
@@ -293,7 +293,38 @@ def test_many_sequential_executors_no_growth(place: Place) -> None:
     assert not run_pids(place.host.master.run_id)
 
 
-def test_signal_escalation_message_names_signal(place: Place) -> None:
-    ex = rx.SimpleExecutor(["sleep", "30"], on=place.host, stop_signal=signal.SIGINT)
+def test_stop_signal_enum_and_path_arguments(place: Place, tmp_path) -> None:
+    """signal.Signals and pathlib.Path are not plain types: sent as int/str."""
+    pidfile = tmp_path / "p.pid"
+    ex = rx.PidExecutor(
+        place.cmd("pidfile", pidfile, 0), filename=pidfile, cwd=tmp_path, on=place.host, timeout=10
+    )
     ex.start()
-    ex.stop()  # sleep dies of SIGINT, which is then the expected code
+    ex.stop(stop_signal=signal.SIGINT)  # Python re-raises SIGINT: the expected -2
+    assert not ex.running()
+    with pytest.raises(TypeError, match="only None, bool"):
+        place.host.service("status", proc_id=object())
+
+
+def test_failed_stop_keeps_the_process(place: Place) -> None:
+    ex = rx.SimpleExecutor(["sleep", "30"], on=place.host).start()
+    with pytest.raises(TypeError):
+        ex.stop(stop_signal="TERM")  # not a signal: nothing was sent
+    assert ex.running() and ex.pid
+    ex.stop()
+    assert not ex.running()
+
+
+def test_concurrent_opens_share_one_context(master: rx.Master) -> None:
+    import threading
+
+    hosts = []
+    threads = [
+        threading.Thread(target=lambda: hosts.append(master.local(name="shared"))) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(hosts) == 4 and all(h is hosts[0] for h in hosts)
+    assert master.hosts.count(hosts[0]) == 1

@@ -8,9 +8,9 @@ Host; None means this machine through a lazily created local context),
 - ``stdin``/``stdout``/``stderr``/``popen_kwargs`` are accepted for
   compatibility but ignored: output always goes to a log file on the host
   (never an undrained pipe); read it with :meth:`SimpleExecutor.output`.
-- ``stop()`` waits ``stop_timeout`` (default ``min(timeout, 10)``) after the
-  stop signal, then SIGKILLs the tree and raises TimeoutExpired: a stop that
-  had to escalate is reported, not swallowed.
+- ``stop()`` waits ``stop_timeout`` (default: ``timeout``, as mirakuru)
+  after the stop signal, then SIGKILLs the tree and raises TimeoutExpired:
+  a stop that had to escalate is reported, not swallowed.
 - ``running()`` is also True for a daemonizer whose main process exited 0
   while a process it started still runs.
 - ``stopped()`` on a stopped executor just yields.
@@ -19,6 +19,7 @@ Host; None means this machine through a lazily created local context),
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import subprocess
@@ -26,12 +27,19 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
 
-from ..errors import TimeoutExpired
+from ..errors import ExecutorError, TimeoutExpired
 from ..host import REPLY_SLACK, Host
 from ..waits import Wait, as_specs
 
 Command = Union[str, List[str], Sequence[str]]
 Self = TypeVar("Self", bound="SimpleExecutor")
+
+
+def _signum(sig: Any) -> int:
+    try:
+        return int(sig)
+    except (TypeError, ValueError):
+        raise TypeError("a signal must be an int or signal.Signals, got %r" % (sig,)) from None
 
 
 class SimpleExecutor:
@@ -82,16 +90,16 @@ class SimpleExecutor:
             )
         if timeout is None or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds, got %r" % (timeout,))
-        self._cwd = cwd
+        self._cwd = os.fspath(cwd) if cwd is not None else None
         self._shell = shell
         self._timeout = float(timeout)
         self._sleep = float(sleep)
-        self._stop_signal = int(stop_signal)
-        self._kill_signal = int(kill_signal)
+        self._stop_signal = _signum(stop_signal)
+        self._kill_signal = _signum(kill_signal)
         self._expected_returncode = expected_returncode
-        self._envvars = dict(envvars or {})
+        self._envvars = {str(k): str(v) for k, v in (envvars or {}).items()}
         self._extra_wait = as_specs(wait)
-        self._stop_timeout = float(stop_timeout) if stop_timeout else min(self._timeout, 10.0)
+        self._stop_timeout = float(stop_timeout) if stop_timeout else self._timeout
         self._name = name
         self._on = on
         self._proc: Optional[Dict[str, Any]] = None
@@ -165,12 +173,11 @@ class SimpleExecutor:
             return self
         if expected_returncode is None:
             expected_returncode = self._expected_returncode
-        proc_id, self._proc = self._proc["id"], None
-        self.on.service(
+        self._forget_after(
             "stop",
             reply_timeout=self._stop_timeout + REPLY_SLACK,
-            proc_id=proc_id,
-            sig=stop_signal or self._stop_signal,
+            proc_id=self._proc["id"],
+            sig=_signum(stop_signal or self._stop_signal),
             timeout=self._stop_timeout,
             expected_returncode=expected_returncode,
         )
@@ -180,9 +187,24 @@ class SimpleExecutor:
         """Send ``sig`` (default kill_signal) to the whole process tree."""
         if self._proc is None:
             return self
-        proc_id, self._proc = self._proc["id"], None
-        self.on.service("kill", proc_id=proc_id, sig=sig or self._kill_signal, wait=wait)
+        self._forget_after(
+            "kill", proc_id=self._proc["id"], sig=_signum(sig or self._kill_signal), wait=wait
+        )
         return self
+
+    def _forget_after(self, method: str, **kwargs: Any) -> None:
+        """Call the supervisor, then forget the process if it acted.
+
+        An ExecutorError comes from the supervisor after it stopped the tree
+        (escalated, unexpected exit code); any other error leaves the
+        process ours, so a later stop() can still reach it.
+        """
+        try:
+            self.on.service(method, **kwargs)
+        except ExecutorError:
+            self._proc = None
+            raise
+        self._proc = None
 
     def output(self, lines: int = 50) -> str:
         """The last ``lines`` lines of the process's output (stdout+stderr)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List
 
 from ..waits import File
@@ -19,7 +20,7 @@ class PidExecutor(Executor):
         super().__init__(command, **kwargs)
         if not filename:
             raise ValueError("filename must be defined")
-        self.filename = filename
+        self.filename = os.fspath(filename)
 
     def _after_start_specs(self) -> List[Dict[str, Any]]:
         return File(self.filename).specs()

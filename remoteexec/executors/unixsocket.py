@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List
 
 from ..waits import UnixSocket
@@ -13,7 +14,7 @@ class UnixSocketExecutor(Executor):
 
     def __init__(self, command: Command, socket_name: str, **kwargs: Any) -> None:
         super().__init__(command, **kwargs)
-        self.socket = socket_name
+        self.socket = os.fspath(socket_name)
 
     def _after_start_specs(self) -> List[Dict[str, Any]]:
         return UnixSocket(self.socket).specs()

@@ -30,6 +30,7 @@ import os
 import shlex
 import signal
 import socket
+import stat as stat_mod
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,7 @@ class _State:
         self.seq = 0
         self.subreaper = False
         self.heartbeat_handle = None
+        self.keep_logs = False
         # Pids of our own Popen objects: the orphan reaper must leave them
         # to Popen, or their exit codes would be lost.
         self.own_pids = set()
@@ -76,15 +78,18 @@ def _error(kind, message, **fields):
     return {"ok": False, "error": dict(type=kind, message=message, **fields)}
 
 
+def _signame(sig):
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return "signal %d" % sig
+
+
 def _exit_text(code):
     if code is None:
         return "still running"
     if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = "signal %d" % -code
-        return "killed by %s" % name
+        return "killed by %s" % _signame(-code)
     return "exit code %d" % code
 
 
@@ -169,7 +174,10 @@ class Proc:
     def alive(self):
         """True while the main process or any marked descendant lives."""
         reap_orphans()
-        return self.poll() is None or bool(self.marked())
+        if self.poll() is None or self.marked():
+            return True
+        reap_orphans()  # one may have died between the first reap and the scan
+        return False
 
     def wait_gone(self, deadline):
         delay = 0.002
@@ -332,14 +340,10 @@ def _wait_ready(proc, built, deadline, sleep, timeout):
         if ok:
             return proc.info()
         if rc == 0 and not proc.marked():
-            # A daemonizer may exit 0, but then someone must stay behind.
-            return _fail_and_clean(
-                proc,
-                "ProcessExitedWithError",
-                "process exited (exit code 0) and left nothing running before it was"
-                " ready; last check: %s" % detail,
-                exit_code=0,
-            )
+            # A daemonizer may exit 0; a launcher (docker run -d) may even
+            # leave nothing of ours behind: keep checking, as mirakuru does,
+            # but say so if it times out.
+            detail += "; the process exited 0 and nothing it started is running"
         now = time.monotonic()
         if now >= deadline:
             return _fail_and_clean(
@@ -421,7 +425,7 @@ def stop(proc_id, sig=None, timeout=10.0, expected_returncode=None):
         return _error(
             "TimeoutExpired",
             "did not stop within %gs of %s; killed with SIGKILL (%s)"
-            % (timeout, signal.Signals(sig).name, _exit_text(rc)),
+            % (timeout, _signame(sig), _exit_text(rc)),
             command=command,
             exit_code=rc,
             output_tail=proc.tail(),
@@ -433,7 +437,7 @@ def stop(proc_id, sig=None, timeout=10.0, expected_returncode=None):
         return _error(
             "ProcessFinishedWithError",
             "process ended (%s) after %s; expected %s"
-            % (_exit_text(rc), signal.Signals(sig).name, _exit_text(expected)),
+            % (_exit_text(rc), _signame(sig), _exit_text(expected)),
             command=command,
             exit_code=rc,
             output_tail=proc.tail(),
@@ -451,7 +455,7 @@ def kill(proc_id, sig=signal.SIGKILL, wait=True):
         if not proc.wait_gone(time.monotonic() + KILL_WAIT):
             return _error(
                 "TimeoutExpired",
-                "process tree still alive %gs after %s" % (KILL_WAIT, signal.Signals(sig).name),
+                "process tree still alive %gs after %s" % (KILL_WAIT, _signame(sig)),
                 command=_command_text(proc.command),
             )
         _retire(proc)
@@ -514,7 +518,17 @@ def run(command, shell=False, cwd=None, env=None, timeout=None, input=None):
         out, err = popen.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
         _signal(popen.pid, signal.SIGKILL, group=True)
-        out, err = popen.communicate()
+        # Descendants that left the group may still hold the pipes.
+        for pid in procs.pids_with_marker(MARKER, marker):
+            _signal(pid, signal.SIGKILL)
+        try:
+            out, err = popen.communicate(timeout=KILL_WAIT)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            for pipe in (popen.stdout, popen.stderr):
+                pipe.close()
+            popen.wait(KILL_WAIT)
+            out, err = b"", b""
         STATE.own_pids.discard(popen.pid)
         return _error(
             "TimeoutExpired",
@@ -563,6 +577,29 @@ def remove_run_dir():
     return {"ok": True}
 
 
+def _on_master_gone():
+    """The master closed, died or went silent: kill the run, drop its logs
+    unless the master asked to keep them."""
+    kill_all()
+    if not STATE.keep_logs:
+        remove_run_dir()
+
+
+def _own_dir(path):
+    """``path`` as a 0700 directory owned by us, or a fresh private one.
+
+    /tmp is shared: never follow a symlink or use a directory someone else
+    made there.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    st = os.lstat(path)
+    if stat_mod.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+        os.chmod(path, 0o700)
+        return path
+    return tempfile.mkdtemp(prefix="remoteexec-")
+
+
 def _set_subreaper():
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -579,7 +616,7 @@ def _watchdog(recv, timeout):
         except mitogen.core.TimeoutError:
             LOG.error("no heartbeat from the master for %ss: killing the run", timeout)
             try:
-                kill_all()
+                _on_master_gone()
             finally:
                 os._exit(70)
         except mitogen.core.ChannelError:
@@ -593,7 +630,9 @@ def _watchdog(recv, timeout):
 
 
 @mitogen.core.takes_econtext
-def install(run_id, heartbeat_timeout=10.0, base_dir=None, pool_size=16, econtext=None):
+def install(
+    run_id, heartbeat_timeout=10.0, base_dir=None, pool_size=16, keep_logs=False, econtext=None
+):
     """Set this context up as the run's supervisor; call once after connect.
 
     Creates the 0700 run directory, becomes a child subreaper, starts the
@@ -604,8 +643,7 @@ def install(run_id, heartbeat_timeout=10.0, base_dir=None, pool_size=16, econtex
     with STATE.lock:
         if STATE.run_id is None:
             root = base_dir or os.path.join(tempfile.gettempdir(), "remoteexec-%d" % os.getuid())
-            os.makedirs(root, 0o700, exist_ok=True)
-            run_dir = os.path.join(root, run_id)
+            run_dir = os.path.join(_own_dir(root), run_id)
             os.makedirs(run_dir, 0o700, exist_ok=True)
             os.chmod(run_dir, 0o700)
             STATE.run_id = run_id
@@ -613,7 +651,8 @@ def install(run_id, heartbeat_timeout=10.0, base_dir=None, pool_size=16, econtex
             STATE.subreaper = _set_subreaper()
             # Before the pool: shutdown listeners run in order, and the pool's
             # joins its threads, which may be waiting on our processes.
-            mitogen.core.listen(econtext.broker, "shutdown", kill_all)
+            STATE.keep_logs = bool(keep_logs)
+            mitogen.core.listen(econtext.broker, "shutdown", _on_master_gone)
             mitogen.service.get_or_create_pool(size=pool_size, router=econtext.router)
             recv = mitogen.core.Receiver(econtext.router)
             threading.Thread(
