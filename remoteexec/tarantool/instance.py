@@ -45,6 +45,16 @@ def _renamed(error: RemoteExecError, label: str, **extra: Any) -> RemoteExecErro
     return type(error)("%s: %s" % (label, error.message), host=error.host, **fields, **details)
 
 
+def _secret(user: Optional[str], password: Optional[str]) -> Optional[mitogen.core.Secret]:
+    """The password as a Secret (masked in every repr and log), checked for URI use."""
+    if password is None:
+        return None
+    if not user or user == "guest":
+        raise ValueError("a password needs a user other than guest")
+    check_credential(password)
+    return mitogen.core.Secret(password)
+
+
 def _split_listen(listen: Any) -> Tuple[Optional[str], Optional[int]]:
     """(address or None, port or None) of a ``listen`` value; (None, None) for unix sockets."""
     text = str(listen)
@@ -94,10 +104,6 @@ class TarantoolInstance:
     ) -> None:
         if timeout is None or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds, got %r" % (timeout,))
-        if password is not None:
-            if not user or user == "guest":
-                raise ValueError("a password needs a user other than guest")
-            check_credential(password)
         self._on = on
         self.listen = listen
         self.box_cfg: Dict[str, Any] = dict(box_cfg or {})
@@ -105,7 +111,7 @@ class TarantoolInstance:
         self.work_dir = work_dir
         self.tarantool = tarantool
         self.user = user
-        self.password = None if password is None else mitogen.core.Secret(password)
+        self.password = _secret(user, password)
         self.timeout = float(timeout)
         #: Generated once: the data directory keeps it, so a restart is the same instance.
         self.instance_uuid = str(uuid.uuid4())

@@ -10,12 +10,10 @@ import time
 import uuid
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-import mitogen.core
-
-from ..errors import RemoteExecError, TimeoutExpired
+from ..errors import RemoteExecError
 from ..host import REPLY_SLACK
 from .config import check_credential
-from .instance import _TARGET, TarantoolInstance, _split_listen
+from .instance import _TARGET, TarantoolInstance, _renamed, _secret, _split_listen
 
 __all__ = ["ReplicaSet"]
 
@@ -82,12 +80,7 @@ class ReplicaSet:
             raise ValueError("leader=%r: there are %d members" % (leader, len(members)))
         if user is not None:
             check_credential(user, "user name")
-        secret = None
-        if password is not None:
-            if user in (None, "guest"):
-                raise ValueError("a replication password needs a user other than guest")
-            check_credential(password)
-            secret = mitogen.core.Secret(password)
+        secret = _secret(user, password)
         self.name = name
         self.timeout = float(timeout)
         self.replication_timeout = replication_timeout
@@ -137,6 +130,9 @@ class ReplicaSet:
                 return i
         raise ValueError("%r is not a member of replica set %s" % (member, self.name))
 
+    def _member(self, member: TarantoolInstance) -> TarantoolInstance:
+        return self._members[self._index(member)]
+
     # -- start -------------------------------------------------------------
 
     def _configure(self) -> None:
@@ -152,8 +148,9 @@ class ReplicaSet:
                     "%s-%d: listen=%r: a member needs a fixed TCP port"
                     % (self.name, i + 1, member.listen)
                 )
-            if address is None or address in ("", "0.0.0.0", "::"):
-                member.listen = "%s:%d" % (member._facts()["address"], port)
+            if address is None:
+                # A bare port: listen on the address peers reach the host on.
+                member.listen = member.uri
         uris = [m.uri for m in self._members]
         names = ["%s-%d" % (self.name, i + 1) for i in range(len(self._members))]
         for i, member in enumerate(self._members):
@@ -314,13 +311,7 @@ class ReplicaSet:
                 reply_timeout=wait + REPLY_SLACK,
             )
         except RemoteExecError as e:
-            raise TimeoutExpired(
-                "%s: %s (leader %s)" % (member.name, e.message, self.leader.name), host=e.host
-            ) from None
-
-    def _follow_again(self, members: Sequence[TarantoolInstance]) -> None:
-        """Wait until ``members`` run with their role and every link of theirs follows."""
-        self._wait_all(members, time.monotonic() + self.timeout)
+            raise _renamed(e, "%s (leader %s)" % (member.name, self.leader.name)) from None
 
     # -- status ------------------------------------------------------------
 
@@ -371,31 +362,33 @@ class ReplicaSet:
             base["lag"] = max(lags) if lags else None
             return base
 
-        return [r for r in _each(row, self._members)]
+        rows = _each(row, self._members)
+        _raise_first(rows)
+        return rows
 
     # -- faults --------------------------------------------------------------
 
     def kill(self, member: TarantoolInstance) -> None:
         """SIGKILL ``member`` (a crash: no clean shutdown; its data stays)."""
-        self._members[self._index(member)].kill()
+        self._member(member).kill()
 
     def restart(self, member: TarantoolInstance) -> None:
         """Start ``member`` again (stopping it first if it runs) on its data, and
         wait until it runs with its role and follows every peer again."""
-        member = self._members[self._index(member)]
+        member = self._member(member)
         if member.pid is not None:
             member.stop()
         member.start()
 
     def pause(self, member: TarantoolInstance) -> None:
         """SIGSTOP ``member``: it stays connected but answers nothing (a hung host)."""
-        self._members[self._index(member)].signal(signal.SIGSTOP)
+        self._member(member).signal(signal.SIGSTOP)
 
     def resume(self, member: TarantoolInstance) -> None:
         """SIGCONT ``member`` and wait until it follows every peer again."""
-        member = self._members[self._index(member)]
+        member = self._member(member)
         member.signal(signal.SIGCONT)
-        self._follow_again([member])
+        self._wait_all([member], time.monotonic() + self.timeout)
 
     # -- roles ---------------------------------------------------------------
 
