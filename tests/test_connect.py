@@ -34,6 +34,9 @@ def test_call_run_and_remote_errors(lab, master: rx.Master) -> None:
     host = master.connect(lab.targets[1], **connect_options(lab))
     assert host.call(socket.gethostname) == host.info["hostname"]
     assert host.call(os.getpid) == host.info["pid"]
+    # A user function's own children keep their exit codes (the orphan
+    # reaper only takes zombies from our sessions).
+    assert host.call(subprocess.call, ["sh", "-c", "exit 3"]) == 3
     with pytest.raises(rx.RemoteCallError) as info:
         host.call(int, "not a number")
     assert info.value.type_name == "ValueError"
