@@ -239,8 +239,8 @@ def run() -> c.Report:
         "full mesh (cold: from `Master()` through `connect_all`), stop (whole set). "
         "Both launch the replicas first and the leader last. Bootstrap time moves in "
         "steps of replication_timeout (peers retry refused connections and JOINs), so "
-        "a round takes about 250 or about 350 ms; the best round shows the fixed "
-        "overhead."
+        "rounds fall on steps of about 100 ms and medians are the fair comparison; "
+        "a phase's share moves with how long spawn took (tarantool starts up meanwhile)."
         % (REPLICATION_TIMEOUT, ".".join(map(str, version)), ROUNDS, ROUNDS, COLD_ROUNDS)
     )
     rows = []
