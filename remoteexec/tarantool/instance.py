@@ -135,14 +135,13 @@ class TarantoolInstance:
         self.name = "tarantool %s" % (listen,)
         #: The role: ``box.cfg.read_only`` and the ``box.info.ro`` readiness waits for.
         self.read_only = False
-        # Set by a ReplicaSet: replication URIs, [uuid, name] of the peers, set-wide options.
+        # Set by a ReplicaSet: replication URIs, [uuid, name, uri] of the peers, set options.
         self._replication: List[str] = []
         self._peers: List[List[str]] = []
         self._replication_user: Optional[str] = user
         self._replication_timeout: Optional[float] = None
         self._replicaset_uuid: Optional[str] = None
         self._proc: Optional[Dict[str, Any]] = None
-        self._last: Optional[Dict[str, Any]] = None
         self._paused = False
         self._uri: Optional[str] = None
         self._output_log: Optional[str] = None
@@ -193,11 +192,12 @@ class TarantoolInstance:
     @property
     def uri(self) -> str:
         """``host:port`` for clients on the master (asynctnt, net.box)."""
-        if self._uri:
-            return self._uri
-        address, port = _split_listen(self.listen)
-        if port is None:
-            return str(self.listen)
+        return self._uri or self._client_uri(self.listen) or str(self.listen)
+
+    def _client_uri(self, listen: Any) -> Optional[str]:
+        address, port = _split_listen(listen)
+        if not port:
+            return None
         if address is None or address in _ANY_ADDRESS:
             address = self._facts()["address"]
         return "%s:%d" % (address, port)
@@ -281,7 +281,6 @@ class TarantoolInstance:
             raise _renamed(e, self.name) from None
         self._output_log = self._proc["log_path"]
         self._paused = False
-        self._last = None
 
     def _wait(self, deadline: float, with_notify: bool = True) -> Dict[str, float]:
         """Wait for every readiness layer; on failure kill the process and raise."""
@@ -310,13 +309,8 @@ class TarantoolInstance:
                 if e.exit_code is None and code is not None:
                     extra["exit_code"] = code
             raise _renamed(e, self.name, member=self.name, **extra) from None
-        self._last = ready["status"]
-        listen = ready["status"].get("listen")
-        address, port = _split_listen(listen) if listen else (None, None)
-        if port:
-            if address is None or address in _ANY_ADDRESS:
-                address = self._facts()["address"]
-            self._uri = "%s:%d" % (address, port)
+        # box.info.listen has the real port when listen asked for port 0.
+        self._uri = self._client_uri(ready["status"].get("listen"))
         return ready["timings"]
 
     def start(self) -> TarantoolInstance:
@@ -436,9 +430,7 @@ class TarantoolInstance:
 
         Never holds the replication URIs, so never the password.
         """
-        status = self._probe("box_status", timeout=timeout)
-        self._last = status
-        return status
+        return self._probe("box_status", timeout=timeout)
 
     def log_tail(self, lines: int = 50) -> str:
         """The last ``lines`` lines of tarantool's log on the host."""
