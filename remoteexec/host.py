@@ -41,9 +41,13 @@ class RunResult:
 _PLAIN = (type(None), bool, int, float, str, bytes)
 
 
+#: mitogen's own str/bytes wrappers (masked in logs) unpickle fine too.
+_WRAPPERS = (mitogen.core.Secret, mitogen.core.Blob)
+
+
 def _check_plain(value: Any, where: str) -> None:
     """Only plain types unpickle on the target (DESIGN.md): fail here, by name."""
-    if isinstance(value, _PLAIN) and type(value) in _PLAIN:
+    if type(value) in _PLAIN or type(value) in _WRAPPERS:
         return
     if type(value) in (list, tuple):
         for item in value:
@@ -86,6 +90,10 @@ class Host:
         self.context = context
         self.name = name
         self.kind = kind
+        #: Unique per context within the run: contexts may share a machine
+        #: (several local() ones, or lab hosts), so it keeps their marker
+        #: prefixes and run directories apart.
+        self.token = master._next_token()
         self.info: Dict[str, Any] = {}
         self.lost: Optional[str] = None
         self.last_ack = time.monotonic()
@@ -114,6 +122,7 @@ class Host:
         recv = self.context.call_async(
             supervisor.install,
             self.master.run_id,
+            context_token=self.token,
             heartbeat_timeout=heartbeat_timeout,
             keep_logs=self.master.keep_logs,
         )

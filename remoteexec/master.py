@@ -6,6 +6,7 @@ import atexit
 import concurrent.futures
 import concurrent.futures.thread
 import contextlib
+import itertools
 import os
 import signal
 import sys
@@ -80,6 +81,7 @@ class Master:
         self.keep_logs = keep_logs
         self._hosts: Dict[Tuple[Any, ...], Host] = {}
         self._key_locks: Dict[Tuple[Any, ...], threading.Lock] = {}
+        self._tokens = itertools.count(1)
         self._lock = threading.RLock()
         self._closed = False
         mitogen.parent._preexec_hook = _own_process_group
@@ -101,6 +103,9 @@ class Master:
 
     def __repr__(self) -> str:
         return "<Master %s hosts=%d>" % (self.run_id, len(self._hosts))
+
+    def _next_token(self) -> str:
+        return "c%d" % next(self._tokens)
 
     @property
     def hosts(self) -> List[Host]:

@@ -328,3 +328,18 @@ def test_concurrent_opens_share_one_context(master: rx.Master) -> None:
         t.join(30)
     assert len(hosts) == 4 and all(h is hosts[0] for h in hosts)
     assert master.hosts.count(hosts[0]) == 1
+
+
+def test_contexts_on_one_machine_are_isolated(master: rx.Master) -> None:
+    """Two contexts of one run on one machine (as lab hosts are) never touch
+    each other's processes or directories."""
+    one, two = master.local(name="one"), master.local(name="two")
+    assert one.info["run_dir"] != two.info["run_dir"]
+    a = rx.SimpleExecutor(["sleep", "30"], on=one).start()
+    b = rx.SimpleExecutor(["sleep", "30"], on=two).start()
+    assert a._proc["id"] == b._proc["id"], "same per-context id: only the prefix tells them apart"
+    a.stop()
+    assert b.running()
+    one.close()
+    assert b.running() and os.path.isdir(two.info["run_dir"])
+    b.stop()

@@ -56,7 +56,7 @@ def run_tarantools(run_id: str) -> List[int]:
             cwd = os.readlink("/proc/%s/cwd" % name)
         except OSError:
             continue
-        if os.path.basename(exe).startswith("tarantool") and "/%s/" % run_id in cwd + "/":
+        if os.path.basename(exe).startswith("tarantool") and "/%s-" % run_id in cwd:
             found.append(int(name))
     return found
 

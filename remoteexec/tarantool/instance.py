@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 import mitogen.core
 
-from ..errors import RemoteExecError, TarantoolError, from_remote
-from ..host import REPLY_SLACK, SUPERVISOR
+from ..errors import RemoteExecError, TarantoolError
+from ..host import REPLY_SLACK
 from .config import (
     LOG_FILE,
     PASSWORD_ENV,
@@ -53,22 +53,6 @@ def _secret(user: Optional[str], password: Optional[str]) -> Optional[mitogen.co
         raise ValueError("a password needs a user other than guest")
     check_credential(password)
     return mitogen.core.Secret(password)
-
-
-def _service(host: Host, method: str, reply_timeout: float, **kwargs: Any) -> Any:
-    """``host.service()``, but able to carry a mitogen.core.Secret.
-
-    Host.service's plain-type check refuses Secret, a str that mitogen itself
-    pickles and masks in its logs; the password must travel as one.
-    """
-    if not any(isinstance(v, mitogen.core.Secret) for v in kwargs["spec"]["env"].values()):
-        return host.service(method, reply_timeout=reply_timeout, **kwargs)
-    host._check()
-    recv = host.context.call_service_async(SUPERVISOR, method, **kwargs)
-    result = host._get(recv, reply_timeout, method)
-    if isinstance(result, dict) and result.get("ok") is False:
-        raise from_remote(result["error"], host.name)
-    return result
 
 
 def _split_listen(listen: Any) -> Tuple[Optional[str], Optional[int]]:
@@ -262,8 +246,7 @@ class TarantoolInstance:
             pre_check = [{"kind": "tcp", "host": address, "port": port}]
         left = max(0.1, deadline - time.monotonic())
         try:
-            self._proc = _service(
-                self.on,
+            self._proc = self.on.service(
                 "start",
                 reply_timeout=left + REPLY_SLACK,
                 spec={

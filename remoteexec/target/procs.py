@@ -38,9 +38,10 @@ def read_environ(pid):
 def pids_with_marker(name, value=None, run_prefix=None):
     """Pids whose environment variable ``name`` equals ``value`` exactly.
 
-    With ``run_prefix`` instead, match every value of the form
-    ``<run_prefix>.<anything>``: all processes of one run. Matching is exact
-    (never a substring), so another run's processes are never touched.
+    With ``run_prefix`` instead, match values equal to it or starting with
+    ``<run_prefix>.``: every process of a run (``run_id``) or of one context
+    of it (``run_id.token``). Matching is exact per dot-separated part (never
+    a substring), so another run's processes are never touched.
     """
     me = os.getpid()
     found = []
@@ -51,9 +52,8 @@ def pids_with_marker(name, value=None, run_prefix=None):
         if not env or name not in env:
             continue
         got = env[name]
-        if (value is not None and got == value) or (
-            run_prefix is not None and got.split(".", 1)[0] == run_prefix
-        ):
+        in_run = run_prefix is not None and (got == run_prefix or got.startswith(run_prefix + "."))
+        if in_run or (value is not None and got == value):
             found.append(pid)
     return found
 

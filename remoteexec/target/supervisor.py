@@ -4,7 +4,7 @@ One supervisor lives in each context (one per host per Master). The master
 calls :func:`install` once, right after connecting; from then on:
 
 - every process is spawned in its own session, with ``REMOTEEXEC_RUN`` set to
-  ``<run_id>.<proc_id>`` (matched exactly, never as a substring), stdin from
+  ``<run_id>.<context>.<proc_id>`` (matched exactly, never as a substring), stdin from
   /dev/null and stdout+stderr appended to a 0600 log file in the run's 0700
   directory. Nothing is piped, so a chatty child can never block on a full
   pipe; the output tail is read back from the file.
@@ -57,6 +57,7 @@ class _State:
     def __init__(self):
         self.lock = threading.RLock()
         self.run_id = None
+        self.prefix = None
         self.run_dir = None
         self.procs = {}
         self.finished = {}
@@ -275,7 +276,7 @@ def _spawn(spec):
     shell = bool(spec.get("shell"))
     argv = _argv(command, shell)
     cwd = spec.get("cwd") or None
-    marker = "%s.%d" % (STATE.run_id, proc_id)
+    marker = "%s.%d" % (STATE.prefix, proc_id)
     env = dict(os.environ)
     env.update({str(k): str(v) for k, v in (spec.get("env") or {}).items()})
     env[MARKER] = marker
@@ -492,7 +493,7 @@ def run(command, shell=False, cwd=None, env=None, timeout=None, input=None):
     _require_installed()
     with STATE.lock:
         STATE.seq += 1
-        marker = "%s.run%d" % (STATE.run_id, STATE.seq)
+        marker = "%s.run%d" % (STATE.prefix, STATE.seq)
     argv = _argv(command, shell)
     full_env = dict(os.environ)
     full_env.update({str(k): str(v) for k, v in (env or {}).items()})
@@ -551,7 +552,7 @@ def kill_all(grace=0.5):
     """Stop every process tree of this run: stop signals, ``grace``, SIGKILL."""
     with STATE.lock:
         items = list(STATE.procs.values())
-        run_id = STATE.run_id
+        prefix = STATE.prefix
     for proc in items:
         proc.signal_tree(proc.stop_signal)
     deadline = time.monotonic() + grace
@@ -559,8 +560,9 @@ def kill_all(grace=0.5):
         proc.wait_gone(deadline)
     for proc in items:
         proc.signal_tree(signal.SIGKILL)
-    if run_id:
-        for pid in procs.pids_with_marker(MARKER, run_prefix=run_id):
+    if prefix:
+        # Only this context's: other contexts of the run may share the machine.
+        for pid in procs.pids_with_marker(MARKER, run_prefix=prefix):
             _signal(pid, signal.SIGKILL)
     for proc in items:
         proc.wait_gone(time.monotonic() + 1.0)
@@ -631,7 +633,13 @@ def _watchdog(recv, timeout):
 
 @mitogen.core.takes_econtext
 def install(
-    run_id, heartbeat_timeout=10.0, base_dir=None, pool_size=16, keep_logs=False, econtext=None
+    run_id,
+    context_token="c0",
+    heartbeat_timeout=10.0,
+    base_dir=None,
+    pool_size=16,
+    keep_logs=False,
+    econtext=None,
 ):
     """Set this context up as the run's supervisor; call once after connect.
 
@@ -643,10 +651,12 @@ def install(
     with STATE.lock:
         if STATE.run_id is None:
             root = base_dir or os.path.join(tempfile.gettempdir(), "remoteexec-%d" % os.getuid())
-            run_dir = os.path.join(_own_dir(root), run_id)
+            prefix = "%s.%s" % (run_id, context_token)
+            run_dir = os.path.join(_own_dir(root), "%s-%s" % (run_id, context_token))
             os.makedirs(run_dir, 0o700, exist_ok=True)
             os.chmod(run_dir, 0o700)
             STATE.run_id = run_id
+            STATE.prefix = prefix
             STATE.run_dir = run_dir
             STATE.subreaper = _set_subreaper()
             # Before the pool: shutdown listeners run in order, and the pool's
