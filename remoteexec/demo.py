@@ -63,7 +63,7 @@ def _hosts(master: rx.Master, lab: Any) -> Tuple[List[rx.Host], List[str]]:
     return hosts, [h.address for h in lab.hosts]
 
 
-def _services(hosts: List[rx.Host], addrs: List[str]) -> None:
+def _services(hosts: List[rx.Host], addrs: List[str], started: List[int]) -> None:
     web = rx.HTTPExecutor(
         [PY, "-m", "http.server", "8000", "--bind", addrs[0]],
         url="http://%s:8000/" % addrs[0],
@@ -74,11 +74,13 @@ def _services(hosts: List[rx.Host], addrs: List[str]) -> None:
         "import socketserver as s\n"
         "class H(s.StreamRequestHandler):\n"
         "    def handle(self): self.wfile.write(self.rfile.readline())\n"
+        "s.TCPServer.allow_reuse_address = True\n"
         "s.TCPServer((%r, 9000), H).serve_forever()\n" % addrs[1]
     )
     echo = rx.TCPExecutor([PY, "-c", echo_code], host=addrs[1], port=9000, on=hosts[1], timeout=20)
     _timed("HTTP server on %s ready" % hosts[0].name, web.start)
     _timed("TCP echo service on %s ready" % hosts[1].name, echo.start)
+    started += [web.pid, echo.pid]
     probe = (
         "import socket, urllib.request\n"
         "print(urllib.request.urlopen('http://%s:8000/', timeout=5).status)\n"
@@ -93,7 +95,7 @@ def _services(hosts: List[rx.Host], addrs: List[str]) -> None:
     _timed("stop both", lambda: (web.stop(), echo.stop()))
 
 
-def _replica_set(hosts: List[rx.Host], addrs: List[str]) -> None:
+def _replica_set(hosts: List[rx.Host], addrs: List[str], started: List[int]) -> None:
     if not shutil.which("tarantool"):
         _say("  (no tarantool binary: replica set skipped)")
         return
@@ -104,6 +106,7 @@ def _replica_set(hosts: List[rx.Host], addrs: List[str]) -> None:
     ports = [3301, 3302, 3303] if len(set(addrs)) == 1 else [3301] * 3
     rs = ReplicaSet("demo", members=list(zip(hosts, ports)), replication_timeout=0.1)
     phases = _timed("replica set of 3 started, full mesh", rs.start)
+    started += [m.pid for m in rs.members]
     _say("    -> phases: %s" % ", ".join("%s %.0f ms" % (k, v * 1000) for k, v in phases.items()))
     rs.leader.eval(
         "box.schema.space.create('demo', {if_not_exists = true})"
@@ -121,11 +124,13 @@ def run(use_lab: bool) -> int:
     with _lab_or_local(use_lab) as lab:
         with rx.Master() as master:
             hosts, addrs = _hosts(master, lab)
-            _services(hosts, addrs)
-            _replica_set(hosts, addrs)
+            started: List[int] = []
+            _services(hosts, addrs, started)
+            _replica_set(hosts, addrs, started)
         # Lab hosts share this machine's pid space, so this sees every host.
-        left = procs.pids_with_marker("REMOTEEXEC_RUN", run_prefix=master.run_id)
-    _say("  torn down: %d processes of this run left" % len(left))
+        marked = procs.pids_with_marker("REMOTEEXEC_RUN", run_prefix=master.run_id)
+        left = sorted(set(marked) | {p for p in started if procs.is_alive(p)})
+    _say("  torn down: %d processes of this run left %s" % (len(left), left or ""))
     _say("demo finished in %.2f s" % (time.monotonic() - started))
     return 1 if left else 0
 
