@@ -124,12 +124,12 @@ def run(use_lab: bool) -> int:
     with _lab_or_local(use_lab) as lab:
         with rx.Master() as master:
             hosts, addrs = _hosts(master, lab)
-            started: List[int] = []
-            _services(hosts, addrs, started)
-            _replica_set(hosts, addrs, started)
+            pids: List[int] = []
+            _services(hosts, addrs, pids)
+            _replica_set(hosts, addrs, pids)
         # Lab hosts share this machine's pid space, so this sees every host.
         marked = procs.pids_with_marker("REMOTEEXEC_RUN", run_prefix=master.run_id)
-        left = sorted(set(marked) | {p for p in started if procs.is_alive(p)})
+        left = sorted(set(marked) | {p for p in pids if procs.is_alive(p)})
     _say("  torn down: %d processes of this run left %s" % (len(left), left or ""))
     _say("demo finished in %.2f s" % (time.monotonic() - started))
     return 1 if left else 0
