@@ -689,19 +689,29 @@ def test_notify_socket_abstract_name(instances: Any, version: tuple) -> None:
     assert inst.eval("return box.info.listen, box.cfg.listen") == [None, None]
 
 
-def test_replica_set_full_mesh(instances: Any, version: tuple) -> None:
-    password = "S3cr3t-pa55word!"
-    members = [instances(f"m{i}") for i in range(3)]
+def _mesh_cfgs(version: tuple, members: List[Any], **extra: Any) -> List[dict]:
+    """box.cfg of each member of a loopback set; the first one is writable."""
     uris = [f"127.0.0.1:{free_port()}" for _ in members]
-    for i, member in enumerate(members):
-        cfg = box_cfg_for(
+    return [
+        box_cfg_for(
             version,
             listen=uris[i],
             work_dir=member.dir,
             replication=uris,
             read_only=i != 0,
             replication_timeout=0.1,
+            **extra,
         )
+        for i, member in enumerate(members)
+    ]
+
+
+def test_replica_set_full_mesh(instances: Any, version: tuple) -> None:
+    password = "S3cr3t-pa55word!"
+    members = [instances(f"m{i}") for i in range(3)]
+    cfgs = _mesh_cfgs(version, members)
+    uris = [cfg["listen"] for cfg in cfgs]
+    for member, cfg in zip(members, cfgs):
         src = member.render(box_cfg=cfg, replication_user="repl", password_env=PASSWORD_ENV)
         assert password not in src
     started = time.monotonic()
@@ -804,17 +814,7 @@ def test_init_lua_refusals(instances: Any, version: tuple) -> None:
 def test_orphan_sends_ready_but_is_not_running(instances: Any, version: tuple) -> None:
     """A member restarted while its peer is down: READY=1 comes with STATUS=orphan."""
     members = [instances("o0"), instances("o1")]
-    uris = [f"127.0.0.1:{free_port()}" for _ in members]
-    for i, member in enumerate(members):
-        cfg = box_cfg_for(
-            version,
-            listen=uris[i],
-            work_dir=member.dir,
-            replication=uris,
-            read_only=i == 1,
-            replication_timeout=0.1,
-            replication_connect_timeout=0.5,
-        )
+    for member, cfg in zip(members, _mesh_cfgs(version, members, replication_connect_timeout=0.5)):
         member.render(box_cfg=cfg, replication_user="guest")
     for member in members:
         member.spawn()
