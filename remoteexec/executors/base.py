@@ -24,6 +24,7 @@ import shlex
 import signal
 import subprocess
 import time
+import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
 
@@ -84,6 +85,12 @@ class SimpleExecutor:
             raise TypeError("command must be a list of arguments or a string, got %r" % (command,))
         if not self.command_parts:
             raise ValueError("command is empty")
+        if popen_kwargs or stdin is not subprocess.PIPE or stdout is not subprocess.PIPE or stderr:
+            warnings.warn(
+                "stdin/stdout/stderr/popen_kwargs are ignored by remoteexec: the process reads"
+                " /dev/null and its output goes to a log file on the host (see output())",
+                stacklevel=2,
+            )
         if on is not None and not isinstance(on, Host):
             raise TypeError(
                 "on= must be a Host from Master.connect()/local() or None, got %r" % (on,)
