@@ -117,14 +117,17 @@ def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
 
 
 def spawn_master_script(
-    lab: Optional[object], mode: str, extra: Optional[List[str]] = None
+    lab: Optional[object],
+    mode: Optional[str],
+    extra: Optional[List[str]] = None,
+    script: str = "master_script.py",
 ) -> tuple:
-    """Start tests/helpers/master_script.py; return (Popen, info dict)."""
+    """Start a master script from tests/helpers; return (Popen, READY info dict)."""
     import json
     import subprocess
 
-    script = os.path.join(os.path.dirname(HELPER), "master_script.py")
-    args = [sys.executable, script, mode]
+    args = [sys.executable, os.path.join(os.path.dirname(HELPER), script)]
+    args += [mode] if mode else []
     if lab is not None:
         args += [json.dumps(connect_options(lab)), json.dumps(lab.targets)]
     args += extra or []

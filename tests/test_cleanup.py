@@ -103,3 +103,19 @@ def test_silent_partition(lab) -> None:
             lab.heal()
         with pytest.raises(rx.HostLost):
             ex.running()
+
+
+@pytest.mark.lab
+def test_ctrl_c_unwinds_and_cleans_up(lab) -> None:
+    """SIGINT to the script's process group: the ssh clients are in their
+    own group, so Master.__exit__ still reaches the host and cleans up."""
+    proc, info = spawn_master_script(lab, None, script="interrupted_master.py")
+    try:
+        assert run_pids(info["run_id"])
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert "CLOSED lost=None" in out, out
+        assert proc.returncode == 0
+        assert not run_pids(info["run_id"])
+    finally:
+        _kill_script(proc)
