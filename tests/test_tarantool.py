@@ -352,3 +352,20 @@ def test_collect_artifacts(make_set: Any, tmp_path: Any) -> None:
             assert PASSWORD.encode() not in f.read(), path
     assert PASSWORD not in repr(rs) + repr(rs.members) + repr(rs.status())
     assert repr(rs.leader.password) == "[secret]"
+
+
+def test_start_waits_for_a_slow_app_lua(hosts: List[rx.Host], lab: Any) -> None:
+    # box.cfg ends (STATUS=running) long before READY=1: start() must wait for the app.
+    slow = TarantoolInstance(
+        on=hosts[0],
+        listen="%s:%d" % (lab.hosts[0].address, next(_ports)),
+        app_lua="require('fiber').sleep(1.5)\n" + SCHEMA,
+        timeout=10,
+    )
+    started = time.monotonic()
+    slow.start()
+    try:
+        assert time.monotonic() - started >= 1.5
+        assert slow.call("box.space.test:select", []) == []
+    finally:
+        slow.stop()

@@ -475,7 +475,10 @@ def render_init_lua(
        replicas log ``ER_ACCESS_DENIED ... for user 'guest'`` and retry
        forever. ``replication_user="guest"`` grants it to guest and leaves the
        URIs alone (no password);
-    4. runs ``app_lua`` (as a chunk named ``app.lua``; it may ``return``).
+    4. runs ``app_lua`` (as a chunk named ``app.lua``; it may ``return``),
+       then sets the global ``rx_app_done`` to true: box.info.status is
+       'running' as soon as box.cfg returns, so the readiness wait needs
+       this to know the app's schema and functions exist.
 
     ``password_env`` names the environment variable that carries the password
     (usually :data:`PASSWORD_ENV`); the script reads it and unsets it before
@@ -559,6 +562,8 @@ def render_init_lua(
         "",
         "local rx_app = assert(load(rx_app_source, '=app.lua', 't'))",
         "rx_app()",
+        "-- The readiness wait knows the app finished from this (READY=1 may not come).",
+        "rawset(_G, 'rx_app_done', true)",
         "",
     ]
     return "\n".join(parts)

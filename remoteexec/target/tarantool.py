@@ -315,6 +315,8 @@ local r = {
     cluster_uuid = get(function() return info.cluster.uuid end),
     vclock = pairs_of(get(function() return info.vclock end)),
     read_only_cfg = get(function() return box.cfg.read_only end),
+    -- Set by remoteexec's init.lua once app_lua has returned.
+    app_done = rawget(_G, 'rx_app_done') == true,
 }
 local listen = get(function() return info.listen end)
 -- 2.6 shows 'unix/:(socket)' for unix sockets; the configured value says more.
@@ -365,6 +367,7 @@ def box_status(socket_path: str, timeout: float = 5.0) -> dict:
     ``{"ok": True, "configured": bool, "status": "running", "ro": False,
     "id": 1, "uuid": ..., "cluster_uuid": ..., "version": ..., "pid": ...,
     "lsn": ..., "uptime": ..., "listen": "127.0.0.1:3301", "read_only_cfg": ...,
+    "app_done": bool (remoteexec's init.lua finished app_lua),
     "vclock": {1: 5, 2: 3}, "election": {...} (2.6.1+), "ro_reason" (2.10+),
     "replication": [{"id", "uuid", "lsn", "upstream": {"status", "message",
     "lag", "idle", "peer"}, "downstream": {"status", "message", "idle", "lag",
@@ -754,6 +757,8 @@ def wait_instance(
        :func:`prepare_instance`), or ``box.info.status == 'running'``; the
        instance answering the probe must be ``pid`` (and ``instance_uuid``),
        else ``kind`` "identity";
+    2b. app: init.lua has finished ``app_lua`` (``box_status`` ``app_done``);
+       READY=1 says so too, but a build without sd_notify never sends it;
     3. ro: ``box.info.ro == read_only`` (when given);
     4. mesh: every upstream and downstream to ``peers`` ([uuid, name, uri]) is 'follow'.
 
@@ -809,6 +814,10 @@ def wait_instance(
                 )
             elif status.get("status") != "running":
                 layer, detail = "running", "box.info.status is %r" % status.get("status")
+            elif not status.get("app_done"):
+                # box.cfg has returned (STATUS=running) but init.lua is still in app_lua.
+                timings.setdefault("running", time.monotonic() - started)
+                layer, detail = "app", "app_lua still running"
             elif read_only is not None and status.get("ro") != read_only:
                 timings.setdefault("running", time.monotonic() - started)
                 layer, detail = "ro", "box.info.ro is %s, want %s" % (status.get("ro"), read_only)
