@@ -369,3 +369,19 @@ def test_start_waits_for_a_slow_app_lua(hosts: List[rx.Host], lab: Any) -> None:
         assert slow.call("box.space.test:select", []) == []
     finally:
         slow.stop()
+
+
+def test_second_start_leaves_the_running_set_alone(running_set: ReplicaSet, hosts: Any) -> None:
+    rs = running_set
+    pids = [m.pid for m in rs.members]
+    assert rs.start() == {}  # every member runs: nothing to do, as TarantoolInstance.start()
+    assert [m.pid for m in rs.members] == pids
+    rs.leader.eval("box.space.test:insert{1, 'still here'}")
+    rs.kill(rs.replicas[1])
+    with pytest.raises(TarantoolError, match="partly running.*%s" % rs.replicas[1].name):
+        rs.start()
+    assert [m.pid for m in rs.members[:2]] == pids[:2]
+    assert rs.leader.call("box.space.test:get", [1]) == [1, "still here"]
+    rs.restart(rs.replicas[1])
+    with pytest.raises(ValueError, match="already started"):
+        ReplicaSet("again", members=rs.members)

@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-from ..errors import RemoteExecError
+from ..errors import RemoteExecError, TarantoolError
 from ..host import REPLY_SLACK
 from .config import check_credential
 from .instance import _TARGET, TarantoolInstance, _renamed, _secret, _split_listen
@@ -52,7 +52,8 @@ class ReplicaSet:
     :param members: ``(host, port)`` pairs (the member listens on the address
         the master reached ``host`` on, so peers on other hosts reach it; a
         ``(host, "10.0.0.5:3301")`` pair picks the address), or
-        TarantoolInstance objects that were not started yet.
+        TarantoolInstance objects that were not started yet (a started one is
+        a ValueError).
     :param leader: index of the writable member; the others start read_only.
     :param replication_timeout: Tarantool's heartbeat period; 0.1 suits tests
         (full mesh in a few hundred ms, a dead peer seen in ~0.4 s).
@@ -91,6 +92,11 @@ class ReplicaSet:
         self._members: List[TarantoolInstance] = []
         for spec in members:
             if isinstance(spec, TarantoolInstance):
+                if spec.pid is not None:
+                    raise ValueError(
+                        "%r is already started: a replica set member must be configured by "
+                        "the set before its first start" % (spec,)
+                    )
                 member = spec
                 member.box_cfg = {**dict(box_cfg or {}), **member.box_cfg}
             else:
@@ -178,7 +184,22 @@ class ReplicaSet:
         ``{"spawn", "running", "full_mesh", "total"}``. On failure every member
         is killed (nothing is left running anywhere) and the error names the
         member and, for replication, the link with ``upstream.message``.
+
+        Like :meth:`TarantoolInstance.start`, starting a set that already runs
+        does nothing: when every member runs it returns ``{}``. When only some
+        run, it raises TarantoolError and touches no member (use
+        :meth:`restart` for the stopped ones, or :meth:`stop` first).
         """
+        up = [m for m in self._members if m.pid is not None]
+        if up and len(up) == len(self._members):
+            return {}
+        if up:
+            down = [m.name for m in self._members if m.pid is None]
+            raise TarantoolError(
+                "replica set %s is partly running (%s stopped): restart() those members "
+                "or stop() the set before start()" % (self.name, ", ".join(down)),
+                host=up[0].on.name,
+            )
         started = time.monotonic()
         deadline = started + self.timeout
         self._configure()
