@@ -64,6 +64,9 @@ def _check_plain(value: Any, where: str) -> None:
     )
 
 
+_CALL_FIELDS = ("type_name", "remote_message", "remote_traceback")
+
+
 def _parse_call_error(exc: mitogen.core.CallError) -> Dict[str, str]:
     text = str(exc)
     head, _, tb = text.partition("\n")
@@ -230,9 +233,23 @@ class Host:
         :class:`RemoteCallError` with the remote type name and message.
         """
         self._check()
-        recv = self.context.call_async(fn, *args, **kwargs)
-        name = getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn)))
-        return self._get(recv, None, "call %s()" % name)
+        module = getattr(fn, "__module__", None)
+        qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn))
+        what = "call %s()" % qualname
+        if not module or module == "__main__" or "<" in qualname:
+            # mitogen serves __main__ itself; other unimportables fail there.
+            return self._get(self.context.call_async(fn, *args, **kwargs), None, what)
+        from .target import supervisor
+
+        # Through a target-side wrapper: a remote exception comes back as a
+        # bounded error dict, never as a CallError too large for mitogen.
+        recv = self.context.call_async(supervisor.call_function, module, qualname, args, kwargs)
+        result = self._get(recv, None, what)
+        if not result["ok"]:
+            error = dict(result["error"])
+            message = "%s raised %s: %s" % (what, error["type_name"], error["remote_message"])
+            raise RemoteCallError(message, host=self.name, **{k: error[k] for k in _CALL_FIELDS})
+        return result["result"]
 
     def service(
         self, method: str, reply_timeout: Optional[float] = REPLY_SLACK, **kwargs: Any

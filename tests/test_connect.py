@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import pickle
 import socket
@@ -42,6 +43,12 @@ def test_call_run_and_remote_errors(lab, master: rx.Master) -> None:
     assert info.value.type_name == "ValueError"
     assert "not a number" in info.value.remote_message
     assert host.name in str(info.value)
+
+    # A huge remote exception (mitogen refuses CallErrors over 9999 chars)
+    # still arrives as a typed, bounded RemoteCallError.
+    with pytest.raises(rx.RemoteCallError) as big:
+        host.call(operator.getitem, {}, "k" * 20000)
+    assert big.value.type_name == "KeyError" and len(str(big.value)) < 3000
 
     r = host.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")

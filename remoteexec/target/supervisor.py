@@ -684,6 +684,30 @@ def install(
     }
 
 
+def call_function(module, qualname, args, kwargs):
+    """Run ``module.qualname(*args, **kwargs)`` for ``Host.call``.
+
+    Exceptions come back as a bounded error dict: mitogen refuses a
+    CallError over 9999 characters, and it would lose the type anyway.
+    """
+    import importlib
+
+    try:
+        target = importlib.import_module(module)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+        return {"ok": True, "result": target(*args, **kwargs)}
+    except Exception as e:
+        return {
+            "ok": False,
+            "error": {
+                "type_name": type(e).__name__,
+                "remote_message": str(e)[:2000],
+                "remote_traceback": traceback.format_exc()[-4000:],
+            },
+        }
+
+
 def _guarded(fn):
     def wrapper(*args, **kwargs):
         try:
