@@ -385,3 +385,31 @@ def test_second_start_leaves_the_running_set_alone(running_set: ReplicaSet, host
     rs.restart(rs.replicas[1])
     with pytest.raises(ValueError, match="already started"):
         ReplicaSet("again", members=rs.members)
+
+
+def test_failed_switchover_keeps_the_old_leader_writable(running_set: ReplicaSet) -> None:
+    rs = running_set
+    old, target = rs.leader, rs.replicas[0]
+    rs.pause(target)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TarantoolError, match="%s.*paused" % target.name):
+            rs.switchover(target)
+        assert time.monotonic() - started < 1
+    finally:
+        rs.resume(target)
+    assert rs.leader is old and old.eval("return box.info.ro") is False
+    # A failure after the old leader turned read-only: the target hangs unnoticed.
+    rs.timeout = 2.0
+    target.on.service("signal", proc_id=target._proc["id"], sig=int(signal.SIGSTOP))
+    try:
+        started = time.monotonic()
+        with pytest.raises(rx.RemoteExecError, match=target.name):
+            rs.switchover(target)
+        took = time.monotonic() - started
+    finally:
+        target.on.service("signal", proc_id=target._proc["id"], sig=int(signal.SIGCONT))
+    print("\nfailed switchover: %.2f s" % took)
+    assert took < rs.timeout + 1
+    assert rs.leader is old and old.eval("return box.info.ro") is False
+    assert old.call("box.space.test:insert", [1, "x"]) == [1, "x"]

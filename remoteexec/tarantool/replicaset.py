@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import signal
@@ -422,26 +423,54 @@ class ReplicaSet:
         for its restarts. (That path cannot run on the 2.6.0 here: untested.)
         Otherwise by read_only flips: the old leader turns read-only,
         ``member`` catches up with its vclock and turns writable. Then every
-        running member must have its new role and follow every peer.
+        running member that is not paused must have its new role and follow
+        every peer.
+
+        Both ``member`` and the old leader must run and not be paused, else
+        TarantoolError naming the one that is not, before anything changes.
+        Every step is bounded by ``timeout`` together. If a read_only flip
+        fails after the old leader turned read-only, the old leader is made
+        writable again (best effort, within 2 s more) and the error is raised:
+        the set is never left without a writable member by a failed switchover.
         """
         new = self._index(member)
         if new == self._leader:
             return
         old = self.leader
         target = self._members[new]
+        for m, role in ((target, "the new leader"), (old, "the current leader")):
+            if m.pid is None or m.paused:
+                raise TarantoolError(
+                    "replica set %s: cannot switch over to %s: %s %s is %s"
+                    % (self.name, target.name, role, m.name, "paused" if m.pid else "stopped"),
+                    host=m.on.name,
+                    member=m.name,
+                )
         deadline = time.monotonic() + self.timeout
+
+        def left() -> float:
+            return max(0.05, deadline - time.monotonic())
+
         mode = target.box_cfg.get("election_mode")
-        if mode not in (None, "off") and target.eval("return box.ctl.promote ~= nil"):
-            target.eval("box.cfg{read_only = false} box.ctl.promote()")
-            old.eval("box.cfg{read_only = true}")
+        if mode not in (None, "off") and target.eval(
+            "return box.ctl.promote ~= nil", timeout=left()
+        ):
+            target.eval("box.cfg{read_only = false} box.ctl.promote()", timeout=left())
+            old.eval("box.cfg{read_only = true}", timeout=left())
         else:
-            old.eval("box.cfg{read_only = true}")
-            vclock = self._info(old)["vclock"]
-            self._wait_vclock(target, vclock, max(0.05, deadline - time.monotonic()))
-            target.eval("box.cfg{read_only = false}")
+            old.eval("box.cfg{read_only = true}", timeout=left())
+            try:
+                vclock = self._info(old, left())["vclock"]
+                self._wait_vclock(target, vclock, left())
+                target.eval("box.cfg{read_only = false}", timeout=left())
+            except BaseException:
+                # Never leave the set without a writable member.
+                with contextlib.suppress(Exception):
+                    old.eval("box.cfg{read_only = false}", timeout=min(2.0, self.timeout))
+                raise
         old.read_only, target.read_only = True, False
         self._leader = new
-        running = [m for m in self._members if m.pid is not None]
+        running = [m for m in self._members if m.pid is not None and not m.paused]
         self._wait_all(running, deadline)
 
     # -- stop ----------------------------------------------------------------
