@@ -413,3 +413,25 @@ def test_failed_switchover_keeps_the_old_leader_writable(running_set: ReplicaSet
     assert took < rs.timeout + 1
     assert rs.leader is old and old.eval("return box.info.ro") is False
     assert old.call("box.space.test:insert", [1, "x"]) == [1, "x"]
+
+
+def test_wait_synced_skips_a_paused_replica(running_set: ReplicaSet) -> None:
+    rs = running_set
+    hung, other = rs.replicas[1], rs.replicas[0]
+    rs.pause(hung)
+    try:
+        rs.leader.eval("box.space.test:insert{1, 'x'}")
+        started = time.monotonic()
+        rs.wait_synced(timeout=3)
+        assert time.monotonic() - started < 1
+        assert other.call("box.space.test:get", [1]) == [1, "x"]
+    finally:
+        rs.resume(hung)
+    rs.wait_synced(timeout=3)
+    assert hung.call("box.space.test:get", [1]) == [1, "x"]
+    rs.pause(rs.leader)
+    try:
+        with pytest.raises(TarantoolError, match="%s is paused" % rs.leader.name):
+            rs.wait_synced(timeout=3)
+    finally:
+        rs.resume(rs.leader)

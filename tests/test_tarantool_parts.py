@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -834,3 +835,25 @@ def test_orphan_sends_ready_but_is_not_running(instances: Any, version: tuple) -
     members[0].spawn()
     assert replica.notify.wait_ready(5)  # STATUS=running again once the peer is back
     assert tt.box_status(replica.probe_socket)["status"] == "running"
+
+
+def test_wait_vclock_reports_last_vclock_and_last_error_apart(
+    instances: Any, version: tuple
+) -> None:
+    one = instances("vc")
+    one.render(box_cfg=box_cfg_for(version, listen="127.0.0.1:0", work_dir=one.dir))
+    one.spawn()
+    one.wait_ready(10)
+    assert one.proc is not None
+    # Unreachable target; the instance hangs half-way, so the last probe fails.
+    timer = threading.Timer(0.3, os.kill, (one.proc.pid, signal.SIGSTOP))
+    timer.start()
+    try:
+        reply = tt.wait_vclock(one.probe_socket, {1: 10**9}, 1.0)
+    finally:
+        timer.join()
+        os.kill(one.proc.pid, signal.SIGCONT)
+    assert not reply["ok"]
+    message = reply["error"]["message"]
+    assert "last vclock {" in message and "last error: no reply within" in message, message
+    assert isinstance(reply["error"]["vclock"], dict)

@@ -316,10 +316,21 @@ class ReplicaSet:
         """Wait until every running replica's vclock has caught up with the leader's.
 
         Component 0 (local-only rows) is ignored. Returns the leader's vclock.
+        Stopped and paused replicas are skipped (they cannot catch up; a
+        paused one does after :meth:`resume`, so wait again then). A stopped
+        or paused leader is a TarantoolError at once.
         """
         wait = self.timeout if timeout is None else float(timeout)
-        target = self._info(self.leader, wait)["vclock"]
-        followers = [m for m in self.replicas if m.pid is not None]
+        leader = self.leader
+        if leader.pid is None or leader.paused:
+            raise TarantoolError(
+                "replica set %s: cannot wait for sync: the leader %s is %s"
+                % (self.name, leader.name, "paused" if leader.pid else "stopped"),
+                host=leader.on.name,
+                member=leader.name,
+            )
+        target = self._info(leader, wait)["vclock"]
+        followers = [m for m in self.replicas if m.pid is not None and not m.paused]
         _raise_first(_each(lambda m: self._wait_vclock(m, target, wait), followers))
         return target
 

@@ -855,23 +855,35 @@ def _caught_up(vclock: dict, target: dict) -> bool:
 
 
 def wait_vclock(probe_socket: str, target: dict, timeout: float) -> dict:
-    """Wait until the instance's vclock has every component of ``target`` (but 0)."""
+    """Wait until the instance's vclock has every component of ``target`` (but 0).
+
+    On timeout the message has the last vclock read (``vclock``) and the last
+    probe error, each on its own: a probe that failed at the end does not hide
+    how far the instance had got.
+    """
     deadline = time.monotonic() + float(timeout)
-    status: dict = {}
+    last_vclock: Optional[dict] = None
+    last_error: Optional[str] = None
     for _ in range(100000):
         left = deadline - time.monotonic()
         status = box_status(probe_socket, max(0.05, min(left, 1.0)))
-        if status.get("ok") and _caught_up(status["vclock"], target):
-            return {"ok": True, "vclock": status["vclock"]}
+        if status.get("ok"):
+            last_vclock = status["vclock"]
+            if _caught_up(last_vclock, target):
+                return {"ok": True, "vclock": last_vclock}
+        else:
+            last_error = str(status.get("error", {}).get("message"))
         if left <= 0:
             break
         time.sleep(min(0.005, max(0.0, left)))
-    seen = status.get("vclock") if status.get("ok") else status.get("error", {}).get("message")
-    return _error(
-        "timeout",
-        "vclock %s not caught up with %s after %gs" % (seen, target, timeout),
-        vclock=status.get("vclock"),
+    message = "vclock not caught up with %s after %gs: last vclock %s" % (
+        target,
+        timeout,
+        last_vclock if last_vclock is not None else "never read",
     )
+    if last_error is not None:
+        message += "; last error: %s" % last_error
+    return _error("timeout", message, vclock=last_vclock, last_error=last_error)
 
 
 def read_file(path: str, max_bytes: int = 16 << 20) -> dict:
