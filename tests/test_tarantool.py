@@ -435,3 +435,46 @@ def test_wait_synced_skips_a_paused_replica(running_set: ReplicaSet) -> None:
             rs.wait_synced(timeout=3)
     finally:
         rs.resume(rs.leader)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_start_is_bounded_even_by_a_hanging_binary(master: rx.Master, tmp_path: Any) -> None:
+    # `tarantool --version` that never answers: the version check must fit the timeout.
+    hang = tmp_path / "tarantool"
+    hang.write_text("#!/bin/sh\nexec sleep 30\n")
+    hang.chmod(0o755)
+    one = TarantoolInstance(
+        on=master.local(), listen="127.0.0.1:%d" % _free_port(), tarantool=str(hang), timeout=1
+    )
+    started = time.monotonic()
+    with pytest.raises(rx.RemoteExecError):
+        one.start()
+    took = time.monotonic() - started
+    print("\nhanging --version: start() failed after %.2f s" % took)
+    assert took < 3.5 and one.pid is None
+
+
+def test_collect_artifacts_survives_a_member_that_fails(master: rx.Master, tmp_path: Any) -> None:
+    rs = ReplicaSet("arts", members=[(master.local(), _free_port())], timeout=10)
+    rs.start()
+    member = rs.members[0]
+    rs.stop()
+    # Its log is now a directory: reading it fails on the host.
+    log = member._artifacts()["tarantool.log"]
+    os.rename(log, log + ".old")
+    os.mkdir(log)
+    dest = str(tmp_path / "artifacts")
+    written = rs.collect_artifacts(dest)
+    files = sorted(os.listdir(os.path.join(dest, member.name)))
+    assert files == ["box_info.json", "init.lua", "output.log"], files
+    with open(os.path.join(dest, member.name, "box_info.json")) as f:
+        dump = json.load(f)
+    assert list(dump["errors"]) == ["tarantool.log"] and dump["errors"]["tarantool.log"]
+    assert len(written) == 3

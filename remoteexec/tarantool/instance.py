@@ -30,6 +30,10 @@ __all__ = ["TarantoolInstance"]
 
 _TARGET = "remoteexec.target.tarantool."
 _ANY_ADDRESS = ("", "0.0.0.0", "::", "*", "[::]")
+# Seconds a start-time call may take beyond the time left: what the target
+# side needs to answer once its own bound is up. Not REPLY_SLACK (30 s): a
+# start must end within its timeout plus this.
+START_SLACK = 2.0
 # host -> {tarantool path -> host_facts()}: one `tarantool --version` per host.
 _FACTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _FACTS_LOCK = threading.Lock()
@@ -151,11 +155,21 @@ class TarantoolInstance:
             self._on = default_host()
         return self._on
 
-    def _facts(self) -> Dict[str, Any]:
+    def _facts(self, deadline: Optional[float] = None) -> Dict[str, Any]:
+        """Version and address of the host (one call per host, then cached).
+
+        With ``deadline`` (a start's), the call fits in the time left.
+        """
         with _FACTS_LOCK:
             facts = _FACTS.get(self.on, {}).get(self.tarantool)
         if facts is None:
-            facts = self.on.invoke(_TARGET + "host_facts", self.tarantool)
+            left = 10.0 if deadline is None else max(0.1, deadline - time.monotonic())
+            facts = self.on.invoke(
+                _TARGET + "host_facts",
+                self.tarantool,
+                min(10.0, left),
+                reply_timeout=left + START_SLACK,
+            )
             if self.on.kind == "local" or not facts.get("address"):
                 facts["address"] = "127.0.0.1"
             with _FACTS_LOCK:
@@ -224,12 +238,18 @@ class TarantoolInstance:
             password_env=PASSWORD_ENV if self.password is not None else None,
         )
 
-    def _prepare(self) -> None:
+    def _prepare(self, deadline: float) -> None:
         """Write init.lua and bind the notify socket on the target."""
+        self._facts(deadline)
         paths = self._paths()
         init_lua = self._init_lua(paths)
         self.on.invoke(
-            _TARGET + "prepare_instance", paths["ctl"], paths["work"], init_lua, paths["notify"]
+            _TARGET + "prepare_instance",
+            paths["ctl"],
+            paths["work"],
+            init_lua,
+            paths["notify"],
+            reply_timeout=max(0.1, deadline - time.monotonic()) + START_SLACK,
         )
 
     def _launch(self, deadline: float) -> None:
@@ -248,7 +268,7 @@ class TarantoolInstance:
         try:
             self._proc = self.on.service(
                 "start",
-                reply_timeout=left + REPLY_SLACK,
+                reply_timeout=left + START_SLACK,
                 spec={
                     "command": [self.tarantool, paths["ctl"] + "/init.lua"],
                     "cwd": paths["ctl"],
@@ -282,7 +302,7 @@ class TarantoolInstance:
                 self.instance_uuid,
                 self._peers,
                 [paths["log"], self._proc["log_path"]],
-                reply_timeout=left + REPLY_SLACK,
+                reply_timeout=left + START_SLACK,
             )
         except RemoteExecError as e:
             extra: Dict[str, Any] = {}
@@ -308,7 +328,7 @@ class TarantoolInstance:
         if self._proc is not None:
             return self
         deadline = time.monotonic() + self.timeout
-        self._prepare()
+        self._prepare(deadline)
         self._launch(deadline)
         try:
             self._wait(deadline)

@@ -142,12 +142,12 @@ class ReplicaSet:
 
     # -- start -------------------------------------------------------------
 
-    def _configure(self) -> None:
+    def _configure(self, deadline: float) -> None:
         """Fix every member's address, replication URIs, peers and role (once)."""
         if self._configured:
             return
         # Facts (version, address) of every host, in parallel: one call each.
-        _raise_first(_each(lambda m: m._facts(), self._members))
+        _raise_first(_each(lambda m: m._facts(deadline), self._members))
         for i, member in enumerate(self._members):
             address, port = _split_listen(member.listen)
             if not port:
@@ -203,14 +203,14 @@ class ReplicaSet:
             )
         started = time.monotonic()
         deadline = started + self.timeout
-        self._configure()
+        self._configure(deadline)
         # Files first, then the processes in one burst, replicas before the
         # leader. Bootstrap time is made of replication_timeout retries: a
         # leader that connects before its peers listen is refused and waits a
         # whole period before it bootstraps, and the replicas' JOIN attempts
         # meanwhile fail with ER_LOADING and wait too. Measured over 30 starts:
         # leader last 0-6 slow (+100 ms) starts, at once 17, leader first 24.
-        spawned = _each(lambda m: m._prepare(), self._members)
+        spawned = _each(lambda m: m._prepare(deadline), self._members)
         if not any(isinstance(r, BaseException) for r in spawned):
             spawned = _each(lambda m: m._launch(deadline), self.replicas)
         if not any(isinstance(r, BaseException) for r in spawned):
@@ -512,7 +512,10 @@ class ReplicaSet:
 
         Files go to ``dest_dir/<member>/`` with mode 0600 (directories 0700).
         Works on stopped and failed members too (the files stay on the hosts
-        until the master closes). Returns the paths written.
+        until the master closes). A file that cannot be read (the host is
+        lost, say) is skipped and its error recorded under ``"errors"`` in
+        that member's ``box_info.json``; one member's trouble never stops the
+        others' collection. Returns the paths written.
         """
         os.makedirs(dest_dir, 0o700, exist_ok=True)
 
@@ -520,8 +523,13 @@ class ReplicaSet:
             out_dir = os.path.join(dest_dir, member.name)
             os.makedirs(out_dir, 0o700, exist_ok=True)
             written = []
+            errors: Dict[str, str] = {}
             for name, path in member._artifacts().items():
-                reply = member.on.invoke(_TARGET + "read_file", path)
+                try:
+                    reply = member.on.invoke(_TARGET + "read_file", path, reply_timeout=5.0)
+                except RemoteExecError as e:
+                    errors[name] = "%s: %s" % (path, e.message)
+                    continue
                 if reply["data"] is not None:
                     written.append(_write_private(os.path.join(out_dir, name), reply["data"]))
             try:
@@ -535,13 +543,28 @@ class ReplicaSet:
                 "pid": member.pid,
                 "box_info": info,
             }
+            if errors:
+                dump["errors"] = errors
             text = json.dumps(dump, indent=2, sort_keys=True, default=str).encode()
             written.append(_write_private(os.path.join(out_dir, "box_info.json"), text))
             return written
 
+        def failed(member: TarantoolInstance, error: BaseException) -> List[str]:
+            dump = {"member": member.name, "errors": {"collect": repr(error)}}
+            text = json.dumps(dump, indent=2, sort_keys=True, default=str).encode()
+            try:
+                out_dir = os.path.join(dest_dir, member.name)
+                os.makedirs(out_dir, 0o700, exist_ok=True)
+                return [_write_private(os.path.join(out_dir, "box_info.json"), text)]
+            except OSError:
+                return []
+
         results = _each(collect, self._members)
-        _raise_first(results)
-        return [path for paths in results for path in paths]
+        return [
+            path
+            for member, paths in zip(self._members, results)
+            for path in (failed(member, paths) if isinstance(paths, BaseException) else paths)
+        ]
 
 
 def _write_private(path: str, data: bytes) -> str:
