@@ -478,3 +478,27 @@ def test_collect_artifacts_survives_a_member_that_fails(master: rx.Master, tmp_p
         dump = json.load(f)
     assert list(dump["errors"]) == ["tarantool.log"] and dump["errors"]["tarantool.log"]
     assert len(written) == 3
+
+
+def test_ctrl_c_during_start_kills_the_set(hosts: List[rx.Host], tt_master: rx.Master) -> None:
+    import threading
+
+    port = next(_ports)
+    members = [
+        TarantoolInstance(on=h, listen=port, app_lua="require('fiber').sleep(2)", timeout=10)
+        for h in hosts
+    ]
+    rs = ReplicaSet("rs%d" % port, members=members, timeout=10)
+    # SIGINT while start() waits for the (slow) apps: the wait phase.
+    timer = threading.Timer(0.7, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rs.start()
+    finally:
+        timer.cancel()
+        timer.join()
+    assert all(m.pid is None for m in rs.members)
+    assert wait_until(lambda: run_tarantools(tt_master.run_id) == [], 2.0), run_tarantools(
+        tt_master.run_id
+    )

@@ -210,16 +210,19 @@ class ReplicaSet:
         # whole period before it bootstraps, and the replicas' JOIN attempts
         # meanwhile fail with ER_LOADING and wait too. Measured over 30 starts:
         # leader last 0-6 slow (+100 ms) starts, at once 17, leader first 24.
-        spawned = _each(lambda m: m._prepare(deadline), self._members)
-        if not any(isinstance(r, BaseException) for r in spawned):
-            spawned = _each(lambda m: m._launch(deadline), self.replicas)
-        if not any(isinstance(r, BaseException) for r in spawned):
-            spawned = _each(lambda m: m._launch(deadline), [self.leader])
-        spawn_done = time.monotonic()
-        if any(isinstance(r, BaseException) for r in spawned):
-            self._kill_all()
+        try:
+            spawned = _each(lambda m: m._prepare(deadline), self._members)
+            if not any(isinstance(r, BaseException) for r in spawned):
+                spawned = _each(lambda m: m._launch(deadline), self.replicas)
+            if not any(isinstance(r, BaseException) for r in spawned):
+                spawned = _each(lambda m: m._launch(deadline), [self.leader])
+            spawn_done = time.monotonic()
             _raise_first(spawned)
-        timings = self._wait_all(self._members, deadline, with_notify=True, starting=True)
+            timings = self._wait_all(self._members, deadline, with_notify=True, starting=True)
+        except BaseException:
+            # Ctrl-C (or any other interruption) must not leave members running.
+            self._kill_all()
+            raise
         running = max(t.get("running", 0.0) for t in timings)
         mesh = max(t.get("mesh", 0.0) for t in timings)
         return {
@@ -248,14 +251,20 @@ class ReplicaSet:
             futures = {
                 pool.submit(m._wait, deadline, with_notify): i for i, m in enumerate(members)
             }
-            for future in concurrent.futures.as_completed(futures):
-                error = future.exception()
-                if error is None:
-                    results[futures[future]] = future.result()
-                    continue
-                if starting and not errors and _layer(error) == "alive":
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    error = future.exception()
+                    if error is None:
+                        results[futures[future]] = future.result()
+                        continue
+                    if starting and not errors and _layer(error) == "alive":
+                        self._kill_all()
+                    errors.append(error)
+            except BaseException:
+                # Interrupted (Ctrl-C): kill now, so the pool's waits end at once.
+                if starting:
                     self._kill_all()
-                errors.append(error)
+                raise
         if errors:
             if starting:
                 self._kill_all()
