@@ -857,3 +857,17 @@ def test_wait_vclock_reports_last_vclock_and_last_error_apart(
     message = reply["error"]["message"]
     assert "last vclock {" in message and "last error: no reply within" in message, message
     assert isinstance(reply["error"]["vclock"], dict)
+
+
+def test_none_arguments_arrive_as_nil(instances: Any, version: tuple) -> None:
+    one = instances("nil")
+    one.render(box_cfg=box_cfg_for(version, listen="127.0.0.1:0", work_dir=one.dir))
+    one.spawn()
+    one.wait_ready(10)
+    # box.NULL would be truthy and of type cdata; a Python None is Lua's nil.
+    assert one.eval("local x = ... if x then return 'truthy' end return type(x)", None) == ["nil"]
+    assert one.eval("return select('#', ...), type(select(2, ...))", 1, None, None) == [3, "nil"]
+    assert one.eval("return ...", None, 1, None) == [None, 1, None]
+    # Inside a table a null stays box.NULL: a Lua table cannot hold nil.
+    assert one.eval("local t = ... return t[1] == box.NULL, #t", [None, 2]) == [True, 2]
+    assert one.eval("return select('#', ...)") == [0]

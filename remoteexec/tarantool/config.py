@@ -355,7 +355,13 @@ local function handle(line)
     if fn == nil then
         return reply_error(id, 'lua', tostring(err))
     end
-    local r = pack(xpcall(fn, on_error, unpack(args, 1, #args)))
+    -- JSON null decodes to box.NULL, which is truthy: a top-level null
+    -- argument is Lua's nil. "n" keeps the count (trailing nils too).
+    local n = tonumber(req.n) or #args
+    for i = 1, n do
+        if args[i] == nil then args[i] = nil end
+    end
+    local r = pack(xpcall(fn, on_error, unpack(args, 1, n)))
     if not r[1] then
         local info = r[2]
         return reply_error(id, 'lua', info.message, {
@@ -460,7 +466,8 @@ def render_init_lua(
     The script, in order:
 
     1. starts the probe server on the unix socket ``probe_socket`` (mode 0600);
-       request ``{"id": .., "lua": "<source>", "args": [..]}``, reply
+       request ``{"id": .., "lua": "<source>", "args": [..], "n": <count>}``
+       (a null argument is passed as nil), reply
        ``{"id": .., "ok": true, "result": [all return values]}`` or
        ``{"id": .., "ok": false, "kind": "lua"|"protocol", "error": "<message>",
        "error_type", "error_code", "traceback"}``. The source is loaded as text

@@ -184,8 +184,10 @@ def _json_args(value: Any, out: List[str]) -> None:
 
 
 def _encode_request(req_id: int, lua: str, args: Sequence[Any]) -> bytes:
-    out = ['{"id":', str(req_id), ',"lua":', json.dumps(lua, ensure_ascii=False), ',"args":']
-    _json_args(list(args), out)
+    args = list(args)
+    out = ['{"id":', str(req_id), ',"n":', str(len(args)), ',"lua":']
+    out += [json.dumps(lua, ensure_ascii=False), ',"args":']
+    _json_args(args, out)
     out.append("}\n")
     # surrogateescape turns bytes smuggled into str back into the raw bytes.
     return "".join(out).encode("utf-8", "surrogateescape")
@@ -194,7 +196,8 @@ def _encode_request(req_id: int, lua: str, args: Sequence[Any]) -> bytes:
 def probe(socket_path: str, lua: str, args: Sequence[Any] = (), timeout: float = 5.0) -> dict:
     """Run Lua source inside a Tarantool instance through its probe socket.
 
-    ``lua`` is a chunk; ``args`` arrive as ``...``. Returns
+    ``lua`` is a chunk; ``args`` arrive as ``...`` (a None argument as nil,
+    count kept; a None inside a list or dict as box.NULL). Returns
     ``{"ok": True, "result": [every return value]}`` (nil and box.NULL as None,
     int64 exact, tuples as lists, non-finite floats as float) or an error dict
     (see the module doc) whose ``kind`` is "lua" (the chunk failed or did not
