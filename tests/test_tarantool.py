@@ -273,9 +273,13 @@ def test_single_instance_api(hosts: List[rx.Host], lab: Any) -> None:
             one.eval("error('boom')")
         assert info.value.details["lua_message"] == "probe:1: boom"
         assert "ready to accept requests" in one.log_tail(100)
-        pid = one.pid
+        pid, uri = one.pid, one.uri
         one.restart()
         assert one.pid != pid and one.call("box.space.test:get", [1]) == [1, "x"]
+        assert one.uri == uri  # port 0 was resolved once: a restart keeps the port
+        one.kill()
+        one.start()
+        assert one.uri == uri
     finally:
         one.stop()
     assert one.pid is None

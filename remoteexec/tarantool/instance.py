@@ -78,7 +78,8 @@ class TarantoolInstance:
 
     :param on: the Host (None: this machine, through the default master).
     :param listen: ``"10.20.0.11:3301"``, ``"127.0.0.1:0"`` (any free port;
-        :attr:`uri` has the real one after start) or a port number.
+        :attr:`uri` has the real one after start, and restarts reuse that
+        port) or a port number.
     :param box_cfg: extra ``box.cfg`` keys; they win over the test-friendly
         defaults of :func:`~remoteexec.tarantool.config.box_cfg_for`; a key
         set to None removes a default.
@@ -133,6 +134,8 @@ class TarantoolInstance:
         self._paused = False
         self._uri: Optional[str] = None
         self._output_log: Optional[str] = None
+        # listen with port 0 replaced by the port the first start got: restarts keep it.
+        self._bound_listen: Optional[str] = None
 
     def __repr__(self) -> str:
         state = "running" if self._proc else "stopped"
@@ -218,10 +221,14 @@ class TarantoolInstance:
 
     # -- start -------------------------------------------------------------
 
+    def _listen(self) -> Any:
+        """What box.cfg.listen gets: :attr:`listen`, with port 0 fixed after the first start."""
+        return self._bound_listen or self.listen
+
     def _init_lua(self, paths: Mapping[str, str]) -> str:
         cfg = box_cfg_for(
             self.version,
-            listen=self.listen,
+            listen=self._listen(),
             work_dir=paths["work"],
             replication=self._replication,
             read_only=self.read_only,
@@ -258,7 +265,7 @@ class TarantoolInstance:
         env: Dict[str, str] = {"NOTIFY_SOCKET": paths["notify"]}
         if self.password is not None:
             env[PASSWORD_ENV] = self.password
-        address, port = _split_listen(self.listen)
+        address, port = _split_listen(self._listen())
         pre_check = []
         if port:
             if address is None or address in _ANY_ADDRESS:
@@ -313,7 +320,16 @@ class TarantoolInstance:
                     extra["exit_code"] = code
             raise _renamed(e, self.name, member=self.name, **extra) from None
         # box.info.listen has the real port when listen asked for port 0.
-        self._uri = self._client_uri(ready["status"].get("listen"))
+        bound = ready["status"].get("listen")
+        self._uri = self._client_uri(bound)
+        address, port = _split_listen(self.listen)
+        _, bound_port = _split_listen(bound)
+        if port == 0 and bound_port and self._bound_listen is None:
+            if address is None:
+                self._bound_listen = str(bound_port)
+            else:
+                host = "[%s]" % address if ":" in address else address
+                self._bound_listen = "%s:%d" % (host, bound_port)
         return ready["timings"]
 
     def start(self) -> TarantoolInstance:
