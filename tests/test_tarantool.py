@@ -506,3 +506,25 @@ def test_ctrl_c_during_start_kills_the_set(hosts: List[rx.Host], tt_master: rx.M
     assert wait_until(lambda: run_tarantools(tt_master.run_id) == [], 2.0), run_tarantools(
         tt_master.run_id
     )
+
+
+def test_ipv6_listen_gives_a_bracketed_uri(master: rx.Master) -> None:
+    one = TarantoolInstance(on=master.local(), listen="[::1]:0", timeout=10)
+    with one:
+        host, port = one.uri.rsplit(":", 1)
+        assert host == "[::1]" and int(port) > 0, one.uri
+        assert one.eval("return box.info.status") == "running"
+        uri = one.uri
+        one.restart()
+        assert one.uri == uri
+
+
+def test_exit_with_an_exception_keeps_it(make_set: Any) -> None:
+    rs = make_set()
+    with pytest.raises(ValueError, match="the test's own error"), rs:
+        # Stop will fail for this member (it dies outside our control)...
+        os.kill(rs.replicas[0].pid, signal.SIGKILL)
+        assert wait_until(lambda: rs.status()[1]["status"] == "unreachable", 3)
+        # ...and must not replace the error that is already on its way.
+        raise ValueError("the test's own error")
+    assert all(m.pid is None for m in rs.members)

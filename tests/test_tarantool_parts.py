@@ -317,6 +317,8 @@ def test_box_cfg_defaults_and_overrides(tmp_path: Any) -> None:
     assert cfg["log"] == os.path.join(str(tmp_path), "tarantool.log")
     assert cfg["pid_file"].startswith(str(tmp_path))
     assert "replication" not in cfg and "bootstrap_strategy" not in cfg
+    # Builds without the feedback daemon reject the key: no default for it.
+    assert "feedback_enabled" not in cfg
 
     rs = box_cfg_for(
         (2, 6, 0),
@@ -325,12 +327,12 @@ def test_box_cfg_defaults_and_overrides(tmp_path: Any) -> None:
         replication=["a:1", "b:2"],
         read_only=True,
         replication_timeout=0.1,
-        user_box_cfg={"memtx_memory": 128 << 20, "feedback_enabled": None, "net_msg_max": 1024},
+        user_box_cfg={"memtx_memory": 128 << 20, "pid_file": None, "net_msg_max": 1024},
     )
     assert rs["replication"] == ["a:1", "b:2"] and rs["read_only"] is True
     assert rs["replication_connect_timeout"] == 10.0
     assert rs["memtx_memory"] == 128 << 20 and rs["net_msg_max"] == 1024
-    assert "feedback_enabled" not in rs  # None removes a default
+    assert "pid_file" not in rs  # None removes a default
     with pytest.raises(ValueError, match="absolute"):
         box_cfg_for((2, 6, 0), listen=3301, work_dir="relative/dir")
     new = box_cfg_for((2, 11, 1), listen=3301, work_dir=str(tmp_path), replication=["a:1"])

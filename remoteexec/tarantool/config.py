@@ -142,13 +142,15 @@ def box_cfg_for(
     ``work_dir`` is an absolute path on the target. Defaults suit tests:
     ``wal_mode='write'`` (replication needs it), ``memtx_memory`` (never the
     deprecated ``slab_alloc_arena``), the log and pid file inside ``work_dir``
-    (absolute paths, since ``box.cfg`` chdirs into ``work_dir``), no feedback
-    daemon, and a ``replication_connect_timeout`` of ``max(10, 40 *
-    replication_timeout)`` seconds when replication is set, so a member that
+    (absolute paths, since ``box.cfg`` chdirs into ``work_dir``), and a
+    ``replication_connect_timeout`` of ``max(10, 40 * replication_timeout)``
+    seconds when replication is set, so a member that
     cannot reach its peers fails in seconds, not after the default 30.
 
     ``user_box_cfg`` is applied last: its keys replace the defaults, and a key
-    set to None removes the default entirely. Nothing is validated here;
+    set to None removes the default entirely. ``feedback_enabled`` is left
+    to the user: builds without the feedback daemon reject the key. Nothing
+    is validated here;
     tarantool rejects bad keys and values itself with a precise message.
     """
     features = Features.for_version(version)
@@ -164,7 +166,6 @@ def box_cfg_for(
         "log": posixpath.join(work_dir, LOG_FILE),
         "pid_file": posixpath.join(work_dir, PID_FILE),
         "background": False,
-        "feedback_enabled": False,
         "read_only": read_only,
     }
     if proc_title:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -145,7 +146,12 @@ class TarantoolInstance:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        if exc[0] is None:
+            self.stop()
+            return
+        # An error is on its way out: a failed stop must not replace it.
+        with contextlib.suppress(Exception):
+            self.stop()
 
     # -- facts -------------------------------------------------------------
 
@@ -201,6 +207,8 @@ class TarantoolInstance:
             return None
         if address is None or address in _ANY_ADDRESS:
             address = self._facts()["address"]
+        if ":" in address:  # IPv6
+            address = "[%s]" % address
         return "%s:%d" % (address, port)
 
     @property

@@ -512,7 +512,13 @@ class ReplicaSet:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        if exc[0] is None:
+            self.stop()
+            return
+        # An error is on its way out: a failed stop must not replace it
+        # (every member is still stopped, or killed when the master closes).
+        with contextlib.suppress(Exception):
+            self.stop()
 
     # -- artifacts -------------------------------------------------------------
 
