@@ -528,3 +528,32 @@ def test_exit_with_an_exception_keeps_it(make_set: Any) -> None:
         # ...and must not replace the error that is already on its way.
         raise ValueError("the test's own error")
     assert all(m.pid is None for m in rs.members)
+
+
+def test_restart_while_another_member_is_down(running_set: ReplicaSet) -> None:
+    rs = running_set
+    first, second = rs.replicas
+    rs.kill(second)
+    rs.leader.eval("box.space.test:insert{1, 'x'}")
+    started = time.monotonic()
+    rs.restart(first)  # its peer `second` is down: it must not wait for it
+    print("\nrestart with a peer down: %.2f s" % (time.monotonic() - started))
+    assert first.eval("return box.info.status") == "running"
+    rs.wait_synced(timeout=5)
+    assert first.call("box.space.test:get", [1]) == [1, "x"]
+    rs.restart(second)
+    rows = rs.status()
+    assert all(follows(r, 2) for r in rows), rows
+
+
+def test_restart_with_a_quorum_that_counts_a_down_peer_says_so(make_set: Any) -> None:
+    rs = make_set(box_cfg={"replication_connect_quorum": 3})
+    rs.start()
+    first, second = rs.replicas
+    rs.kill(second)
+    first.timeout = 2
+    with pytest.raises(rx.TimeoutExpired) as info:
+        rs.restart(first)
+    text = str(info.value)
+    assert "%s down while restarting %s" % (second.name, first.name) in text, text
+    assert "orphan" in text and first.pid is None

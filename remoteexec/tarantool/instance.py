@@ -137,6 +137,8 @@ class TarantoolInstance:
         self._output_log: Optional[str] = None
         # listen with port 0 replaced by the port the first start got: restarts keep it.
         self._bound_listen: Optional[str] = None
+        # Set by ReplicaSet.restart for one start: uuids of the peers that are down.
+        self._down_peers: frozenset = frozenset()
 
     def __repr__(self) -> str:
         state = "running" if self._proc else "stopped"
@@ -234,6 +236,17 @@ class TarantoolInstance:
         return self._bound_listen or self.listen
 
     def _init_lua(self, paths: Mapping[str, str]) -> str:
+        user_box_cfg = dict(self.box_cfg)
+        if (
+            self._down_peers
+            and self.version < (2, 11, 0)
+            and "replication_connect_quorum" not in user_box_cfg
+        ):
+            # Before 2.11 the quorum defaults to every peer: with one down the
+            # member would stay 'orphan'. Ask only for the ones that run.
+            user_box_cfg["replication_connect_quorum"] = len(self._replication) - len(
+                self._down_peers
+            )
         cfg = box_cfg_for(
             self.version,
             listen=self._listen(),
@@ -243,7 +256,7 @@ class TarantoolInstance:
             replication_timeout=self._replication_timeout,
             instance_uuid=self.instance_uuid,
             replicaset_uuid=self._replicaset_uuid,
-            user_box_cfg=self.box_cfg,
+            user_box_cfg=user_box_cfg,
         )
         return render_init_lua(
             box_cfg=cfg,
@@ -315,7 +328,7 @@ class TarantoolInstance:
                 paths["notify"] if with_notify else None,
                 self.read_only,
                 self.instance_uuid,
-                self._peers,
+                [p for p in self._peers if p[0] not in self._down_peers],
                 [paths["log"], self._proc["log_path"]],
                 reply_timeout=left + START_SLACK,
             )

@@ -416,11 +416,41 @@ class ReplicaSet:
 
     def restart(self, member: TarantoolInstance) -> None:
         """Start ``member`` again (stopping it first if it runs) on its data, and
-        wait until it runs with its role and follows every peer again."""
+        wait until it runs with its role and follows every peer again.
+
+        Peers that are down (stopped or killed) are not waited for. On
+        tarantool < 2.11 ``replication_connect_quorum`` defaults to every
+        peer, so a member restarted while a peer is down would stay 'orphan';
+        for this start the quorum is set to the members that run (unless
+        ``box_cfg`` sets it). With your own quorum that counts a down peer, or
+        on 2.11+ where tarantool's quorum is a majority, the member can stay
+        'orphan' and this raises TimeoutExpired saying which peers are down.
+        """
         member = self._member(member)
         if member.pid is not None:
             member.stop()
-        member.start()
+        down = [m for m in self._members if m is not member and m.pid is None]
+        member._down_peers = frozenset(m.instance_uuid for m in down)
+        try:
+            member.start()
+        except RemoteExecError as e:
+            if not down or e.details.get("layer") != "running":
+                raise
+            note = (
+                "%s down while restarting %s; a member stays 'orphan' until "
+                "replication_connect_quorum peers connect (on tarantool < 2.11 "
+                "every peer by default)" % (", ".join(m.name for m in down), member.name)
+            )
+            raise type(e)(
+                "%s\n(%s)" % (e.message, note),
+                host=e.host,
+                command=e.command,
+                exit_code=e.exit_code,
+                output_tail=e.output_tail,
+                **e.details,
+            ) from None
+        finally:
+            member._down_peers = frozenset()
 
     def pause(self, member: TarantoolInstance) -> None:
         """SIGSTOP ``member``: it stays connected but answers nothing (a hung host)."""
