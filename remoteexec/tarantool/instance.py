@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 import weakref
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import mitogen.core
 
@@ -58,6 +58,16 @@ def _secret(user: Optional[str], password: Optional[str]) -> Optional[mitogen.co
         raise ValueError("a password needs a user other than guest")
     check_credential(password)
     return mitogen.core.Secret(password)
+
+
+def stop_on_exit(stop: Callable[[], Any], exc_type: Optional[type]) -> None:
+    """``stop()`` for a ``with`` block; while an error is on its way out, a
+    failed stop must not replace it (the master's close still kills all)."""
+    if exc_type is None:
+        stop()
+        return
+    with contextlib.suppress(Exception):
+        stop()
 
 
 def _split_listen(listen: Any) -> Tuple[Optional[str], Optional[int]]:
@@ -148,12 +158,7 @@ class TarantoolInstance:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
-        if exc[0] is None:
-            self.stop()
-            return
-        # An error is on its way out: a failed stop must not replace it.
-        with contextlib.suppress(Exception):
-            self.stop()
+        stop_on_exit(self.stop, exc[0])
 
     # -- facts -------------------------------------------------------------
 

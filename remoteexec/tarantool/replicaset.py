@@ -14,7 +14,14 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 from ..errors import RemoteExecError, TarantoolError
 from ..host import REPLY_SLACK
 from .config import check_credential
-from .instance import _TARGET, TarantoolInstance, _renamed, _secret, _split_listen
+from .instance import (
+    _TARGET,
+    TarantoolInstance,
+    _renamed,
+    _secret,
+    _split_listen,
+    stop_on_exit,
+)
 
 __all__ = ["ReplicaSet"]
 
@@ -542,13 +549,7 @@ class ReplicaSet:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if exc[0] is None:
-            self.stop()
-            return
-        # An error is on its way out: a failed stop must not replace it
-        # (every member is still stopped, or killed when the master closes).
-        with contextlib.suppress(Exception):
-            self.stop()
+        stop_on_exit(self.stop, exc[0])
 
     # -- artifacts -------------------------------------------------------------
 
