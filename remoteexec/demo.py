@@ -106,7 +106,7 @@ def _replica_set(hosts: List[rx.Host], addrs: List[str], started: List[int]) -> 
     ports = [3301, 3302, 3303] if len(set(addrs)) == 1 else [3301] * 3
     rs = ReplicaSet("demo", members=list(zip(hosts, ports)), replication_timeout=0.1)
     phases = _timed("replica set of 3 started, full mesh", rs.start)
-    started += [m.pid for m in rs.members]
+    started += [m.pid for m in rs.members if m.pid is not None]
     _say("    -> phases: %s" % ", ".join("%s %.0f ms" % (k, v * 1000) for k, v in phases.items()))
     rs.leader.eval(
         "box.schema.space.create('demo', {if_not_exists = true})"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Sequen
 
 import mitogen.core
 
-from .errors import CommandFailed, HostLost, RemoteCallError, from_remote
+from .errors import CommandFailed, HostLost, RemoteCallError, TimeoutExpired, from_remote
 
 if TYPE_CHECKING:
     from .master import Master
@@ -190,16 +190,17 @@ class Host:
         try:
             return self._wait(recv, timeout, what).unpickle()
         except mitogen.core.CallError as e:
-            details = _parse_call_error(e)
+            details: Dict[str, Any] = dict(_parse_call_error(e))
             raise RemoteCallError(
                 "%s raised %s: %s" % (what, details["type_name"], details["remote_message"]),
                 host=self.name,
                 **details,
             ) from None
         except mitogen.core.TimeoutError:
-            raise HostLost(
-                "no reply to %s within %.1fs" % (what, timeout), host=self.name
-            ) from None
+            # Heartbeats still arrive (or the host would be marked lost and
+            # _wait would have said so): it is slow, not lost.
+            reason = "no reply to %s within %.1fs" % (what, timeout or 0.0)
+            raise TimeoutExpired(reason, host=self.name) from None
         except mitogen.core.ChannelError:
             reason = self.lost or "the connection closed"
             self._mark_lost(reason)
@@ -234,7 +235,7 @@ class Host:
         """
         self._check()
         module = getattr(fn, "__module__", None)
-        qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn))
+        qualname = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn)))
         what = "call %s()" % qualname
         if not module or module == "__main__" or "<" in qualname:
             # mitogen serves __main__ itself; other unimportables fail there.

@@ -343,3 +343,12 @@ def test_contexts_on_one_machine_are_isolated(master: rx.Master) -> None:
     one.close()
     assert b.running() and os.path.isdir(two.info["run_dir"])
     b.stop()
+
+
+def test_slow_reply_is_a_timeout_not_a_lost_host(master: rx.Master) -> None:
+    host = master.local()
+    with pytest.raises(rx.TimeoutExpired) as info:
+        host.service("run", reply_timeout=0.3, command=["sleep", "1"])
+    assert "no reply to run within 0.3s" in str(info.value)
+    assert host.lost is None
+    assert host.run(["sleep", "0.5"]).ok  # no timeout: waits as long as it takes
