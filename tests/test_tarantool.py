@@ -557,3 +557,26 @@ def test_restart_with_a_quorum_that_counts_a_down_peer_says_so(make_set: Any) ->
     text = str(info.value)
     assert "%s down while restarting %s" % (second.name, first.name) in text, text
     assert "orphan" in text and first.pid is None
+
+
+def test_resume_while_another_member_is_down(running_set: ReplicaSet) -> None:
+    rs = running_set
+    hung, dead = rs.replicas
+    rs.timeout = 3
+    rs.kill(dead)
+    rs.pause(hung)
+    started = time.monotonic()
+    rs.resume(hung)  # its peer `dead` is down: it must not wait for it
+    took = time.monotonic() - started
+    print("\nresume with a peer down: %.2f s" % took)
+    assert took < 2, took
+    assert not hung.paused and hung.eval("return box.info.status") == "running"
+    rs.pause(hung)
+    rs.pause(rs.leader)
+    try:
+        rs.resume(hung)  # a paused peer is not waited for either
+    finally:
+        rs.resume(rs.leader)
+    rs.restart(dead)
+    rows = rs.status()
+    assert all(follows(r, 2) for r in rows), rows

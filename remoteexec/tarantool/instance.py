@@ -147,7 +147,7 @@ class TarantoolInstance:
         self._output_log: Optional[str] = None
         # listen with port 0 replaced by the port the first start got: restarts keep it.
         self._bound_listen: Optional[str] = None
-        # Set by ReplicaSet.restart for one start: uuids of the peers that are down.
+        # Set by ReplicaSet.restart/resume for one wait: uuids of the peers that are down.
         self._down_peers: frozenset = frozenset()
 
     def __repr__(self) -> str:

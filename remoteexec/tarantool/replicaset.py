@@ -9,7 +9,7 @@ import os
 import signal
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from ..errors import RemoteExecError, TarantoolError
 from ..host import REPLY_SLACK
@@ -425,7 +425,7 @@ class ReplicaSet:
         """Start ``member`` again (stopping it first if it runs) on its data, and
         wait until it runs with its role and follows every peer again.
 
-        Peers that are down (stopped or killed) are not waited for. On
+        Peers that are down (stopped, killed or paused) are not waited for. On
         tarantool < 2.11 ``replication_connect_quorum`` defaults to every
         peer, so a member restarted while a peer is down would stay 'orphan';
         for this start the quorum is set to the members that run (unless
@@ -436,26 +436,37 @@ class ReplicaSet:
         member = self._member(member)
         if member.pid is not None:
             member.stop()
-        down = [m for m in self._members if m is not member and m.pid is None]
+        with self._skipping_down_peers(member) as down:
+            try:
+                member.start()
+            except RemoteExecError as e:
+                if not down or e.details.get("layer") != "running":
+                    raise
+                note = (
+                    "%s down while restarting %s; a member stays 'orphan' until "
+                    "replication_connect_quorum peers connect (on tarantool < 2.11 "
+                    "every peer by default)" % (", ".join(m.name for m in down), member.name)
+                )
+                raise type(e)(
+                    "%s\n(%s)" % (e.message, note),
+                    host=e.host,
+                    command=e.command,
+                    exit_code=e.exit_code,
+                    output_tail=e.output_tail,
+                    **e.details,
+                ) from None
+
+    @contextlib.contextmanager
+    def _skipping_down_peers(self, member: TarantoolInstance) -> Iterator[List[TarantoolInstance]]:
+        """While inside, ``member``'s readiness waits skip the peers that are
+        down: stopped, killed or paused (they cannot answer); yields them.
+
+        The rule :meth:`restart` and :meth:`resume` share.
+        """
+        down = [m for m in self._members if m is not member and (m.pid is None or m.paused)]
         member._down_peers = frozenset(m.instance_uuid for m in down)
         try:
-            member.start()
-        except RemoteExecError as e:
-            if not down or e.details.get("layer") != "running":
-                raise
-            note = (
-                "%s down while restarting %s; a member stays 'orphan' until "
-                "replication_connect_quorum peers connect (on tarantool < 2.11 "
-                "every peer by default)" % (", ".join(m.name for m in down), member.name)
-            )
-            raise type(e)(
-                "%s\n(%s)" % (e.message, note),
-                host=e.host,
-                command=e.command,
-                exit_code=e.exit_code,
-                output_tail=e.output_tail,
-                **e.details,
-            ) from None
+            yield down
         finally:
             member._down_peers = frozenset()
 
@@ -464,10 +475,15 @@ class ReplicaSet:
         self._member(member).signal(signal.SIGSTOP)
 
     def resume(self, member: TarantoolInstance) -> None:
-        """SIGCONT ``member`` and wait until it follows every peer again."""
+        """SIGCONT ``member`` and wait until it follows every peer again.
+
+        Like :meth:`restart`, peers that are down (stopped, killed or paused)
+        are not waited for.
+        """
         member = self._member(member)
         member.signal(signal.SIGCONT)
-        self._wait_all([member], time.monotonic() + self.timeout)
+        with self._skipping_down_peers(member):
+            self._wait_all([member], time.monotonic() + self.timeout)
 
     # -- roles ---------------------------------------------------------------
 
