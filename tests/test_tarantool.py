@@ -580,3 +580,47 @@ def test_resume_while_another_member_is_down(running_set: ReplicaSet) -> None:
     rs.restart(dead)
     rows = rs.status()
     assert all(follows(r, 2) for r in rows), rows
+
+
+@contextlib.contextmanager
+def _hung(host: rx.Host) -> Iterator[None]:
+    """The host's context stops answering (SIGSTOP), as on a hung host."""
+    pid = host.transport_pid
+    assert pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_calls_to_a_hung_host_are_bounded_by_their_timeout(tmp_path: Any) -> None:
+    # A heartbeat far longer than the test: the host is hung, never declared lost.
+    with rx.Master(heartbeat_timeout=120) as m:
+        rs = ReplicaSet("hung", members=[(m.local(), _free_port())], timeout=10)
+        rs.start()
+        one = rs.members[0]
+        with _hung(one.on):
+            took = {}
+            for name, call in (
+                ("info", lambda: one.info(timeout=1)),
+                ("eval", lambda: one.eval("return 1", timeout=1)),
+                ("wait_synced", lambda: rs.wait_synced(timeout=1)),
+                ("collect_artifacts", lambda: rs.collect_artifacts(str(tmp_path / "a"))),
+            ):
+                started = time.monotonic()
+                with contextlib.suppress(rx.RemoteExecError):
+                    call()
+                took[name] = time.monotonic() - started
+            print("\ncalls to a hung host: %s" % {k: round(v, 2) for k, v in took.items()})
+            assert all(took[k] < 4 for k in ("info", "eval", "wait_synced")), took
+            assert took["collect_artifacts"] < 8, took
+            with open(tmp_path / "a" / one.name / "box_info.json") as f:
+                dump = json.load(f)
+            assert dump["errors"], dump
+            one.timeout = 1
+            started = time.monotonic()
+            with pytest.raises(rx.RemoteExecError):
+                one.stop()
+            took["stop"] = time.monotonic() - started
+            assert took["stop"] < 4, took

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 import mitogen.core
 
 from ..errors import RemoteExecError, TarantoolError
-from ..host import REPLY_SLACK
 from .config import (
     LOG_FILE,
     PASSWORD_ENV,
@@ -31,10 +30,11 @@ __all__ = ["TarantoolInstance"]
 
 _TARGET = "remoteexec.target.tarantool."
 _ANY_ADDRESS = ("", "0.0.0.0", "::", "*", "[::]")
-# Seconds a start-time call may take beyond the time left: what the target
-# side needs to answer once its own bound is up. Not REPLY_SLACK (30 s): a
-# start must end within its timeout plus this.
-START_SLACK = 2.0
+# Seconds a call may take beyond its own bound (a start's time left, a probe's
+# or a stop's timeout): what the target side needs to answer once that bound
+# is up. Not REPLY_SLACK (30 s): a call to a hung host must end within its
+# timeout plus this.
+SLACK = 2.0
 # host -> {tarantool path -> host_facts()}: one `tarantool --version` per host.
 _FACTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _FACTS_LOCK = threading.Lock()
@@ -184,7 +184,7 @@ class TarantoolInstance:
                 _TARGET + "host_facts",
                 self.tarantool,
                 min(10.0, left),
-                reply_timeout=left + START_SLACK,
+                reply_timeout=left + SLACK,
             )
             if self.on.kind == "local" or not facts.get("address"):
                 facts["address"] = "127.0.0.1"
@@ -282,7 +282,7 @@ class TarantoolInstance:
             paths["work"],
             init_lua,
             paths["notify"],
-            reply_timeout=max(0.1, deadline - time.monotonic()) + START_SLACK,
+            reply_timeout=max(0.1, deadline - time.monotonic()) + SLACK,
         )
 
     def _launch(self, deadline: float) -> None:
@@ -301,7 +301,7 @@ class TarantoolInstance:
         try:
             self._proc = self.on.service(
                 "start",
-                reply_timeout=left + START_SLACK,
+                reply_timeout=left + SLACK,
                 spec={
                     "command": [self.tarantool, paths["ctl"] + "/init.lua"],
                     "cwd": paths["ctl"],
@@ -335,7 +335,7 @@ class TarantoolInstance:
                 self.instance_uuid,
                 [p for p in self._peers if p[0] not in self._down_peers],
                 [paths["log"], self._proc["log_path"]],
-                reply_timeout=left + START_SLACK,
+                reply_timeout=left + SLACK,
             )
         except RemoteExecError as e:
             extra: Dict[str, Any] = {}
@@ -406,7 +406,7 @@ class TarantoolInstance:
         try:
             self.on.service(
                 "stop",
-                reply_timeout=stop_timeout + REPLY_SLACK,
+                reply_timeout=stop_timeout + SLACK,
                 proc_id=proc["id"],
                 sig=int(signal.SIGTERM),
                 timeout=stop_timeout,
@@ -449,7 +449,7 @@ class TarantoolInstance:
                 self._paths()["probe"],
                 *args,
                 wait,
-                reply_timeout=wait + REPLY_SLACK,
+                reply_timeout=wait + SLACK,
             )
         except RemoteExecError as e:
             raise _renamed(e, self.name, lua_message=e.message) from None

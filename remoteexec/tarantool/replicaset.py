@@ -11,11 +11,11 @@ import time
 import uuid
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
-from ..errors import RemoteExecError, TarantoolError
-from ..host import REPLY_SLACK
+from ..errors import HostLost, RemoteExecError, TarantoolError, TimeoutExpired
 from .config import check_credential
 from .instance import (
     _TARGET,
+    SLACK,
     TarantoolInstance,
     _renamed,
     _secret,
@@ -26,6 +26,8 @@ from .instance import (
 __all__ = ["ReplicaSet"]
 
 MemberSpec = Union[TarantoolInstance, Sequence[Any]]
+# collect_artifacts' box.info call: its reply comes within this plus SLACK.
+COLLECT_INFO_TIMEOUT = 1.0
 
 
 def _each(fn: Callable[[Any], Any], items: Sequence[Any]) -> List[Any]:
@@ -357,7 +359,7 @@ class ReplicaSet:
                 member._paths()["probe"],
                 target,
                 wait,
-                reply_timeout=wait + REPLY_SLACK,
+                reply_timeout=wait + SLACK,
             )
         except RemoteExecError as e:
             raise _renamed(e, "%s (leader %s)" % (member.name, self.leader.name)) from None
@@ -586,18 +588,29 @@ class ReplicaSet:
             os.makedirs(out_dir, 0o700, exist_ok=True)
             written = []
             errors: Dict[str, str] = {}
+            # Set when the host did not answer: the rest is skipped, not waited for.
+            silent: Optional[str] = None
             for name, path in member._artifacts().items():
+                if silent:
+                    errors[name] = "%s: skipped: %s" % (path, silent)
+                    continue
                 try:
                     reply = member.on.invoke(_TARGET + "read_file", path, reply_timeout=5.0)
                 except RemoteExecError as e:
                     errors[name] = "%s: %s" % (path, e.message)
+                    if isinstance(e, (TimeoutExpired, HostLost)):
+                        silent = e.message
                     continue
                 if reply["data"] is not None:
                     written.append(_write_private(os.path.join(out_dir, name), reply["data"]))
-            try:
-                info: Any = member.info(timeout=1.0) if member.pid and not member.paused else None
-            except RemoteExecError as e:
-                info = {"error": e.message}
+            info: Any = None
+            if silent:
+                info = {"error": "skipped: %s" % silent}
+            elif member.pid and not member.paused:
+                try:
+                    info = member.info(timeout=COLLECT_INFO_TIMEOUT)
+                except RemoteExecError as e:
+                    info = {"error": e.message}
             dump = {
                 "member": member.name,
                 "host": member.on.name,
