@@ -9,6 +9,7 @@ here is killed by pid in a finalizer; every wait is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -307,6 +308,40 @@ def test_parse_version_and_features() -> None:
     new = Features.for_version((2, 11, 0))
     assert new.bootstrap_strategy and new.quorum_deprecated and not new.yaml_config
     assert Features.for_version((3, 1, 0)).yaml_config
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_tarantool_version_is_bounded_when_a_child_holds_its_output(tmp_path: Any) -> None:
+    # The binary answers and exits, but leaves a child holding stdout/stderr.
+    pids = tmp_path / "pids"
+    fake = tmp_path / "tarantool"
+    fake.write_text("#!/bin/sh\necho 'Tarantool 2.6.0-0-gfake'\nsleep 30 &\necho $! >> %s\n" % pids)
+    fake.chmod(0o755)
+    started = time.monotonic()
+    result = tt.tarantool_version(str(fake), timeout=3)
+    took = time.monotonic() - started
+    assert result["ok"] and result["version"] == [2, 6, 0], result
+    assert took < 1.5, took
+    # It hangs, and so does a child holding the output: both go, in time.
+    fake.write_text("#!/bin/sh\nsleep 30 &\necho $! >> %s\nexec sleep 30\n" % pids)
+    started = time.monotonic()
+    result = tt.tarantool_version(str(fake), timeout=1)
+    took = time.monotonic() - started
+    assert result["kind"] == "timeout", result
+    assert took < 1.5, took
+    children = [int(p) for p in pids.read_text().split()]
+    assert len(children) == 2
+    assert wait_for(lambda: not any(_alive(p) for p in children), 2), children
+    for pid in children:  # only if the assertion above failed
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_box_cfg_defaults_and_overrides(tmp_path: Any) -> None:

@@ -27,10 +27,12 @@ import math
 import os
 import re
 import select
+import signal
 import socket
 import stat
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 from typing import Any, Callable, Iterable, List, Optional, Sequence
@@ -79,6 +81,41 @@ def _error(kind: str, message: str, **context: Any) -> dict:
     return {"ok": False, "kind": kind, "error": detail}
 
 
+# What a short command's output may fill before it is cut.
+_MAX_OUTPUT = 1 << 20
+
+
+def _run_bounded(command: List[str], timeout: float) -> tuple:
+    """(returncode, stdout, stderr) of ``command``, all within ``timeout``.
+
+    Output goes to temporary files, not pipes: a child the command leaves
+    behind holding them cannot keep this waiting. The command runs in a new
+    session; once it exits or ``timeout`` is up (subprocess.TimeoutExpired),
+    its whole process group is SIGKILLed, so nothing it started stays.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            step = 0.001
+            # Wait without reaping: while it is a zombie its pid (the group's
+            # id) cannot be reused, so killing the group below is safe.
+            while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                if time.monotonic() >= deadline:
+                    raise subprocess.TimeoutExpired(command, timeout)
+                time.sleep(step)
+                step = min(step * 2, 0.02)
+        finally:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return proc.returncode, out.read(_MAX_OUTPUT), err.read(_MAX_OUTPUT)
+
+
 def tarantool_version(path: str = "tarantool", timeout: float = 10.0) -> dict:
     """Run ``<path> --version`` and parse its first line.
 
@@ -86,36 +123,26 @@ def tarantool_version(path: str = "tarantool", timeout: float = 10.0) -> dict:
     "path": path}`` or an error dict with ``kind`` "missing" (no such binary),
     "exec" (cannot run it, or it failed), "timeout" or "parse".
     """
+    command = [path, "--version"]
     try:
-        proc = subprocess.run(
-            [path, "--version"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
+        returncode, stdout, stderr = _run_bounded(command, timeout)
     except FileNotFoundError as exc:
-        return _error(
-            "missing", f"tarantool binary not found: {exc}", path=path, command=[path, "--version"]
-        )
+        return _error("missing", f"tarantool binary not found: {exc}", path=path, command=command)
     except subprocess.TimeoutExpired:
         return _error(
-            "timeout",
-            f"{path} --version did not finish in {timeout} s",
-            path=path,
-            command=[path, "--version"],
+            "timeout", f"{path} --version did not finish in {timeout} s", path=path, command=command
         )
     except OSError as exc:
-        return _error("exec", f"cannot run {path}: {exc}", path=path, command=[path, "--version"])
-    out = proc.stdout.decode("utf-8", "replace")
-    if proc.returncode != 0:
-        err = proc.stderr.decode("utf-8", "replace")
+        return _error("exec", f"cannot run {path}: {exc}", path=path, command=command)
+    out = stdout.decode("utf-8", "replace")
+    if returncode != 0:
+        err = stderr.decode("utf-8", "replace")
         return _error(
             "exec",
-            f"{path} --version exited with {proc.returncode}",
+            f"{path} --version exited with {returncode}",
             path=path,
-            command=[path, "--version"],
-            exit_code=proc.returncode,
+            command=command,
+            exit_code=returncode,
             output_tail=(out + err)[-2000:],
         )
     for line in out.splitlines():
