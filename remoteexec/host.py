@@ -64,9 +64,6 @@ def _check_plain(value: Any, where: str) -> None:
     )
 
 
-_CALL_FIELDS = ("type_name", "remote_message", "remote_traceback")
-
-
 def _parse_call_error(exc: mitogen.core.CallError) -> Dict[str, str]:
     text = str(exc)
     head, _, tb = text.partition("\n")
@@ -247,9 +244,7 @@ class Host:
         recv = self.context.call_async(supervisor.call_function, module, qualname, args, kwargs)
         result = self._get(recv, None, what)
         if not result["ok"]:
-            error = dict(result["error"])
-            message = "%s raised %s: %s" % (what, error["type_name"], error["remote_message"])
-            raise RemoteCallError(message, host=self.name, **{k: error[k] for k in _CALL_FIELDS})
+            raise from_remote(result["error"], self.name)
         return result["result"]
 
     def service(

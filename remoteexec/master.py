@@ -24,7 +24,6 @@ from .connectors.ssh import Target, connection_error, ssh_options
 from .errors import ConnectionFailed, RemoteExecError
 from .host import Host
 
-_REMOVE_RUN_DIR = "remoteexec.target.supervisor.remove_run_dir"
 _ORIGINAL_PREEXEC = mitogen.parent._preexec_hook
 
 
@@ -296,11 +295,9 @@ class Master:
             return
         try:
             if not host.lost:
-                host.service("kill_all", reply_timeout=timeout)
-                if not self.keep_logs:
-                    host.invoke(
-                        "remoteexec.target.supervisor.remove_run_dir", reply_timeout=timeout
-                    )
+                # One round trip: kill the run's processes, drop its logs
+                # unless keep_logs (the supervisor knows which).
+                host.service("finish", reply_timeout=timeout)
         except RemoteExecError:
             pass
         finally:

@@ -352,3 +352,18 @@ def test_slow_reply_is_a_timeout_not_a_lost_host(master: rx.Master) -> None:
     assert "no reply to run within 0.3s" in str(info.value)
     assert host.lost is None
     assert host.run(["sleep", "0.5"]).ok  # no timeout: waits as long as it takes
+
+
+@pytest.mark.parametrize("keep_logs", [False, True])
+def test_close_removes_the_run_dir_unless_keep_logs(keep_logs: bool) -> None:
+    with rx.Master(keep_logs=keep_logs) as m:
+        host = m.local()
+        rx.SimpleExecutor(["sleep", "30"], on=host).start()
+        run_dir = host.info["run_dir"]
+        assert os.path.isdir(run_dir)
+    assert os.path.isdir(run_dir) is keep_logs
+    assert not run_pids(m.run_id)
+    if keep_logs:
+        import shutil
+
+        shutil.rmtree(run_dir)

@@ -579,7 +579,7 @@ def remove_run_dir():
     return {"ok": True}
 
 
-def _on_master_gone():
+def finish_run():
     """The master closed, died or went silent: kill the run, drop its logs
     unless the master asked to keep them."""
     kill_all()
@@ -618,7 +618,7 @@ def _watchdog(recv, timeout):
         except mitogen.core.TimeoutError:
             LOG.error("no heartbeat from the master for %ss: killing the run", timeout)
             try:
-                _on_master_gone()
+                finish_run()
             finally:
                 os._exit(70)
         except mitogen.core.ChannelError:
@@ -662,7 +662,7 @@ def install(
             # Before the pool: shutdown listeners run in order, and the pool's
             # joins its threads, which may be waiting on our processes.
             STATE.keep_logs = bool(keep_logs)
-            mitogen.core.listen(econtext.broker, "shutdown", _on_master_gone)
+            mitogen.core.listen(econtext.broker, "shutdown", finish_run)
             mitogen.service.get_or_create_pool(size=pool_size, router=econtext.router)
             recv = mitogen.core.Receiver(econtext.router)
             threading.Thread(
@@ -684,28 +684,34 @@ def install(
     }
 
 
-def call_function(module, qualname, args, kwargs):
-    """Run ``module.qualname(*args, **kwargs)`` for ``Host.call``.
-
-    Exceptions come back as a bounded error dict: mitogen refuses a
-    CallError over 9999 characters, and it would lose the type anyway.
-    """
+def _resolve(module, qualname):
     import importlib
 
+    target = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def _raised(what, e):
+    """The error dict for exception ``e`` raised in ``what`` (bounded, as
+    mitogen refuses a CallError over 9999 characters and loses its type)."""
+    message = str(e)[:2000]
+    return _error(
+        "RemoteCallError",
+        "%s raised %s: %s" % (what, type(e).__name__, message),
+        type_name=type(e).__name__,
+        remote_message=message,
+        remote_traceback=traceback.format_exc()[-4000:],
+    )
+
+
+def call_function(module, qualname, args, kwargs):
+    """Run ``module.qualname(*args, **kwargs)`` for ``Host.call``."""
     try:
-        target = importlib.import_module(module)
-        for part in qualname.split("."):
-            target = getattr(target, part)
-        return {"ok": True, "result": target(*args, **kwargs)}
+        return {"ok": True, "result": _resolve(module, qualname)(*args, **kwargs)}
     except Exception as e:
-        return {
-            "ok": False,
-            "error": {
-                "type_name": type(e).__name__,
-                "remote_message": str(e)[:2000],
-                "remote_traceback": traceback.format_exc()[-4000:],
-            },
-        }
+        return _raised("call %s()" % qualname, e)
 
 
 def _guarded(fn):
@@ -713,14 +719,7 @@ def _guarded(fn):
         try:
             return fn(*args, **kwargs)
         except Exception as e:
-            tb = traceback.format_exc()
-            return _error(
-                "RemoteCallError",
-                "%s in %s: %s" % (type(e).__name__, fn.__name__, e),
-                type_name=type(e).__name__,
-                remote_message=str(e)[:2000],
-                remote_traceback=tb[-4000:],
-            )
+            return _raised(fn.__name__, e)
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
@@ -750,8 +749,7 @@ def invoke(function, args=(), kwargs=None):
     module_name, _, attr = function.rpartition(".")
     if not module_name.startswith("remoteexec.target"):
         raise ValueError("only remoteexec.target functions may be invoked, not %s" % function)
-    __import__(module_name)
-    return getattr(sys.modules[module_name], attr)(*args, **(kwargs or {}))
+    return _resolve(module_name, attr)(*args, **(kwargs or {}))
 
 
 class Supervisor(mitogen.service.Service):
@@ -769,7 +767,7 @@ class Supervisor(mitogen.service.Service):
     status = _method(status)
     output = _method(output)
     run = _method(run)
-    kill_all = _method(kill_all)
+    finish = _method(finish_run)
     invoke = _method(invoke)
 
     @mitogen.service.expose(_ALLOW)
