@@ -266,42 +266,63 @@ def _popen_error(e, argv, cwd, command):
     return _error("ExecutorError", "cannot start %s: %s" % (program, e), command=text)
 
 
+def _next_id():
+    with STATE.lock:
+        STATE.seq += 1
+        return STATE.seq
+
+
+def _popen(command, shell, cwd, env, marker, **stdio):
+    """Start one child in its own session, carrying ``marker`` in its
+    environment; return (Popen, None) or (None, error dict)."""
+    argv = _argv(command, shell)
+    full_env = dict(os.environ)
+    full_env.update({str(k): str(v) for k, v in (env or {}).items()})
+    full_env[MARKER] = marker
+    try:
+        with STATE.spawn_lock:
+            popen = subprocess.Popen(
+                argv,
+                shell=bool(shell),
+                cwd=cwd or None,
+                env=full_env,
+                close_fds=True,
+                start_new_session=True,
+                **stdio,
+            )
+            STATE.own_pids.add(popen.pid)
+    except OSError as e:
+        return None, _popen_error(e, argv if not shell else [argv], cwd, command)
+    return popen, None
+
+
 def _spawn(spec):
     """Start a process tree; return (Proc, None) or (None, error dict)."""
     _require_installed()
-    with STATE.lock:
-        STATE.seq += 1
-        proc_id = STATE.seq
+    proc_id = _next_id()
     command = spec["command"]
     shell = bool(spec.get("shell"))
-    argv = _argv(command, shell)
-    cwd = spec.get("cwd") or None
     marker = "%s.%d" % (STATE.prefix, proc_id)
-    env = dict(os.environ)
-    env.update({str(k): str(v) for k, v in (spec.get("env") or {}).items()})
-    env[MARKER] = marker
+    argv = _argv(command, shell)
     program = argv if isinstance(argv, str) else os.path.basename(argv[0])
     name = spec.get("name") or program.split()[0]
     log_path = os.path.join(STATE.run_dir, "%s-%d.log" % (_safe_name(name), proc_id))
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
-        with STATE.spawn_lock:
-            popen = subprocess.Popen(
-                argv,
-                shell=shell,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=log_fd,
-                close_fds=True,
-                start_new_session=True,
-            )
-            STATE.own_pids.add(popen.pid)
-    except OSError as e:
-        return None, _popen_error(e, argv if not shell else [argv], cwd, command)
+        popen, err = _popen(
+            command,
+            shell,
+            spec.get("cwd"),
+            spec.get("env"),
+            marker,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
+        )
     finally:
         os.close(log_fd)
+    if err:
+        return None, err
     proc = Proc(proc_id, dict(spec, name=name), marker, log_path, popen)
     with STATE.lock:
         STATE.procs[proc_id] = proc
@@ -491,30 +512,20 @@ def run(command, shell=False, cwd=None, env=None, timeout=None, input=None):
     master crashes mid-call.
     """
     _require_installed()
-    with STATE.lock:
-        STATE.seq += 1
-        marker = "%s.run%d" % (STATE.prefix, STATE.seq)
-    argv = _argv(command, shell)
-    full_env = dict(os.environ)
-    full_env.update({str(k): str(v) for k, v in (env or {}).items()})
-    full_env[MARKER] = marker
+    marker = "%s.run%d" % (STATE.prefix, _next_id())
     started = time.monotonic()
-    try:
-        with STATE.spawn_lock:
-            popen = subprocess.Popen(
-                argv,
-                shell=bool(shell),
-                cwd=cwd,
-                env=full_env,
-                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                close_fds=True,
-                start_new_session=True,
-            )
-            STATE.own_pids.add(popen.pid)
-    except OSError as e:
-        return _popen_error(e, argv if not shell else [argv], cwd, command)
+    popen, error = _popen(
+        command,
+        shell,
+        cwd,
+        env,
+        marker,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    if error:
+        return error
     try:
         out, err = popen.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
