@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
 from remoteexec.tarantool.lua import LuaExpr, lua_string, to_lua
+from remoteexec.target.tarantool import _VERSION_RE, UNIX_PATH_MAX
 
 __all__ = [
     "DEFAULT_MEMTX_MEMORY",
@@ -51,16 +52,12 @@ DEFAULT_MEMTX_MEMORY = 64 << 20
 LOG_FILE = "tarantool.log"
 PID_FILE = "tarantool.pid"
 PASSWORD_ENV = "TT_RX_PASSWORD"
-# sun_path is 108 bytes including the terminating NUL.
-UNIX_PATH_MAX = 107
 
 # What Tarantool's URI parser (2.6) accepts in "user:password@host": checked
 # against net.box on 2.6.0; ':', '@', '/', '#', '?', space, quotes, brackets and
 # non-ASCII break the URI. No percent-decoding happens ('%40' stays literal).
 URI_SAFE = re.compile(r"[A-Za-z0-9!$&'()*+,;=~._%-]+\Z")
 _URI_SAFE_LUA = "^[%w!$&'()*+,;=~._%%-]+$"
-
-_VERSION_RE = re.compile(r"\bTarantool\b(?:\s+Enterprise)?\s+v?(\d+)\.(\d+)\.(\d+)", re.IGNORECASE)
 
 
 def parse_version(text: str) -> Version:

@@ -40,14 +40,19 @@ _FACTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _FACTS_LOCK = threading.Lock()
 
 
-def _renamed(error: RemoteExecError, label: str, **extra: Any) -> RemoteExecError:
-    """The same error, its message prefixed with ``label`` (which member failed)."""
+def _reworded(error: RemoteExecError, message: str, **extra: Any) -> RemoteExecError:
+    """The same error (class, host, every field) with ``message``; ``extra`` fields win."""
     details = dict(error.details, **extra)
     fields = dict(command=error.command, exit_code=error.exit_code, output_tail=error.output_tail)
     for key in fields:
         if key in details:
             fields[key] = details.pop(key)
-    return type(error)("%s: %s" % (label, error.message), host=error.host, **fields, **details)
+    return type(error)(message, host=error.host, **fields, **details)
+
+
+def _renamed(error: RemoteExecError, label: str, **extra: Any) -> RemoteExecError:
+    """The same error, its message prefixed with ``label`` (which member failed)."""
+    return _reworded(error, "%s: %s" % (label, error.message), **extra)
 
 
 def _secret(user: Optional[str], password: Optional[str]) -> Optional[mitogen.core.Secret]:

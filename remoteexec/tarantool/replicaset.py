@@ -18,6 +18,7 @@ from .instance import (
     SLACK,
     TarantoolInstance,
     _renamed,
+    _reworded,
     _secret,
     _split_listen,
     stop_on_exit,
@@ -327,9 +328,6 @@ class ReplicaSet:
 
     # -- waits -------------------------------------------------------------
 
-    def _info(self, member: TarantoolInstance, timeout: Optional[float] = None) -> Dict[str, Any]:
-        return member.info(timeout=self.timeout if timeout is None else timeout)
-
     def wait_synced(self, timeout: Optional[float] = None) -> Dict[str, Any]:
         """Wait until every running replica's vclock has caught up with the leader's.
 
@@ -347,7 +345,7 @@ class ReplicaSet:
                 host=leader.on.name,
                 member=leader.name,
             )
-        target = self._info(leader, wait)["vclock"]
+        target = leader.info(timeout=wait)["vclock"]
         followers = [m for m in self.replicas if m.pid is not None and not m.paused]
         _raise_first(_each(lambda m: self._wait_vclock(m, target, wait), followers))
         return target
@@ -449,14 +447,7 @@ class ReplicaSet:
                     "replication_connect_quorum peers connect (on tarantool < 2.11 "
                     "every peer by default)" % (", ".join(m.name for m in down), member.name)
                 )
-                raise type(e)(
-                    "%s\n(%s)" % (e.message, note),
-                    host=e.host,
-                    command=e.command,
-                    exit_code=e.exit_code,
-                    output_tail=e.output_tail,
-                    **e.details,
-                ) from None
+                raise _reworded(e, "%s\n(%s)" % (e.message, note)) from None
 
     @contextlib.contextmanager
     def _skipping_down_peers(self, member: TarantoolInstance) -> Iterator[List[TarantoolInstance]]:
@@ -535,7 +526,7 @@ class ReplicaSet:
         else:
             old.eval("box.cfg{read_only = true}", timeout=left())
             try:
-                vclock = self._info(old, left())["vclock"]
+                vclock = old.info(timeout=left())["vclock"]
                 self._wait_vclock(target, vclock, left())
                 target.eval("box.cfg{read_only = false}", timeout=left())
             except BaseException:

@@ -158,7 +158,7 @@ def tarantool_version(path: str = "tarantool", timeout: float = 10.0) -> dict:
         "parse",
         "no version in the output of --version",
         path=path,
-        command=[path, "--version"],
+        command=command,
         output_tail=out[-2000:],
     )
 
@@ -576,6 +576,15 @@ _STDERR_ERROR = re.compile(
 )
 
 
+def _read_tail(path: str, max_bytes: int) -> tuple:
+    """(the last ``max_bytes`` of the file at ``path``, its size); OSError as raised."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - max_bytes))
+        return f.read(max_bytes), size
+
+
 def log_lines(
     log_path: str,
     levels: Iterable[str] = ("F", "E"),
@@ -596,11 +605,7 @@ def log_lines(
     """
     wanted = set(levels)
     try:
-        with open(log_path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - tail_bytes))
-            data = f.read(tail_bytes)
+        data, size = _read_tail(log_path, tail_bytes)
     except OSError:
         return []
     text = data.decode("utf-8", "replace")
@@ -919,10 +924,7 @@ def wait_vclock(probe_socket: str, target: dict, timeout: float) -> dict:
 def read_file(path: str, max_bytes: int = 16 << 20) -> dict:
     """The last ``max_bytes`` of a file, for artifacts; a missing file is ``data`` None."""
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            return {"ok": True, "data": f.read(max_bytes), "size": size}
+        data, size = _read_tail(path, max_bytes)
     except FileNotFoundError:
         return {"ok": True, "data": None, "size": 0}
+    return {"ok": True, "data": data, "size": size}
