@@ -20,12 +20,13 @@ import math
 import os
 import platform
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -41,6 +42,13 @@ EXIT_OK, EXIT_MISSED, EXIT_SKIPPED = 0, 1, 2
 def progress(text: str) -> None:
     """A progress line on stderr (stdout carries only the markdown)."""
     print("[bench] %s" % text, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def trivial(x: int) -> int:
@@ -175,6 +183,17 @@ def lab_report(title: str) -> Report:
     return Report(title, skipped=None if ok else why)
 
 
+def connect_options(lab: Any) -> Dict[str, Any]:
+    """``Master.connect``/``connect_all`` options for lab hosts: the lab's key and
+    known_hosts (strict host key checking, as the tests connect), Debian's python."""
+    return {
+        "identity_file": lab.identity_file,
+        "known_hosts_file": lab.known_hosts_file,
+        "python": PY,
+        "connect_timeout": 10,
+    }
+
+
 @contextlib.contextmanager
 def lab_host(heartbeat_timeout: float = 10.0) -> Iterator[Tuple[Any, Any]]:
     """A fresh one-host lab, a Master and a Host connected to it; all removed after.
@@ -190,13 +209,7 @@ def lab_host(heartbeat_timeout: float = 10.0) -> Iterator[Tuple[Any, Any]]:
         progress("lab %s up in %.2fs: %s" % (lab.name, time.perf_counter() - t0, lab.targets[0]))
         with rx.Master(heartbeat_timeout=heartbeat_timeout) as master:
             t1 = time.perf_counter()
-            host = master.connect(
-                lab.targets[0],
-                identity_file=lab.identity_file,
-                known_hosts_file=lab.known_hosts_file,
-                python=PY,
-                connect_timeout=10,
-            )
+            host = master.connect(lab.targets[0], **connect_options(lab))
             progress("connected to %s in %.2fs" % (host.name, time.perf_counter() - t1))
             yield lab, host
     progress("lab removed")

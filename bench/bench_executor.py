@@ -13,7 +13,6 @@ Run: ``python bench/bench_executor.py`` (needs root for the lab).
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 
 import _common as c
@@ -23,12 +22,6 @@ WARMUP = 2
 SLEEPS = (0.1, 0.01)
 REMOTE_PORT = 18080  # the lab host is its own network namespace: always free
 FACTOR = 1.3
-
-
-def _free_local_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _server(port: object):
@@ -51,7 +44,7 @@ def _measure(host, sleep: float):
 
     import remoteexec as rx
 
-    port = _free_local_port()
+    port = c.free_port()
     executors = {
         "remote": rx.TCPExecutor(
             _server(REMOTE_PORT),

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -41,12 +40,6 @@ STOP_LIMIT = 0.5
 PHASES = ("connect", "spawn", "running", "full_mesh", "total", "stop")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # -- baseline: plain subprocess on this machine -------------------------------
 
 
@@ -54,7 +47,7 @@ def _baseline_once(version: tuple, root: str) -> Dict[str, float]:
     from remoteexec.tarantool.config import box_cfg_for, render_init_lua
     from remoteexec.target import tarantool as tt
 
-    uris = ["127.0.0.1:%d" % _free_port() for _ in range(3)]
+    uris = ["127.0.0.1:%d" % c.free_port() for _ in range(3)]
     set_uuid = str(uuid.uuid4())
     members: List[Dict[str, Any]] = []
     for i, uri in enumerate(uris):
@@ -163,13 +156,7 @@ def _remote_once(hosts: List[Any], port: int) -> Dict[str, float]:
 
 def _connect(master: Any, lab: Any) -> List[Any]:
     """Every lab host, in parallel, with strict host key checking (as the tests)."""
-    return master.connect_all(
-        lab.targets,
-        identity_file=lab.identity_file,
-        known_hosts_file=lab.known_hosts_file,
-        python=c.PY,
-        connect_timeout=10,
-    )
+    return master.connect_all(lab.targets, **c.connect_options(lab))
 
 
 def _cold_once(lab: Any, port: int) -> Dict[str, float]:
