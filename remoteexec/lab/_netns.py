@@ -1,6 +1,6 @@
 """Low-level helpers for :mod:`remoteexec.lab`: bounded subprocess calls to ``ip``,
-``nft``, ``ssh-keygen`` and ``sshd``, and stdlib-only inspection of ``/proc``,
-``/sys/class/net`` and ``/run/netns``.
+``nft``, ``ssh-keygen`` and ``sshd``, and inspection of ``/proc`` (through
+:mod:`remoteexec.target.procs`), ``/sys/class/net`` and ``/run/netns``.
 
 Every subprocess call here has a timeout and every loop is bounded in count and
 time.  Nothing in this module talks to the network except :func:`tcp_ready`,
@@ -18,6 +18,8 @@ import socket
 import subprocess
 import time
 from typing import Iterable, List, Optional, Sequence
+
+from ..target import procs
 
 NETNS_DIR = "/run/netns"
 SYS_NET = "/sys/class/net"
@@ -181,13 +183,8 @@ def netns_pids(name: str, *, limit: int = 100000) -> List[int]:
 
 def proc_start_time(pid: int) -> Optional[int]:
     """Kernel start time (clock ticks since boot) of a live, non-zombie ``pid``, else None."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(")") + 2 :].split()
-    if not fields or fields[0] in ("Z", "X"):
+    fields = procs._stat(pid)
+    if not fields or fields[0] in (b"Z", b"X"):
         return None
     try:
         return int(fields[19])
@@ -200,11 +197,7 @@ def proc_alive(pid: Optional[int]) -> bool:
 
 
 def proc_cmdline(pid: int) -> List[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return []
+    raw = procs._read(f"/proc/{pid}/cmdline") or b""
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
