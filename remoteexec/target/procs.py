@@ -1,11 +1,18 @@
 """The target's process table: psutil when present, /proc otherwise.
 
 Only what the supervisor needs: find processes by an exact environment
-marker, tell whether a pid is alive, and find who owns a listening TCP port
-or unix socket (for AlreadyRunning messages).
+marker, tell whether a pid is alive, find who owns a listening TCP port or
+unix socket (for AlreadyRunning messages), and reap orphaned zombies without
+taking a child that its own spawner is waiting for.
+
+This module is also shipped, as source, into the guard process
+(:mod:`.guard`), which runs with ``python3 -I -S``: keep it stdlib only and
+cheap to import.
 """
 
+import contextlib
 import os
+import threading
 
 try:  # psutil is a C extension: mitogen cannot ship it, so it is optional.
     import psutil
@@ -14,8 +21,12 @@ except ImportError:  # pragma: no cover - depends on the target
 
 HAVE_PSUTIL = psutil is not None
 
+#: The environment variable that marks every process of a run.
+MARKER = "REMOTEEXEC_RUN"
 
-def _all_pids():
+
+def all_pids():
+    """Every pid in /proc (threads excluded), as ints."""
     try:
         return [int(name) for name in os.listdir("/proc") if name.isdigit()]
     except OSError:
@@ -45,17 +56,24 @@ def pids_with_marker(name, value=None, run_prefix=None):
     """
     me = os.getpid()
     found = []
-    for pid in _all_pids():
+    for pid in all_pids():
         if pid == me:
             continue
         env = read_environ(pid)
         if not env or name not in env:
             continue
         got = env[name]
-        in_run = run_prefix is not None and (got == run_prefix or got.startswith(run_prefix + "."))
-        if in_run or (value is not None and got == value):
+        if in_run(got, run_prefix) or (value is not None and got == value):
             found.append(pid)
     return found
+
+
+def in_run(value, run_prefix):
+    """True when marker ``value`` belongs to ``run_prefix`` (equal to it, or
+    ``<run_prefix>.<more>``): whole dot-separated parts, never a substring."""
+    if run_prefix is None or value is None:
+        return False
+    return value == run_prefix or value.startswith(run_prefix + ".")
 
 
 def _read(path):
@@ -75,6 +93,21 @@ def _stat(pid):
     return data[data.rfind(b")") + 2 :].split()
 
 
+def stat_fields(pid):
+    """(state, ppid, session, start time in clock ticks since boot) of ``pid``,
+    or None when it is gone.
+
+    The start time tells a pid from a later process that reused it.
+    """
+    fields = _stat(pid)
+    if not fields or len(fields) < 20:
+        return None
+    try:
+        return fields[0].decode("ascii", "replace"), int(fields[1]), int(fields[3]), int(fields[19])
+    except ValueError:
+        return None
+
+
 def state(pid):
     """The kernel's one-letter state of ``pid`` ('R', 'S', 'Z', ...) or None."""
     fields = _stat(pid)
@@ -90,12 +123,71 @@ def zombie_children(exclude_session):
     """
     me = os.getpid()
     found = []
-    for pid in _all_pids():
+    for pid in all_pids():
         fields = _stat(pid)
         ours = fields and fields[0] == b"Z" and int(fields[1]) == me
         if ours and int(fields[3]) != exclude_session:
             found.append(pid)
     return found
+
+
+# -- children that their spawner waits for itself -------------------------
+#
+# The supervisor is a child subreaper: orphans of its trees become its
+# children, and someone must reap them or they stay zombies. That reaper must
+# never take a child that other target code spawned and is waiting for (a
+# Popen, tarantool --version): its waitpid would then fail with ECHILD. So
+# every such spawn happens under SPAWN_LOCK and is registered in the same
+# critical section as the fork, and the reaper takes the same lock and skips
+# registered children. Registration is keyed by the spawner's object, not
+# the pid, so a late release can never unregister a newer child that reused
+# the pid.
+
+#: Held by spawners across fork+registration and by the reaper around each wait.
+SPAWN_LOCK = threading.Lock()
+_waited = {}
+
+
+def spawn_waited(start):
+    """Call ``start()``, which forks one child and returns an object with
+    ``.pid`` (a Popen), and register that child as waited for by its caller.
+
+    The caller must :func:`release_waited` the object once it has reaped the
+    child. Returns what ``start()`` returned.
+    """
+    with SPAWN_LOCK:
+        child = start()
+        _waited[id(child)] = child.pid
+    return child
+
+
+def release_waited(child):
+    """The spawner of ``child`` has reaped it (or gave up): the reaper may
+    take that pid again. Idempotent."""
+    with SPAWN_LOCK:
+        _waited.pop(id(child), None)
+
+
+def reap_orphans():
+    """Reap zombie children that nobody waits for: orphans of our trees.
+
+    Children of other code in this interpreter that spawned in our own
+    session (``Host.call`` functions using subprocess) are left to their
+    owners, as are children registered with :func:`spawn_waited`. The /proc
+    scan runs outside the lock; each candidate is checked again under it,
+    right before its wait.
+    """
+    me = os.getpid()
+    own_session = os.getsid(0)
+    for pid in zombie_children(exclude_session=own_session):
+        with SPAWN_LOCK:
+            if pid in _waited.values():
+                continue
+            fields = stat_fields(pid)
+            if not fields or fields[0] != "Z" or fields[1] != me or fields[2] == own_session:
+                continue
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
 
 
 def is_alive(pid):
@@ -109,7 +201,7 @@ def _socket_inode_owner(inodes):
     if not inodes:
         return None
     wanted = {"socket:[%s]" % inode for inode in inodes}
-    for pid in _all_pids():
+    for pid in all_pids():
         fd_dir = "/proc/%d/fd" % pid
         try:
             fds = os.listdir(fd_dir)

@@ -16,6 +16,8 @@ calls :func:`install` once, right after connecting; from then on:
 - when the master goes away (clean exit, crash, SIGKILL, ssh dying: mitogen's
   broker ``shutdown``; or a silent partition: heartbeats stop), every process
   tree of the run is killed and the context exits.
+- when the context itself dies without a word (SIGKILL, the OOM killer), the
+  guard process started at install (:mod:`.guard`) kills what it left.
 
 Functions return ``{"ok": True, ...}`` or ``{"ok": False, "error": {...}}``;
 the error dict has ``type`` (a remoteexec exception class name) and
@@ -27,6 +29,7 @@ import ctypes
 import errno
 import logging
 import os
+import select
 import shlex
 import signal
 import socket
@@ -41,11 +44,11 @@ import traceback
 import mitogen.core
 import mitogen.service
 
-from . import checks, procs
+from . import checks, guard, procs
 
 LOG = logging.getLogger("remoteexec.target")
 
-MARKER = "REMOTEEXEC_RUN"
+MARKER = procs.MARKER
 PR_SET_CHILD_SUBREAPER = 36
 TAIL_LINES = 50
 TAIL_BYTES = 64 * 1024
@@ -65,10 +68,10 @@ class _State:
         self.subreaper = False
         self.heartbeat_handle = None
         self.keep_logs = False
-        # Pids of our own Popen objects: the orphan reaper must leave them
-        # to Popen, or their exit codes would be lost.
-        self.own_pids = set()
-        self.spawn_lock = threading.Lock()
+        # The guard (see guard.py): its Popen, and the write end of its pipe.
+        self.guard = None
+        self.guard_fd = None
+        self.guard_error = None
 
 
 STATE = _State()
@@ -115,19 +118,7 @@ def _tail_of(path, lines=TAIL_LINES):
     return "\n".join(text[-lines:]) if lines else ""
 
 
-def reap_orphans():
-    """Reap zombies re-parented to us (the subreaper) from our trees.
-
-    Children of other code in this interpreter (``Host.call`` functions
-    using subprocess) stay in the context's session and are left to their
-    owners; our own Popen children are left to Popen.
-    """
-    with STATE.spawn_lock:
-        for pid in procs.zombie_children(exclude_session=os.getsid(0)):
-            if pid in STATE.own_pids:
-                continue
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
+reap_orphans = procs.reap_orphans
 
 
 class Proc:
@@ -148,7 +139,7 @@ class Proc:
     def poll(self):
         rc = self.popen.poll()
         if rc is not None:
-            STATE.own_pids.discard(self.pid)
+            procs.release_waited(self.popen)
         return rc
 
     def marked(self):
@@ -221,12 +212,25 @@ def _get(proc_id):
         return STATE.procs.get(proc_id) or STATE.finished.get(proc_id)
 
 
+def _drop_log(proc):
+    """Delete ``proc``'s log unless the master asked to keep logs."""
+    if not STATE.keep_logs:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(proc.log_path)
+
+
 def _retire(proc):
+    """Move a finished tree to ``STATE.finished``; the oldest beyond
+    FINISHED_KEPT is evicted with its log, so a long-lived master's run
+    directory stays bounded."""
+    evicted = []
     with STATE.lock:
         STATE.procs.pop(proc.id, None)
         STATE.finished[proc.id] = proc
         while len(STATE.finished) > FINISHED_KEPT:
-            STATE.finished.pop(next(iter(STATE.finished)))
+            evicted.append(STATE.finished.pop(next(iter(STATE.finished))))
+    for old in evicted:
+        _drop_log(old)
 
 
 def _argv(command, shell):
@@ -280,8 +284,8 @@ def _popen(command, shell, cwd, env, marker, **stdio):
     full_env.update({str(k): str(v) for k, v in (env or {}).items()})
     full_env[MARKER] = marker
     try:
-        with STATE.spawn_lock:
-            popen = subprocess.Popen(
+        popen = procs.spawn_waited(
+            lambda: subprocess.Popen(
                 argv,
                 shell=bool(shell),
                 cwd=cwd or None,
@@ -290,9 +294,11 @@ def _popen(command, shell, cwd, env, marker, **stdio):
                 start_new_session=True,
                 **stdio,
             )
-            STATE.own_pids.add(popen.pid)
+        )
     except OSError as e:
         return None, _popen_error(e, argv if not shell else [argv], cwd, command)
+    # Not yet reaped (registered above), so its /proc entry is there to read.
+    tell_guard(popen.pid)
     return popen, None
 
 
@@ -484,6 +490,39 @@ def kill(proc_id, sig=signal.SIGKILL, wait=True):
     return {"ok": True, "returncode": proc.poll()}
 
 
+def forget(proc_id, timeout=2.0):
+    """Forget a process tree the master no longer holds an executor for.
+
+    A tree still alive gets its stop signal, ``timeout`` seconds, then
+    SIGKILL (bounded by KILL_WAIT). It is then dropped from the tables and
+    its log deleted (unless keep_logs), so a master that lives for hours and
+    starts executors again and again does not grow the run directory.
+    Returns ``{"ok": True, "was_running": bool}``; an unknown id is already
+    forgotten (``was_running`` False). A tree that survives SIGKILL is kept
+    (finish still tries) and reported as TimeoutExpired.
+    """
+    proc = _get(proc_id)
+    if proc is None:
+        return {"ok": True, "was_running": False}
+    was_running = proc.alive()
+    if was_running:
+        proc.signal_tree(proc.stop_signal)
+        if not proc.wait_gone(time.monotonic() + float(timeout)):
+            proc.signal_tree(signal.SIGKILL)
+            if not proc.wait_gone(time.monotonic() + KILL_WAIT):
+                return _error(
+                    "TimeoutExpired",
+                    "process tree %s still alive %gs after SIGKILL" % (proc_id, KILL_WAIT),
+                    command=_command_text(proc.command),
+                )
+    proc.poll()  # reap the main process, if not yet done
+    with STATE.lock:
+        STATE.procs.pop(proc.id, None)
+        STATE.finished.pop(proc.id, None)
+    _drop_log(proc)
+    return {"ok": True, "was_running": was_running}
+
+
 def signal_proc(proc_id, sig):
     """Send ``sig`` to the main process only (SIGSTOP/SIGCONT and friends)."""
     proc = _get(proc_id)
@@ -541,7 +580,7 @@ def run(command, shell=False, cwd=None, env=None, timeout=None, input=None):
                 pipe.close()
             popen.wait(KILL_WAIT)
             out, err = b"", b""
-        STATE.own_pids.discard(popen.pid)
+        procs.release_waited(popen)
         return _error(
             "TimeoutExpired",
             "command did not finish within %gs; killed" % timeout,
@@ -549,7 +588,7 @@ def run(command, shell=False, cwd=None, env=None, timeout=None, input=None):
             output_tail=(out + err).decode("utf-8", "replace")[-4000:],
             timeout=timeout,
         )
-    STATE.own_pids.discard(popen.pid)
+    procs.release_waited(popen)
     return {
         "ok": True,
         "returncode": popen.returncode,
@@ -621,6 +660,112 @@ def _set_subreaper():
         return False
 
 
+def _module_source(module):
+    """The source text of one of our modules, imported from disk or
+    through mitogen's importer (both loaders implement get_source)."""
+    loader = getattr(getattr(module, "__spec__", None), "loader", None)
+    source = loader.get_source(module.__name__) if loader is not None else None
+    if source is None:
+        import inspect
+
+        source = inspect.getsource(module)
+    return source
+
+
+GUARD_READY_WAIT = 5.0
+
+
+def _start_guard(prefix):
+    """Start this context's guard (see guard.py); return (Popen, write fd,
+    None) or (None, None, error text).
+
+    The pipe is made O_CLOEXEC: only the guard (through pass_fds) gets the
+    read end, and no process spawned later inherits the write end, so the
+    guard reads EOF exactly when this context is gone.
+    """
+    if not sys.executable:
+        return None, None, "no python executable known (sys.executable is empty)"
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    try:
+        popen = procs.spawn_waited(
+            lambda: subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", guard.BOOTSTRAP, prefix, str(read_fd)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(read_fd,),
+                close_fds=True,
+                start_new_session=True,
+                cwd="/",
+            )
+        )
+    except OSError as e:
+        os.close(write_fd)
+        return None, None, "cannot start the guard with %s: %s" % (sys.executable, e)
+    finally:
+        os.close(read_fd)
+    payload = guard.stdin_payload(_module_source(procs), _module_source(guard))
+    ready = b""
+    try:
+        popen.stdin.write(payload)  # ~15 KB: fits the pipe, never blocks
+        popen.stdin.close()
+        deadline = time.monotonic() + GUARD_READY_WAIT
+        while not ready.endswith(b"\n") and time.monotonic() < deadline:
+            readable, _, _ = select.select([popen.stdout], [], [], deadline - time.monotonic())
+            chunk = os.read(popen.stdout.fileno(), 64) if readable else b""
+            if not chunk:
+                break
+            ready += chunk
+    except OSError:
+        pass
+    if ready != b"ready\n":
+        popen.kill()
+        popen.wait(KILL_WAIT)
+        procs.release_waited(popen)
+        why = popen.stderr.read()[-2000:].decode("utf-8", "replace").strip()
+        popen.stdout.close()
+        popen.stderr.close()
+        os.close(write_fd)
+        return None, None, "the guard did not start: %s" % (why or "no answer")
+    popen.stdout.close()
+    popen.stderr.close()
+    os.set_blocking(write_fd, False)
+    return popen, write_fd, None
+
+
+def tell_guard(pid):
+    """Tell the guard that ``pid`` leads a new session of ours, with its
+    start time (so a reused pid is not taken for it).
+
+    Needed because a process may rewrite its environment (Tarantool does)
+    and lose the marker. The write is one line, under PIPE_BUF so atomic
+    across threads; it never blocks for more than a second on a stalled
+    guard, and a dead guard is reported once, not on every spawn.
+    """
+    fd = STATE.guard_fd
+    fields = procs.stat_fields(pid) if fd is not None else None
+    if fields is None:
+        return
+    line = b"+%d %d\n" % (pid, fields[3])
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            os.write(fd, line)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                LOG.error("the guard does not read its pipe: session %d not registered", pid)
+                return
+            time.sleep(0.001)
+        except OSError as e:
+            # Never close the fd here: another thread may be writing to it,
+            # and a reused fd number would send its line to some other file.
+            LOG.error("the guard is gone (%s): the run is not guarded any more", e)
+            STATE.guard_fd = None
+            STATE.guard_error = "the guard exited: %s" % e
+            return
+
+
 def _watchdog(recv, timeout):
     """Kill everything and exit when the master's heartbeats stop."""
     while True:
@@ -670,6 +815,9 @@ def install(
             STATE.prefix = prefix
             STATE.run_dir = run_dir
             STATE.subreaper = _set_subreaper()
+            STATE.guard, STATE.guard_fd, STATE.guard_error = _start_guard(prefix)
+            if STATE.guard_error:
+                LOG.error("%s; processes may outlive a killed context", STATE.guard_error)
             # Before the pool: shutdown listeners run in order, and the pool's
             # joins its threads, which may be waiting on our processes.
             STATE.keep_logs = bool(keep_logs)
@@ -690,6 +838,8 @@ def install(
         "heartbeat_handle": STATE.heartbeat_handle,
         "psutil": procs.HAVE_PSUTIL,
         "subreaper": STATE.subreaper,
+        "guard_pid": STATE.guard.pid if STATE.guard else None,
+        "guard_error": STATE.guard_error,
         "python": sys.version.split()[0],
         "uid": os.getuid(),
     }
@@ -775,6 +925,7 @@ class Supervisor(mitogen.service.Service):
     stop = _method(stop)
     kill = _method(kill)
     signal = _method(signal_proc)
+    forget = _method(forget)
     status = _method(status)
     output = _method(output)
     run = _method(run)

@@ -37,6 +37,8 @@ import threading
 import time
 from typing import Any, Callable, Iterable, List, Optional, Sequence
 
+from . import procs
+
 __all__ = [
     "UNIX_PATH_MAX",
     "NotifyListener",
@@ -92,10 +94,16 @@ def _run_bounded(command: List[str], timeout: float) -> tuple:
     behind holding them cannot keep this waiting. The command runs in a new
     session; once it exits or ``timeout`` is up (subprocess.TimeoutExpired),
     its whole process group is SIGKILLed, so nothing it started stays.
+
+    The child is registered with :func:`procs.spawn_waited` (in a session of
+    its own it looks like an orphan to the supervisor's reaper, which would
+    otherwise reap it under our waitid: ECHILD), and released once reaped.
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
+        proc = procs.spawn_waited(
+            lambda: subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
+            )
         )
         try:
             deadline = time.monotonic() + timeout
@@ -111,6 +119,7 @@ def _run_bounded(command: List[str], timeout: float) -> tuple:
             with contextlib.suppress(OSError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            procs.release_waited(proc)
         out.seek(0)
         err.seek(0)
         return proc.returncode, out.read(_MAX_OUTPUT), err.read(_MAX_OUTPUT)
