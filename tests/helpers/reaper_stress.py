@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from remoteexec.target import supervisor, tarantool  # noqa: E402
+from remoteexec.target import supervisor, tarantool
 
 
 def main():

@@ -1,0 +1,294 @@
+"""The supervisor's own guarantees: the guard, the reaper, forget.
+
+Liveness is judged by a small /proc reader in this file (an oracle that does
+not share code with remoteexec.target.procs): a process is the same one only
+while its pid shows the start time recorded before the test acted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import pytest
+from conftest import HELPER, PY, connect_options, wait_until
+
+import remoteexec as rx
+from remoteexec.target import guard
+
+#: Services must be gone this soon after their context is SIGKILLed ...
+DIE_WITHIN = 2.0
+#: ... plus this margin, for a 2-core machine that runs other suites too.
+LOAD_MARGIN = 1.0
+
+
+# -- the oracle ------------------------------------------------------------
+
+
+def _stat(pid: int) -> Optional[Tuple[str, int, int, int]]:
+    """(state, ppid, session, start time) from /proc/PID/stat, or None."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split()
+    return fields[0].decode(), int(fields[1]), int(fields[3]), int(fields[19])
+
+
+def _table() -> Dict[int, Tuple[str, int, int, int]]:
+    table = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = _stat(int(name))
+            if fields:
+                table[int(name)] = fields
+    return table
+
+
+def _descendants(root: int) -> Dict[int, int]:
+    """Live descendants of ``root``: pid -> start time."""
+    table = _table()
+    found: Dict[int, int] = {}
+    todo = [root]
+    while todo:
+        parent = todo.pop()
+        for pid, (state, ppid, _, started) in table.items():
+            if ppid == parent and pid not in found and state not in ("Z", "X"):
+                found[pid] = started
+                todo.append(pid)
+    return found
+
+
+def _alive(pid: int, started: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X") and fields[3] == started
+
+
+def _survivors(snapshot: Dict[int, int]) -> List[int]:
+    return [pid for pid, started in snapshot.items() if _alive(pid, started)]
+
+
+def _environ(pid: int) -> bytes:
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+# -- places ----------------------------------------------------------------
+
+
+@pytest.fixture(params=["local", pytest.param("lab", marks=pytest.mark.lab)])
+def fresh_host(request: pytest.FixtureRequest) -> Iterator[rx.Host]:
+    """A host on a master of its own (these tests kill its context)."""
+    options = {}
+    if request.param == "lab":
+        the_lab = request.getfixturevalue("lab")
+        options = connect_options(the_lab)
+    with rx.Master(heartbeat_timeout=5) as m:
+        if request.param == "lab":
+            yield m.connect(the_lab.targets[0], **options)
+        else:
+            yield m.local()
+
+
+def _start_services(host: rx.Host, scratch: str) -> Dict[str, int]:
+    """A plain process, a double-forking daemon, a tree, a tarantool; their main pids."""
+    port = 18600
+    if host.kind == "local":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    lua = os.path.join(scratch, "guarded.lua")
+    with open(lua, "w") as f:
+        f.write(
+            "box.cfg{work_dir=%r, log=%r}\nrequire('fiber').sleep(600)\n"
+            % (scratch, os.path.join(scratch, "tarantool.log"))
+        )
+    executors = {
+        "plain": rx.SimpleExecutor(["sleep", "600"], on=host),
+        "daemon": rx.TCPExecutor(
+            [PY, HELPER, "daemon", "127.0.0.1", str(port)],
+            host="127.0.0.1",
+            port=port,
+            on=host,
+            timeout=20,
+        ),
+        "tree": rx.OutputExecutor(
+            [PY, HELPER, "children", "3"], banner="tree ready", on=host, timeout=20
+        ),
+        "tarantool": rx.SimpleExecutor(["tarantool", lua], on=host),
+    }
+    return {kind: ex.start().pid for kind, ex in executors.items()}
+
+
+# -- 1. the guard -----------------------------------------------------------
+
+
+def test_context_sigkill_kills_its_services(fresh_host: rx.Host, tmp_path) -> None:
+    host = fresh_host
+    context, guard_pid = host.info["pid"], host.info["guard_pid"]
+    assert guard_pid and host.info["guard_error"] is None
+    assert os.getsid(guard_pid) == guard_pid, "the guard leads its own session"
+    pids = _start_services(host, str(tmp_path))
+    tarantool_pid = pids["tarantool"]
+    # Tarantool rewrites its environment at box.cfg: only the session the
+    # supervisor told the guard about still finds it.
+    assert wait_until(lambda: b"REMOTEEXEC_RUN=" not in _environ(tarantool_pid), 20.0)
+    assert wait_until(lambda: len(_descendants(context)) >= 8, 10.0), _descendants(context)
+    snapshot = _descendants(context)
+    services = {p: s for p, s in snapshot.items() if p != guard_pid}
+    assert pids["plain"] in services and pids["tarantool"] in services
+    assert len([p for p in services if _stat(p)[1] == pids["tree"]]) == 3, "tree of 4"
+    assert any("daemon" in _cmdline(p) for p in services), "the daemonized child runs"
+
+    os.kill(context, signal.SIGKILL)
+    killed = time.monotonic()
+    assert wait_until(lambda: not _survivors(snapshot), DIE_WITHIN + LOAD_MARGIN, 0.005), [
+        (p, _cmdline(p)) for p in _survivors(snapshot)
+    ]
+    took = time.monotonic() - killed
+    print(
+        "\n%s: %d processes gone %.3f s after the context's SIGKILL"
+        % (host.kind, len(snapshot), took)
+    )
+    assert wait_until(lambda: host.lost is not None, 10.0)
+
+
+def test_guard_leaves_nothing_on_clean_close(fresh_host: rx.Host) -> None:
+    host = fresh_host
+    context, guard_pid = host.info["pid"], host.info["guard_pid"]
+    rx.SimpleExecutor(["sleep", "600"], on=host).start()
+    snapshot = _descendants(context)
+    snapshot[context] = _stat(context)[3]
+    assert guard_pid in snapshot and len(snapshot) >= 3
+    host.master.close()
+    assert wait_until(lambda: not _survivors(snapshot), 5.0), [
+        (p, _cmdline(p)) for p in _survivors(snapshot)
+    ]
+
+
+def test_guard_checks_session_leader_start_time() -> None:
+    """A registered session whose leader pid now has another start time is
+    another session: the guard leaves it alone (pid reuse)."""
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        started = _stat(proc.pid)[3]
+        assert proc.pid in guard.run_pids("no-such-run", {proc.pid: started})
+        assert proc.pid not in guard.run_pids("no-such-run", {proc.pid: started - 1})
+        assert proc.pid not in guard.run_pids("no-such-run", {})
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_guard_parses_partial_lines() -> None:
+    sessions: Dict[int, int] = {}
+    rest = guard.parse(b"+10 5\n+11 7\n+1", sessions)
+    assert sessions == {10: 5, 11: 7} and rest == b"+1"
+    assert guard.parse(rest + b"2 9\ngarbage\n", sessions) == b""
+    assert sessions == {10: 5, 11: 7, 12: 9}
+
+
+# -- 2. the reaper never takes a child someone waits for --------------------
+
+
+def test_version_check_survives_a_busy_reaper() -> None:
+    """The reaper in a tight loop (as a very fast heartbeat would run it)
+    while tarantool --version runs again and again: no ECHILD."""
+    stress = os.path.join(os.path.dirname(HELPER), "reaper_stress.py")
+    out = subprocess.run(
+        [sys.executable, stress, "100"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["reaps"] > 100, result
+    assert result["failures"] == 0, result
+
+
+# -- 3. forget --------------------------------------------------------------
+
+
+def _start_raw(host: rx.Host, command: List[str], **spec: object) -> dict:
+    return host.service("start", spec=dict(command=command, **spec), timeout=10)
+
+
+def test_forget_kills_a_running_tree_and_drops_its_log(fresh_host: rx.Host) -> None:
+    host = fresh_host
+    info = _start_raw(host, [PY, HELPER, "children", "2"])
+    assert wait_until(lambda: len(_descendants(info["pid"])) == 2, 10.0)
+    tree = _descendants(info["pid"])
+    tree[info["pid"]] = _stat(info["pid"])[3]
+    assert os.path.exists(info["log_path"])
+    assert host.service("forget", proc_id=info["id"]) == {"ok": True, "was_running": True}
+    assert not _survivors(tree), "forget returns once the tree is gone"
+    assert not os.path.exists(info["log_path"])
+    assert host.service("status", proc_id=info["id"])["pid"] is None, "dropped from the tables"
+    # Again, and an id never seen: already forgotten.
+    assert host.service("forget", proc_id=info["id"]) == {"ok": True, "was_running": False}
+
+
+def test_forget_a_finished_tree(master: rx.Master) -> None:
+    host = master.local()
+    info = _start_raw(host, ["sh", "-c", "echo bye"])
+    assert wait_until(lambda: not host.service("status", proc_id=info["id"])["running"], 10.0)
+    assert host.service("forget", proc_id=info["id"]) == {"ok": True, "was_running": False}
+    assert not os.path.exists(info["log_path"])
+
+
+def _log_says(path: str, text: str) -> bool:
+    with open(path) as f:
+        return text in f.read()
+
+
+def test_forget_escalates_to_sigkill(master: rx.Master) -> None:
+    """A tree that ignores its stop signal is SIGKILLed after ``timeout``."""
+    host = master.local()
+    info = _start_raw(host, [PY, HELPER, "stubborn", "127.0.0.1", "0"])
+    assert wait_until(lambda: _log_says(info["log_path"], "stubborn ready"), 10.0)
+    main = {info["pid"]: _stat(info["pid"])[3]}
+    started = time.monotonic()
+    reply = host.service("forget", proc_id=info["id"], timeout=0.3)
+    assert reply == {"ok": True, "was_running": True}
+    assert 0.3 <= time.monotonic() - started < 5.0, "waited the stop timeout, then SIGKILL"
+    assert not _survivors(main)
+
+
+def test_forget_keeps_logs_with_keep_logs() -> None:
+    with rx.Master(heartbeat_timeout=5, keep_logs=True) as m:
+        host = m.local()
+        info = _start_raw(host, ["sleep", "600"])
+        assert host.service("forget", proc_id=info["id"])["was_running"] is True
+        assert os.path.exists(info["log_path"])
+    os.unlink(info["log_path"])
+
+
+def test_evicted_finished_trees_drop_their_logs() -> None:
+    """The run directory stays bounded: beyond FINISHED_KEPT finished trees,
+    the oldest is evicted with its log."""
+    from remoteexec.target.supervisor import FINISHED_KEPT
+
+    with rx.Master(heartbeat_timeout=5) as m:
+        host = m.local()
+        run_dir = host.info["run_dir"]
+        for _ in range(FINISHED_KEPT + 20):
+            info = _start_raw(host, ["true"])
+            host.service("stop", proc_id=info["id"], timeout=5)
+        logs = [n for n in os.listdir(run_dir) if n.endswith(".log")]
+        assert len(logs) == FINISHED_KEPT, len(logs)
