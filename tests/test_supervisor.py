@@ -198,6 +198,19 @@ def test_guard_checks_session_leader_start_time() -> None:
         proc.wait(10)
 
 
+def test_guard_prunes_sessions_with_nothing_left() -> None:
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    gone = subprocess.Popen(["true"], start_new_session=True)
+    gone.wait(10)
+    try:
+        sessions = {proc.pid: _stat(proc.pid)[3], gone.pid: 1}
+        guard.prune(sessions)
+        assert list(sessions) == [proc.pid]
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
 def test_guard_parses_partial_lines() -> None:
     sessions: Dict[int, int] = {}
     rest = guard.parse(b"+10 5\n+11 7\n+1", sessions)

@@ -12,4 +12,6 @@ exception types or custom classes across the wire.
 - :mod:`.checks`: readiness checks (TCP, unix socket, HTTP, file, banner).
 - :mod:`.supervisor`: spawns, watches and stops process trees; the watchdog
   that ends them when the master goes away.
+- :mod:`.guard`: a separate small process that ends them when the context
+  itself is killed.
 """
