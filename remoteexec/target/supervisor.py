@@ -118,9 +118,6 @@ def _tail_of(path, lines=TAIL_LINES):
     return "\n".join(text[-lines:]) if lines else ""
 
 
-reap_orphans = procs.reap_orphans
-
-
 class Proc:
     """One process tree started by the supervisor."""
 
@@ -165,10 +162,10 @@ class Proc:
 
     def alive(self):
         """True while the main process or any marked descendant lives."""
-        reap_orphans()
+        procs.reap_orphans()
         if self.poll() is None or self.marked():
             return True
-        reap_orphans()  # one may have died between the first reap and the scan
+        procs.reap_orphans()  # one may have died between the first reap and the scan
         return False
 
     def wait_gone(self, deadline):
@@ -784,7 +781,7 @@ def _watchdog(recv, timeout):
         if msg.reply_to:
             msg.reply(time.time())
         # Daemons of ours that died on their own would stay zombies.
-        reap_orphans()
+        procs.reap_orphans()
 
 
 @mitogen.core.takes_econtext

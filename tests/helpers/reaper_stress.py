@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from remoteexec.target import supervisor, tarantool
+from remoteexec.target import procs, tarantool
 
 
 def main():
@@ -24,7 +24,7 @@ def main():
 
     def reaper():
         while not stop.is_set():
-            supervisor.reap_orphans()
+            procs.reap_orphans()
             reaps[0] += 1
             time.sleep(0.0001)
 
