@@ -37,7 +37,10 @@ import threading
 import time
 from typing import Any, Callable, Iterable, List, Optional, Sequence
 
-from . import procs
+try:
+    from . import procs
+except ImportError:  # loaded as a lone file: no supervisor, so no reaper to race with
+    procs = None
 
 __all__ = [
     "UNIX_PATH_MAX",
@@ -100,11 +103,13 @@ def _run_bounded(command: List[str], timeout: float) -> tuple:
     otherwise reap it under our waitid: ECHILD), and released once reaped.
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = procs.spawn_waited(
-            lambda: subprocess.Popen(
+
+        def start() -> subprocess.Popen:
+            return subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
             )
-        )
+
+        proc = procs.spawn_waited(start) if procs else start()
         try:
             deadline = time.monotonic() + timeout
             step = 0.001
@@ -119,7 +124,8 @@ def _run_bounded(command: List[str], timeout: float) -> tuple:
             with contextlib.suppress(OSError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            procs.release_waited(proc)
+            if procs:
+                procs.release_waited(proc)
         out.seek(0)
         err.seek(0)
         return proc.returncode, out.read(_MAX_OUTPUT), err.read(_MAX_OUTPUT)
