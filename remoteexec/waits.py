@@ -126,7 +126,7 @@ class HTTP(Wait):
             "request_timeout", request_timeout, allow_none=True
         )
         if not isinstance(verify, bool):
-            raise TypeError("verify must be True or False, got %r" % (verify,))
+            raise TypeError("verify must be True or False, got %s" % type(verify).__name__)
         if ca_file is not None and not verify:
             raise ValueError("ca_file= and verify=False contradict each other: pass one")
         if ca_file is not None and self.parts.scheme != "https":

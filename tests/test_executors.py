@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
@@ -418,13 +419,14 @@ def test_https_executor(place: Place, tls_cert: tuple) -> None:
         assert ex.running()
         ex.wait_for(waits.HTTP(ex.url.geturl(), ca_file=tls_cert[0]))
     # Verified by default: a self-signed certificate fails, and says so.
-    ex = _https(place, tls_cert, timeout=2)
+    # (5 s: the server must come up well within it, even on a loaded machine.)
+    ex = _https(place, tls_cert, timeout=5)
     started = time.monotonic()
     with pytest.raises(rx.TimeoutExpired) as info:
         ex.start()
-    assert time.monotonic() - started < 8
+    assert time.monotonic() - started < 12
     text = str(info.value)
-    assert "TLS certificate verification failed: self-signed certificate" in text, text
+    assert re.search("TLS certificate verification failed: self.signed certificate", text), text
     assert "ca_file=" in text and "verify=False" in text
     assert not run_pids(place.host.master.run_id)
 
