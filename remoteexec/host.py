@@ -270,15 +270,17 @@ class Host:
             raise from_remote(result["error"], self.name)
         return result
 
-    def service_nowait(self, method: str, **kwargs: Any) -> None:
+    def service_nowait(self, method: str, **kwargs: Any) -> bool:
         """Send a supervisor call and do not wait for (or get) its reply.
 
         For cleanup that may run anywhere (``__del__``: any thread, mitogen's
         broker thread included, interpreter exit, a closed or lost host): it
-        never blocks and never raises; when the host is gone it does nothing.
+        never blocks and never raises. Returns whether the call was sent;
+        when the host is closed or lost it sends nothing (the host's
+        processes were killed with it).
         """
         if self.lost or self._closed:
-            return
+            return False
         try:
             _check_plain(kwargs, method)
             call = (SUPERVISOR, method, mitogen.core.Kwargs(kwargs))
@@ -291,6 +293,8 @@ class Host:
                 self.context.send(msg)
         except Exception:
             LOG.debug("%s: service_nowait(%s) not sent", self.name, method, exc_info=True)
+            return False
+        return True
 
     def invoke(
         self, function: str, *args: Any, reply_timeout: Optional[float] = REPLY_SLACK, **kwargs: Any

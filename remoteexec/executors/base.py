@@ -308,7 +308,8 @@ class SimpleExecutor:
 
         May run on any thread (mitogen's broker included), at interpreter
         exit or after the host is gone: it only sends a fire-and-forget
-        ``forget`` and never blocks or raises.
+        ``forget`` and never blocks or raises. No warning once the host is
+        closed or lost: its processes are gone already.
         """
         with contextlib.suppress(Exception):
             self._forget_dropped()
@@ -318,8 +319,8 @@ class SimpleExecutor:
         proc_id = proc["id"] if proc else self._last_id
         if host is None or proc_id is None:
             return
-        host.service_nowait("forget", proc_id=proc_id)
-        if proc is not None:
+        # Nothing is sent to a closed or lost host: its processes died with it.
+        if host.service_nowait("forget", proc_id=proc_id) and proc is not None:
             warnings.warn(
                 "%r was dropped while its process (pid %s) may still run: killed it;"
                 " stop() it or use it as a context manager" % (self, proc["pid"]),
