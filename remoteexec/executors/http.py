@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional, Union
 
-from ..waits import HTTP, TCP
+from ..waits import HTTP, HTTP_SCHEMES, TCP
 from .base import Command
 from .tcp import TCPExecutor
 
@@ -19,6 +19,9 @@ class HTTPExecutor(TCPExecutor):
     TCP port (80/443 when it names none) must be free (AlreadyRunning
     otherwise, naming the owner pid where visible).
     """
+
+    #: mirakuru's attribute, kept for code that reads it; https URLs default to 443.
+    DEFAULT_PORT = HTTP_SCHEMES["http"]
 
     def __init__(
         self,
