@@ -37,9 +37,8 @@ def seconds(
             return None
         raise ValueError("%s must be a number of seconds, got None" % name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            "%s must be a number of seconds, got %s %r" % (name, type(value).__name__, value)
-        )
+        kind = type(value).__name__
+        raise TypeError("%s must be a number of seconds, got %s %s" % (name, kind, _shown(value)))
     number = float(value)
     if math.isnan(number):
         raise ValueError("%s must be a number of seconds, got NaN" % name)
@@ -54,11 +53,13 @@ def seconds(
 def port(name: str, value: Any, *, allow_zero: bool = False) -> int:
     """``value`` as a TCP port (1-65535; 0 where it means "pick a free one")."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise TypeError("%s must be a port number, got %s %r" % (name, type(value).__name__, value))
+        raise TypeError(
+            "%s must be a port number, got %s %s" % (name, type(value).__name__, _shown(value))
+        )
     try:
         number = int(value)
     except ValueError:
-        raise ValueError("%s must be a port number, got %r" % (name, value)) from None
+        raise ValueError("%s must be a port number, got %s" % (name, _shown(value))) from None
     low = 0 if allow_zero else 1
     if not low <= number <= 65535:
         raise ValueError("%s must be a port in %d-65535, got %r" % (name, low, value))
@@ -69,7 +70,7 @@ def unix_path(name: str, value: Any) -> str:
     """``value`` as a unix socket path that fits in ``sun_path``."""
     path = os.fspath(value)
     if not isinstance(path, str) or not path:
-        raise ValueError("%s must be a non-empty path, got %r" % (name, value))
+        raise ValueError("%s must be a non-empty path, got %s" % (name, _shown(value)))
     size = len(os.fsencode(path))
     if size > UNIX_PATH_MAX:
         raise ValueError(
@@ -85,20 +86,20 @@ def environment(name: str, env: Optional[Mapping[Any, Any]]) -> Dict[str, str]:
     if env is None:
         return {}
     if not isinstance(env, Mapping):
-        raise TypeError("%s must be a mapping of names to strings, got %r" % (name, env))
+        raise TypeError("%s must be a mapping of names to strings, got %s" % (name, _shown(env)))
     result: Dict[str, str] = {}
     for key, value in env.items():
         if not isinstance(key, str) or not key or "=" in key or "\0" in key:
-            raise TypeError("%s: invalid variable name %r" % (name, key))
+            raise TypeError("%s: invalid variable name %s" % (name, _shown(key)))
         if isinstance(value, os.PathLike):
             value = os.fspath(value)
         if not isinstance(value, str):
             raise TypeError(
-                "%s[%r] must be a str (or os.PathLike), got %s %s"
-                % (name, key, type(value).__name__, bounded(repr(value), 100))
+                "%s[%s] must be a str (or os.PathLike), got %s %s"
+                % (name, _shown(key), type(value).__name__, _shown(value))
             )
         if "\0" in value:
-            raise ValueError("%s[%r] contains a NUL byte" % (name, key))
+            raise ValueError("%s[%s] contains a NUL byte" % (name, _shown(key)))
         result[key] = value
     return result
 
@@ -109,18 +110,17 @@ def command(value: Any) -> Union[str, List[str]]:
         if not value.strip():
             raise ValueError("command is empty")
         return value
-    if isinstance(value, Sequence):
+    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
         parts = [os.fspath(part) if isinstance(part, os.PathLike) else part for part in value]
         if not parts:
             raise ValueError("command is empty")
         for i, part in enumerate(parts):
             if not isinstance(part, (str, int, float)) or isinstance(part, bool):
                 raise TypeError(
-                    "command[%d] must be a str, got %s %s"
-                    % (i, type(part).__name__, bounded(repr(part), 100))
+                    "command[%d] must be a str, got %s %s" % (i, type(part).__name__, _shown(part))
                 )
         return [str(part) for part in parts]
-    raise TypeError("command must be a list of arguments or a string, got %r" % (value,))
+    raise TypeError("command must be a list of arguments or a string, got %s" % _shown(value))
 
 
 def bounded(text: str, limit: int = TEXT_LIMIT) -> str:
@@ -130,6 +130,11 @@ def bounded(text: str, limit: int = TEXT_LIMIT) -> str:
     keep = max(limit - 40, 20)
     head, tail = keep * 2 // 3, keep // 3
     return "%s…[%d characters elided]…%s" % (text[:head], len(text) - head - tail, text[-tail:])
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` for an error message, bounded: the value may be huge."""
+    return bounded(repr(value), 100)
 
 
 __all__ = [

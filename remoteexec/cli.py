@@ -2,8 +2,9 @@
 
 - ``remoteexec demo [--local]``: the demo topology (see :mod:`remoteexec.demo`).
 - ``remoteexec lab up|down|status|partition|heal``: test hosts (see :mod:`remoteexec.lab`).
-- ``remoteexec run TARGET -- COMMAND...``: run one command on a host and print
-  its output; TARGET is ``local`` or ``[user@]host[:port]``.
+- ``remoteexec run [OPTIONS] TARGET [OPTIONS] -- COMMAND...``: run one command on a
+  host and print its output; TARGET is ``local`` or ``[user@]host[:port]``.
+  Options go anywhere before ``--``; everything after it is the command.
 """
 
 from __future__ import annotations
@@ -12,14 +13,22 @@ import argparse
 import sys
 from typing import List, Optional
 
+from . import arguments
+
+RUN_USAGE = "remoteexec run [options] TARGET [options] -- COMMAND [ARG...]"
+
+
+def _seconds(text: str) -> float:
+    """argparse type for ``--timeout``: a bad value is a usage error (exit 2)."""
+    try:
+        return float(arguments.seconds("--timeout", float(text)))  # type: ignore[arg-type]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
 
 def _run(args: argparse.Namespace) -> int:
     import remoteexec as rx
 
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
-        print("remoteexec run: no command given", file=sys.stderr)
-        return 2
     with rx.Master() as master:
         if args.target == "local":
             host = master.local()
@@ -30,10 +39,20 @@ def _run(args: argparse.Namespace) -> int:
                 known_hosts_file=args.known_hosts_file,
                 python=args.python,
             )
-        result = host.run(command, timeout=args.timeout)
+        result = host.run(args.command, timeout=args.timeout)
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
     return result.returncode
+
+
+def _split_command(argv: List[str]) -> tuple:
+    """``run`` argv cut at the first ``--``: (what argparse parses, the
+    command after it or None). argparse alone would let the command's
+    positionals swallow the options after TARGET."""
+    if argv[:1] != ["run"] or "--" not in argv:
+        return argv, None
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1 :]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -49,15 +68,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     lab = sub.add_parser("lab", help="namespaced sshd test hosts")
     lab_cli.add_arguments(lab)
 
-    run = sub.add_parser("run", help="run one command on a host")
+    run = sub.add_parser("run", help="run one command on a host", usage=RUN_USAGE)
     run.add_argument("target", help="'local' or [user@]host[:port]")
-    run.add_argument("command", nargs=argparse.REMAINDER)
+    run.add_argument("command", nargs="*", default=[], help="the command, after --")
     run.add_argument("-i", "--identity-file")
     run.add_argument("--known-hosts-file")
     run.add_argument("--python", default="python3")
-    run.add_argument("--timeout", type=float, default=None)
+    run.add_argument("--timeout", type=_seconds, default=None, help="seconds (default: none)")
 
-    args = parser.parse_args(argv)
+    options, after = _split_command(list(sys.argv[1:] if argv is None else argv))
+    args, extras = parser.parse_known_args(options)
+    if args.cmd != "run":
+        if extras:
+            parser.error("unrecognized arguments: %s" % " ".join(extras))
+    else:
+        if extras:
+            run.error(
+                "unrecognized arguments: %s (options go before --, the command after it)"
+                % " ".join(extras)
+            )
+        if after is not None and args.command:
+            run.error(
+                "%s before -- is not an option (the command goes after --)" % " ".join(args.command)
+            )
+        args.command = after if after is not None else args.command
+        if not args.command:
+            run.error("no command given (put it after --)")
     try:
         if args.cmd == "demo":
             from . import demo as demo_mod

@@ -6,11 +6,18 @@ and survives pickling, so it can cross process boundaries (pytest-xdist,
 multiprocessing) intact. Remote code never raises these: the target side
 returns plain error dicts and :func:`from_remote` turns them into the right
 class here, because mitogen loses exception types on the wire.
+
+The text of an error is bounded (each part to a few kB, with an elision
+marker) however large the command, message or output: it is rendered here
+for every class, including messages built on a host. The attributes keep the
+full values.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Union
+
+from .arguments import bounded
 
 Command = Union[str, Sequence[str]]
 
@@ -45,20 +52,22 @@ class RemoteExecError(Exception):
         super().__init__(self._render())
 
     def _render(self) -> str:
-        where = f"[{self.host}] " if self.host else ""
-        text = where + self.message
+        where = "[%s] " % bounded(str(self.host), 200) if self.host else ""
+        text = where + bounded(str(self.message))
         if self.command is not None:
-            text += f" (command: {self.command_text})"
+            text += " (command: %s)" % self.command_text
         if self.output_tail:
-            tail = self.output_tail.rstrip("\n")
+            tail = str(self.output_tail).rstrip("\n")
             if tail:
-                text += "\n--- output tail ---\n" + tail
+                text += "\n--- output tail ---\n" + bounded(tail)
         return text
 
     @property
     def command_text(self) -> Optional[str]:
-        """The command as one shell-quoted line, for messages."""
-        return _command_text(self.command)
+        """The command as one shell-quoted line, bounded, for messages
+        (``.command`` keeps it whole)."""
+        text = _command_text(self.command)
+        return None if text is None else bounded(text)
 
     def __reduce__(self) -> Any:
         kwargs = dict(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Sequen
 
 import mitogen.core
 
+from . import arguments
 from .errors import CommandFailed, HostLost, RemoteCallError, TimeoutExpired, from_remote
 
 if TYPE_CHECKING:
@@ -18,6 +20,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 SUPERVISOR = "remoteexec.target.supervisor.Supervisor"
+#: The name of mitogen's broker thread (mitogen.core.Broker).
+BROKER_THREAD = "mitogen.broker"
+LOG = logging.getLogger(__name__)
 #: Extra seconds a service reply may take beyond the remote operation's own timeout.
 REPLY_SLACK = 30.0
 
@@ -58,9 +63,10 @@ def _check_plain(value: Any, where: str) -> None:
             _check_plain(key, where)
             _check_plain(item, "%s.%s" % (where, key))
         return
+    shown = arguments.bounded(repr(value), 100)
     raise TypeError(
-        "%s: %r is a %s; only None, bool, int, float, str, bytes, list, tuple and dict"
-        " can be sent to a host" % (where, value, type(value).__name__)
+        "%s: %s is a %s; only None, bool, int, float, str, bytes, list, tuple and dict"
+        " can be sent to a host" % (where, shown, type(value).__name__)
     )
 
 
@@ -255,6 +261,7 @@ class Host:
         Raises the remoteexec exception a target-side error dict names.
         ``reply_timeout=None`` waits as long as the host is alive.
         """
+        arguments.seconds("reply_timeout", reply_timeout, allow_none=True)
         self._check()
         _check_plain(kwargs, method)
         recv = self.context.call_service_async(SUPERVISOR, method, **kwargs)
@@ -262,6 +269,32 @@ class Host:
         if isinstance(result, dict) and result.get("ok") is False:
             raise from_remote(result["error"], self.name)
         return result
+
+    def service_nowait(self, method: str, **kwargs: Any) -> bool:
+        """Send a supervisor call and do not wait for (or get) its reply.
+
+        For cleanup that may run anywhere (``__del__``: any thread, mitogen's
+        broker thread included, interpreter exit, a closed or lost host): it
+        never blocks and never raises. Returns whether the call was sent;
+        when the host is closed or lost it sends nothing (the host's
+        processes were killed with it).
+        """
+        if self.lost or self._closed:
+            return False
+        try:
+            _check_plain(kwargs, method)
+            call = (SUPERVISOR, method, mitogen.core.Kwargs(kwargs))
+            msg = mitogen.core.Message.pickled(call, handle=mitogen.core.CALL_SERVICE)
+            if threading.current_thread().name == BROKER_THREAD:
+                # On its own thread mitogen routes inline, and a finalizer may
+                # interrupt it mid-write: hand the send to another thread.
+                threading.Thread(target=self.context.send, args=(msg,), daemon=True).start()
+            else:
+                self.context.send(msg)
+        except Exception:
+            LOG.debug("%s: service_nowait(%s) not sent", self.name, method, exc_info=True)
+            return False
+        return True
 
     def invoke(
         self, function: str, *args: Any, reply_timeout: Optional[float] = REPLY_SLACK, **kwargs: Any
@@ -289,18 +322,23 @@ class Host:
         shell is used only with ``shell=True``. With ``check=True`` a
         non-zero exit raises :class:`CommandFailed` with the output tail.
         ``timeout`` kills the command's process group and raises
-        TimeoutExpired.
+        TimeoutExpired. Bad arguments (an empty command, a NaN or
+        non-positive timeout, an ``env`` value that is not a str) raise
+        ValueError/TypeError here, before anything runs on the host.
         """
+        checked = arguments.command(command)
+        seconds = arguments.seconds("timeout", timeout, allow_none=True)
+        environment = arguments.environment("env", env)
         if isinstance(input, str):
             input = input.encode()
         res = self.service(
             "run",
-            reply_timeout=None if timeout is None else timeout + REPLY_SLACK,
-            command=command if isinstance(command, str) else [str(c) for c in command],
+            reply_timeout=None if seconds is None else seconds + REPLY_SLACK,
+            command=checked,
             shell=shell,
             cwd=os.fspath(cwd) if cwd is not None else None,
-            env={str(k): str(v) for k, v in env.items()} if env else None,
-            timeout=timeout,
+            env=environment or None,
+            timeout=seconds,
             input=input,
         )
         out, err = res["stdout"], res["stderr"]

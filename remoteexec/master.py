@@ -6,6 +6,7 @@ import atexit
 import concurrent.futures
 import concurrent.futures.thread
 import contextlib
+import inspect
 import itertools
 import os
 import signal
@@ -20,6 +21,7 @@ import mitogen.core
 import mitogen.master
 import mitogen.parent
 
+from . import arguments
 from .connectors.ssh import Target, connection_error, ssh_options
 from .errors import ConnectionFailed, RemoteExecError
 from .host import Host
@@ -71,11 +73,10 @@ class Master:
         keep_logs: bool = False,
         name: Optional[str] = None,
     ) -> None:
-        if heartbeat_timeout <= 0:
-            raise ValueError("heartbeat_timeout must be positive, got %r" % heartbeat_timeout)
+        timeout = arguments.seconds("heartbeat_timeout", heartbeat_timeout)
         self.run_id = uuid.uuid4().hex[:12]
         self.name = name or "remoteexec-%s" % self.run_id
-        self.heartbeat_timeout = float(heartbeat_timeout)
+        self.heartbeat_timeout = float(timeout)  # type: ignore[arg-type]
         self.heartbeat_interval = min(1.0, self.heartbeat_timeout / 4)
         self.keep_logs = keep_logs
         self._hosts: Dict[Tuple[Any, ...], Host] = {}
@@ -172,6 +173,49 @@ class Master:
         the cause and what to do, within ``connect_timeout`` (plus the time
         the interpreter takes to boot).
         """
+        key, label, options = self._ssh_plan(
+            target,
+            identity_file=identity_file,
+            port=port,
+            python=python,
+            via=via,
+            connect_timeout=connect_timeout,
+            check_host_keys=check_host_keys,
+            known_hosts_file=known_hosts_file,
+            ssh_args=ssh_args,
+            name=name,
+        )
+
+        def open_context() -> Any:
+            try:
+                return self.router.ssh(**options)
+            except FileNotFoundError as e:
+                raise ConnectionFailed(
+                    "cannot connect: the ssh client is missing on this machine (%s);"
+                    " install openssh-client" % e,
+                    host=label,
+                ) from None
+            except (mitogen.core.StreamError, mitogen.core.Error, EOFError, OSError) as e:
+                raise connection_error(e, label, python, connect_timeout) from None
+
+        return self._open(key, open_context, label, "ssh", connect_timeout + 20.0)
+
+    def _ssh_plan(
+        self,
+        target: str,
+        *,
+        identity_file: Optional[str],
+        port: Optional[int],
+        python: str,
+        via: Optional[Host],
+        connect_timeout: float,
+        check_host_keys: str,
+        known_hosts_file: Optional[str],
+        ssh_args: Sequence[str],
+        name: Optional[str],
+    ) -> Tuple[Tuple[Any, ...], str, Dict[str, Any]]:
+        """Check :meth:`connect`'s arguments; return the cache key, the
+        host's label and the ``router.ssh()`` options. Nothing is opened."""
         parsed = Target.parse(target, port)
         label = name or str(parsed)
         key = (
@@ -197,31 +241,26 @@ class Master:
         )
         if via is not None:
             options["via"] = via.context
-
-        def open_context() -> Any:
-            try:
-                return self.router.ssh(**options)
-            except FileNotFoundError as e:
-                raise ConnectionFailed(
-                    "cannot connect: the ssh client is missing on this machine (%s);"
-                    " install openssh-client" % e,
-                    host=label,
-                ) from None
-            except (mitogen.core.StreamError, mitogen.core.Error, EOFError, OSError) as e:
-                raise connection_error(e, label, python, connect_timeout) from None
-
-        return self._open(key, open_context, label, "ssh", connect_timeout + 20.0)
+        return key, label, options
 
     def connect_all(self, targets: Iterable[str], **options: Any) -> List[Host]:
         """Connect to every target in parallel; same options as :meth:`connect`.
 
-        Every target is tried. If any failed, one ConnectionFailed lists each
-        failed host and why (``.failures`` has the individual errors); the
-        hosts that did connect stay open on this master.
+        Bad input (a port out of range, a NaN timeout, an unknown option)
+        raises ValueError/TypeError for the first bad target before any
+        connection starts. Then every target is tried. If any failed, one
+        ConnectionFailed lists each failed host and why (``.failures`` has
+        the individual errors); the hosts that did connect stay open on this
+        master.
         """
         targets = list(targets)
         if not targets:
             return []
+        signature = inspect.signature(self.connect)
+        for target in targets:
+            bound = signature.bind(target, **options)
+            bound.apply_defaults()
+            self._ssh_plan(**bound.arguments)
         results: Dict[int, Host] = {}
         failures: List[ConnectionFailed] = []
         workers = min(len(targets), 16)

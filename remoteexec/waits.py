@@ -10,7 +10,14 @@ use them for their own readiness and accept extra ones via ``wait=``::
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from urllib.parse import SplitResult, urlsplit
+
+from . import arguments
+
+#: URL schemes an HTTP wait speaks, with their default ports.
+HTTP_SCHEMES = {"http": 80, "https": 443}
 
 
 class Wait:
@@ -40,7 +47,7 @@ class TCP(Wait):
     """A TCP connection to ``host:port`` succeeds (on the target)."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, int(port)
+        self.host, self.port = host, arguments.port("port", port)
 
     def specs(self) -> List[Dict[str, Any]]:
         return [{"kind": "tcp", "host": self.host, "port": self.port}]
@@ -50,14 +57,53 @@ class UnixSocket(Wait):
     """A stream connection to the unix socket ``path`` succeeds."""
 
     def __init__(self, path: str) -> None:
-        self.path = os.fspath(path)
+        self.path = arguments.unix_path("path", path)
 
     def specs(self) -> List[Dict[str, Any]]:
         return [{"kind": "unix", "path": self.path}]
 
 
+def split_url(url: str) -> Tuple[SplitResult, str, int]:
+    """``url`` split, with its host name and port (the scheme's default when
+    it has none); a ValueError naming the URL when it cannot be probed."""
+    if not isinstance(url, str):
+        raise TypeError("url must be a str, got %s" % arguments.bounded(repr(url), 100))
+    shown = arguments.bounded(url, 200)
+    parts = urlsplit(url)
+    if parts.scheme not in HTTP_SCHEMES:
+        raise ValueError("url %s: the scheme must be http or https, got %r" % (shown, parts.scheme))
+    if not parts.hostname:
+        raise ValueError("url %s does not contain a host name" % shown)
+    try:
+        port = parts.port
+    except ValueError as e:
+        raise ValueError("url %s: the port must be in 1-65535 (%s)" % (shown, e)) from None
+    if port is None:
+        return parts, parts.hostname, HTTP_SCHEMES[parts.scheme]
+    return parts, parts.hostname, arguments.port("url %s: the port" % shown, port)
+
+
+def regex(name: str, pattern: Any) -> str:
+    """``pattern`` if it compiles as a regex, else a ValueError naming ``name``
+    (here, before the process starts, not on the host after)."""
+    shown = arguments.bounded(repr(pattern), 100)
+    if not isinstance(pattern, str):
+        raise TypeError("%s must be a regex as a str, got %s" % (name, shown))
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ValueError("%s %s is not a valid regex: %s" % (name, shown, e)) from None
+    return pattern
+
+
 class HTTP(Wait):
-    """``method url`` answers with a status matching ``status`` (a regex)."""
+    """``method url`` answers with a status matching ``status`` (a regex).
+
+    ``https`` URLs are verified against the host's default CA store, or
+    against ``ca_file`` (a PEM file ON THE HOST) when given; ``verify=False``
+    skips verification (self-signed test services). The request, TLS
+    included, is made on the host.
+    """
 
     def __init__(
         self,
@@ -67,22 +113,40 @@ class HTTP(Wait):
         payload: Optional[Mapping[str, str]] = None,
         headers: Optional[Mapping[str, str]] = None,
         request_timeout: Optional[float] = None,
+        *,
+        verify: bool = True,
+        ca_file: Union[str, os.PathLike[str], None] = None,
     ) -> None:
-        self.url, self.status, self.method = url, str(status), method
+        self.parts, self.host, self.port = split_url(url)
+        self.url, self.method = url, method
+        self.status = regex("status", str(status))
         self.payload = dict(payload) if payload else None
         self.headers = dict(headers) if headers else None
-        self.request_timeout = request_timeout
+        self.request_timeout = arguments.seconds(
+            "request_timeout", request_timeout, allow_none=True
+        )
+        if not isinstance(verify, bool):
+            raise TypeError("verify must be True or False, got %s" % type(verify).__name__)
+        if ca_file is not None and not verify:
+            raise ValueError("ca_file= and verify=False contradict each other: pass one")
+        if ca_file is not None and self.parts.scheme != "https":
+            raise ValueError("ca_file= needs an https url, got %s" % arguments.bounded(url, 200))
+        self.verify = verify
+        self.ca_file = None if ca_file is None else os.fspath(ca_file)
 
     def specs(self) -> List[Dict[str, Any]]:
         return [
             {
                 "kind": "http",
                 "url": self.url,
+                "port": self.port,
                 "status": self.status,
                 "method": self.method,
                 "payload": self.payload,
                 "headers": self.headers,
                 "request_timeout": self.request_timeout,
+                "verify": self.verify,
+                "ca_file": self.ca_file,
             }
         ]
 
@@ -101,7 +165,7 @@ class Banner(Wait):
     """The regex ``pattern`` appears in a line of the process output."""
 
     def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
+        self.pattern = regex("banner", pattern)
 
     def specs(self) -> List[Dict[str, Any]]:
         return [{"kind": "banner", "pattern": self.pattern}]

@@ -164,3 +164,17 @@ def test_errors_pickle_round_trip() -> None:
     assert back.details == {"pid": 5}
     assert str(back) == str(err)
     assert "[h1]" in str(err) and "'b c'" in str(err)
+
+
+def test_connect_all_refuses_bad_input_before_connecting(lab, master: rx.Master) -> None:
+    """A bad target in the list used to be reported after the good ones had
+    connected (as a ConnectionFailed): now nothing connects."""
+    targets = [lab.targets[0], lab.targets[1] + ":70000"]
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="port"):
+        master.connect_all(targets, **connect_options(lab))
+    with pytest.raises(ValueError, match="connect_timeout"):
+        master.connect_all(lab.targets, **dict(connect_options(lab), connect_timeout=float("nan")))
+    assert time.monotonic() - started < 1
+    assert master.hosts == []
+    assert len(master.connect_all(lab.targets, **connect_options(lab))) == 3

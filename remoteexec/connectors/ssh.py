@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Type
 
+from .. import arguments
 from ..errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -28,23 +29,37 @@ class Target:
 
     @classmethod
     def parse(cls, text: str, port: Optional[int] = None) -> Target:
+        """Parse ``text``; ``port`` (when given) wins over the one in it.
+        A port outside 1-65535 is a ValueError naming the target."""
         if not text or not isinstance(text, str):
-            raise ValueError("target must be a '[user@]host[:port]' string, got %r" % (text,))
+            raise ValueError(
+                "target must be a '[user@]host[:port]' string, got %s"
+                % arguments.bounded(repr(text), 100)
+            )
+        shown = arguments.bounded(repr(text), 200)
         user, _, rest = text.rpartition("@")
-        hostname, parsed_port = rest, None
+        hostname, port_text = rest, None
         if rest.startswith("["):  # [v6addr]:port
             close = rest.find("]")
+            if close < 0:
+                raise ValueError("target %s: '[' without ']'" % shown)
             hostname, tail = rest[1:close], rest[close + 1 :]
-            if tail.startswith(":"):
-                parsed_port = int(tail[1:])
+            if tail:
+                if not tail.startswith(":"):
+                    raise ValueError("target %s: unexpected %r after ']'" % (shown, tail))
+                port_text = tail[1:]
         elif rest.count(":") == 1:
             hostname, port_text = rest.split(":")
-            if not port_text.isdigit():
-                raise ValueError("target %r: port %r is not a number" % (text, port_text))
-            parsed_port = int(port_text)
         if not hostname:
-            raise ValueError("target %r has no host name" % (text,))
-        return cls(user or None, hostname, port if port is not None else parsed_port)
+            raise ValueError("target %s has no host name" % shown)
+        if port is not None:
+            return cls(user or None, hostname, arguments.port("port", port))
+        if port_text is None:
+            return cls(user or None, hostname, None)
+        if not port_text.isdigit():
+            raise ValueError("target %s: port %r is not a number" % (shown, port_text))
+        checked = arguments.port("the port of target %s" % shown, port_text)
+        return cls(user or None, hostname, checked)
 
     def __str__(self) -> str:
         text = (self.user + "@" if self.user else "") + self.hostname
@@ -73,6 +88,7 @@ def ssh_options(
             "check_host_keys=%r: use 'enforce' (default; with known_hosts_file=) or"
             " 'ignore' (throwaway hosts only)" % (check_host_keys,)
         )
+    arguments.seconds("connect_timeout", connect_timeout)
     if identity_file and not os.path.exists(identity_file):
         raise ValueError("identity_file %s does not exist" % identity_file)
     args = ["-o", "ConnectTimeout=%d" % max(1, int(connect_timeout))]

@@ -15,19 +15,26 @@ Host; None means this machine through a lazily created local context),
   while a process it started still runs.
 - ``stopped()`` on a stopped executor just yields.
 - Readiness is polled from 5 ms, doubling up to ``sleep``.
+- Bad arguments (a NaN or non-positive time, an empty command, an
+  environment value that is not a str) raise ValueError/TypeError naming
+  the argument in the constructor, before anything starts.
+- An executor dropped while its process runs kills it (with a
+  ResourceWarning, as mirakuru); a finished process's log is removed when
+  the executor starts again or is dropped (unless ``Master(keep_logs=True)``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
 import subprocess
 import time
 import warnings
-from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
 
+from .. import arguments
 from ..errors import ExecutorError, TimeoutExpired
 from ..host import REPLY_SLACK, Host
 from ..waits import Wait, as_specs
@@ -75,16 +82,16 @@ class SimpleExecutor:
         stop_timeout: Optional[float] = None,
         name: Optional[str] = None,
     ) -> None:
-        if isinstance(command, (list, tuple)):
-            self.command = " ".join(shlex.quote(str(c)) for c in command)
-            self.command_parts: List[str] = [str(c) for c in command]
-        elif isinstance(command, str):
-            self.command = command
-            self.command_parts = shlex.split(command)
+        checked = arguments.command(command)
+        if isinstance(checked, str):
+            self.command = checked
+            try:
+                self.command_parts: List[str] = shlex.split(checked)
+            except ValueError as e:
+                raise ValueError("command %s: %s" % (arguments.bounded(checked, 200), e)) from None
         else:
-            raise TypeError("command must be a list of arguments or a string, got %r" % (command,))
-        if not self.command_parts:
-            raise ValueError("command is empty")
+            self.command = " ".join(shlex.quote(c) for c in checked)
+            self.command_parts = checked
         if popen_kwargs or stdin is not subprocess.PIPE or stdout is not subprocess.PIPE or stderr:
             warnings.warn(
                 "stdin/stdout/stderr/popen_kwargs are ignored by remoteexec: the process reads"
@@ -93,20 +100,21 @@ class SimpleExecutor:
             )
         if on is not None and not isinstance(on, Host):
             raise TypeError(
-                "on= must be a Host from Master.connect()/local() or None, got %r" % (on,)
+                "on= must be a Host from Master.connect()/local() or None, got %s"
+                % arguments.bounded(repr(on), 100)
             )
-        if timeout is None or timeout <= 0:
-            raise ValueError("timeout must be a positive number of seconds, got %r" % (timeout,))
         self._cwd = os.fspath(cwd) if cwd is not None else None
         self._shell = shell
-        self._timeout = float(timeout)
-        self._sleep = float(sleep)
+        self._timeout = float(arguments.seconds("timeout", timeout))  # type: ignore[arg-type]
+        self._sleep = float(arguments.seconds("sleep", sleep))  # type: ignore[arg-type]
         self._stop_signal = _signum(stop_signal)
         self._kill_signal = _signum(kill_signal)
         self._expected_returncode = expected_returncode
-        self._envvars = {str(k): str(v) for k, v in (envvars or {}).items()}
+        self._envvars = arguments.environment("envvars", envvars)
         self._extra_wait = as_specs(wait)
-        self._stop_timeout = float(stop_timeout) if stop_timeout else self._timeout
+        self._stop_timeout = (
+            arguments.seconds("stop_timeout", stop_timeout, allow_none=True) or self._timeout
+        )
         self._name = name
         self._on = on
         self._proc: Optional[Dict[str, Any]] = None
@@ -154,17 +162,34 @@ class SimpleExecutor:
         """
         if self._proc is not None and self.running():
             return self
+        check_specs = self._after_start_specs() + self._extra_wait
+        pre_check_specs = self._pre_start_specs()
+        self._refuse_impossible(check_specs + pre_check_specs)
+        if self._last_id is not None:
+            # The previous process has finished: drop its log and bookkeeping.
+            self.on.service_nowait("forget", proc_id=self._last_id)
+            self._last_id = None
         self._proc = self.on.service(
             "start",
             reply_timeout=self._timeout + REPLY_SLACK,
             spec=self._spec(),
-            check_specs=self._after_start_specs() + self._extra_wait,
+            check_specs=check_specs,
             timeout=self._timeout,
             sleep=self._sleep,
-            pre_check_specs=self._pre_start_specs(),
+            pre_check_specs=pre_check_specs,
         )
         self._last_id = self._proc["id"]
         return self
+
+    def _refuse_impossible(self, specs: List[Dict[str, Any]]) -> None:
+        """A ValueError, before anything starts, for checks that could never
+        pass on the host (an https ca_file it cannot load). Costs a round
+        trip only when a check names a file on the host."""
+        if not any(spec.get("ca_file") for spec in specs):
+            return
+        found = self.on.invoke("remoteexec.target.checks.problems", specs)
+        if found:
+            raise ValueError("on host %s: %s" % (self.on.name, "; ".join(found)))
 
     def running(self) -> bool:
         """True while the process (or what it daemonized into) runs."""
@@ -215,6 +240,8 @@ class SimpleExecutor:
 
     def output(self, lines: int = 50) -> str:
         """The last ``lines`` lines of the process's output (stdout+stderr)."""
+        if isinstance(lines, bool) or not isinstance(lines, int) or lines < 0:
+            raise ValueError("lines must be a whole number >= 0, got %r" % (lines,))
         if self._last_id is None:
             return ""
         return str(self.on.service("output", proc_id=self._last_id, lines=lines)["output"])
@@ -231,6 +258,7 @@ class SimpleExecutor:
                 raise TimeoutExpired(
                     "wait_for() on an executor that is not started", host=self.on.name
                 )
+            self._refuse_impossible(condition.specs())
             self.on.service(
                 "wait",
                 reply_timeout=self._timeout + REPLY_SLACK,
@@ -247,12 +275,13 @@ class SimpleExecutor:
             time.sleep(self._sleep)
         self.kill()
         raise TimeoutExpired(
-            "condition %r not met within %gs" % (condition, self._timeout),
+            "condition %s not met within %gs"
+            % (arguments.bounded(repr(condition), 200), self._timeout),
             host=self.on.name,
             command=self.command_parts,
         )
 
-    @contextmanager
+    @contextlib.contextmanager
     def stopped(self: Self) -> Iterator[Self]:
         """Stop for the duration of the block, start again after it."""
         was_running = self.running()
@@ -272,7 +301,32 @@ class SimpleExecutor:
 
     def __repr__(self) -> str:
         where = self._on.name if self._on is not None else "local"
-        return "<%s %s on %s>" % (type(self).__name__, self.command[:60], where)
+        return "<%s %s on %s>" % (type(self).__name__, arguments.bounded(self.command, 200), where)
+
+    def __del__(self) -> None:
+        """A dropped executor kills what it still runs and drops its log.
+
+        May run on any thread (mitogen's broker included), at interpreter
+        exit or after the host is gone: it only sends a fire-and-forget
+        ``forget`` and never blocks or raises. No warning once the host is
+        closed or lost: its processes are gone already.
+        """
+        with contextlib.suppress(Exception):
+            self._forget_dropped()
+
+    def _forget_dropped(self) -> None:
+        host, proc = self._on, self._proc
+        proc_id = proc["id"] if proc else self._last_id
+        if host is None or proc_id is None:
+            return
+        # Nothing is sent to a closed or lost host: its processes died with it.
+        if host.service_nowait("forget", proc_id=proc_id) and proc is not None:
+            warnings.warn(
+                "%r was dropped while its process (pid %s) may still run: killed it;"
+                " stop() it or use it as a context manager" % (self, proc["pid"]),
+                ResourceWarning,
+                stacklevel=3,
+            )
 
 
 class Executor(SimpleExecutor):

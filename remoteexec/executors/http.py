@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List, Optional, Union
-from urllib.parse import urlsplit
 
-from ..waits import HTTP, TCP
+from ..waits import HTTP, HTTP_SCHEMES, TCP
 from .base import Command
 from .tcp import TCPExecutor
 
@@ -13,11 +13,15 @@ from .tcp import TCPExecutor
 class HTTPExecutor(TCPExecutor):
     """Ready when ``method url`` returns a status matching ``status``.
 
-    The request is made on the target. Before start, the URL's TCP port must
-    be free (AlreadyRunning otherwise, naming the owner pid where visible).
+    The request is made on the target; for ``https`` the TLS handshake too,
+    verifying the certificate against the host's CA store, or ``ca_file`` (a
+    PEM file on the host), unless ``verify=False``. Before start, the URL's
+    TCP port (80/443 when it names none) must be free (AlreadyRunning
+    otherwise, naming the owner pid where visible).
     """
 
-    DEFAULT_PORT = 80
+    #: mirakuru's attribute, kept for code that reads it; https URLs default to 443.
+    DEFAULT_PORT = HTTP_SCHEMES["http"]
 
     def __init__(
         self,
@@ -28,31 +32,30 @@ class HTTPExecutor(TCPExecutor):
         payload: Optional[Dict[str, str]] = None,
         headers: Optional[Dict[str, str]] = None,
         request_timeout: Optional[float] = None,
+        *,
+        verify: bool = True,
+        ca_file: Union[str, os.PathLike[str], None] = None,
         **kwargs: Any,
     ) -> None:
-        self.url = urlsplit(url)
-        if not self.url.hostname:
-            raise ValueError("url %r does not contain a host name" % (url,))
-        if request_timeout is not None and request_timeout < 0:
-            raise ValueError("request_timeout must not be negative, got %r" % (request_timeout,))
-        self.status = str(status)
+        self._wait = HTTP(
+            url,
+            status=status,
+            method=method,
+            payload=payload,
+            headers=headers,
+            request_timeout=request_timeout,
+            verify=verify,
+            ca_file=ca_file,
+        )
+        self.url = self._wait.parts
+        self.status = self._wait.status
         self.method = method
         self.payload = payload
         self.headers = headers
-        self._request_timeout = request_timeout
-        port = self.url.port or self.DEFAULT_PORT
-        super().__init__(command, host=self.url.hostname, port=port, **kwargs)
+        super().__init__(command, host=self._wait.host, port=self._wait.port, **kwargs)
 
     def _pre_start_specs(self) -> List[Dict[str, Any]]:
         return TCP(self.host, self.port).specs()
 
     def _after_start_specs(self) -> List[Dict[str, Any]]:
-        wait = HTTP(
-            self.url.geturl(),
-            status=self.status,
-            method=self.method,
-            payload=self.payload,
-            headers=self.headers,
-            request_timeout=self._request_timeout,
-        )
-        return wait.specs()
+        return self._wait.specs()

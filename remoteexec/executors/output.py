@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from ..waits import Banner
+from ..waits import Banner, regex
 from .base import Command, SimpleExecutor
 
 
@@ -16,8 +16,8 @@ class OutputExecutor(SimpleExecutor):
     """
 
     def __init__(self, command: Command, banner: str, **kwargs: Any) -> None:
+        self._banner = regex("banner", banner)
         super().__init__(command, **kwargs)
-        self._banner = banner
 
     def _after_start_specs(self) -> List[Dict[str, Any]]:
         return Banner(self._banner).specs()

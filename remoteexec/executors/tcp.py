@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
+from .. import arguments
 from ..waits import TCP
 from .base import Command, Executor
 
@@ -16,9 +17,9 @@ class TCPExecutor(Executor):
     """
 
     def __init__(self, command: Command, host: str, port: int, **kwargs: Any) -> None:
-        super().__init__(command, **kwargs)
         self.host = host
-        self.port = int(port)
+        self.port = arguments.port("port", port)
+        super().__init__(command, **kwargs)
 
     def _after_start_specs(self) -> List[Dict[str, Any]]:
         return TCP(self.host, self.port).specs()

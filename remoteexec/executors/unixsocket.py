@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, List
 
+from .. import arguments
 from ..waits import UnixSocket
 from .base import Command, Executor
 
@@ -13,8 +13,8 @@ class UnixSocketExecutor(Executor):
     """Ready when the unix socket ``socket_name`` accepts a connection."""
 
     def __init__(self, command: Command, socket_name: str, **kwargs: Any) -> None:
+        self.socket = arguments.unix_path("socket_name", socket_name)
         super().__init__(command, **kwargs)
-        self.socket = os.fspath(socket_name)
 
     def _after_start_specs(self) -> List[Dict[str, Any]]:
         return UnixSocket(self.socket).specs()

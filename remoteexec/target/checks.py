@@ -6,15 +6,19 @@ whether the condition holds now, ``detail`` says why not, for the timeout
 message. Every network probe has its own socket timeout, bounded by what is
 left of the caller's deadline, so a check can never hang.
 
-Kinds: ``tcp`` (host, port), ``unix`` (path), ``http`` (url, status, method,
-payload, headers, request_timeout), ``file`` (path), ``banner`` (pattern,
-log_path). A list of checks passes when all of them pass.
+Kinds: ``tcp`` (host, port), ``unix`` (path), ``http`` (url, port, status,
+method, payload, headers, request_timeout, verify, ca_file), ``file`` (path),
+``banner`` (pattern, log_path). A list of checks passes when all of them pass.
+
+``https`` is spoken here, on the host, with the stdlib's ssl: certificates
+are verified against the default CA store or ``ca_file`` (a path on the
+host) unless ``verify`` is false.
 """
 
 import os
 import re
 import socket
-from http.client import HTTPConnection, HTTPException
+from http.client import HTTPConnection, HTTPException, HTTPSConnection
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from . import procs
@@ -62,30 +66,79 @@ class UnixCheck:
         return procs.unix_socket_owner(self.path)
 
 
+def tls_context(verify=True, ca_file=None):
+    """The client TLS context of an https check (raises OSError/ssl.SSLError
+    when ``ca_file`` cannot be loaded)."""
+    import ssl
+
+    if not verify:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def _tls_problem(e):
+    """A certificate failure said plainly, with what to do; None for others."""
+    reason = getattr(e, "verify_message", None)
+    if reason is None:
+        return None
+    return (
+        "TLS certificate verification failed: %s (pass ca_file= with the CA that signed it,"
+        " or verify=False for a self-signed test service)" % reason
+    )
+
+
 class HTTPCheck:
     def __init__(self, spec):
         self.url = urlsplit(spec["url"])
+        self.https = self.url.scheme == "https"
         self.status = str(spec.get("status", r"^2\d\d$"))
         self.status_re = re.compile(self.status)
         self.method = spec.get("method", "HEAD")
         self.payload = spec.get("payload")
         self.headers = spec.get("headers") or {}
         self.request_timeout = spec.get("request_timeout")
+        self.verify = spec.get("verify", True)
+        self.ca_file = spec.get("ca_file")
         self.host = self.url.hostname
-        self.port = self.url.port or 80
+        self.port = spec.get("port") or self.url.port or (443 if self.https else 80)
+        self.tls = None
+
+    def problem(self):
+        """Why this check can never pass (an unusable ca_file), or None."""
+        if not self.https:
+            return None
+        try:
+            self.tls = self.tls or tls_context(self.verify, self.ca_file)
+        except (OSError, ValueError) as e:
+            return "ca_file %s: %s" % (self.ca_file, e)
+        return None
+
+    def connection(self, timeout):
+        if not self.https:
+            return HTTPConnection(self.host, self.port, timeout=timeout)
+        problem = self.problem()
+        if problem:
+            raise OSError(problem)
+        return HTTPSConnection(self.host, self.port, timeout=timeout, context=self.tls)
 
     def probe(self, remaining):
         cap = self.request_timeout or PROBE_TIMEOUT
-        conn = HTTPConnection(self.host, self.port, timeout=_bounded(remaining, cap))
         target = urlunsplit(("", "", self.url.path or "/", self.url.query, ""))
+        conn = None
         try:
+            conn = self.connection(_bounded(remaining, cap))
             body = urlencode(self.payload) if self.payload else None
             conn.request(self.method, target, body, self.headers)
             status = str(conn.getresponse().status)
         except (OSError, HTTPException) as e:
-            return False, "http %s %s: %s" % (self.method, self.url.geturl(), e)
+            reason = _tls_problem(e) or e
+            return False, "http %s %s: %s" % (self.method, self.url.geturl(), reason)
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
         if status == self.status or self.status_re.match(status):
             return True, ""
         return False, "http %s %s: status %s, want %s" % (
@@ -165,6 +218,18 @@ def build(specs, log_path=None):
             spec["log_path"] = log_path
         built.append(KINDS[spec["kind"]](spec))
     return built
+
+
+def problems(specs):
+    """Why some of ``specs`` can never pass on this host (an https check whose
+    ca_file cannot be loaded): asked before anything starts."""
+    found = []
+    for check in build(specs):
+        problem = getattr(check, "problem", None)
+        text = problem() if problem else None
+        if text:
+            found.append(text)
+    return found
 
 
 def probe_all(checks, remaining):

@@ -18,7 +18,8 @@ options, targets = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 try:
     with rx.Master() as master:
         host = master.connect(targets[0], **options)
-        rx.SimpleExecutor(["sleep", "60"], on=host).start()
+        # Kept in a variable: a dropped executor's process is killed.
+        sleeper = rx.SimpleExecutor(["sleep", "60"], on=host).start()
         print("READY " + json.dumps({"run_id": master.run_id}), flush=True)
         time.sleep(60)
 except KeyboardInterrupt:
