@@ -85,3 +85,20 @@ def test_stopping_one_of_many_leaves_the_rest(place: Place, how: str) -> None:
         with left_nothing(run_id, context_pids(place.host.master), at_least=0):
             for ex in execs:
                 ex.stop()
+
+
+def test_the_oracle_finds_a_process_without_the_marker(place: Place) -> None:
+    """A process that dropped REMOTEEXEC_RUN is still the run's: it descends
+    from the context. The leftover check sees it; a marker-only one would not."""
+    run_id = place.host.master.run_id
+    contexts = context_pids(place.host.master)
+    ex = rx.SimpleExecutor(["env", "-u", "REMOTEEXEC_RUN", "sleep", "600"], on=place.host)
+    ex.start()
+    try:
+        assert wait_until(lambda: oracle.marker(ex.pid) is None, 5), "env exec'd sleep"
+        assert ex.pid not in oracle.run_processes(run_id), "no marker, no context: not seen"
+        found = oracle.run_processes(run_id, contexts)
+        assert found.get(ex.pid, "").startswith("descends from context"), found
+    finally:
+        with left_nothing(run_id, contexts, at_least=1):
+            ex.stop()
