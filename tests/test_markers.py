@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Dict, List, Tuple
 
 import pytest
-from conftest import Place, context_pids, left_nothing, wait_until
+from conftest import PY, Place, context_pids, left_nothing, wait_until
 from helpers import oracle
 
 import remoteexec as rx
@@ -33,6 +33,8 @@ def _start_until_prefixed(place: Place) -> Tuple[List[rx.SimpleExecutor], Dict[i
     while len(started) < MAX_COUNT:
         ex = rx.SimpleExecutor(["sleep", "600"], on=place.host, name="m%d" % len(started))
         started.append(ex.start())
+        # Right after exec the kernel may not show the new environment yet.
+        wait_until(lambda pid=ex.pid: oracle.marker(pid) is not None, 5, interval=0.005)
         markers[ex.pid] = oracle.marker(ex.pid) or ""
         if len(started) >= COUNT and max(_prefixed(markers).values()) >= 3:
             break
@@ -87,6 +89,14 @@ def test_stopping_one_of_many_leaves_the_rest(place: Place, how: str) -> None:
                 ex.stop()
 
 
+def _comm(pid: int) -> str:
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def test_the_oracle_finds_a_process_without_the_marker(place: Place) -> None:
     """A process that dropped REMOTEEXEC_RUN is still the run's: it descends
     from the context. The leftover check sees it; a marker-only one would not."""
@@ -95,10 +105,23 @@ def test_the_oracle_finds_a_process_without_the_marker(place: Place) -> None:
     ex = rx.SimpleExecutor(["env", "-u", "REMOTEEXEC_RUN", "sleep", "600"], on=place.host)
     ex.start()
     try:
-        assert wait_until(lambda: oracle.marker(ex.pid) is None, 5), "env exec'd sleep"
+        assert wait_until(lambda: _comm(ex.pid) == "sleep", 5), "env exec'd sleep"
+        assert oracle.marker(ex.pid) is None
         assert ex.pid not in oracle.run_processes(run_id), "no marker, no context: not seen"
         found = oracle.run_processes(run_id, contexts)
         assert found.get(ex.pid, "").startswith("descends from context"), found
     finally:
         with left_nothing(run_id, contexts, at_least=1):
             ex.stop()
+
+
+def test_closing_the_master_leaves_none_of_many() -> None:
+    """A dozen trees in one context, then close(): every process and the
+    context itself are gone, per /proc."""
+    with rx.Master(heartbeat_timeout=5) as m:
+        host = m.local()
+        tree = [PY, "-c", "import os,time; os.fork(); print('up', flush=True); time.sleep(600)"]
+        for _ in range(COUNT):
+            rx.OutputExecutor(tree, banner="up", on=host, timeout=10).start()
+        with left_nothing(m.run_id, context_pids(m), at_least=2 * COUNT, contexts_exit=True):
+            m.close()
