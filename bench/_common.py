@@ -7,8 +7,10 @@ The interface every benchmark follows (``run_all.py`` relies on it):
 
 - ``run() -> Report``: measures, returns the results (markdown + verdicts);
 - ``main() -> int``: prints ``run().markdown()`` on stdout and returns 0 when
-  every target passed, 1 when a target was missed, 2 when it could not run
-  (no lab: needs root, iproute2, openssh-server).
+  every target passed, 1 when a target was missed, 2 when it was skipped
+  because something it needs is not installed or not possible here (the lab
+  needs root, iproute2, openssh-server; the baselines need their peer tool).
+  A benchmark that raises is a failure (3 from ``run_all.py``), never a skip.
 
 Progress goes to stderr, so stdout is exactly the markdown.
 """
@@ -36,7 +38,7 @@ if REPO_ROOT not in sys.path:
 #: share the filesystem). Absolute, so no pyenv shim or PATH lookup is timed.
 PY = "/usr/bin/python3"
 
-EXIT_OK, EXIT_MISSED, EXIT_SKIPPED = 0, 1, 2
+EXIT_OK, EXIT_MISSED, EXIT_SKIPPED, EXIT_FAILED = 0, 1, 2, 3
 
 
 def progress(text: str) -> None:
@@ -175,10 +177,17 @@ def bench_main(run: Callable[[], Report]) -> int:
 # -- lab ---------------------------------------------------------------------
 
 
-def lab_report(title: str) -> Report:
-    """A new Report for a lab benchmark, already marked skipped when no lab can be built."""
+def lab_report(title: str, needs: Sequence[str] = ()) -> Report:
+    """A new Report for a lab benchmark, already marked skipped when no lab can
+    be built or a module in ``needs`` (the baseline's peer tool) is not installed."""
+    import importlib.util
+
     from remoteexec.lab import Lab
 
+    missing = [name for name in needs if importlib.util.find_spec(name) is None]
+    if missing:
+        why = "%s not installed (pip install -e '.[test,bench]')" % ", ".join(missing)
+        return Report(title, skipped=why)
     ok, why = Lab.available()
     return Report(title, skipped=None if ok else why)
 

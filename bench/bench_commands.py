@@ -88,7 +88,9 @@ def _shell_init(host) -> float:
 
 
 def run() -> c.Report:
-    report = c.lab_report("Commands: Host.run / Host.call vs Fabric 3 (one lab host)")
+    report = c.lab_report(
+        "Commands: Host.run / Host.call vs Fabric 3 (one lab host)", ["fabric", "paramiko"]
+    )
     if report.skipped:
         return report
     import fabric

@@ -6,7 +6,9 @@ Runs bench_commands, bench_executor and, when bench/bench_replicaset.py
 exists and has ``main()``, bench_replicaset; each makes and removes its own
 lab (needs root). The markdown is printed and written to docs/benchmarks.md.
 Exit status: 0 when every target passed, 1 when one was missed, 2 when a
-benchmark was skipped or failed.
+benchmark was skipped (what it needs is not installed or not possible here:
+printed as SKIPPED with the reason), 3 when a benchmark crashed (printed as
+FAILED with its traceback; a crash is never a skip).
 
 A benchmark module is used through ``run()`` when it has one (returning a
 ``_common.Report``, or a markdown string); otherwise ``main()`` is called and
@@ -29,7 +31,15 @@ import _common as c
 BENCHES = ("bench_commands", "bench_executor")
 OPTIONAL = ("bench_replicaset",)
 OUTPUT = os.path.join(c.REPO_ROOT, "docs", "benchmarks.md")
-STATUS = {c.EXIT_OK: "PASS", c.EXIT_MISSED: "MISS", c.EXIT_SKIPPED: "SKIPPED"}
+README = os.path.join(c.REPO_ROOT, "README.md")
+#: The README quotes bench_commands' figures between these marks; each run rewrites them.
+QUOTE_BEGIN, QUOTE_END = "<!-- bench_commands -->", "<!-- /bench_commands -->"
+STATUS = {
+    c.EXIT_OK: "PASS",
+    c.EXIT_MISSED: "MISS",
+    c.EXIT_SKIPPED: "SKIPPED",
+    c.EXIT_FAILED: "FAILED",
+}
 
 
 def _modules() -> List[str]:
@@ -68,7 +78,7 @@ def _run_one(name: str) -> Optional[Tuple[str, int, List[c.Target]]]:
                 try:
                     code = module.main()
                 except SystemExit as e:
-                    code = e.code if isinstance(e.code, int) else c.EXIT_SKIPPED
+                    code = e.code if isinstance(e.code, int) else c.EXIT_FAILED
             markdown = code if isinstance(code, str) else out.getvalue()
             status, targets = (code if isinstance(code, int) else c.EXIT_OK), []
         else:
@@ -76,10 +86,39 @@ def _run_one(name: str) -> Optional[Tuple[str, int, List[c.Target]]]:
     except Exception:
         tail = traceback.format_exc()[-3000:]
         c.progress("%s FAILED:\n%s" % (name, tail))
-        markdown = "## %s\n\n**FAILED**:\n\n```\n%s```\n" % (name, tail)
-        status, targets = c.EXIT_SKIPPED, []
+        markdown = "## %s\n\n**FAILED** (crashed):\n\n```\n%s```\n" % (name, tail)
+        status, targets = c.EXIT_FAILED, []
     c.progress("=== %s done in %.1fs" % (name, time.perf_counter() - t0))
     return (markdown.strip() or "## %s\n\n(no output)" % name) + "\n", status, targets
+
+
+def _readme_quote(targets: List[c.Target], date: str) -> Optional[str]:
+    """The README's sentence on per-command cost, from bench_commands' targets."""
+    measured = {t.name: t.measured for t in targets}
+    try:
+        run, call = measured["Host.run median"], measured["Host.call median"]
+        fabric = measured["faster than Fabric per command (median Fabric / Host.run)"]
+    except KeyError:
+        return None
+    return (
+        "`Host.run` %s and `Host.call` %s (medians), %s faster per command than Fabric "
+        "on the same host (measured %s)" % (run, call, fabric, date)
+    )
+
+
+def _quote_in_readme(quote: str) -> None:
+    """Replace the text between the README's marks with ``quote``."""
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    begin, end = text.find(QUOTE_BEGIN), text.find(QUOTE_END)
+    if begin < 0 or end < begin:
+        c.progress("README.md has no %s...%s marks: not updated" % (QUOTE_BEGIN, QUOTE_END))
+        return
+    text = text[: begin + len(QUOTE_BEGIN)] + quote + text[end:]
+    with open(README + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(README + ".tmp", README)
+    c.progress("README.md quotes: %s" % quote)
 
 
 def main() -> int:
@@ -91,7 +130,7 @@ def main() -> int:
         state = STATUS.get(status, "FAILED (exit %s)" % status)
         for t in targets:
             summary.append((name, t.name, t.measured, t.limit, "**%s**" % t.verdict))
-        if not targets:
+        if not targets or status in (c.EXIT_SKIPPED, c.EXIT_FAILED):
             summary.append((name, "(all)", "", "", "**%s**" % state))
     lines = [
         "# Benchmarks",
@@ -119,6 +158,11 @@ def main() -> int:
     os.replace(tmp, OUTPUT)
     print(text)
     c.progress("written to %s" % os.path.relpath(OUTPUT, c.REPO_ROOT))
+    for name, _md, status, targets in sections:
+        c.progress("%s: %s" % (name, STATUS.get(status, "FAILED (exit %s)" % status)))
+        quote = _readme_quote(targets, facts[0][1].split()[0])
+        if name == "bench_commands" and status in (c.EXIT_OK, c.EXIT_MISSED) and quote:
+            _quote_in_readme(quote)
     return max((status for _n, _m, status, _t in sections), default=c.EXIT_OK)
 
 

@@ -1,38 +1,68 @@
 """Shared fixtures: masters, a real 3-host lab, and the places tests run on.
 
-Lab tests need root, iproute2 and openssh-server. Without them they skip,
-except under CI=true, where a skipped lab test is a failure: CI must never
-go green without having exercised real sshd hosts.
+Lab tests need root, iproute2 and openssh-server; Tarantool tests need
+``tarantool``. Without them they skip, except in CI (``CI`` set to anything
+but empty, 0, false or no: GitHub's ``true``, GitLab's ``true``, others'
+``1``), where a skip is a failure: CI must never go green without having
+exercised real sshd hosts and a real tarantool. ``IN_CI``, ``need_lab()``
+and ``need_tarantool()`` are the one definition of that rule.
+
+Leftover checks (``run_pids``, ``left_nothing``) read /proc through
+``helpers/oracle.py``, never through the product's own process table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import sys
 import time
 from dataclasses import dataclass
-from typing import Iterator, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
 import pytest
+from helpers import oracle
 
 import remoteexec as rx
-from remoteexec.target import procs
 
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "proc.py")
 #: The interpreter for test processes: Debian's, present locally and on lab hosts.
 PY = "/usr/bin/python3"
-IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+#: The tarantool on this machine's PATH (lab hosts share the filesystem), or None.
+TARANTOOL = shutil.which("tarantool")
+
+
+def in_ci(environ: Dict[str, str]) -> bool:
+    """Whether ``environ`` says we run in CI: ``CI`` set and not 0/false/no."""
+    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+IN_CI = in_ci(dict(os.environ))
+
+
+def skip_or_fail(why: str) -> None:
+    """Skip a test that cannot run here; in CI, fail it instead."""
+    if IN_CI:
+        pytest.fail("%s, and CI must not skip it (CI=%s)" % (why, os.environ.get("CI")))
+    pytest.skip(why)
 
 
 def need_lab() -> None:
+    """Skip (fail in CI) unless lab hosts can be built here."""
     from remoteexec.lab import Lab
 
     ok, why = Lab.available()
     if not ok:
-        if IN_CI:
-            pytest.fail("lab tests cannot run under CI=true: %s" % why)
-        pytest.skip("lab unavailable: %s" % why)
+        skip_or_fail("lab unavailable: %s" % why)
+
+
+def need_tarantool() -> str:
+    """The tarantool binary; skip (fail in CI) when there is none."""
+    if TARANTOOL is None:
+        skip_or_fail("tarantool is not installed")
+    return TARANTOOL
 
 
 @pytest.fixture(scope="session")
@@ -97,23 +127,74 @@ def place(request: pytest.FixtureRequest, master: rx.Master, tmp_path) -> Place:
     return Place("lab", host, "127.0.0.1", str(tmp_path))
 
 
-def run_pids(run_id: str) -> List[int]:
-    """Live pids of a run, seen from this machine.
+def run_pids(run_id: str, contexts: Iterable[int] = ()) -> List[int]:
+    """Live pids of a run, seen from this machine by the tests' own /proc
+    oracle (helpers/oracle.py): marked, descending from ``contexts``
+    (``Host.info["pid"]``), or in their sessions.
 
     Lab hosts share this machine's pid space, so /proc here sees them all.
     """
-    return [
-        p for p in procs.pids_with_marker("REMOTEEXEC_RUN", run_prefix=run_id) if procs.is_alive(p)
-    ]
+    return sorted(oracle.run_processes(run_id, contexts))
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
+def context_pids(master: rx.Master) -> List[int]:
+    """Pids of the master's open contexts (local and lab ones are on this machine)."""
+    return [host.info["pid"] for host in master.hosts]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until true; bounded in time and in count."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    for _ in range(int(timeout / interval) + 2):
         if predicate():
             return True
+        if time.monotonic() >= deadline:
+            break
         time.sleep(interval)
     return bool(predicate())
+
+
+@contextlib.contextmanager
+def left_nothing(
+    run_id: str,
+    contexts: Iterable[int] = (),
+    at_least: int = 1,
+    timeout: float = 5.0,
+    contexts_exit: bool = False,
+) -> Iterator[Dict[int, str]]:
+    """Assert the run's processes are there, run the block, then assert they
+    are gone within ``timeout``.
+
+    Before the block at least ``at_least`` processes of the run must be alive
+    (so a check that sees nothing proves something); it yields them as
+    {pid: why}. After it, none of them (same pid and start time) nor any
+    other process of the run may be alive; with ``contexts_exit`` the
+    contexts themselves must have exited too.
+    """
+    contexts = [oracle.identity(pid) for pid in contexts]
+    contexts = [ident for ident in contexts if ident is not None]
+    before = oracle.run_processes(run_id, [pid for pid, _start in contexts])
+    assert len(before) >= at_least, "expected at least %d processes of run %s, found %s" % (
+        at_least,
+        run_id,
+        oracle.describe(before),
+    )
+    watched = {oracle.identity(pid) for pid in before}
+    if contexts_exit:
+        watched |= set(contexts)
+    watched.discard(None)
+    yield before
+
+    def still() -> List[int]:
+        # A context's pid counts only while it still names that context.
+        same = [pid for pid, start in contexts if oracle.identity(pid) == (pid, start)]
+        left = set(oracle.run_processes(run_id, same))
+        left |= {ident[0] for ident in watched if oracle.identity(ident[0]) == ident}
+        return sorted(left)
+
+    assert wait_until(lambda: not still(), timeout, interval=0.02), "left behind: %s" % (
+        oracle.describe(still())
+    )
 
 
 def spawn_master_script(

@@ -26,6 +26,33 @@ def serve_http(addr, port):
     server.serve_forever()
 
 
+def serve_http_late(addr, port, delay):
+    """Listen at once, answer 503 for ``delay`` seconds, then 200 and print
+    'late ready': a TCP check passes long before an HTTP one."""
+    ready = threading.Event()
+
+    class Late(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(200 if ready.is_set() else 503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+        def log_message(self, *a):
+            pass
+
+    def flip():
+        ready.set()
+        print("late ready", flush=True)
+
+    server = http.server.ThreadingHTTPServer((addr, port), Late)
+    print("listening", flush=True)
+    threading.Timer(delay, flip).start()
+    threading.Timer(LIFETIME, server.shutdown).start()
+    server.serve_forever()
+
+
 def listen_tcp(addr, port):
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -36,7 +63,12 @@ def listen_tcp(addr, port):
 
 def main(argv):
     mode = argv[1]
-    if mode == "http":  # http ADDR PORT [CHATTY_BYTES]
+    if mode == "after":  # after DELAY MODE [ARGS]: MODE, started DELAY seconds late
+        time.sleep(float(argv[2]))
+        main(argv[:1] + argv[3:])
+    elif mode == "http-late":  # http-late ADDR PORT DELAY
+        serve_http_late(argv[2], int(argv[3]), float(argv[4]))
+    elif mode == "http":  # http ADDR PORT [CHATTY_BYTES]
         chatty = int(argv[4]) if len(argv) > 4 else 0
         if chatty:
             line = "x" * 99 + "\n"

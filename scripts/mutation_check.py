@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""Mutation check: each known way to break the product must turn a test red.
+
+    .venv/bin/python scripts/mutation_check.py [NAME ...]
+
+For each mutation: copy the repository's files (git-tracked plus untracked,
+not ignored) to a temporary directory, replace one exact anchor text in one
+file (fail loudly when the anchor is not there exactly once: anchors move
+when branches merge, so each is small and named below), check that the copy's
+package is what both the master and a local context import, then run only
+the tests selected for it there (``pytest -x``, PYTHONPATH and cwd = the
+copy) and expect them to FAIL. A clean copy runs every selection first and
+must pass, so a red run means the mutation, not a broken selection.
+
+Exit status: 0 when every mutation was killed, 1 when one survived, 2 when
+the check itself could not run (anchor missing, selection empty or broken,
+clean run red, the copy's package not the one imported).
+
+A mutation marked ``pending`` is one whose test lives on another branch
+until the lead merges it: if it survives, or its selection finds no test
+yet, that is reported and does not fail the check. Remove the mark once
+its test is on main.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTEST_TIMEOUT = 240  # seconds one pytest run may take before the check gives up
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str  # relative to the repository root
+    anchor: str  # exact text, must occur once
+    replacement: str
+    tests: Tuple[str, ...]  # pytest arguments: node ids, or files plus -k
+    why: str
+    pending: Optional[str] = None  # why it may survive for now
+
+
+MUTATIONS = (
+    Mutation(
+        "marker-substring",
+        "remoteexec/target/procs.py",
+        "(value is not None and got == value)",
+        "(value is not None and value in got)",
+        ("tests/test_markers.py::test_stopping_one_of_many_leaves_the_rest[local-stop]",),
+        "markers matched as substrings: stopping executor 1 kills 10, 11, 12",
+    ),
+    Mutation(
+        "unixsocket-no-readiness",
+        "remoteexec/executors/unixsocket.py",
+        "return UnixSocket(self.socket).specs()",
+        "return []",
+        ("tests/test_readiness.py::test_unix_socket_waits_for_the_bind[local]",),
+        "UnixSocketExecutor._after_start_specs returns []: start() does not wait",
+    ),
+    Mutation(
+        "tcp-no-readiness",
+        "remoteexec/executors/tcp.py",
+        "return TCP(self.host, self.port).specs()",
+        "return []",
+        ("tests/test_readiness.py::test_tcp_waits_for_the_listen[local]",),
+        "TCPExecutor._after_start_specs returns []",
+    ),
+    Mutation(
+        "output-no-readiness",
+        "remoteexec/executors/output.py",
+        "return Banner(self._banner).specs()",
+        "return []",
+        ("tests/test_readiness.py::test_output_waits_for_the_banner[local]",),
+        "OutputExecutor._after_start_specs returns []",
+    ),
+    Mutation(
+        "pid-no-readiness",
+        "remoteexec/executors/pid.py",
+        "return File(self.filename).specs()",
+        "return []",
+        ("tests/test_readiness.py::test_pid_waits_for_the_file[local]",),
+        "PidExecutor._after_start_specs returns []",
+    ),
+    Mutation(
+        "http-checks-only-the-port",
+        "remoteexec/executors/http.py",
+        "return wait.specs()",
+        "return TCP(self.host, self.port).specs()",
+        ("tests/test_readiness.py::test_http_waits_for_the_status_not_the_port[local]",),
+        "HTTPExecutor waits for the TCP port instead of the HTTP status",
+    ),
+    Mutation(
+        "all-of-keeps-a",
+        "remoteexec/waits.py",
+        "return [spec for part in self.parts for spec in part.specs()]",
+        "return self.parts[0].specs()",
+        (
+            "tests/test_readiness.py::test_all_of_waits_for_the_late_part[local]",
+            "tests/test_readiness.py::test_all_of_times_out_naming_the_part_that_never_holds[local-a&never]",
+        ),
+        "waits.AllOf keeps only its first part",
+    ),
+    Mutation(
+        "blank-remote-traceback",
+        "remoteexec/target/supervisor.py",
+        "remote_traceback=traceback.format_exc()[-4000:],",
+        'remote_traceback="",',
+        ("tests/test_errors.py::test_remote_traceback_names_the_raising_function_and_line[local]",),
+        "supervisor._raised sends no traceback",
+    ),
+    Mutation(
+        "no-exited-0-hint",
+        "remoteexec/target/supervisor.py",
+        'detail += "; the process exited 0 and nothing it started is running"',
+        "pass",
+        ("tests/test_errors.py::test_timeout_says_the_process_exited_0_leaving_nothing[local]",),
+        "the timeout message loses 'exited 0 and nothing it started is running'",
+    ),
+    Mutation(
+        "pickle-drops-details",
+        "remoteexec/errors.py",
+        "output_tail=self.output_tail,\n            **self.details,",
+        "output_tail=self.output_tail,",
+        ("tests/test_errors.py::test_pickle_round_trip_keeps_every_attribute",),
+        "errors lose their details (owner_pid, escalated, failures...) when pickled",
+    ),
+    Mutation(
+        "replicaset-stop-swallows-errors",
+        "remoteexec/tarantool/replicaset.py",
+        "_raise_first(results)\n        return took",
+        "return took",
+        (
+            "tests/test_tarantool.py",
+            "tests/test_tarantool_parts.py",
+            "-k",
+            "stop and (error or fail or raise)",
+        ),
+        "ReplicaSet.stop() drops its members' stop errors",
+        pending="its test comes with the tarantool helper's branch",
+    ),
+)
+
+
+def _files() -> List[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    ).stdout
+    return [name for name in out.decode().split("\0") if name]
+
+
+def _copy(files: Sequence[str], dest: str) -> None:
+    for name in files:
+        src = os.path.join(REPO, name)
+        if not os.path.isfile(src):  # deleted in the work tree but still tracked
+            continue
+        target = os.path.join(dest, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copy2(src, target)
+
+
+def _apply(copy: str, m: Mutation) -> None:
+    path = os.path.join(copy, m.path)
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    found = text.count(m.anchor)
+    if found != 1:
+        raise SystemExit(
+            "mutation %s: anchor %r found %d times in %s (expected once); "
+            "the code moved: update the anchor in scripts/mutation_check.py"
+            % (m.name, m.anchor, found, m.path)
+        )
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text.replace(m.anchor, m.replacement))
+
+
+def _env(copy: str) -> Dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = copy
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+#: Run in the copy: where the master and a local context import the module from.
+_PROBE = r"""
+import importlib, sys
+import remoteexec as rx
+module = sys.argv[1]
+mine = importlib.import_module(module).__file__
+expr = "__import__('importlib').import_module(%r).__file__" % module
+with rx.Master() as master:
+    theirs = master.local().call(eval, expr)
+print(mine)
+print(theirs)
+"""
+
+
+def _verify_imports(copy: str, m: Mutation) -> None:
+    """The master and a local context both run the copy's (mutated) module."""
+    module = m.path[: -len(".py")].replace("/", ".")
+    r = subprocess.run(
+        [sys.executable, "-c", _PROBE, module],
+        cwd=copy,
+        env=_env(copy),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    paths = r.stdout.split()
+    expected = os.path.realpath(os.path.join(copy, m.path))
+    if r.returncode != 0 or len(paths) != 2 or any(os.path.realpath(p) != expected for p in paths):
+        raise SystemExit(
+            "mutation %s: the copy's %s is not what runs (master, local context: %s)\n%s"
+            % (m.name, module, paths, r.stderr[-2000:])
+        )
+
+
+def _pytest(copy: str, args: Sequence[str]) -> Tuple[int, str, float]:
+    started = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args],
+        cwd=copy,
+        env=_env(copy),
+        capture_output=True,
+        text=True,
+        timeout=PYTEST_TIMEOUT,
+    )
+    return r.returncode, r.stdout + r.stderr, time.monotonic() - started
+
+
+def _clean_run(files: Sequence[str], chosen: Sequence[Mutation]) -> None:
+    """Every selection passes on the unmutated copy (one pytest run per selection)."""
+    with tempfile.TemporaryDirectory(prefix="mutation-clean-") as copy:
+        _copy(files, copy)
+        for m in chosen:
+            rc, out, took = _pytest(copy, m.tests)
+            if rc == 5 and m.pending:
+                print("clean  %-32s no test selected yet (pending: %s)" % (m.name, m.pending))
+                continue
+            print("clean  %-32s rc=%d %5.1fs" % (m.name, rc, took), flush=True)
+            if rc != 0:
+                raise SystemExit(
+                    "the unmutated copy fails the tests of %s (rc %d):\n%s"
+                    % (m.name, rc, out[-3000:])
+                )
+
+
+def _check(files: Sequence[str], m: Mutation) -> str:
+    """'killed', 'survived' or 'pending' for one mutation."""
+    with tempfile.TemporaryDirectory(prefix="mutation-%s-" % m.name) as copy:
+        _copy(files, copy)
+        _apply(copy, m)
+        _verify_imports(copy, m)
+        rc, out, took = _pytest(copy, m.tests)
+    if rc == 1:
+        verdict = "killed"
+    elif m.pending and rc in (0, 5):
+        verdict = "pending"
+    elif rc == 0:
+        verdict = "survived"
+    else:
+        raise SystemExit(
+            "mutation %s: pytest could not run (rc %d):\n%s" % (m.name, rc, out[-3000:])
+        )
+    print("mutant %-32s %-8s %5.1fs  (%s)" % (m.name, verdict.upper(), took, m.why), flush=True)
+    lines = out.strip().splitlines()
+    if verdict == "killed":  # why: the first assertion line pytest printed
+        lines = [line for line in lines if line.startswith("E ")][:2] or lines[-3:]
+    else:
+        lines = lines[-5:]
+    print("    " + "\n    ".join(line[:200] for line in lines))
+    return verdict
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", help="mutations to check (default: all)")
+    args = parser.parse_args(argv)
+    known = {m.name: m for m in MUTATIONS}
+    unknown = [n for n in args.names if n not in known]
+    if unknown:
+        parser.error("unknown mutations %s; known: %s" % (unknown, ", ".join(known)))
+    chosen = [known[n] for n in args.names] or list(MUTATIONS)
+    started = time.monotonic()
+    files = _files()
+    _clean_run(files, chosen)
+    verdicts = {m.name: _check(files, m) for m in chosen}
+    survived = [n for n, v in verdicts.items() if v == "survived"]
+    pending = [n for n, v in verdicts.items() if v == "pending"]
+    print(
+        "mutation check: %d killed, %d survived%s, %d pending%s in %.0fs"
+        % (
+            list(verdicts.values()).count("killed"),
+            len(survived),
+            " (%s)" % ", ".join(survived) if survived else "",
+            len(pending),
+            " (%s)" % ", ".join(pending) if pending else "",
+            time.monotonic() - started,
+        )
+    )
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

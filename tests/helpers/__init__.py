@@ -1,0 +1,1 @@
+"""Test helpers: scripts run as processes, and modules the tests import (stdlib only)."""
