@@ -6,6 +6,7 @@ CI=true, where a missing requirement is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -230,6 +231,56 @@ def test_host_to_host(lab):
     pairs = [(h1, h2.address), (h2, h3.address), (h3, h1.address), (None, h2.address)]
     res = reach(pairs, timeout=5)
     assert all(_ok(r) for r in res.values()), res
+
+
+# --------------------------------------------------------------------------- filesystems
+
+
+_WRITE = (
+    'for d in /tmp /var/tmp /run "$HOME"; do echo "$1" > "$d/rxlab-probe-$1"; done; '
+    'cat "/tmp/rxlab-probe-$1"'
+)
+_DIRS = ("/tmp", "/var/tmp", "/run", "/root")
+
+
+def test_private_filesystems_by_default(lab):
+    """What a host writes to /tmp, /var/tmp, /run and home stays on that host."""
+    h1, h2, _ = lab.hosts
+    tag = f"{lab.name}-{os.getpid()}"
+    try:
+        r = _ssh(lab, h1, f"sh -c '{_WRITE}' sh {tag}")
+        assert r.returncode == 0 and r.stdout.strip() == tag, r.stderr
+        for d in _DIRS:
+            name = f"{d}/rxlab-probe-{tag}"
+            # Written on h1 (seen through its mount namespace) ...
+            assert Path(h1.path(name)).read_text().strip() == tag, name
+            # ... but not on the master at the same path, nor on h2.
+            assert not os.path.exists(name), name
+            assert not os.path.exists(h2.path(name)), name
+        r = _ssh(lab, h2, f"cat /tmp/rxlab-probe-{tag}")
+        assert r.returncode != 0
+        # The lab's own files (keys, the work dir) stay reachable on the host.
+        r = _ssh(lab, h1, f"test -r {lab.authorized_keys_file} && test -d {h1.workdir}")
+        assert r.returncode == 0, r.stderr
+    finally:
+        for d in _DIRS:
+            with contextlib.suppress(OSError):
+                os.unlink(f"{d}/rxlab-probe-{tag}")
+
+
+def test_shared_fs_option():
+    _require_lab()
+    tag = f"shared-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        with Lab(hosts=1, shared_fs=True) as shared:
+            h = shared.hosts[0]
+            assert h.path("/tmp/x") == "/tmp/x"
+            r = _ssh(shared, h, f"echo {tag} > /tmp/rxlab-probe-{tag}")
+            assert r.returncode == 0, r.stderr
+            assert Path(f"/tmp/rxlab-probe-{tag}").read_text().strip() == tag
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(f"/tmp/rxlab-probe-{tag}")
 
 
 # --------------------------------------------------------------------------- partitions

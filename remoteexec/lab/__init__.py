@@ -14,6 +14,14 @@ namespace) reaches them over real TCP and ssh, exactly as it would reach machine
         lab.partition(2)            # cut host 2 from everyone, the master included
         lab.heal()
 
+Filesystems: each host has its own /tmp, /var/tmp, /run and home directory (its sshd,
+and so everything started through it, runs in a mount namespace where the host's own
+directories under ``<base_dir>/hN/fs/`` are bound there), so a file a service writes on a
+host is not on the master at the same path; ``LabHost.path(p)`` reaches it from outside
+(through ``/proc/<sshd pid>/root``).  The rest (/usr, /etc, the lab's own directory, the
+project checkout) is shared, as on machines installed alike.  ``Lab(shared_fs=True)``
+(``up --shared-fs``) shares /tmp and the rest too, to hand files to hosts that way.
+
 Command line (leaves the lab running; state in ``/run/remoteexec-lab/<name>.json``)::
 
     python -m remoteexec.lab up [--hosts N] [--name NAME] [--json]

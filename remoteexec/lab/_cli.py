@@ -30,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--subnet", help="IPv4 subnet, e.g. 10.9.8.0/24 (default: a free 10.X.Y.0/24)")
     up.add_argument("--user", default="root", help="login user in targets (default root)")
     up.add_argument("--base-dir", help="directory for keys/configs/logs")
+    up.add_argument(
+        "--shared-fs",
+        action="store_true",
+        help="hosts share this machine's /tmp, /var/tmp, /run and home (default: their own)",
+    )
     up.add_argument("--json", action="store_true", help="print JSON")
 
     down = sub.add_parser("down", help="tear labs down")
@@ -103,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
                 subnet=args.subnet,
                 base_dir=args.base_dir,
                 user=args.user,
+                shared_fs=args.shared_fs,
             ).up()
             lab.detach()
             _print_up(lab, args.json)

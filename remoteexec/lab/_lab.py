@@ -51,6 +51,52 @@ _AUTO_SUBNET_RANGE = (200, 250)  # second octet of auto-picked 10.X.Y.0/24
 
 HostRef = Union["LabHost", int, str]
 
+#: A private-fs host's own directories: (directory under fs_dir, mode, mount point;
+#: None is the login user's home).  /tmp last: the lab's own directory is usually in it.
+_PRIVATE_DIRS = (
+    ("var_tmp", 0o1777, "/var/tmp"),
+    ("run", 0o755, "/run"),
+    ("home", 0o700, None),
+    ("tmp", 0o1777, "/tmp"),
+)
+
+#: Runs in the host's namespaces right before sshd: set the hostname, then (private
+#: fs) bind the host's own directories over /var/tmp, /run, home and /tmp.  Sources
+#: are reached through a descriptor of the lab directory, which /tmp may cover, and
+#: the lab directory is bound back at its path (sshd reads its keys from there).
+_LAUNCHER = r"""
+import ctypes, json, os, socket, sys
+hostname, lab, fs, mounts = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+libc = ctypes.CDLL(None, use_errno=True)
+def mount(src, dst, flags):
+    if libc.mount(src.encode(), dst.encode(), None, flags, None) != 0:
+        err = ctypes.get_errno()
+        sys.exit("mount %s on %s: %s" % (src, dst, os.strerror(err)))
+if hostname:
+    socket.sethostname(hostname)
+if fs:
+    MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+    mount("none", "/", MS_REC | MS_PRIVATE)
+    keep = os.open(lab, os.O_RDONLY | os.O_DIRECTORY)
+    held = "/proc/self/fd/%d/" % keep
+    for sub, dst in mounts:
+        mount(held + fs + "/" + sub, dst, MS_BIND)
+    os.makedirs(lab, exist_ok=True)
+    mount(held, lab, MS_BIND)
+    os.close(keep)
+    os.makedirs("/run/sshd", 0o755, exist_ok=True)
+os.execv(sys.argv[5], sys.argv[5:])
+"""
+
+
+def _home(user: str) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwnam(user).pw_dir or "/root"
+    except KeyError:
+        return "/root"
+
 
 @dataclass
 class LabHost:
@@ -76,6 +122,7 @@ class LabHost:
     dir: str
     port: int = SSH_PORT
     sshd_pid: Optional[int] = None
+    private_fs: bool = False
 
     def __hash__(self) -> int:  # usable as a dict key; the namespace name is unique
         return hash(self.netns)
@@ -100,6 +147,25 @@ class LabHost:
     def workdir(self) -> str:
         return os.path.join(self.dir, "work")
 
+    @property
+    def fs_dir(self) -> str:
+        """Where this host's private /tmp, /var/tmp, /run and home live on the machine."""
+        return os.path.join(self.dir, "fs")
+
+    def path(self, path: str) -> str:
+        """``path`` as this host sees it, reachable from the master's machine.
+
+        With a private filesystem (the default) a host's /tmp, /var/tmp, /run and home
+        are its own: this goes through its sshd's mount namespace
+        (``/proc/<sshd pid>/root``), so tests can check from outside what a service
+        wrote on the host.  With ``shared_fs=True`` it is ``path`` itself.
+        """
+        if not self.private_fs:
+            return path
+        if not self.sshd_pid:
+            raise LabError(f"sshd of {self.name} is not running", step="path")
+        return f"/proc/{self.sshd_pid}/root/{path.lstrip('/')}"
+
     def nsexec(self, *argv: str) -> List[str]:
         """``argv`` prefixed with ``ip netns exec <netns>``: run a command on this host."""
         return ["ip", "netns", "exec", self.netns, *argv]
@@ -117,6 +183,7 @@ class LabHost:
             "dir": self.dir,
             "port": self.port,
             "sshd_pid": self.sshd_pid,
+            "private_fs": self.private_fs,
         }
 
     @classmethod
@@ -399,6 +466,7 @@ class Lab:
         user: str = "root",
         *,
         ready_timeout: float = 10.0,
+        shared_fs: bool = False,
     ) -> None:
         """Describe a lab; nothing is created until :meth:`up`.
 
@@ -411,6 +479,11 @@ class Lab:
         ``/tmp/remoteexec-lab/<name>``; must not exist or be empty (:meth:`down`
         deletes it, or only empties it if it existed before).  ``user``: login user in
         :attr:`targets`.  ``ready_timeout``: seconds to wait for each sshd to accept TCP.
+        ``shared_fs``: by default each host has its own /tmp, /var/tmp, /run and home
+        directory (a mount namespace for its sshd, so for everything started through
+        it), so a file a service writes on a host is not visible on the master at the
+        same path (see :meth:`LabHost.path`); ``True`` shares the machine's, to hand
+        files to hosts through the filesystem.
         """
         if not isinstance(hosts, int) or not 1 <= hosts <= MAX_HOSTS:
             raise ValueError(f"hosts must be an int in 1..{MAX_HOSTS}, got {hosts!r}")
@@ -422,6 +495,7 @@ class Lab:
         self._want_base = base_dir
         self.user = user
         self.ready_timeout = float(ready_timeout)
+        self.shared_fs = bool(shared_fs)
         self.name: Optional[str] = name
         self.tag: Optional[str] = None
         self.subnet: Optional[str] = None
@@ -663,6 +737,7 @@ class Lab:
                         veth=f"{VETH_PREFIX}{tag}{i}",
                         hostname=f"{name}-{hname}"[:63],
                         dir=os.path.join(base, hname),
+                        private_fs=not self.shared_fs,
                     )
                 )
             state = {
@@ -682,6 +757,7 @@ class Lab:
                 "created": time.time(),
                 "detached": False,
                 "status": "creating",
+                "shared_fs": self.shared_fs,
                 "cuts": [],
                 "hosts": [h.to_dict() for h in hosts],
             }
@@ -727,6 +803,7 @@ class Lab:
         self.bridge = state["bridge"]
         self.base_dir = state["base_dir"]
         self.user = state.get("user", self.user)
+        self.shared_fs = bool(state.get("shared_fs", False))
         self.hosts = [LabHost.from_dict(h) for h in state["hosts"]]
         self._cuts = {frozenset(c) for c in state.get("cuts", [])}
 
@@ -746,6 +823,11 @@ class Lab:
         for h in self.hosts:
             _ensure_private_dir(h.dir)
             _ensure_private_dir(h.workdir)
+            if h.private_fs:
+                for sub, mode, _ in _PRIVATE_DIRS:
+                    path = os.path.join(h.fs_dir, sub)
+                    os.makedirs(path, exist_ok=True)
+                    os.chmod(path, mode)
         workers = min(16, len(self.hosts) + 1)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rxlab") as pool:
             # Key generation does not depend on the network: start it first.
@@ -882,13 +964,25 @@ class Lab:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(h.pid_file)
         sshd = [sys_.SSHD, "-f", h.config_file, "-E", h.log_file]
+        # `ip netns exec` already gives the sshd a mount namespace of its own; the
+        # launcher makes its mounts private there, then execs sshd (which daemonizes).
+        launch = [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            _LAUNCHER,
+            h.hostname if shutil.which("unshare") else "",
+            self.base_dir or "",
+            os.path.relpath(h.fs_dir, self.base_dir or "/") if h.private_fs else "",
+            json.dumps([[sub, dst or _home(self.user)] for sub, _, dst in _PRIVATE_DIRS]),
+            *sshd,
+        ]
         if shutil.which("unshare"):
-            # Own UTS namespace so `hostname` differs per host; sshd itself daemonizes.
-            script = 'hostname "$1" && shift && exec "$@"'
-            argv = h.nsexec("unshare", "--uts", "--", "/bin/sh", "-c", script, "sh", h.hostname)
-            argv += sshd
+            # Own UTS namespace so `hostname` differs per host.
+            argv = h.nsexec("unshare", "--uts", "--", *launch)
         else:
-            argv = h.nsexec(*sshd)
+            argv = h.nsexec(*launch)
         try:
             sys_.run(f"start sshd on {h.name}", argv, timeout=10)
         except LabError as exc:
