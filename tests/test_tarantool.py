@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Iterator, List
+from typing import Any, Dict, Iterator, List
 
 import asynctnt
 import pytest
@@ -47,18 +47,30 @@ def run_tarantools(run_id: str) -> List[int]:
     Identified by executable and by working directory (the run's directory),
     since tarantool overwrites its title and environment block.
     """
-    found = []
+    return sorted(run_tarantool_netns(run_id))
+
+
+def run_tarantool_netns(run_id: str) -> Dict[int, str]:
+    """Live tarantool pids of a run -> the inode of their network namespace,
+    which says on which lab host each runs (see :func:`netns_inode`)."""
+    found = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             exe = os.readlink("/proc/%s/exe" % name)
             cwd = os.readlink("/proc/%s/cwd" % name)
+            netns = os.readlink("/proc/%s/ns/net" % name)
         except OSError:
             continue
         if os.path.basename(exe).startswith("tarantool") and "/%s-" % run_id in cwd:
-            found.append(int(name))
+            found[int(name)] = netns
     return found
+
+
+def netns_inode(lab_host: Any) -> str:
+    """What /proc/PID/ns/net reads for a process on ``lab_host``."""
+    return "net:[%d]" % os.stat("/run/netns/%s" % lab_host.netns).st_ino
 
 
 def client(uri: str, request: str, *args: Any) -> List[List[Any]]:
