@@ -184,6 +184,8 @@ class TarantoolInstance:
         self._replication_timeout: Optional[float] = None
         self._replicaset_uuid: Optional[str] = None
         self._proc: Optional[Dict[str, Any]] = None
+        # Guards _forget's compare-and-drop of _proc (see _forget's ``only``).
+        self._proc_lock = threading.Lock()
         self._paused = False
         self._uri: Optional[str] = None
         self._output_log: Optional[str] = None
@@ -369,12 +371,13 @@ class TarantoolInstance:
         self._output_log = self._proc["log_path"]
         self._paused = False
         if abort is not None and abort.is_set():
-            self._forget(kill=True)
+            self._forget(kill=True, only=self._proc)
             raise TarantoolError("%s: start abandoned" % self.name, host=self.on.name)
 
     def _wait(self, deadline: float, with_notify: bool = True) -> Dict[str, float]:
         """Wait for every readiness layer; on failure kill the process and raise."""
-        if self._proc is None:
+        proc = self._proc
+        if proc is None:
             raise TarantoolError("%s: not started" % self.name, host=self.on.name)
         paths = self._paths()
         left = max(0.05, deadline - time.monotonic())
@@ -382,20 +385,20 @@ class TarantoolInstance:
             ready = self.on.invoke(
                 TARGET + "wait_instance",
                 paths["probe"],
-                self._proc["pid"],
+                proc["pid"],
                 left,
                 paths["notify"] if with_notify else None,
                 self.read_only,
                 self.instance_uuid,
                 [p for p in self._peers if p[0] not in self._down_peers],
-                [paths["log"], self._proc["log_path"]],
+                [paths["log"], proc["log_path"]],
                 reply_timeout=left + SLACK,
             )
         except RemoteExecError as e:
             extra: Dict[str, Any] = {}
             if e.details.get("layer") == "alive":
                 # Reap it now; the supervisor knows the exit code even if /proc forgot it.
-                code = self._forget(kill=True)
+                code = self._forget(kill=True, only=proc)
                 if e.exit_code is None and code is not None:
                     extra["exit_code"] = code
             raise renamed(e, self.name, member=self.name, **extra) from None
@@ -431,18 +434,26 @@ class TarantoolInstance:
         deadline = time.monotonic() + self.timeout
         self._prepare(deadline)
         self._launch(deadline, abort)
+        proc = self._proc
         try:
             self._wait(deadline)
         except BaseException:
-            self._forget(kill=True)
+            self._forget(kill=True, only=proc)
             raise
 
     # -- stop --------------------------------------------------------------
 
-    def _forget(self, kill: bool) -> Optional[int]:
-        """Kill (if asked) and drop the process; errors are ignored. Returns its exit code."""
-        proc, self._proc = self._proc, None
-        self._paused = False
+    def _forget(self, kill: bool, only: Optional[Dict[str, Any]] = None) -> Optional[int]:
+        """Kill (if asked) and drop the process; errors are ignored. Returns its exit code.
+
+        ``only``: just if that is still the process. A wait a replica set gave
+        up on ends later by itself, and must not kill a newer process then.
+        """
+        with self._proc_lock:
+            proc = self._proc
+            if only is not None and proc is not only:
+                return None
+            self._proc, self._paused = None, False
         if proc is None or not kill:
             return None
         try:
