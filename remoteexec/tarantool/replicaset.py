@@ -84,6 +84,8 @@ def _gather(
     the interpreter's exit. Past ``limit`` seconds (the calls' own bounds
     plus slack: a safety net), the calls still out are TimeoutExpired.
     """
+    if not members:
+        return [], next((m for m in watch if m.on.lost), None)
     results: List[Any] = [_PENDING] * len(members)
     arrived = threading.Condition()
 
