@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Iterator, List
+from typing import Any, Dict, Iterator, List
 
 import asynctnt
 import pytest
@@ -47,18 +47,30 @@ def run_tarantools(run_id: str) -> List[int]:
     Identified by executable and by working directory (the run's directory),
     since tarantool overwrites its title and environment block.
     """
-    found = []
+    return sorted(run_tarantool_netns(run_id))
+
+
+def run_tarantool_netns(run_id: str) -> Dict[int, str]:
+    """Live tarantool pids of a run -> the inode of their network namespace,
+    which says on which lab host each runs (see :func:`netns_inode`)."""
+    found = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             exe = os.readlink("/proc/%s/exe" % name)
             cwd = os.readlink("/proc/%s/cwd" % name)
+            netns = os.readlink("/proc/%s/ns/net" % name)
         except OSError:
             continue
         if os.path.basename(exe).startswith("tarantool") and "/%s-" % run_id in cwd:
-            found.append(int(name))
+            found[int(name)] = netns
     return found
+
+
+def netns_inode(lab_host: Any) -> str:
+    """What /proc/PID/ns/net reads for a process on ``lab_host``."""
+    return "net:[%d]" % os.stat("/run/netns/%s" % lab_host.netns).st_ino
 
 
 def client(uri: str, request: str, *args: Any) -> List[List[Any]]:
@@ -95,8 +107,17 @@ def hosts(lab: Any, tt_master: rx.Master) -> List[rx.Host]:
     return tt_master.connect_all(lab.targets, **connect_options(lab))
 
 
+def stop_cleanly(rs: ReplicaSet, run_id: str) -> None:
+    """``rs.stop()`` raises nothing, and this test's own /proc oracle finds no
+    tarantool of the run left on any host (the tests that use a set run one
+    at a time, and single instances are stopped by their own tests)."""
+    rs.stop()
+    assert all(m.pid is None for m in rs.members), rs.members
+    assert run_tarantools(run_id) == [], "left running after stop(): %s" % run_tarantools(run_id)
+
+
 @pytest.fixture
-def make_set(hosts: List[rx.Host]) -> Iterator[Any]:
+def make_set(hosts: List[rx.Host], tt_master: rx.Master) -> Iterator[Any]:
     made: List[ReplicaSet] = []
 
     def make(as_instances: bool = False, **kwargs: Any) -> ReplicaSet:
@@ -111,10 +132,16 @@ def make_set(hosts: List[rx.Host]) -> Iterator[Any]:
         return rs
 
     yield make
+    # Each test stops its sets itself (stop_cleanly); this stops what a failed
+    # test left, and an error here is reported, never swallowed.
     for rs in made:
-        # A failed stop is the test's business; the master's close kills what is left.
-        with contextlib.suppress(rx.RemoteExecError):
-            rs.stop()
+        stop_cleanly(rs, tt_master.run_id)
+
+
+@pytest.fixture
+def clean_stop(tt_master: rx.Master) -> Any:
+    """``clean_stop(rs)``: the test's own stop, see :func:`stop_cleanly`."""
+    return lambda rs: stop_cleanly(rs, tt_master.run_id)
 
 
 @pytest.fixture
@@ -126,7 +153,7 @@ def running_set(make_set: Any) -> ReplicaSet:
 
 
 # 1
-def test_full_mesh_across_three_hosts(make_set: Any, lab: Any) -> None:
+def test_full_mesh_across_three_hosts(make_set: Any, lab: Any, clean_stop: Any) -> None:
     rs = make_set()
     timings = rs.start()
     assert set(timings) >= {"spawn", "running", "full_mesh"}
@@ -139,19 +166,23 @@ def test_full_mesh_across_three_hosts(make_set: Any, lab: Any) -> None:
     assert all(r["status"] == "running" and follows(r, 2) for r in rows), rows
     assert rs.leader.version >= (2, 0, 0)
     assert len({m.pid for m in rs.members}) == 3
+    clean_stop(rs)
 
 
 # 2
-def test_insert_on_leader_read_on_replicas_with_asynctnt(running_set: ReplicaSet) -> None:
+def test_insert_on_leader_read_on_replicas_with_asynctnt(
+    running_set: ReplicaSet, clean_stop: Any
+) -> None:
     rs = running_set
     assert client(rs.leader.uri, "insert", "test", [1, "x"]) == [[1, "x"]]
     rs.wait_synced(timeout=5)
     for replica in rs.replicas:
         assert client(replica.uri, "select", "test", [1]) == [[1, "x"]], replica.name
+    clean_stop(rs)
 
 
 # 3
-def test_killed_replica_restarts_and_catches_up(running_set: ReplicaSet) -> None:
+def test_killed_replica_restarts_and_catches_up(running_set: ReplicaSet, clean_stop: Any) -> None:
     rs = running_set
     victim = rs.replicas[0]
     old_pid = victim.pid
@@ -164,10 +195,13 @@ def test_killed_replica_restarts_and_catches_up(running_set: ReplicaSet) -> None
     assert len(client(victim.uri, "select", "test", [])) == 100
     row = next(r for r in rs.status() if r["member"] == victim.name)
     assert row["ro"] is True and follows(row, 2), row
+    clean_stop(rs)
 
 
 # 4
-def test_paused_replica_shows_in_status_and_recovers(running_set: ReplicaSet) -> None:
+def test_paused_replica_shows_in_status_and_recovers(
+    running_set: ReplicaSet, clean_stop: Any
+) -> None:
     rs = running_set
     leader, victim = rs.leader, rs.replicas[1]
     rs.pause(victim)
@@ -191,10 +225,11 @@ def test_paused_replica_shows_in_status_and_recovers(running_set: ReplicaSet) ->
     leader.eval("box.space.test:insert{7, 'after'}")
     rs.wait_synced(timeout=5)
     assert client(victim.uri, "select", "test", [7]) == [[7, "after"]]
+    clean_stop(rs)
 
 
 # 5
-def test_switchover(running_set: ReplicaSet) -> None:
+def test_switchover(running_set: ReplicaSet, clean_stop: Any) -> None:
     rs = running_set
     old, new = rs.leader, rs.replicas[0]
     rs.switchover(new)
@@ -210,6 +245,7 @@ def test_switchover(running_set: ReplicaSet) -> None:
     rows = rs.status()
     assert [r["ro"] for r in rows] == [m is not new for m in rs.members]
     assert all(follows(r, 2) for r in rows), rows
+    clean_stop(rs)
 
 
 # 6
@@ -335,7 +371,7 @@ def test_master_sigkill_leaves_no_tarantool(lab: Any) -> None:
 
 
 # 10
-def test_collect_artifacts(make_set: Any, tmp_path: Any) -> None:
+def test_collect_artifacts(make_set: Any, tmp_path: Any, clean_stop: Any) -> None:
     rs = make_set(as_instances=True, user="repl", password=PASSWORD)
     rs.start()
     rs.leader.eval(SCHEMA + "box.space.test:insert{1, 'x'}")
@@ -356,6 +392,7 @@ def test_collect_artifacts(make_set: Any, tmp_path: Any) -> None:
             assert PASSWORD.encode() not in f.read(), path
     assert PASSWORD not in repr(rs) + repr(rs.members) + repr(rs.status())
     assert repr(rs.leader.password) == "[secret]"
+    clean_stop(rs)
 
 
 def test_start_waits_for_a_slow_app_lua(hosts: List[rx.Host], lab: Any) -> None:
@@ -375,7 +412,9 @@ def test_start_waits_for_a_slow_app_lua(hosts: List[rx.Host], lab: Any) -> None:
         slow.stop()
 
 
-def test_second_start_leaves_the_running_set_alone(running_set: ReplicaSet, hosts: Any) -> None:
+def test_second_start_leaves_the_running_set_alone(
+    running_set: ReplicaSet, hosts: Any, clean_stop: Any
+) -> None:
     rs = running_set
     pids = [m.pid for m in rs.members]
     assert rs.start() == {}  # every member runs: nothing to do, as TarantoolInstance.start()
@@ -389,9 +428,12 @@ def test_second_start_leaves_the_running_set_alone(running_set: ReplicaSet, host
     rs.restart(rs.replicas[1])
     with pytest.raises(ValueError, match="already started"):
         ReplicaSet("again", members=rs.members)
+    clean_stop(rs)
 
 
-def test_failed_switchover_keeps_the_old_leader_writable(running_set: ReplicaSet) -> None:
+def test_failed_switchover_keeps_the_old_leader_writable(
+    running_set: ReplicaSet, clean_stop: Any
+) -> None:
     rs = running_set
     old, target = rs.leader, rs.replicas[0]
     rs.pause(target)
@@ -417,9 +459,10 @@ def test_failed_switchover_keeps_the_old_leader_writable(running_set: ReplicaSet
     assert took < rs.timeout + 1
     assert rs.leader is old and old.eval("return box.info.ro") is False
     assert old.call("box.space.test:insert", [1, "x"]) == [1, "x"]
+    clean_stop(rs)
 
 
-def test_wait_synced_skips_a_paused_replica(running_set: ReplicaSet) -> None:
+def test_wait_synced_skips_a_paused_replica(running_set: ReplicaSet, clean_stop: Any) -> None:
     rs = running_set
     hung, other = rs.replicas[1], rs.replicas[0]
     rs.pause(hung)
@@ -439,6 +482,27 @@ def test_wait_synced_skips_a_paused_replica(running_set: ReplicaSet) -> None:
             rs.wait_synced(timeout=3)
     finally:
         rs.resume(rs.leader)
+    clean_stop(rs)
+
+
+def test_stop_reports_a_member_that_had_to_be_killed(
+    running_set: ReplicaSet, tt_master: rx.Master
+) -> None:
+    rs = running_set
+    hung = rs.replicas[0]
+    hung.timeout = 1.0  # its stop timeout: SIGKILL after 1 s
+    # Hung behind the set's back (not rs.pause): SIGTERM stays pending.
+    os.kill(hung.pid, signal.SIGSTOP)
+    started = time.monotonic()
+    with pytest.raises(rx.TimeoutExpired) as info:
+        rs.stop()
+    took = time.monotonic() - started
+    print("\nescalated stop: %.2f s\n%s" % (took, info.value))
+    assert hung.name in str(info.value).splitlines()[0] and info.value.details["escalated"]
+    assert took < hung.timeout + 2
+    # Every member was stopped all the same: the others cleanly, the hung one killed.
+    assert all(m.pid is None for m in rs.members)
+    assert run_tarantools(tt_master.run_id) == []
 
 
 def _free_port() -> int:
@@ -519,7 +583,7 @@ def test_ipv6_listen_gives_a_bracketed_uri(master: rx.Master) -> None:
         assert one.uri == uri
 
 
-def test_exit_with_an_exception_keeps_it(make_set: Any) -> None:
+def test_exit_with_an_exception_keeps_it(make_set: Any, clean_stop: Any) -> None:
     rs = make_set()
     with pytest.raises(ValueError, match="the test's own error"), rs:
         # Stop will fail for this member (it dies outside our control)...
@@ -528,9 +592,10 @@ def test_exit_with_an_exception_keeps_it(make_set: Any) -> None:
         # ...and must not replace the error that is already on its way.
         raise ValueError("the test's own error")
     assert all(m.pid is None for m in rs.members)
+    clean_stop(rs)
 
 
-def test_restart_while_another_member_is_down(running_set: ReplicaSet) -> None:
+def test_restart_while_another_member_is_down(running_set: ReplicaSet, clean_stop: Any) -> None:
     rs = running_set
     first, second = rs.replicas
     rs.kill(second)
@@ -542,11 +607,15 @@ def test_restart_while_another_member_is_down(running_set: ReplicaSet) -> None:
     rs.wait_synced(timeout=5)
     assert first.call("box.space.test:get", [1]) == [1, "x"]
     rs.restart(second)
-    rows = rs.status()
-    assert all(follows(r, 2) for r in rows), rows
+    # restart() waits for the member's own links; a peer's upstream to it may
+    # still be 'sync' (catching up) for a moment: bounded wait for the rest.
+    assert wait_until(lambda: all(follows(r, 2) for r in rs.status()), 2), rs.status()
+    clean_stop(rs)
 
 
-def test_restart_with_a_quorum_that_counts_a_down_peer_says_so(make_set: Any) -> None:
+def test_restart_with_a_quorum_that_counts_a_down_peer_says_so(
+    make_set: Any, clean_stop: Any
+) -> None:
     rs = make_set(box_cfg={"replication_connect_quorum": 3})
     rs.start()
     first, second = rs.replicas
@@ -557,9 +626,10 @@ def test_restart_with_a_quorum_that_counts_a_down_peer_says_so(make_set: Any) ->
     text = str(info.value)
     assert "%s down while restarting %s" % (second.name, first.name) in text, text
     assert "orphan" in text and first.pid is None
+    clean_stop(rs)
 
 
-def test_resume_while_another_member_is_down(running_set: ReplicaSet) -> None:
+def test_resume_while_another_member_is_down(running_set: ReplicaSet, clean_stop: Any) -> None:
     rs = running_set
     hung, dead = rs.replicas
     rs.timeout = 3
@@ -578,8 +648,10 @@ def test_resume_while_another_member_is_down(running_set: ReplicaSet) -> None:
     finally:
         rs.resume(rs.leader)
     rs.restart(dead)
-    rows = rs.status()
-    assert all(follows(r, 2) for r in rows), rows
+    # restart() waits for the member's own links; a peer's upstream to it may
+    # still be 'sync' (catching up) for a moment: bounded wait for the rest.
+    assert wait_until(lambda: all(follows(r, 2) for r in rs.status()), 2), rs.status()
+    clean_stop(rs)
 
 
 @contextlib.contextmanager

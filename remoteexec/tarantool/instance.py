@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 import mitogen.core
 
+from ..arguments import environment, port, seconds, unix_path
 from ..errors import RemoteExecError, TarantoolError
 from .config import (
     LOG_FILE,
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TarantoolInstance"]
 
-_TARGET = "remoteexec.target.tarantool."
+TARGET = "remoteexec.target.tarantool."
 _ANY_ADDRESS = ("", "0.0.0.0", "::", "*", "[::]")
 # Seconds a call may take beyond its own bound (a start's time left, a probe's
 # or a stop's timeout): what the target side needs to answer once that bound
@@ -40,7 +41,7 @@ _FACTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _FACTS_LOCK = threading.Lock()
 
 
-def _reworded(error: RemoteExecError, message: str, **extra: Any) -> RemoteExecError:
+def reworded(error: RemoteExecError, message: str, **extra: Any) -> RemoteExecError:
     """The same error (class, host, every field) with ``message``; ``extra`` fields win."""
     details = dict(error.details, **extra)
     fields = dict(command=error.command, exit_code=error.exit_code, output_tail=error.output_tail)
@@ -50,12 +51,12 @@ def _reworded(error: RemoteExecError, message: str, **extra: Any) -> RemoteExecE
     return type(error)(message, host=error.host, **fields, **details)
 
 
-def _renamed(error: RemoteExecError, label: str, **extra: Any) -> RemoteExecError:
+def renamed(error: RemoteExecError, label: str, **extra: Any) -> RemoteExecError:
     """The same error, its message prefixed with ``label`` (which member failed)."""
-    return _reworded(error, "%s: %s" % (label, error.message), **extra)
+    return reworded(error, "%s: %s" % (label, error.message), **extra)
 
 
-def _secret(user: Optional[str], password: Optional[str]) -> Optional[mitogen.core.Secret]:
+def secret(user: Optional[str], password: Optional[str]) -> Optional[mitogen.core.Secret]:
     """The password as a Secret (masked in every repr and log), checked for URI use."""
     if password is None:
         return None
@@ -75,7 +76,39 @@ def stop_on_exit(stop: Callable[[], Any], exc_type: Optional[type]) -> None:
         stop()
 
 
-def _split_listen(listen: Any) -> Tuple[Optional[str], Optional[int]]:
+def check_listen(name: str, listen: Any, *, allow_zero: bool) -> Any:
+    """``listen`` as given, once checked: a port, ``"address:port"`` or a unix
+    socket (``"/path"``, ``"unix/:/path"``).
+
+    A port outside 1-65535 is a ValueError naming ``name``; 0 ("any free
+    port") only with ``allow_zero``.
+    """
+    if isinstance(listen, bool) or not isinstance(listen, (int, str)):
+        raise TypeError(
+            "%s must be a port, 'address:port' or a unix socket path, got %s %r"
+            % (name, type(listen).__name__, listen)
+        )
+    if isinstance(listen, int):
+        port(name, listen, allow_zero=allow_zero)
+        return listen
+    text = listen.strip()
+    if text.startswith("unix/:"):
+        unix_path(name, text[len("unix/:") :])
+    elif text.startswith("/"):
+        unix_path(name, text)
+    elif text.isdigit():
+        port(name, text, allow_zero=allow_zero)
+    else:
+        address, sep, port_text = text.rpartition(":")
+        if not sep or not address.strip("[]"):
+            raise ValueError(
+                "%s must be a port, 'address:port' or a unix socket path, got %r" % (name, listen)
+            )
+        port(name, port_text, allow_zero=allow_zero)
+    return listen
+
+
+def split_listen(listen: Any) -> Tuple[Optional[str], Optional[int]]:
     """(address or None, port or None) of a ``listen`` value; (None, None) for unix sockets."""
     text = str(listen)
     if text.isdigit():
@@ -95,7 +128,8 @@ class TarantoolInstance:
     :param on: the Host (None: this machine, through the default master).
     :param listen: ``"10.20.0.11:3301"``, ``"127.0.0.1:0"`` (any free port;
         :attr:`uri` has the real one after start, and restarts reuse that
-        port) or a port number.
+        port), a port number or a unix socket path; a port outside 0-65535
+        is a ValueError.
     :param box_cfg: extra ``box.cfg`` keys; they win over the test-friendly
         defaults of :func:`~remoteexec.tarantool.config.box_cfg_for`; a key
         set to None removes a default.
@@ -107,7 +141,10 @@ class TarantoolInstance:
     :param user: a user to create (with ``password``) and grant 'replication'.
     :param password: its password; held as :class:`mitogen.core.Secret` and
         passed to the process in its environment only.
-    :param timeout: seconds for start (all layers together), stop and calls.
+    :param env: extra environment variables for the tarantool process (str
+        values; anything else is a TypeError naming the variable).
+    :param timeout: seconds for start (all layers together), stop and calls;
+        finite and positive (every wait is bounded), else a ValueError.
     """
 
     def __init__(
@@ -121,19 +158,19 @@ class TarantoolInstance:
         tarantool: str = "tarantool",
         user: Optional[str] = None,
         password: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
         timeout: float = 30,
     ) -> None:
-        if timeout is None or timeout <= 0:
-            raise ValueError("timeout must be a positive number of seconds, got %r" % (timeout,))
+        self.timeout = seconds("timeout", timeout)
         self._on = on
-        self.listen = listen
+        self.listen = check_listen("listen", listen, allow_zero=True)
+        self.env: Dict[str, str] = environment("env", env)
         self.box_cfg: Dict[str, Any] = dict(box_cfg or {})
         self.app_lua = app_lua
         self.work_dir = work_dir
         self.tarantool = tarantool
         self.user = user
-        self.password = _secret(user, password)
-        self.timeout = float(timeout)
+        self.password = secret(user, password)
         #: Generated once: the data directory keeps it, so a restart is the same instance.
         self.instance_uuid = str(uuid.uuid4())
         #: A label for messages; a ReplicaSet names its members "<set>-<n>".
@@ -147,6 +184,8 @@ class TarantoolInstance:
         self._replication_timeout: Optional[float] = None
         self._replicaset_uuid: Optional[str] = None
         self._proc: Optional[Dict[str, Any]] = None
+        # Guards _forget's compare-and-drop of _proc (see _forget's ``only``).
+        self._proc_lock = threading.Lock()
         self._paused = False
         self._uri: Optional[str] = None
         self._output_log: Optional[str] = None
@@ -186,7 +225,7 @@ class TarantoolInstance:
         if facts is None:
             left = 10.0 if deadline is None else max(0.1, deadline - time.monotonic())
             facts = self.on.invoke(
-                _TARGET + "host_facts",
+                TARGET + "host_facts",
                 self.tarantool,
                 min(10.0, left),
                 reply_timeout=left + SLACK,
@@ -214,7 +253,7 @@ class TarantoolInstance:
         return self._uri or self._client_uri(self.listen) or str(self.listen)
 
     def _client_uri(self, listen: Any) -> Optional[str]:
-        address, port = _split_listen(listen)
+        address, port = split_listen(listen)
         if not port:
             return None
         if address is None or address in _ANY_ADDRESS:
@@ -277,26 +316,35 @@ class TarantoolInstance:
         )
 
     def _prepare(self, deadline: float) -> None:
-        """Write init.lua and bind the notify socket on the target."""
+        """Check the work directory, write init.lua and bind the notify socket on the target."""
         self._facts(deadline)
         paths = self._paths()
         init_lua = self._init_lua(paths)
-        self.on.invoke(
-            _TARGET + "prepare_instance",
-            paths["ctl"],
-            paths["work"],
-            init_lua,
-            paths["notify"],
-            reply_timeout=max(0.1, deadline - time.monotonic()) + SLACK,
-        )
+        try:
+            self.on.invoke(
+                TARGET + "prepare_instance",
+                paths["ctl"],
+                paths["work"],
+                init_lua,
+                paths["notify"],
+                reply_timeout=max(0.1, deadline - time.monotonic()) + SLACK,
+            )
+        except RemoteExecError as e:
+            raise renamed(e, self.name, member=self.name) from None
 
-    def _launch(self, deadline: float) -> None:
-        """Start the process (after :meth:`_prepare`); do not wait for readiness."""
+    def _launch(self, deadline: float, abort: Optional[threading.Event] = None) -> None:
+        """Start the process (after :meth:`_prepare`); do not wait for readiness.
+
+        ``abort`` set while the spawn was on its way (a replica set gave up):
+        the process is killed again at once and TarantoolError raised, so a
+        late spawn never outlives the set's cleanup.
+        """
         paths = self._paths()
-        env: Dict[str, str] = {"NOTIFY_SOCKET": paths["notify"]}
+        env: Dict[str, str] = dict(self.env)
+        env["NOTIFY_SOCKET"] = paths["notify"]
         if self.password is not None:
             env[PASSWORD_ENV] = self.password
-        address, port = _split_listen(self._listen())
+        address, port = split_listen(self._listen())
         pre_check = []
         if port:
             if address is None or address in _ANY_ADDRESS:
@@ -319,42 +367,46 @@ class TarantoolInstance:
                 pre_check_specs=pre_check,
             )
         except RemoteExecError as e:
-            raise _renamed(e, self.name) from None
+            raise renamed(e, self.name) from None
         self._output_log = self._proc["log_path"]
         self._paused = False
+        if abort is not None and abort.is_set():
+            self._forget(kill=True, only=self._proc)
+            raise TarantoolError("%s: start abandoned" % self.name, host=self.on.name)
 
     def _wait(self, deadline: float, with_notify: bool = True) -> Dict[str, float]:
         """Wait for every readiness layer; on failure kill the process and raise."""
-        if self._proc is None:
+        proc = self._proc
+        if proc is None:
             raise TarantoolError("%s: not started" % self.name, host=self.on.name)
         paths = self._paths()
         left = max(0.05, deadline - time.monotonic())
         try:
             ready = self.on.invoke(
-                _TARGET + "wait_instance",
+                TARGET + "wait_instance",
                 paths["probe"],
-                self._proc["pid"],
+                proc["pid"],
                 left,
                 paths["notify"] if with_notify else None,
                 self.read_only,
                 self.instance_uuid,
                 [p for p in self._peers if p[0] not in self._down_peers],
-                [paths["log"], self._proc["log_path"]],
+                [paths["log"], proc["log_path"]],
                 reply_timeout=left + SLACK,
             )
         except RemoteExecError as e:
             extra: Dict[str, Any] = {}
             if e.details.get("layer") == "alive":
                 # Reap it now; the supervisor knows the exit code even if /proc forgot it.
-                code = self._forget(kill=True)
+                code = self._forget(kill=True, only=proc)
                 if e.exit_code is None and code is not None:
                     extra["exit_code"] = code
-            raise _renamed(e, self.name, member=self.name, **extra) from None
+            raise renamed(e, self.name, member=self.name, **extra) from None
         # box.info.listen has the real port when listen asked for port 0.
         bound = ready["status"].get("listen")
         self._uri = self._client_uri(bound)
-        address, port = _split_listen(self.listen)
-        _, bound_port = _split_listen(bound)
+        address, port = split_listen(self.listen)
+        _, bound_port = split_listen(bound)
         if port == 0 and bound_port and self._bound_listen is None:
             if address is None:
                 self._bound_listen = str(bound_port)
@@ -374,22 +426,34 @@ class TarantoolInstance:
         """
         if self._proc is not None:
             return self
+        self._start()
+        return self
+
+    def _start(self, abort: Optional[threading.Event] = None) -> None:
+        """:meth:`start`'s work; ``abort`` as in :meth:`_launch`."""
         deadline = time.monotonic() + self.timeout
         self._prepare(deadline)
-        self._launch(deadline)
+        self._launch(deadline, abort)
+        proc = self._proc
         try:
             self._wait(deadline)
         except BaseException:
-            self._forget(kill=True)
+            self._forget(kill=True, only=proc)
             raise
-        return self
 
     # -- stop --------------------------------------------------------------
 
-    def _forget(self, kill: bool) -> Optional[int]:
-        """Kill (if asked) and drop the process; errors are ignored. Returns its exit code."""
-        proc, self._proc = self._proc, None
-        self._paused = False
+    def _forget(self, kill: bool, only: Optional[Dict[str, Any]] = None) -> Optional[int]:
+        """Kill (if asked) and drop the process; errors are ignored. Returns its exit code.
+
+        ``only``: just if that is still the process. A wait a replica set gave
+        up on ends later by itself, and must not kill a newer process then.
+        """
+        with self._proc_lock:
+            proc = self._proc
+            if only is not None and proc is not only:
+                return None
+            self._proc, self._paused = None, False
         if proc is None or not kill:
             return None
         try:
@@ -418,7 +482,7 @@ class TarantoolInstance:
                 expected_returncode=0,
             )
         except RemoteExecError as e:
-            raise _renamed(e, self.name) from None
+            raise renamed(e, self.name) from None
         return self
 
     def kill(self) -> TarantoolInstance:
@@ -445,19 +509,19 @@ class TarantoolInstance:
     # -- calls -------------------------------------------------------------
 
     def _probe(self, function: str, *args: Any, timeout: Optional[float] = None) -> Any:
+        wait = self.timeout if timeout is None else seconds("timeout", timeout)
         if self._proc is None:
             raise TarantoolError("%s: not started" % self.name, host=self.on.name)
-        wait = self.timeout if timeout is None else float(timeout)
         try:
             return self.on.invoke(
-                _TARGET + function,
+                TARGET + function,
                 self._paths()["probe"],
                 *args,
                 wait,
                 reply_timeout=wait + SLACK,
             )
         except RemoteExecError as e:
-            raise _renamed(e, self.name, lua_message=e.message) from None
+            raise renamed(e, self.name, lua_message=e.message) from None
 
     def eval(self, lua: str, *args: Any, timeout: Optional[float] = None) -> Any:
         """Run Lua source inside the instance (on the target); ``args`` arrive as ``...``.

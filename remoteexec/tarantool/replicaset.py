@@ -7,20 +7,34 @@ import contextlib
 import json
 import os
 import signal
+import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
+from ..arguments import environment, seconds
 from ..errors import HostLost, RemoteExecError, TarantoolError, TimeoutExpired
 from .config import check_credential
 from .instance import (
-    _TARGET,
     SLACK,
+    TARGET,
     TarantoolInstance,
-    _renamed,
-    _reworded,
-    _secret,
-    _split_listen,
+    check_listen,
+    renamed,
+    reworded,
+    secret,
+    split_listen,
     stop_on_exit,
 )
 
@@ -29,6 +43,11 @@ __all__ = ["ReplicaSet"]
 MemberSpec = Union[TarantoolInstance, Sequence[Any]]
 # collect_artifacts' box.info call: its reply comes within this plus SLACK.
 COLLECT_INFO_TIMEOUT = 1.0
+# How often a fan-out looks at its members' hosts while their calls run: a
+# lost host is acted on within this of the master declaring it lost.
+LOSS_POLL = 0.05
+# Marks a fan-out result that has not arrived (None is a valid result).
+_PENDING = object()
 
 
 def _each(fn: Callable[[Any], Any], items: Sequence[Any]) -> List[Any]:
@@ -44,6 +63,72 @@ def _each(fn: Callable[[Any], Any], items: Sequence[Any]) -> List[Any]:
     with concurrent.futures.ThreadPoolExecutor(len(items), "remoteexec-rs") as pool:
         futures = [pool.submit(fn, item) for item in items]
         return [f.exception() or f.result() for f in futures]
+
+
+def _gather(
+    fn: Callable[[TarantoolInstance], Any],
+    members: Sequence[TarantoolInstance],
+    watch: Sequence[TarantoolInstance],
+    limit: float,
+    on_result: Optional[Callable[[Any], None]] = None,
+) -> Tuple[List[Any], Optional[TarantoolInstance]]:
+    """``fn`` on every member in parallel; ``(results, None)`` once all are done.
+
+    Results come in order, exceptions as values; ``on_result`` sees each one
+    as it arrives, on the calling thread. As soon as the host of a member of
+    ``members`` or ``watch`` is lost (declared by the heartbeats, or a call
+    raised HostLost) it returns ``(results so far, that member)`` without
+    waiting for the other calls: they may sit in long remote waits, which
+    end by themselves (each is bounded, and ends at once when its process is
+    killed). The threads are daemons, so an abandoned call never holds up
+    the interpreter's exit. Past ``limit`` seconds (the calls' own bounds
+    plus slack: a safety net), the calls still out are TimeoutExpired.
+    """
+    if not members:
+        return [], next((m for m in watch if m.on.lost), None)
+    results: List[Any] = [_PENDING] * len(members)
+    arrived = threading.Condition()
+
+    def run(i: int, member: TarantoolInstance) -> None:
+        try:
+            value = fn(member)
+        except BaseException as e:  # handed to the caller, who raises or explains it
+            value = e
+        with arrived:
+            results[i] = value
+            arrived.notify_all()
+
+    for i, member in enumerate(members):
+        threading.Thread(
+            target=run, args=(i, member), name="remoteexec-rs-" + member.name, daemon=True
+        ).start()
+    watched = list(members) + [m for m in watch if all(m is not x for x in members)]
+    seen = [False] * len(members)
+    give_up = time.monotonic() + limit
+    # Each round waits LOSS_POLL or takes at least one result: bounded by count too.
+    for _ in range(int(limit / LOSS_POLL) * 2 + len(members) + 10):
+        with arrived:
+            fresh = [i for i, r in enumerate(results) if r is not _PENDING and not seen[i]]
+            if not fresh:
+                arrived.wait(max(0.0, min(LOSS_POLL, give_up - time.monotonic())))
+                fresh = [i for i, r in enumerate(results) if r is not _PENDING and not seen[i]]
+        for i in fresh:
+            seen[i] = True
+            if isinstance(results[i], HostLost):
+                return results, members[i]
+            if on_result is not None:
+                on_result(results[i])
+        lost = next((m for m in watched if m.on.lost), None)
+        if lost is not None:
+            return results, lost
+        if all(seen) or time.monotonic() >= give_up:
+            break
+    for i, member in enumerate(members):
+        if results[i] is _PENDING:
+            results[i] = TimeoutExpired(
+                "%s: no answer within %.1fs" % (member.name, limit), host=member.on.name
+            )
+    return results, None
 
 
 def _layer(error: BaseException) -> Optional[str]:
@@ -71,7 +156,21 @@ class ReplicaSet:
     :param box_cfg: extra ``box.cfg`` keys for every member.
     :param user: the replication user (default guest, granted 'replication').
     :param password: its password (a :class:`mitogen.core.Secret` from here on).
+    :param env: extra environment variables for every member's process.
     :param timeout: seconds for start, restarts, switchover and waits.
+
+    Bad arguments (a port outside 1-65535, a time that is not a finite
+    positive number, an env value that is not a str) raise ValueError or
+    TypeError here, naming the argument, before anything starts.
+
+    When the host of a member is lost (see :class:`~remoteexec.HostLost`)
+    during :meth:`start`, :meth:`wait_synced`, :meth:`switchover`,
+    :meth:`restart` or :meth:`resume`, the call raises HostLost naming that
+    member and its host as soon as the master declares the host lost, and
+    does not wait for the other members' waits. The lost member counts as
+    stopped from then on (its host's supervisor kills it when the heartbeats
+    stop); :meth:`start` kills every other member as well, :meth:`restart`
+    the member it was restarting.
     """
 
     def __init__(
@@ -84,6 +183,7 @@ class ReplicaSet:
         box_cfg: Optional[Mapping[str, Any]] = None,
         user: Optional[str] = None,
         password: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
         timeout: float = 30,
     ) -> None:
         if not members:
@@ -92,16 +192,21 @@ class ReplicaSet:
             raise ValueError("leader=%r: there are %d members" % (leader, len(members)))
         if user is not None:
             check_credential(user, "user name")
-        secret = _secret(user, password)
+        timeout = seconds("timeout", timeout)
+        self.replication_timeout = seconds(
+            "replication_timeout", replication_timeout, allow_none=True
+        )
+        env = environment("env", env)
+        password_secret = secret(user, password)
         self.name = name
-        self.timeout = float(timeout)
-        self.replication_timeout = replication_timeout
+        self.timeout = timeout
         self.uuid = str(uuid.uuid4())
         self._user = user or "guest"
         self._leader = leader
         self._configured = False
         self._members: List[TarantoolInstance] = []
-        for spec in members:
+        for i, spec in enumerate(members):
+            label = "members[%d]" % i
             if isinstance(spec, TarantoolInstance):
                 if spec.pid is not None:
                     raise ValueError(
@@ -110,11 +215,25 @@ class ReplicaSet:
                     )
                 member = spec
                 member.box_cfg = {**dict(box_cfg or {}), **member.box_cfg}
+                member.env = {**env, **member.env}
             else:
+                if isinstance(spec, str) or not isinstance(spec, Sequence) or len(spec) != 2:
+                    raise ValueError(
+                        "%s must be a (host, port) pair or a TarantoolInstance, got %r"
+                        % (label, spec)
+                    )
                 host, listen = spec
-                member = TarantoolInstance(on=host, listen=listen, box_cfg=box_cfg, timeout=timeout)
-            if secret is not None:
-                member.password = secret
+                check_listen(label + " port", listen, allow_zero=False)
+                member = TarantoolInstance(
+                    on=host, listen=listen, box_cfg=box_cfg, env=env, timeout=timeout
+                )
+            if not split_listen(member.listen)[1]:
+                raise ValueError(
+                    "%s: listen=%r: a replica set member needs a fixed TCP port"
+                    % (label, member.listen)
+                )
+            if password_secret is not None:
+                member.password = password_secret
             self._members.append(member)
 
     def __repr__(self) -> str:
@@ -157,14 +276,13 @@ class ReplicaSet:
         if self._configured:
             return
         # Facts (version, address) of every host, in parallel: one call each.
-        _raise_first(_each(lambda m: m._facts(deadline), self._members))
-        for i, member in enumerate(self._members):
-            address, port = _split_listen(member.listen)
-            if not port:
-                raise ValueError(
-                    "%s-%d: listen=%r: a member needs a fixed TCP port"
-                    % (self.name, i + 1, member.listen)
-                )
+        _raise_first(
+            self._fan_out(
+                "start", lambda m: m._facts(deadline), self._members, self._members, deadline
+            )
+        )
+        for member in self._members:
+            address, _ = split_listen(member.listen)
             if address is None:
                 # A bare port: listen on the address peers reach the host on.
                 member.listen = member.uri
@@ -213,7 +331,8 @@ class ReplicaSet:
             )
         started = time.monotonic()
         deadline = started + self.timeout
-        self._configure(deadline)
+        # Set when start gives up: a spawn still on its way kills its process.
+        abort = threading.Event()
         # Files first, then the processes in one burst, replicas before the
         # leader. Bootstrap time is made of replication_timeout retries: a
         # leader that connects before its peers listen is refused and waits a
@@ -221,16 +340,22 @@ class ReplicaSet:
         # meanwhile fail with ER_LOADING and wait too. Measured over 30 starts:
         # leader last 0-6 slow (+100 ms) starts, at once 17, leader first 24.
         try:
-            spawned = _each(lambda m: m._prepare(deadline), self._members)
-            if not any(isinstance(r, BaseException) for r in spawned):
-                spawned = _each(lambda m: m._launch(deadline), self.replicas)
-            if not any(isinstance(r, BaseException) for r in spawned):
-                spawned = _each(lambda m: m._launch(deadline), [self.leader])
+            self._configure(deadline)
+            every = self._members
+            spawned = self._fan_out("start", lambda m: m._prepare(deadline), every, every, deadline)
+            for group in (self.replicas, [self.leader]):
+                if not any(isinstance(r, BaseException) for r in spawned):
+                    spawned = self._fan_out(
+                        "start", lambda m: m._launch(deadline, abort), group, every, deadline
+                    )
             spawn_done = time.monotonic()
             _raise_first(spawned)
-            timings = self._wait_all(self._members, deadline, with_notify=True, starting=True)
+            timings = self._wait_all(every, deadline, "start", with_notify=True, starting=True)
         except BaseException:
-            # Ctrl-C (or any other interruption) must not leave members running.
+            # A lost host, Ctrl-C or any other failure must not leave members
+            # running: kill them through the supervisors' pools (not queued
+            # behind the waits still out, which then end by themselves).
+            abort.set()
             self._kill_all()
             raise
         running = max(t.get("running", 0.0) for t in timings)
@@ -246,40 +371,65 @@ class ReplicaSet:
         self,
         members: Sequence[TarantoolInstance],
         deadline: float,
+        what: str,
         with_notify: bool = False,
         starting: bool = False,
+        watch: Optional[Sequence[TarantoolInstance]] = None,
     ) -> List[Dict[str, float]]:
         """Readiness of ``members`` in parallel; raise one error that explains a failure.
 
-        ``starting``: a failure kills the whole set. A member that exits kills
-        it at once, so the others' waits return now (their process is gone)
-        instead of each sitting out the timeout.
+        ``starting``: a member that exits kills the whole set at once, so the
+        others' waits return now (their process is gone) instead of each
+        sitting out the timeout (the caller kills whatever is left). A lost
+        host among ``members`` and ``watch`` raises HostLost at once.
         """
         errors: List[BaseException] = []
-        results: Dict[int, Dict[str, float]] = {}
-        with concurrent.futures.ThreadPoolExecutor(len(members), "remoteexec-rs") as pool:
-            futures = {
-                pool.submit(m._wait, deadline, with_notify): i for i, m in enumerate(members)
-            }
-            try:
-                for future in concurrent.futures.as_completed(futures):
-                    error = future.exception()
-                    if error is None:
-                        results[futures[future]] = future.result()
-                        continue
-                    if starting and not errors and _layer(error) == "alive":
-                        self._kill_all()
-                    errors.append(error)
-            except BaseException:
-                # Interrupted (Ctrl-C): kill now, so the pool's waits end at once.
-                if starting:
+
+        def arrived(result: Any) -> None:
+            if isinstance(result, BaseException):
+                if starting and not errors and _layer(result) == "alive":
                     self._kill_all()
-                raise
+                errors.append(result)
+
+        results = self._fan_out(
+            what,
+            lambda m: m._wait(deadline, with_notify),
+            members,
+            members if watch is None else watch,
+            deadline,
+            arrived,
+        )
         if errors:
-            if starting:
-                self._kill_all()
             raise self._explain(errors)
-        return [results[i] for i in range(len(members))]
+        return results
+
+    def _fan_out(
+        self,
+        what: str,
+        fn: Callable[[TarantoolInstance], Any],
+        members: Sequence[TarantoolInstance],
+        watch: Sequence[TarantoolInstance],
+        deadline: float,
+        on_result: Optional[Callable[[Any], None]] = None,
+    ) -> List[Any]:
+        """``fn`` on every member in parallel (see :func:`_gather`); results in
+        order, exceptions as values. A lost host of a member of ``members`` or
+        ``watch`` raises HostLost at once, naming the member and the host,
+        after forgetting that member: the calls still out are not waited for.
+        """
+        limit = max(0.0, deadline - time.monotonic()) + 2 * SLACK
+        results, lost = _gather(fn, members, watch, limit, on_result)
+        if lost is None:
+            return results
+        reason = lost.on.lost or "the host was closed"
+        # Its host's supervisor kills it when the heartbeats stop: count it as stopped.
+        lost._forget(kill=True)
+        raise HostLost(
+            "replica set %s: member %s lost with its host during %s: %s"
+            % (self.name, lost.name, what, reason),
+            host=lost.on.name,
+            member=lost.name,
+        )
 
     def _kill_all(self) -> None:
         _each(lambda m: m._forget(kill=True), self._members)
@@ -336,7 +486,7 @@ class ReplicaSet:
         paused one does after :meth:`resume`, so wait again then). A stopped
         or paused leader is a TarantoolError at once.
         """
-        wait = self.timeout if timeout is None else float(timeout)
+        wait = self.timeout if timeout is None else seconds("timeout", timeout)
         leader = self.leader
         if leader.pid is None or leader.paused:
             raise TarantoolError(
@@ -345,22 +495,35 @@ class ReplicaSet:
                 host=leader.on.name,
                 member=leader.name,
             )
-        target = leader.info(timeout=wait)["vclock"]
         followers = [m for m in self.replicas if m.pid is not None and not m.paused]
-        _raise_first(_each(lambda m: self._wait_vclock(m, target, wait), followers))
+        watch = [leader, *followers]
+        deadline = time.monotonic() + wait
+        info = self._fan_out(
+            "wait_synced", lambda m: m.info(timeout=wait), [leader], watch, deadline
+        )
+        _raise_first(info)
+        target = info[0]["vclock"]
+        waits = self._fan_out(
+            "wait_synced",
+            lambda m: self._wait_vclock(m, target, wait),
+            followers,
+            watch,
+            deadline,
+        )
+        _raise_first(waits)
         return target
 
     def _wait_vclock(self, member: TarantoolInstance, target: Dict[int, int], wait: float) -> None:
         try:
             member.on.invoke(
-                _TARGET + "wait_vclock",
+                TARGET + "wait_vclock",
                 member._paths()["probe"],
                 target,
                 wait,
                 reply_timeout=wait + SLACK,
             )
         except RemoteExecError as e:
-            raise _renamed(e, "%s (leader %s)" % (member.name, self.leader.name)) from None
+            raise renamed(e, "%s (leader %s)" % (member.name, self.leader.name)) from None
 
     # -- status ------------------------------------------------------------
 
@@ -437,8 +600,20 @@ class ReplicaSet:
         if member.pid is not None:
             member.stop()
         with self._skipping_down_peers(member) as down:
+            what = "restart of %s" % member.name
+            abort = threading.Event()
+            deadline = time.monotonic() + member.timeout
             try:
-                member.start()
+                started = self._fan_out(
+                    what, lambda m: m._start(abort), [member], self._up(down), deadline
+                )
+            except BaseException:
+                # A peer's host was lost (or Ctrl-C): kill the restarted member.
+                abort.set()
+                member._forget(kill=True)
+                raise
+            try:
+                _raise_first(started)
             except RemoteExecError as e:
                 if not down or e.details.get("layer") != "running":
                     raise
@@ -447,7 +622,7 @@ class ReplicaSet:
                     "replication_connect_quorum peers connect (on tarantool < 2.11 "
                     "every peer by default)" % (", ".join(m.name for m in down), member.name)
                 )
-                raise _reworded(e, "%s\n(%s)" % (e.message, note)) from None
+                raise reworded(e, "%s\n(%s)" % (e.message, note)) from None
 
     @contextlib.contextmanager
     def _skipping_down_peers(self, member: TarantoolInstance) -> Iterator[List[TarantoolInstance]]:
@@ -463,6 +638,10 @@ class ReplicaSet:
         finally:
             member._down_peers = frozenset()
 
+    def _up(self, down: Sequence[TarantoolInstance]) -> List[TarantoolInstance]:
+        """The members not in ``down``: the ones a restart or resume waits for."""
+        return [m for m in self._members if all(m is not d for d in down)]
+
     def pause(self, member: TarantoolInstance) -> None:
         """SIGSTOP ``member``: it stays connected but answers nothing (a hung host)."""
         self._member(member).signal(signal.SIGSTOP)
@@ -475,8 +654,10 @@ class ReplicaSet:
         """
         member = self._member(member)
         member.signal(signal.SIGCONT)
-        with self._skipping_down_peers(member):
-            self._wait_all([member], time.monotonic() + self.timeout)
+        with self._skipping_down_peers(member) as down:
+            deadline = time.monotonic() + self.timeout
+            what = "resume of %s" % member.name
+            self._wait_all([member], deadline, what, watch=self._up(down))
 
     # -- roles ---------------------------------------------------------------
 
@@ -537,7 +718,7 @@ class ReplicaSet:
         old.read_only, target.read_only = True, False
         self._leader = new
         running = [m for m in self._members if m.pid is not None and not m.paused]
-        self._wait_all(running, deadline)
+        self._wait_all(running, deadline, "switchover to %s" % target.name)
 
     # -- stop ----------------------------------------------------------------
 
@@ -586,7 +767,7 @@ class ReplicaSet:
                     errors[name] = "%s: skipped: %s" % (path, silent)
                     continue
                 try:
-                    reply = member.on.invoke(_TARGET + "read_file", path, reply_timeout=5.0)
+                    reply = member.on.invoke(TARGET + "read_file", path, reply_timeout=5.0)
                 except RemoteExecError as e:
                     errors[name] = "%s: %s" % (path, e.message)
                     if isinstance(e, (TimeoutExpired, HostLost)):

@@ -73,6 +73,7 @@ _TYPES = {
     "timeout": "TimeoutExpired",
     "exited": "TarantoolError",
     "identity": "TarantoolError",
+    "workdir": "TarantoolError",
     "missing": "CommandNotFound",
     "exec": "CommandFailed",
     "parse": "CommandFailed",
@@ -680,16 +681,44 @@ def _write_private(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _work_dir_problem(work_dir: str) -> Optional[str]:
+    """Why tarantool could not keep its data and log in ``work_dir``, or None.
+
+    Made (0700) when missing; a write is tried, since permission bits say
+    nothing for root (a read-only or special file system refuses it anyway).
+    """
+    try:
+        os.makedirs(work_dir, 0o700, exist_ok=True)
+    except FileExistsError:
+        return "work_dir %s is not a directory" % work_dir
+    except OSError as exc:
+        return "cannot create work_dir %s: %s" % (work_dir, exc.strerror or exc)
+    if not os.path.isdir(work_dir):
+        return "work_dir %s is not a directory" % work_dir
+    try:
+        fd, probe_file = tempfile.mkstemp(prefix=".rx-write-check-", dir=work_dir)
+        os.close(fd)
+        os.unlink(probe_file)
+    except OSError as exc:
+        return "work_dir %s is not writable: %s" % (work_dir, exc.strerror or exc)
+    return None
+
+
 def prepare_instance(ctl_dir: str, work_dir: str, init_lua: str, notify_socket: str) -> dict:
     """Make an instance's directories (0700), write its init.lua (0600), bind its notify socket.
 
     ``ctl_dir`` holds init.lua and the sockets (short paths); ``work_dir`` the
     data and the log (the same directory unless the user chose one). Both may
     exist already (a restart keeps the data). The notify socket stays bound in
-    this context until :func:`wait_instance` consumes it.
+    this context until :func:`wait_instance` consumes it. A ``work_dir`` that
+    cannot be made, is not a directory or is not writable is an error dict
+    (``kind`` "workdir", a TarantoolError) naming the path and the cause, and
+    nothing else is touched.
     """
-    for path in (ctl_dir, work_dir):
-        os.makedirs(path, 0o700, exist_ok=True)
+    problem = _work_dir_problem(work_dir)
+    if problem is not None:
+        return _error("workdir", problem, path=work_dir)
+    os.makedirs(ctl_dir, 0o700, exist_ok=True)
     os.chmod(ctl_dir, 0o700)
     script = os.path.join(ctl_dir, "init.lua")
     _write_private(script, init_lua.encode("utf-8"))
