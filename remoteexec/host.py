@@ -216,18 +216,31 @@ class Host:
 
         A silent partition never closes the stream by itself; the heartbeat
         thread notices and marks the host lost, and waiters see that here.
+
+        Never sleeps inside mitogen's Latch with a timeout: a put() that
+        races the timeout writes its wake-up byte into a socketpair that is
+        already back in mitogen's shared pool, and a later, unrelated wait
+        then dies of "AssertionError: Cookie incorrect" (mitogen 0.3.x).
+        The receiver's notify hook sets an Event instead, and the message is
+        taken with a non-blocking get.
         """
+        arrived = threading.Event()
+        recv.notify = lambda _recv: arrived.set()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                return recv.get(timeout=0.25 if left is None else min(0.25, left))
+                return recv.get(block=False)
             except mitogen.core.TimeoutError:
-                if self.lost:
-                    reason = "host lost during %s: %s" % (what, self.lost)
-                    raise HostLost(reason, host=self.name) from None
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
+                pass
+            if self.lost:
+                raise HostLost("host lost during %s: %s" % (what, self.lost), host=self.name)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise mitogen.core.TimeoutError("no reply within %ss" % timeout)
+            # put() happens before notify: a message that lands between the
+            # get above and this wait sets the Event, so nothing is missed.
+            arrived.wait(0.25 if left is None else min(0.25, left))
+            arrived.clear()
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` on the host and return its result.

@@ -138,14 +138,8 @@ MUTATIONS = (
         "remoteexec/tarantool/replicaset.py",
         "_raise_first(results)\n        return took",
         "return took",
-        (
-            "tests/test_tarantool.py",
-            "tests/test_tarantool_parts.py",
-            "-k",
-            "stop and (error or fail or raise)",
-        ),
+        ("tests/test_tarantool.py::test_stop_reports_a_member_that_had_to_be_killed",),
         "ReplicaSet.stop() drops its members' stop errors",
-        pending="its test comes with the tarantool helper's branch",
     ),
 )
 

@@ -96,7 +96,26 @@ class Place:
     kind: str
     host: rx.Host
     address: str
+    #: A fresh directory ON THE HOST (a lab host's /tmp is its own).
     scratch: str
+    #: The lab host behind ``host`` (None for the local context).
+    lab_host: Optional[object] = None
+
+    def seen_from_master(self, path: object) -> str:
+        """``path`` on the host, as the master reaches it (a lab host's own
+        /tmp through its mount namespace)."""
+        path = os.fspath(path)
+        return self.lab_host.path(path) if self.lab_host is not None else path
+
+    def leftovers(self) -> List[int]:
+        """Live processes of this place's run, by the tests' own oracle."""
+        return run_pids(self.host.master.run_id, context_pids(self.host.master))
+
+    def put(self, name: str, data: bytes) -> str:
+        """Write ``data`` to ``name`` in the scratch directory ON THE HOST."""
+        path = os.path.join(self.scratch, name)
+        self.host.run(["sh", "-c", 'cat > "$1"', "sh", path], input=data, check=True)
+        return path
 
     def free_port(self) -> int:
         if self.kind == "lab":
@@ -124,7 +143,11 @@ def place(request: pytest.FixtureRequest, master: rx.Master, tmp_path) -> Place:
         return Place("local", master.local(), "127.0.0.1", str(tmp_path))
     the_lab = request.getfixturevalue("lab")
     host = master.connect(the_lab.targets[0], **connect_options(the_lab))
-    return Place("lab", host, "127.0.0.1", str(tmp_path))
+    # The host's /tmp is not the master's: make the scratch directory there.
+    scratch = host.run(["mktemp", "-d", "/tmp/rxtest-XXXXXX"], check=True).stdout.strip()
+    place = Place("lab", host, "127.0.0.1", scratch, the_lab.hosts[0])
+    assert not os.path.exists(scratch), "lab hosts must not share the master's /tmp"
+    return place
 
 
 def run_pids(run_id: str, contexts: Iterable[int] = ()) -> List[int]:
@@ -138,8 +161,11 @@ def run_pids(run_id: str, contexts: Iterable[int] = ()) -> List[int]:
 
 
 def context_pids(master: rx.Master) -> List[int]:
-    """Pids of the master's open contexts (local and lab ones are on this machine)."""
-    return [host.info["pid"] for host in master.hosts]
+    """Pids of the master's open contexts and of their guards (local and lab
+    ones are on this machine): they belong to the run's machinery, not to
+    its services, so only their descendants count as the run's processes."""
+    pids = [host.info["pid"] for host in master.hosts]
+    return pids + [host.info["guard_pid"] for host in master.hosts if host.info.get("guard_pid")]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:

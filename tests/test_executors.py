@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 import signal
 import time
 
 import pytest
 from conftest import PY, Place, run_pids, wait_until
+from helpers import oracle
 
 import remoteexec as rx
 from remoteexec import waits
-from remoteexec.target import procs, supervisor
 
 
 def _gone(place: Place, pid: int) -> bool:
-    return not procs.is_alive(pid)
+    return oracle.identity(pid) is None
 
 
 def test_simple_executor(place: Place) -> None:
@@ -106,7 +107,7 @@ def test_pid_executor(place: Place) -> None:
         place.cmd("pidfile", path, 0.2), filename=path, on=place.host, timeout=10
     ) as ex:
         assert ex.running()
-        with open(path) as f:
+        with open(place.seen_from_master(path)) as f:
             assert int(f.read()) == ex.pid
 
 
@@ -177,7 +178,7 @@ def test_start_timeout(place: Place) -> None:
         ex.start()
     assert 0.9 < time.monotonic() - started < 5
     assert "tcp 127.0.0.1:%d" % ex.port in str(info.value)
-    assert not run_pids(place.host.master.run_id), "a timed-out start must leave nothing"
+    assert not place.leftovers(), "a timed-out start must leave nothing"
 
 
 def test_stop_needs_sigkill(place: Place) -> None:
@@ -229,7 +230,7 @@ def test_double_forking_daemon_killed_on_stop(place: Place) -> None:
     ex.stop()
     assert wait_until(lambda: not run_pids(run_id), 3), run_pids(run_id)
     # Reaped too, not left as zombies of the context.
-    assert wait_until(lambda: all(procs.state(p) is None for p in daemons), 2)
+    assert wait_until(lambda: all(oracle.stat(p) is None for p in daemons), 2)
 
 
 def test_kill_and_status_calls(place: Place) -> None:
@@ -288,14 +289,15 @@ def test_many_sequential_executors_no_growth(place: Place) -> None:
         one()
     assert threading.active_count() <= threads
     assert fds() <= files + 2
-    assert not run_pids(place.host.master.run_id)
+    assert not place.leftovers()
 
 
-def test_stop_signal_enum_and_path_arguments(place: Place, tmp_path) -> None:
+def test_stop_signal_enum_and_path_arguments(place: Place) -> None:
     """signal.Signals and pathlib.Path are not plain types: sent as int/str."""
-    pidfile = tmp_path / "p.pid"
+    scratch = pathlib.Path(place.scratch)
+    pidfile = scratch / "p.pid"
     ex = rx.PidExecutor(
-        place.cmd("pidfile", pidfile, 0), filename=pidfile, cwd=tmp_path, on=place.host, timeout=10
+        place.cmd("pidfile", pidfile, 0), filename=pidfile, cwd=scratch, on=place.host, timeout=10
     )
     ex.start()
     ex.stop(stop_signal=signal.SIGINT)  # Python re-raises SIGINT: the expected -2
@@ -360,7 +362,7 @@ def test_close_removes_the_run_dir_unless_keep_logs(keep_logs: bool) -> None:
         run_dir = host.info["run_dir"]
         assert os.path.isdir(run_dir)
     assert os.path.isdir(run_dir) is keep_logs
-    assert not run_pids(m.run_id) and not procs.is_alive(ex.pid)
+    assert not run_pids(m.run_id) and oracle.identity(ex.pid) is None
     if keep_logs:
         import shutil
 
@@ -387,7 +389,7 @@ server.serve_forever()
 
 @pytest.fixture(scope="module")
 def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple:
-    """A self-signed certificate for 127.0.0.1 (lab hosts share the file system)."""
+    """A self-signed certificate for 127.0.0.1, on the master (see _on_host)."""
     import subprocess
 
     where = tmp_path_factory.mktemp("tls")
@@ -404,6 +406,11 @@ def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     return cert, key
 
 
+def _on_host(place: Place, cert: tuple) -> tuple:
+    """The certificate and key copied to the host (its /tmp is its own)."""
+    return tuple(place.put(os.path.basename(p), open(p, "rb").read()) for p in cert)
+
+
 def _https(place: Place, cert: tuple, **kwargs: object) -> rx.HTTPExecutor:
     port = place.free_port()
     command = [PY, "-c", HTTPS_SERVER, "127.0.0.1", port, *cert]
@@ -413,6 +420,7 @@ def _https(place: Place, cert: tuple, **kwargs: object) -> rx.HTTPExecutor:
 def test_https_executor(place: Place, tls_cert: tuple) -> None:
     """TLS is done on the host: an https URL used to be spoken to in plain
     HTTP (reset by peer) until the timeout."""
+    tls_cert = _on_host(place, tls_cert)
     with _https(place, tls_cert, verify=False, timeout=20) as ex:
         assert ex.running() and "serving https" in ex.output()
     with _https(place, tls_cert, ca_file=tls_cert[0], timeout=20) as ex:
@@ -428,7 +436,7 @@ def test_https_executor(place: Place, tls_cert: tuple) -> None:
     text = str(info.value)
     assert re.search("TLS certificate verification failed: self.signed certificate", text), text
     assert "ca_file=" in text and "verify=False" in text
-    assert not run_pids(place.host.master.run_id)
+    assert not place.leftovers()
 
 
 def test_https_url_without_port_probes_443(place: Place) -> None:
@@ -460,26 +468,19 @@ def test_envvars_reach_the_process_as_given(place: Place, tmp_path) -> None:
 
 # -- old processes and their logs ---------------------------------------------
 
-#: ``forget`` comes with the supervisor change merged separately (issue 6);
-#: until it is in, what it does on the host cannot be seen.
-needs_forget = pytest.mark.skipif(
-    not hasattr(supervisor.Supervisor, "forget"),
-    reason="TEMPORARY: needs Supervisor.forget from the supervisor branch",
-)
 
-
-@needs_forget
 def test_restart_forgets_the_previous_log(place: Place) -> None:
     ex = place.tcp("http")
     ex.start()
     first_log = ex.log_path
-    assert first_log and os.path.exists(first_log)
+    assert first_log and os.path.exists(place.seen_from_master(first_log))
     ex.stop()
-    assert os.path.exists(first_log), "output() still reads it after stop()"
+    assert os.path.exists(place.seen_from_master(first_log)), "output() still reads it after stop()"
     ex.start()
     try:
-        assert wait_until(lambda: not os.path.exists(first_log), 5), first_log
-        assert ex.log_path != first_log and os.path.exists(ex.log_path)
+        first_log_here = place.seen_from_master(first_log)
+        assert wait_until(lambda: not os.path.exists(first_log_here), 5), first_log
+        assert ex.log_path != first_log and os.path.exists(place.seen_from_master(ex.log_path))
         assert "serving" in ex.output()
     finally:
         ex.stop()
@@ -499,13 +500,12 @@ def test_dropped_executor_warns(place: Place) -> None:
     assert place.host.run(["true"]).ok
 
 
-@needs_forget
 def test_dropped_executor_is_killed_and_its_log_removed(place: Place) -> None:
     holder = [rx.SimpleExecutor(["sleep", "30"], on=place.host).start()]
     pid, log = holder[0].pid, holder[0].log_path
     _drop_warns(holder)
     assert wait_until(lambda: _gone(place, pid), 5), "a dropped executor's process dies"
-    assert wait_until(lambda: not os.path.exists(log), 5)
+    assert wait_until(lambda: not os.path.exists(place.seen_from_master(log)), 5)
     # A stopped one that is dropped takes its log along, without a warning.
     ex = rx.SimpleExecutor(["sleep", "30"], on=place.host).start()
     log = ex.log_path
@@ -515,7 +515,7 @@ def test_dropped_executor_is_killed_and_its_log_removed(place: Place) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         del ex
-    assert wait_until(lambda: not os.path.exists(log), 5)
+    assert wait_until(lambda: not os.path.exists(place.seen_from_master(log)), 5)
 
 
 def test_drop_on_the_broker_thread_or_a_closed_host_never_blocks_or_raises(
@@ -547,8 +547,7 @@ def test_drop_on_the_broker_thread_or_a_closed_host_never_blocks_or_raises(
             assert dropped.wait(5)
         assert ran_on == ["mitogen.broker"]
         assert host.run(["true"]).ok, "the broker still serves calls"
-        if hasattr(supervisor.Supervisor, "forget"):
-            assert wait_until(lambda: not procs.is_alive(pid), 5)
+        assert wait_until(lambda: oracle.identity(pid) is None, 5)
         # After the host is closed: nothing to send or warn about (closing
         # killed the process), nothing raised.
         ex = rx.SimpleExecutor(["sleep", "30"], on=host).start()

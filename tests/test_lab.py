@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import need_lab
 
 from remoteexec.lab import Lab, LabError, LabHost
 
@@ -27,16 +28,6 @@ pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[1]
 CUT_TIMEOUT = 1.0  # seconds a TCP connect may take before we call the path cut
-
-
-def _require_lab() -> None:
-    ok, why = Lab.available()
-    if ok:
-        return
-    msg = f"remoteexec.lab cannot run here: {why}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(msg + " (CI=true: lab tests must not be skipped)")
-    pytest.skip(msg)
 
 
 def _env() -> dict:
@@ -147,7 +138,7 @@ def _leftovers(state: dict) -> list:
 
 @pytest.fixture(scope="module")
 def lab():
-    _require_lab()
+    need_lab()
     t0 = time.monotonic()
     lab = Lab(hosts=3)
     lab.up()
@@ -269,7 +260,7 @@ def test_private_filesystems_by_default(lab):
 
 
 def test_shared_fs_option():
-    _require_lab()
+    need_lab()
     tag = f"shared-{os.getpid()}-{time.monotonic_ns()}"
     try:
         with Lab(hosts=1, shared_fs=True) as shared:
@@ -384,7 +375,7 @@ def test_allocation_conflicts(lab):
 
 
 def test_down_leaves_nothing():
-    _require_lab()
+    need_lab()
     lab = Lab(hosts=2)
     try:
         lab.up()
@@ -410,7 +401,7 @@ def test_down_leaves_nothing():
 
 
 def test_failed_up_cleans_up():
-    _require_lab()
+    need_lab()
 
     class BrokenLab(Lab):
         def _sshd_config(self, h):

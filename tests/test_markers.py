@@ -121,7 +121,9 @@ def test_closing_the_master_leaves_none_of_many() -> None:
     with rx.Master(heartbeat_timeout=5) as m:
         host = m.local()
         tree = [PY, "-c", "import os,time; os.fork(); print('up', flush=True); time.sleep(600)"]
-        for _ in range(COUNT):
-            rx.OutputExecutor(tree, banner="up", on=host, timeout=10).start()
+        # Kept: a dropped executor is killed at once (__del__), as in mirakuru.
+        kept = [rx.OutputExecutor(tree, banner="up", on=host, timeout=10) for _ in range(COUNT)]
+        for ex in kept:
+            ex.start()
         with left_nothing(m.run_id, context_pids(m), at_least=2 * COUNT, contexts_exit=True):
             m.close()

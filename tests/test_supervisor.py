@@ -108,19 +108,24 @@ def fresh_host(request: pytest.FixtureRequest) -> Iterator[rx.Host]:
             yield m.local()
 
 
-def _start_services(host: rx.Host, scratch: str) -> Dict[str, int]:
-    """A plain process, a double-forking daemon, a tree, a tarantool; their main pids."""
+def _start_services(host: rx.Host) -> Dict[str, rx.SimpleExecutor]:
+    """A plain process, a double-forking daemon, a tree, a tarantool, started.
+
+    The caller keeps the executors: a dropped one is killed (``__del__``).
+    """
+    # A lab host's /tmp is its own: make the scratch directory there.
+    scratch = host.run(["mktemp", "-d", "/tmp/rxguard-XXXXXX"], check=True).stdout.strip()
     port = 18600
     if host.kind == "local":
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
     lua = os.path.join(scratch, "guarded.lua")
-    with open(lua, "w") as f:
-        f.write(
-            "box.cfg{work_dir=%r, log=%r}\nrequire('fiber').sleep(600)\n"
-            % (scratch, os.path.join(scratch, "tarantool.log"))
-        )
+    source = "box.cfg{work_dir=%r, log=%r}\nrequire('fiber').sleep(600)\n" % (
+        scratch,
+        os.path.join(scratch, "tarantool.log"),
+    )
+    host.run(["sh", "-c", 'cat > "$1"', "sh", lua], input=source, check=True)
     executors = {
         "plain": rx.SimpleExecutor(["sleep", "600"], on=host),
         "daemon": rx.TCPExecutor(
@@ -135,18 +140,21 @@ def _start_services(host: rx.Host, scratch: str) -> Dict[str, int]:
         ),
         "tarantool": rx.SimpleExecutor(["tarantool", lua], on=host),
     }
-    return {kind: ex.start().pid for kind, ex in executors.items()}
+    for ex in executors.values():
+        ex.start()
+    return executors
 
 
 # -- 1. the guard -----------------------------------------------------------
 
 
-def test_context_sigkill_kills_its_services(fresh_host: rx.Host, tmp_path) -> None:
+def test_context_sigkill_kills_its_services(fresh_host: rx.Host) -> None:
     host = fresh_host
     context, guard_pid = host.info["pid"], host.info["guard_pid"]
     assert guard_pid and host.info["guard_error"] is None
     assert os.getsid(guard_pid) == guard_pid, "the guard leads its own session"
-    pids = _start_services(host, str(tmp_path))
+    executors = _start_services(host)
+    pids = {kind: ex.pid for kind, ex in executors.items()}
     tarantool_pid = pids["tarantool"]
     # Tarantool rewrites its environment at box.cfg: only the session the
     # supervisor told the guard about still finds it.
@@ -174,8 +182,9 @@ def test_context_sigkill_kills_its_services(fresh_host: rx.Host, tmp_path) -> No
 def test_guard_leaves_nothing_on_clean_close(fresh_host: rx.Host) -> None:
     host = fresh_host
     context, guard_pid = host.info["pid"], host.info["guard_pid"]
-    rx.SimpleExecutor(["sleep", "600"], on=host).start()
+    kept = rx.SimpleExecutor(["sleep", "600"], on=host).start()
     snapshot = _descendants(context)
+    assert kept.pid in snapshot
     snapshot[context] = _stat(context)[3]
     assert guard_pid in snapshot and len(snapshot) >= 3
     host.master.close()
@@ -248,10 +257,10 @@ def test_forget_kills_a_running_tree_and_drops_its_log(fresh_host: rx.Host) -> N
     assert wait_until(lambda: len(_descendants(info["pid"])) == 2, 10.0)
     tree = _descendants(info["pid"])
     tree[info["pid"]] = _stat(info["pid"])[3]
-    assert os.path.exists(info["log_path"])
+    assert host.call(os.path.exists, info["log_path"]), "checked on the host itself"
     assert host.service("forget", proc_id=info["id"]) == {"ok": True, "was_running": True}
     assert not _survivors(tree), "forget returns once the tree is gone"
-    assert not os.path.exists(info["log_path"])
+    assert not host.call(os.path.exists, info["log_path"])
     assert host.service("status", proc_id=info["id"])["pid"] is None, "dropped from the tables"
     # Again, and an id never seen: already forgotten.
     assert host.service("forget", proc_id=info["id"]) == {"ok": True, "was_running": False}

@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterator, List
 
 import asynctnt
 import pytest
-from conftest import IN_CI, connect_options, wait_until
+from conftest import connect_options, need_tarantool, wait_until
 
 import remoteexec as rx
 from remoteexec.tarantool import ReplicaSet, TarantoolError, TarantoolInstance
@@ -96,8 +96,7 @@ def follows(row: dict, peers: int) -> bool:
 
 @pytest.fixture(scope="module")
 def tt_master(lab: Any) -> Iterator[rx.Master]:
-    if IN_CI and not os.path.exists("/usr/bin/tarantool"):
-        pytest.fail("tarantool is not installed, and CI must exercise it")
+    need_tarantool()
     with rx.Master(heartbeat_timeout=5) as m:
         yield m
 

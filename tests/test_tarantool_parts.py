@@ -24,6 +24,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 import pytest
+from conftest import TARANTOOL, need_tarantool
 
 from remoteexec.tarantool.config import (
     DEFAULT_MEMTX_MEMORY,
@@ -37,22 +38,12 @@ from remoteexec.tarantool.config import (
 from remoteexec.tarantool.lua import LuaExpr, call_source, lua_string, to_lua
 from remoteexec.target import tarantool as tt
 
-TARANTOOL = shutil.which("tarantool")
-IN_CI = os.environ.get("CI", "").lower() == "true"
 TARGET_MODULE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     "remoteexec",
     "target",
     "tarantool.py",
 )
-
-
-def need_tarantool() -> str:
-    if TARANTOOL is None:
-        if IN_CI:
-            pytest.fail("tarantool is not installed, and CI must exercise it")
-        pytest.skip("tarantool is not installed")
-    return TARANTOOL
 
 
 def free_port() -> int:

@@ -119,6 +119,8 @@ def run_processes(run_id: str, contexts: Iterable[int] = ()) -> Dict[int, str]:
         if st.alive and st.session in sessions:
             found.setdefault(pid, "in session %d of the run" % st.session)
     found.pop(os.getpid(), None)
+    for pid in contexts:  # a context's guard is its child: machinery, not a service
+        found.pop(pid, None)
     return found
 
 
