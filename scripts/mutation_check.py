@@ -141,6 +141,112 @@ MUTATIONS = (
         ("tests/test_tarantool.py::test_stop_reports_a_member_that_had_to_be_killed",),
         "ReplicaSet.stop() drops its members' stop errors",
     ),
+    Mutation(
+        "poll-at-fixed-sleep",
+        "remoteexec/target/supervisor.py",
+        "delay = 0.005",
+        "delay = sleep",
+        (
+            "tests/test_claims_executors.py::test_readiness_polls_from_5ms_doubling_up_to_sleep[local]",
+        ),
+        "readiness polled at a fixed sleep (mirakuru's way), not from 5 ms",
+    ),
+    Mutation(
+        "poll-no-doubling",
+        "remoteexec/target/supervisor.py",
+        "delay *= 2",
+        "delay *= 1",
+        (
+            "tests/test_claims_executors.py::test_readiness_polls_from_5ms_doubling_up_to_sleep[local]",
+        ),
+        "readiness polled every 5 ms, never doubling",
+    ),
+    Mutation(
+        "stop-signal-twice",
+        "remoteexec/target/supervisor.py",
+        "if not in_group:",
+        "if True:",
+        ("tests/test_claims_executors.py::test_each_process_gets_the_stop_signal_once[local]",),
+        "stop signals the group, then each marked member again",
+    ),
+    Mutation(
+        "probe-timeout-unbounded",
+        "remoteexec/target/checks.py",
+        "return max(0.01, min(cap, remaining))",
+        "return cap",
+        (
+            "tests/test_claims_executors.py::test_probe_of_a_server_that_never_answers_is_bounded[local]",
+        ),
+        "a probe's socket timeout is not bounded by the deadline",
+    ),
+    Mutation(
+        "no-exit-hook",
+        "remoteexec/master.py",
+        "(register or atexit.register)(_close_all)",
+        "pass",
+        ("tests/test_claims_executors.py::test_a_forgotten_master_is_closed_at_interpreter_exit",),
+        "a forgotten master is not closed at interpreter exit",
+    ),
+    Mutation(
+        "stop-timeout-fixed",
+        "remoteexec/executors/base.py",
+        "or self._timeout",
+        "or 30.0",
+        ("tests/test_claims_executors.py::test_stop_timeout_defaults_to_timeout[local]",),
+        "stop_timeout defaults to 30 s instead of timeout",
+    ),
+    Mutation(
+        "stdin-inherited",
+        "remoteexec/target/supervisor.py",
+        "stdin=subprocess.DEVNULL,\n            stdout=log_fd,",
+        "stdin=None,\n            stdout=log_fd,",
+        ("tests/test_claims_executors.py::test_stdin_is_dev_null[lab]",),
+        "a service inherits the context's stdin (over ssh, not /dev/null)",
+    ),
+    Mutation(
+        "log-mode-0644",
+        "remoteexec/target/supervisor.py",
+        "os.O_APPEND | os.O_CLOEXEC, 0o600)",
+        "os.O_APPEND | os.O_CLOEXEC, 0o644)",
+        ("tests/test_claims_executors.py::test_logs_are_0600_in_a_0700_run_directory_on_the_host",),
+        "logs created 0644",
+    ),
+    Mutation(
+        "stopped-always-starts",
+        "remoteexec/executors/base.py",
+        "            if was_running:\n                self.start()",
+        "            self.start()",
+        ("tests/test_claims_executors.py::test_stopped_on_a_stopped_executor_just_yields[local]",),
+        "stopped() starts an executor that was not running",
+    ),
+    Mutation(
+        "name-ignored",
+        "remoteexec/target/supervisor.py",
+        'name = spec.get("name") or program.split()[0]',
+        "name = program.split()[0]",
+        ("tests/test_claims_executors.py::test_name_names_the_log[local]",),
+        "name= does not name the log",
+    ),
+    Mutation(
+        "not-executable-untyped",
+        "remoteexec/target/supervisor.py",
+        "if isinstance(e, PermissionError):",
+        "if False:",
+        (
+            "tests/test_claims_executors.py::test_command_not_found_for_a_file_that_is_not_executable[local]",
+        ),
+        "a non-executable file is an ExecutorError, not CommandNotFound",
+    ),
+    Mutation(
+        "status-on-main-thread",
+        "remoteexec/host.py",
+        "recv = self.context.call_service_async(SUPERVISOR, method, **kwargs)",
+        "recv = (self.context.call_async(getattr(__import__('remoteexec.target.supervisor',"
+        " fromlist=['x']), method), **kwargs) if method in ('status', 'output', 'run', 'stop')"
+        " else self.context.call_service_async(SUPERVISOR, method, **kwargs))",
+        ("tests/test_executors.py::test_status_not_blocked_by_long_call[local]",),
+        "running()/output()/Host.run()/stop() queue on the main thread behind Host.call",
+    ),
 )
 
 
