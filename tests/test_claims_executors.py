@@ -402,13 +402,13 @@ def test_a_forgotten_master_is_closed_at_interpreter_exit(tmp_path) -> None:
     try:
         run_a, run_b = info["run_ids"]
         contexts = info["context_pids"]
-        with left_nothing(run_b, contexts, at_least=1, timeout=EXIT_BOUND, contexts_exit=True):
-            with left_nothing(run_a, contexts, at_least=1, timeout=EXIT_BOUND, contexts_exit=True):
-                assert proc.poll() is None, "the script waits for the go"
-                open(go, "w").close()
-                started = time.monotonic()
-                proc.wait(EXIT_BOUND)
-                took = time.monotonic() - started
+        bound = dict(at_least=1, timeout=EXIT_BOUND, contexts_exit=True)
+        with left_nothing(run_b, contexts, **bound), left_nothing(run_a, contexts, **bound):
+            assert proc.poll() is None, "the script waits for the go"
+            open(go, "w").close()
+            started = time.monotonic()
+            proc.wait(EXIT_BOUND)
+            took = time.monotonic() - started
         out = proc.stdout.read()
         assert proc.returncode == 0 and "LEAVING" in out, out
         assert took < EXIT_BOUND

@@ -22,7 +22,6 @@ from helpers import oracle
 import remoteexec as rx
 from remoteexec import waits
 
-
 #: Slack above a configured timeout for a call that ends at that timeout:
 #: milliseconds when the machine is idle; other suites share this 2-core
 #: machine. The broken behaviours these bounds catch (a hang, waiting for a
