@@ -247,6 +247,50 @@ MUTATIONS = (
         ("tests/test_executors.py::test_status_not_blocked_by_long_call[local]",),
         "running()/output()/Host.run()/stop() queue on the main thread behind Host.call",
     ),
+    Mutation(
+        "default-sleep-differs",
+        "remoteexec/executors/base.py",
+        "sleep: float = 0.1,",
+        "sleep: float = 0.05,",
+        ("tests/test_claims_executors.py::test_constructor_takes_mirakuru_arguments_and_defaults",),
+        "a constructor default differs from mirakuru 3.1's",
+    ),
+    Mutation(
+        "wait-for-callable-ignored",
+        "remoteexec/executors/base.py",
+        "if condition():",
+        "if True:",
+        ("tests/test_claims_executors.py::test_wait_for_a_callable_times_out_and_kills[local]",),
+        "wait_for(callable) returns without the condition holding",
+    ),
+    Mutation(
+        "output-lines-off-by-one",
+        "remoteexec/target/supervisor.py",
+        'return "\\n".join(text[-lines:]) if lines else ""',
+        'return "\\n".join(text[-lines - 1 :]) if lines else ""',
+        ("tests/test_claims_executors.py::test_output_lines_returns_that_many_lines[local]",),
+        "output(lines=N) returns N+1 lines",
+    ),
+    Mutation(
+        "no-already-running-check",
+        "remoteexec/target/supervisor.py",
+        "    if pre_check_specs:",
+        "    if False:",
+        (
+            "tests/test_claims_executors.py::test_already_running_for_a_unix_socket[local]",
+            "tests/test_claims_executors.py::test_already_running_for_a_pid_file[local]",
+        ),
+        "a busy socket or pid file is taken for the new process's readiness",
+    ),
+    Mutation(
+        "timed-out-start-leaves-its-tree",
+        "remoteexec/target/supervisor.py",
+        "    proc.signal_tree(signal.SIGKILL)\n    proc.wait_gone(time.monotonic() + KILL_WAIT)\n"
+        "    _retire(proc)\n    return _error(",
+        "    _retire(proc)\n    return _error(",
+        ("tests/test_executors.py::test_start_timeout[local]",),
+        "a start that times out leaves its process running",
+    ),
 )
 
 
