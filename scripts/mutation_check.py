@@ -196,12 +196,12 @@ MUTATIONS = (
         "stop_timeout defaults to 30 s instead of timeout",
     ),
     Mutation(
-        "stdin-inherited",
+        "stdin-a-pipe",
         "remoteexec/target/supervisor.py",
         "stdin=subprocess.DEVNULL,\n            stdout=log_fd,",
-        "stdin=None,\n            stdout=log_fd,",
-        ("tests/test_claims_executors.py::test_stdin_is_dev_null[lab]",),
-        "a service inherits the context's stdin (over ssh, not /dev/null)",
+        "stdin=subprocess.PIPE,\n            stdout=log_fd,",
+        ("tests/test_claims_executors.py::test_stdin_is_dev_null[local]",),
+        "a service reads a pipe nobody writes (mirakuru's stdin=PIPE), not /dev/null",
     ),
     Mutation(
         "log-mode-0644",

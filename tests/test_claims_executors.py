@@ -371,7 +371,14 @@ def test_command_not_found_for_a_file_that_is_not_executable(place: Place) -> No
 
 
 def test_stdin_is_dev_null(place: Place) -> None:
-    with rx.OutputExecutor(place.cmd("stdin"), banner="stdin=", on=place.host, timeout=10) as ex:
+    # Inline, not tests/helpers: the mutation check runs from a copy in the
+    # master's /tmp, which a lab host does not see.
+    code = (
+        "import os, sys, time; data = sys.stdin.read();"
+        " print('stdin=%s read=%r' % (os.readlink('/proc/self/fd/0'), data), flush=True);"
+        " time.sleep(60)"
+    )
+    with rx.OutputExecutor([PY, "-c", code], banner="stdin=", on=place.host, timeout=10) as ex:
         assert "stdin=/dev/null read=''" in _text(ex, 5)
 
 

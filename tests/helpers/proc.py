@@ -210,10 +210,6 @@ def main(argv):
             print("line %d" % i)
         print("lines done", flush=True)
         time.sleep(LIFETIME)
-    elif mode == "stdin":  # stdin: say what fd 0 is and what reading it gives
-        data = sys.stdin.read()
-        print("stdin=%s read=%r" % (os.readlink("/proc/self/fd/0"), data), flush=True)
-        time.sleep(LIFETIME)
     else:
         sys.exit("unknown mode %s" % mode)
 
