@@ -93,7 +93,7 @@ MUTATIONS = (
     Mutation(
         "http-checks-only-the-port",
         "remoteexec/executors/http.py",
-        "return wait.specs()",
+        "return self._wait.specs()",
         "return TCP(self.host, self.port).specs()",
         ("tests/test_readiness.py::test_http_waits_for_the_status_not_the_port[local]",),
         "HTTPExecutor waits for the TCP port instead of the HTTP status",
