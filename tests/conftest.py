@@ -258,3 +258,57 @@ def spawn_master_script(
             "master script did not get ready: %r\n%s" % (line, errors.read()[-3000:])
         )
     return proc, json.loads(line[len("READY ") :])
+
+
+@contextlib.contextmanager
+def seen_then_gone(
+    run_id: str,
+    contexts: Iterable[int] = (),
+    at_least: int = 1,
+    timeout: float = 5.0,
+    interval: float = 0.01,
+) -> Iterator[Dict[int, str]]:
+    """For processes that live only inside the block (a start that times
+    out): sample the run's processes by the oracle while the block runs,
+    assert at least ``at_least`` were seen, then that none of them, nor any
+    other process of the run, is alive within ``timeout`` after it.
+
+    Yields the {pid: why} dict it fills while sampling.
+    """
+    import threading
+
+    contexts = list(contexts)
+    seen: Dict[int, str] = {}
+    idents: set = set()
+    done = threading.Event()
+
+    def sample() -> None:
+        for _ in range(100000):  # bounded: 1000 s of samples at most
+            for pid, why in oracle.run_processes(run_id, contexts).items():
+                ident = oracle.identity(pid)
+                if ident is not None:
+                    seen.setdefault(pid, why)
+                    idents.add(ident)
+            if done.wait(interval):
+                return
+
+    sampler = threading.Thread(target=sample, name="seen-then-gone", daemon=True)
+    sampler.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        sampler.join(30)
+    assert len(seen) >= at_least, "expected at least %d processes of run %s during the block" % (
+        at_least,
+        run_id,
+    )
+
+    def still() -> List[int]:
+        left = set(oracle.run_processes(run_id, contexts))
+        left |= {pid for pid, start in idents if oracle.identity(pid) == (pid, start)}
+        return sorted(left)
+
+    assert wait_until(lambda: not still(), timeout, interval=0.02), "left behind: %s" % (
+        oracle.describe(still())
+    )

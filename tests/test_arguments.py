@@ -21,6 +21,10 @@ NAN, INF = math.nan, math.inf
 CMD = ["sleep", "30"]
 #: An error text is "a few kB", whatever went into it.
 TEXT_BOUND = 8000
+#: Refused before anything starts: milliseconds when idle, with room for a
+#: loaded machine. What it catches is far slower: a NaN timeout that never
+#: expires, a connection attempt, a 30 s start timeout.
+REFUSED_AT_ONCE = 5.0
 
 
 def _executor(**kwargs: Any) -> rx.TCPExecutor:
@@ -63,7 +67,7 @@ def test_host_times_refused_before_anything_runs(master: rx.Master, value: float
         host.run(["sleep", "30"], timeout=value)
     with pytest.raises(ValueError, match="reply_timeout"):
         host.service("status", reply_timeout=value, proc_id=1)
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < REFUSED_AT_ONCE
     assert not run_pids(master.run_id), "nothing may have started"
 
 
@@ -112,7 +116,7 @@ def test_connect_ports_out_of_range_refused(master: rx.Master, port: int) -> Non
     # connect_all refuses the whole list before connecting to any of it.
     with pytest.raises(ValueError, match="port"):
         master.connect_all(["127.0.0.1", "127.0.0.2:%d" % port], check_host_keys="ignore")
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < REFUSED_AT_ONCE
     assert master.hosts == []
 
 
@@ -304,6 +308,6 @@ def test_missing_ca_file_refused_before_start(master: rx.Master, tmp_path) -> No
     started = time.monotonic()
     with pytest.raises(ValueError, match="ca_file %s" % missing):
         ex.start()
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < REFUSED_AT_ONCE
     assert not run_pids(master.run_id), "nothing may have started"
     assert not os.path.exists(missing)

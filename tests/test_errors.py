@@ -9,7 +9,7 @@ import pickle
 from typing import Any, Dict, List
 
 import pytest
-from conftest import PY, Place, context_pids, left_nothing
+from conftest import PY, Place, context_pids, seen_then_gone
 from helpers import raising
 
 import remoteexec as rx
@@ -147,9 +147,9 @@ def test_timeout_hint_only_when_nothing_runs(place: Place) -> None:
     run_id = place.host.master.run_id
     for command in (["sleep", "30"], daemon):
         ex = rx.TCPExecutor(command, host="127.0.0.1", port=port, on=place.host, timeout=1.5)
-        with pytest.raises(rx.TimeoutExpired) as info:
+        # What it started is seen while start() waits, and gone after.
+        contexts = context_pids(place.host.master)
+        with seen_then_gone(run_id, contexts), pytest.raises(rx.TimeoutExpired) as info:
             ex.start()
         assert "not ready after 1.5s: tcp 127.0.0.1:%d" % port in str(info.value)
         assert EXITED_HINT not in str(info.value), command
-    with left_nothing(run_id, context_pids(place.host.master), at_least=0):
-        pass

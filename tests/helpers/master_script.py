@@ -36,6 +36,7 @@ def main():
     master = rx.Master(heartbeat_timeout=heartbeat)
     hosts = master.connect_all(targets, **options) if mode == "lab" else [master.local()]
     started = []
+    kept = []
     http_port, daemon_port = (18080, 18081) if mode == "lab" else (free_port(), free_port())
     for host in hosts:
         srv = rx.HTTPExecutor(
@@ -57,6 +58,8 @@ def main():
         for ex in (srv, daemon, tree):
             ex.start()
             started.append(ex.pid)
+            # Held to the end: a dropped executor kills its process.
+            kept.append(ex)
         # A long Host.run in flight as well: it must die with the run too.
         threading.Thread(target=host.run, args=(["sleep", "300"],), daemon=True).start()
     info = {

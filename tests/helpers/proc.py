@@ -61,6 +61,89 @@ def listen_tcp(addr, port):
     return sock
 
 
+def serve_counting(addr, port, answer_after):
+    """Print 'probe PATH MONOTONIC' for each request; answer 503 until a
+    path has been asked for ``answer_after`` times, then 200: the probe
+    times of a readiness poll, measured on the host by the server."""
+    seen = {}
+    lock = threading.Lock()
+
+    class Counting(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            now = time.monotonic()
+            with lock:
+                seen[self.path] = seen.get(self.path, 0) + 1
+                count = seen[self.path]
+            print("probe %s %.6f" % (self.path, now), flush=True)
+            self.send_response(200 if count >= answer_after else 503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer((addr, port), Counting)
+    print("listening", flush=True)
+    threading.Timer(LIFETIME, server.shutdown).start()
+    server.serve_forever()
+
+
+def hang(addr, port):
+    """Accept connections and never read or answer: a probe must time out."""
+    sock = listen_tcp(addr, port)
+    held = []
+    print("hanging", flush=True)
+    deadline = time.time() + LIFETIME
+    sock.settimeout(1)
+    while time.time() < deadline:
+        with contextlib.suppress(OSError):
+            held.append(sock.accept()[0])
+
+
+def count_signals(directory, signum):
+    """A main process, a child in its process group and a child that left it
+    (own session, still marked): each appends every SIGNUM delivered to it
+    to DIRECTORY/ROLE-PID, and dies of SIGNUM 0.5 s after the first one (so
+    a second delivery of the same stop would still be counted).
+
+    Use a real-time signal: those queue, where a second SIGTERM sent while
+    the first is pending merges with it. The signal is blocked and taken
+    with sigtimedwait, one queued delivery per call (a Python handler would
+    run once for two deliveries that arrive together).
+    """
+    role = ["main"]
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signum])  # inherited by the children
+    ready_r, ready_w = os.pipe()
+    for child_role in ("member", "leaver"):
+        if os.fork() == 0:
+            role[0] = child_role
+            if child_role == "leaver":
+                os.setsid()
+            os.write(ready_w, b"x")
+            break
+    else:
+        got = b""
+        for _ in range(2):
+            got += os.read(ready_r, 1)
+        print("signals counted from here (%d children)" % len(got), flush=True)
+    path = os.path.join(directory, "%s-%d" % (role[0], os.getpid()))
+    first = None
+    deadline = time.monotonic() + LIFETIME
+    while time.monotonic() < deadline:
+        info = signal.sigtimedwait([signum], 0.02)
+        if info is not None:
+            with open(path, "a") as f:
+                f.write("%d\n" % info.si_signo)
+            first = first or time.monotonic()
+        elif first and time.monotonic() - first > 0.5:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
+    os._exit(0)
+
+
 def main(argv):
     mode = argv[1]
     if mode == "after":  # after DELAY MODE [ARGS]: MODE, started DELAY seconds late
@@ -119,6 +202,17 @@ def main(argv):
                 time.sleep(LIFETIME)
                 os._exit(0)
         print("tree ready", flush=True)
+        time.sleep(LIFETIME)
+    elif mode == "http-count":  # http-count ADDR PORT N: 503 until the Nth request of a path
+        serve_counting(argv[2], int(argv[3]), int(argv[4]))
+    elif mode == "hang":  # hang ADDR PORT: accept, never answer
+        hang(argv[2], int(argv[3]))
+    elif mode == "sigcount":  # sigcount DIR SIGNUM: count signals per process, see count_signals
+        count_signals(argv[2], int(argv[3]))
+    elif mode == "lines":  # lines N: print 'line 1'..'line N', then wait
+        for i in range(1, int(argv[2]) + 1):
+            print("line %d" % i)
+        print("lines done", flush=True)
         time.sleep(LIFETIME)
     else:
         sys.exit("unknown mode %s" % mode)
