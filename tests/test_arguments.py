@@ -287,7 +287,7 @@ def test_output_lines_must_be_a_count(master: rx.Master) -> None:
     ex = rx.SimpleExecutor(CMD, on=master.local())
     for lines in (-1, 1.5, "10"):
         with pytest.raises(ValueError, match="lines"):
-            ex.output(lines=lines)  # type: ignore[arg-type]
+            ex.output_tail(lines=lines)  # type: ignore[arg-type]
 
 
 def test_missing_ca_file_refused_before_start(master: rx.Master, tmp_path) -> None:

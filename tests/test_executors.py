@@ -36,8 +36,8 @@ def test_output_executor(place: Place) -> None:
     )
     with ex:
         assert ex.running()
-        assert "we are ready" in ex.output()
-        assert "starting up" in ex.output()
+        assert "we are ready" in ex.output_tail()
+        assert "starting up" in ex.output_tail()
     assert not ex.running()
 
 
@@ -83,7 +83,7 @@ def test_http_executor(place: Place) -> None:
         place.cmd("http", "127.0.0.1", port), url=url, on=place.host, timeout=20
     ) as ex:
         assert ex.running()
-        assert "serving" in ex.output()
+        assert "serving" in ex.output_tail()
 
 
 def test_http_executor_status_mismatch_times_out(place: Place) -> None:
@@ -181,7 +181,7 @@ def test_start_timeout(place: Place) -> None:
 
 
 def test_stop_needs_sigkill(place: Place) -> None:
-    ex = place.tcp("stubborn", timeout=10, stop_timeout=0.5)
+    ex = place.tcp("stubborn", timeout=10, stop_timeout=0.5, strict_stop=True)
     ex.start()
     pid = ex.pid
     with pytest.raises(rx.TimeoutExpired) as info:
@@ -216,7 +216,7 @@ def test_chatty_process_does_not_block(place: Place) -> None:
     ex = place.tcp("http", 1 << 20, timeout=15)
     with ex:
         assert ex.running()
-        assert "serving" in ex.output(lines=3)
+        assert "serving" in ex.output_tail(lines=3)
 
 
 def test_double_forking_daemon_killed_on_stop(place: Place) -> None:
@@ -225,7 +225,7 @@ def test_double_forking_daemon_killed_on_stop(place: Place) -> None:
     run_id = place.host.master.run_id
     daemons = run_pids(run_id)
     assert daemons, "the daemon carries the run marker"
-    assert ex.running(), "main exited 0 but the daemon it left runs"
+    assert ex.running(tree=True), "main exited 0 but the daemon it left runs"
     ex.stop()
     assert wait_until(lambda: not run_pids(run_id), 3), run_pids(run_id)
     # Reaped too, not left as zombies of the context.
@@ -252,7 +252,7 @@ def test_status_not_blocked_by_long_call(place: Place) -> None:
     time.sleep(0.2)
     started = time.monotonic()
     assert ex.running()
-    ex.output()
+    ex.output_tail()
     assert time.monotonic() - started < 1.0
     ex.stop()
     t.join(10)
@@ -414,7 +414,7 @@ def test_https_executor(place: Place, tls_cert: tuple) -> None:
     """TLS is done on the host: an https URL used to be spoken to in plain
     HTTP (reset by peer) until the timeout."""
     with _https(place, tls_cert, verify=False, timeout=20) as ex:
-        assert ex.running() and "serving https" in ex.output()
+        assert ex.running() and "serving https" in ex.output_tail()
     with _https(place, tls_cert, ca_file=tls_cert[0], timeout=20) as ex:
         assert ex.running()
         ex.wait_for(waits.HTTP(ex.url.geturl(), ca_file=tls_cert[0]))
@@ -453,7 +453,7 @@ def test_envvars_reach_the_process_as_given(place: Place, tmp_path) -> None:
         timeout=10,
     )
     with ex:
-        assert "P=%s Q=plain" % tmp_path in ex.output()
+        assert "P=%s Q=plain" % tmp_path in ex.output_tail()
     with pytest.raises(TypeError, match=r"envvars\['Q'\] must be a str .* got bytes"):
         rx.SimpleExecutor(["true"], envvars={"Q": b"xyz"}, on=place.host)
 
@@ -480,7 +480,7 @@ def test_restart_forgets_the_previous_log(place: Place) -> None:
     try:
         assert wait_until(lambda: not os.path.exists(first_log), 5), first_log
         assert ex.log_path != first_log and os.path.exists(ex.log_path)
-        assert "serving" in ex.output()
+        assert "serving" in ex.output_tail()
     finally:
         ex.stop()
 

@@ -49,6 +49,14 @@ class LogReader(io.TextIOBase):
     def readable(self) -> bool:
         return True
 
+    def __contains__(self, text: object) -> bool:
+        # A stream's `in` reads to its end, which a running service never
+        # reaches: say what to use instead of blocking forever.
+        raise TypeError(
+            "`in` on an output stream would read until the process ends; use"
+            " executor.output_tail() for the recent output as text"
+        )
+
     def _fill(self, line: bool) -> None:
         """Fetch what is new (waiting on the host up to HOST_WAIT)."""
         if self.closed:

@@ -479,6 +479,10 @@ def start(spec, check_specs=(), timeout=3600.0, sleep=0.1, pre_check_specs=()):
     proc, err = _spawn(spec)
     if err:
         return err
+    if not check_specs:
+        # Nothing to wait for (a SimpleExecutor): started, whatever its exit
+        # code, as in mirakuru; stop() checks the code.
+        return proc.info()
     built = checks.build(check_specs, log_paths=proc.log_paths())
     return _wait_ready(proc, built, deadline, float(sleep), float(timeout))
 
