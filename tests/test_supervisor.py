@@ -108,6 +108,10 @@ def fresh_host(request: pytest.FixtureRequest) -> Iterator[rx.Host]:
             yield m.local()
 
 
+#: Executors the tests keep: one dropped is killed at once (mirakuru's __del__).
+KEPT: List[object] = []
+
+
 def _start_services(host: rx.Host, scratch: str) -> Dict[str, int]:
     """A plain process, a double-forking daemon, a tree, a tarantool; their main pids."""
     port = 18600
@@ -135,6 +139,7 @@ def _start_services(host: rx.Host, scratch: str) -> Dict[str, int]:
         ),
         "tarantool": rx.SimpleExecutor(["tarantool", lua], on=host),
     }
+    KEPT.append(executors)
     return {kind: ex.start().pid for kind, ex in executors.items()}
 
 
@@ -174,11 +179,12 @@ def test_context_sigkill_kills_its_services(fresh_host: rx.Host, tmp_path) -> No
 def test_guard_leaves_nothing_on_clean_close(fresh_host: rx.Host) -> None:
     host = fresh_host
     context, guard_pid = host.info["pid"], host.info["guard_pid"]
-    rx.SimpleExecutor(["sleep", "600"], on=host).start()
+    kept = rx.SimpleExecutor(["sleep", "600"], on=host).start()
     snapshot = _descendants(context)
     snapshot[context] = _stat(context)[3]
     assert guard_pid in snapshot and len(snapshot) >= 3
     host.master.close()
+    del kept
     assert wait_until(lambda: not _survivors(snapshot), 5.0), [
         (p, _cmdline(p)) for p in _survivors(snapshot)
     ]

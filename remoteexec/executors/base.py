@@ -399,7 +399,8 @@ class SimpleExecutor:
 
     def _timed_out(self, what: str) -> TimeoutExpired:
         error = TimeoutExpired(
-            "%s %s: %s; the process tree was killed" % (self, timed_out_text(self._timeout), what),
+            "%s %s: %s; the process tree was killed"
+            % (self._label(), timed_out_text(self._timeout), what),
             host=self.on.name,
             command=self.command_parts,
             timeout=self._timeout,
@@ -434,6 +435,10 @@ class SimpleExecutor:
             arguments.bounded(self.command, 200),
             self._where(),
         )
+
+    def _label(self) -> str:
+        """str(self) for an error message: the command bounded."""
+        return arguments.bounded(str(self), 300)
 
     def __str__(self) -> str:
         """The whole command (mirakuru's ``str()``); error messages bound it."""
@@ -532,7 +537,7 @@ class Executor(SimpleExecutor):
         if pre is None and self.pre_start_check():
             error = AlreadyRunning(
                 "%s seems to be already running: its pre_start_check() is true before start;"
-                " refusing to start it" % self,
+                " refusing to start it" % self._label(),
                 host=self.on.name,
                 command=self.command_parts,
             )

@@ -404,8 +404,7 @@ def _fail_and_clean(proc, kind, message, **fields):
 
 def exited_text(rc):
     """mirakuru's words for a non-zero exit (users grep for them), and ours."""
-    text = "exited with a non-zero code: %d" % rc
-    return text + " (%s)" % _exit_text(rc) if rc < 0 else text
+    return "exited with a non-zero code: %d (%s)" % (rc, _exit_text(rc))
 
 
 def timed_out_text(timeout):
