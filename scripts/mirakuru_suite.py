@@ -15,9 +15,13 @@ What it does, in a work directory outside /tmp (lab hosts have a private
    ``/work/.mirror/dbfixtures+mirakuru/repo``, else a clone of
    https://github.com/dbfixtures/mirakuru. The test files stay in the work
    directory; none is copied into this repository.
-2. installs what mirakuru's tests import besides pytest (python-daemon,
-   pytest-xdist for its ``xdist_group`` marker) with pip, into the work
-   directory (``--target``), never into the venv.
+2. makes a venv in the work directory from the system's python3 (a lab
+   host must see ``sys.executable``: the suite runs it there) with
+   remoteexec's dependencies and pytest, and installs what mirakuru's tests
+   import besides pytest (python-daemon, pytest-xdist for its
+   ``xdist_group`` marker) with pip into the work directory (``--target``).
+   remoteexec itself comes from ``--remoteexec`` (default: this checkout)
+   through PYTHONPATH, so a before/after comparison is two runs.
 3. writes a shim package ``mirakuru`` (``__init__``, ``base``, ``exceptions``,
    ``compat``, ``http``, ``tcp``, ``output``, ``pid``, ``unixsocket``) whose
    names are remoteexec's. Locally (``on=None``) the names ARE remoteexec's
@@ -249,19 +253,18 @@ def results(junit: str) -> Dict[str, str]:
 PRIVATE = ("/tmp/", "/var/tmp/", "/run/", "/root/", "/home/")
 
 
-def visible_python(work: str) -> str:
-    """An interpreter whose files a lab host sees too (the suite runs
-    ``sys.executable`` there): this one, or a venv made from the system's
-    python3 in ``work``, with what remoteexec and the suite need."""
-    if not os.path.realpath(sys.executable).startswith(PRIVATE):
-        return sys.executable
+def suite_python(work: str) -> str:
+    """The interpreter the suite runs on: a venv in ``work`` made from the
+    system's python3 (a lab host sees its files too, and the suite runs
+    ``sys.executable`` there), with remoteexec's dependencies and pytest but
+    not remoteexec itself: which remoteexec is tested is on PYTHONPATH."""
     venv = os.path.join(work, "venv")
     python = os.path.join(venv, "bin", "python")
     if not os.path.exists(python):
         base = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
         if base is None or os.path.realpath(base).startswith(PRIVATE):
-            raise SystemExit("no python3 outside %s for the lab run" % ", ".join(PRIVATE))
-        say("making %s from %s (%s is not visible on lab hosts)" % (venv, base, sys.executable))
+            raise SystemExit("no python3 outside %s to run the suite on" % ", ".join(PRIVATE))
+        say("making %s from %s" % (venv, base))
         subprocess.run([base, "-m", "venv", venv], check=True)
         subprocess.run(
             [python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
@@ -271,13 +274,25 @@ def visible_python(work: str) -> str:
     return python
 
 
+def source_path(work: str, checkout: str) -> str:
+    """A directory holding only ``remoteexec`` (a link into ``checkout``):
+    the checkout's own tests/ package would hide mirakuru's ``tests``."""
+    source = os.path.join(work, "remoteexec-src")
+    os.makedirs(source, exist_ok=True)
+    link = os.path.join(source, "remoteexec")
+    if os.path.islink(link):
+        os.unlink(link)
+    os.symlink(os.path.join(os.path.abspath(checkout), "remoteexec"), link)
+    return source
+
+
 def run_suite(
     label: str,
     suite: str,
     pythonpath: List[str],
     host: Optional[dict],
     extra: List[str],
-    python: str = sys.executable,
+    python: str,
 ) -> Dict[str, str]:
     junit = os.path.join(os.path.dirname(suite), "%s.xml" % label)
     basetemp = os.path.join(os.path.dirname(suite), "basetemp-%s" % label)
@@ -312,6 +327,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--repo", help="a mirakuru git repository to take the tests from")
     parser.add_argument("--commit", default=COMMIT, help="the tests' commit (default %(default)s)")
     parser.add_argument("--workdir", default=os.path.join(REPO, "build", "mirakuru-suite"))
+    parser.add_argument(
+        "--remoteexec", default=REPO, help="the checkout whose remoteexec is tested (default: this)"
+    )
     parser.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     args = parser.parse_args(argv)
     places = [p.strip() for p in args.places.split(",") if p.strip()]
@@ -321,21 +339,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     if work == "/tmp" or work.startswith(("/tmp/", "/var/tmp/", "/run/")):
         parser.error("--workdir must not be under /tmp, /var/tmp or /run: lab hosts cannot see it")
     suite, shim, deps = prepare(work, args.repo, args.commit)
+    python = suite_python(work)
+    source = source_path(work, args.remoteexec)
     lines: List[str] = []
     status = 0
     if args.reference:
-        lines.append(
-            report(
-                "mirakuru (reference)",
-                run_suite("reference", suite, [deps], None, args.pytest_args),
-            )
-        )
+        reference = os.path.join(work, "reference")
+        if not os.path.isdir(os.path.join(reference, "mirakuru")):
+            pip("install", "-q", "--no-deps", "--target", reference,
+                "mirakuru==%s" % MIRAKURU_VERSION)  # fmt: skip
+        outcome = run_suite("reference", suite, [reference, deps], None, args.pytest_args, python)
+        lines.append(report("mirakuru (reference)", outcome))
     if "local" in places:
-        lines.append(
-            report(
-                "remoteexec, local", run_suite("local", suite, [shim, deps], None, args.pytest_args)
-            )
-        )
+        outcome = run_suite("local", suite, [shim, deps, source], None, args.pytest_args, python)
+        lines.append(report("remoteexec, local", outcome))
     if "lab" in places:
         from remoteexec.lab import Lab
 
@@ -344,7 +361,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             lines.append("remoteexec, lab host:  not run: %s" % why)
             status = 1
         else:
-            python = visible_python(work)
             with Lab(hosts=1) as lab:
                 host = {
                     "target": lab.targets[0],
@@ -353,15 +369,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     "python": python,
                     "connect_timeout": 10,
                 }
-                # remoteexec from this checkout, without its tests/ package,
-                # which would hide mirakuru's `tests` from the suite's processes.
-                source = os.path.join(work, "remoteexec-src")
-                os.makedirs(source, exist_ok=True)
-                link = os.path.join(source, "remoteexec")
-                if not os.path.islink(link):
-                    os.symlink(os.path.join(REPO, "remoteexec"), link)
-                path = [shim, deps, source]
                 skip = [arg for test in MASTER_LOOPBACK for arg in ("--deselect", test)]
+                path = [shim, deps, source]
                 outcome = run_suite("lab", suite, path, host, skip + args.pytest_args, python)
             lines.append(report("remoteexec, lab host", outcome))
             lines.append(
