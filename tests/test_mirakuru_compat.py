@@ -423,3 +423,15 @@ def test_stop_that_had_to_kill(impl: Impl) -> None:
         with pytest.raises(rx.TimeoutExpired) as info:
             strict.stop()
         assert info.value.details["escalated"] and "timed out after 1 seconds" in str(info.value)
+
+
+def test_simple_executor_start_ignores_the_exit_code(impl: Impl) -> None:
+    """A SimpleExecutor has no readiness: start() returns whatever the
+    process exits with (mirakuru never looks); stop() checks the code."""
+    for _ in range(5):
+        ex = impl.make("SimpleExecutor", ["false"])
+        ex.start()
+        assert wait_until(lambda ex=ex: ex.process.poll() == 1, 5)
+        with pytest.raises(impl.errors().ProcessFinishedWithError) as info:
+            ex.stop()
+        assert info.value.exit_code == 1 and ex.process is None
