@@ -88,11 +88,26 @@ def _rebuild(cls: type, message: str, kwargs: Dict[str, Any]) -> RemoteExecError
 
 
 class ExecutorError(RemoteExecError):
-    """A process managed by an executor misbehaved."""
+    """A process managed by an executor misbehaved.
+
+    The texts keep mirakuru's words, which users grep for ("timed out after
+    N seconds", "seems to be already running", "exited with a non-zero
+    code: N"), with remoteexec's detail after them.
+    """
+
+    #: The executor that raised it (as mirakuru's ``.executor``), set on the
+    #: master; not pickled, as the executor stays on this side.
+    executor: Any = None
 
 
 class TimeoutExpired(ExecutorError):
     """A start or stop did not finish within the executor's timeout."""
+
+    @property
+    def timeout(self) -> Optional[float]:
+        """The timeout that expired, in seconds (mirakuru's ``.timeout``)."""
+        value = self.details.get("timeout")
+        return None if value is None else float(value)
 
 
 class AlreadyRunning(ExecutorError):

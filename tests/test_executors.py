@@ -58,8 +58,8 @@ def test_output_executor(place: Place) -> None:
     )
     with ex:
         assert ex.running()
-        assert "we are ready" in ex.output()
-        assert "starting up" in ex.output()
+        assert "we are ready" in ex.output_tail()
+        assert "starting up" in ex.output_tail()
     assert not ex.running()
 
 
@@ -105,7 +105,7 @@ def test_http_executor(place: Place) -> None:
         place.cmd("http", "127.0.0.1", port), url=url, on=place.host, timeout=20
     ) as ex:
         assert ex.running()
-        assert "serving" in ex.output()
+        assert "serving" in ex.output_tail()
 
 
 def test_http_executor_status_mismatch_times_out(place: Place) -> None:
@@ -207,7 +207,7 @@ def test_start_timeout(place: Place) -> None:
 
 
 def test_stop_needs_sigkill(place: Place) -> None:
-    ex = place.tcp("stubborn", timeout=10, stop_timeout=0.5)
+    ex = place.tcp("stubborn", timeout=10, stop_timeout=0.5, strict_stop=True)
     ex.start()
     pid = ex.pid
     with pytest.raises(rx.TimeoutExpired) as info:
@@ -242,13 +242,13 @@ def test_chatty_process_does_not_block(place: Place) -> None:
     ex = place.tcp("http", 1 << 20, timeout=15)
     with ex:
         assert ex.running()
-        assert "serving" in ex.output(lines=3)
+        assert "serving" in ex.output_tail(lines=3)
 
 
 def test_double_forking_daemon_killed_on_stop(place: Place) -> None:
     ex = place.tcp("daemon", timeout=10)
     ex.start()
-    assert ex.running(), "main exited 0 but the daemon it left runs"
+    assert ex.running(tree=True), "main exited 0 but the daemon it left runs"
     with left_nothing(*_run(place), at_least=1) as daemons:
         assert all(why.startswith("marked ") for why in daemons.values()), daemons
         ex.stop()
@@ -298,8 +298,8 @@ def test_status_not_blocked_by_long_call(place: Place) -> None:
 
         assert ex.running()
         in_flight("running()")
-        ex.output()
-        in_flight("output()")
+        ex.output_tail()
+        in_flight("output_tail()")
         assert place.host.run(["echo", "served"]).stdout == "served\n"
         in_flight("Host.run()")
         ex.stop()
@@ -484,7 +484,7 @@ def test_https_executor(place: Place, tls_cert: tuple) -> None:
     HTTP (reset by peer) until the timeout."""
     tls_cert = _on_host(place, tls_cert)
     with _https(place, tls_cert, verify=False, timeout=20) as ex:
-        assert ex.running() and "serving https" in ex.output()
+        assert ex.running() and "serving https" in ex.output_tail()
     with _https(place, tls_cert, ca_file=tls_cert[0], timeout=20) as ex:
         assert ex.running()
         ex.wait_for(waits.HTTP(ex.url.geturl(), ca_file=tls_cert[0]))
@@ -523,7 +523,7 @@ def test_envvars_reach_the_process_as_given(place: Place, tmp_path) -> None:
         timeout=10,
     )
     with ex:
-        assert "P=%s Q=plain" % tmp_path in ex.output()
+        assert "P=%s Q=plain" % tmp_path in ex.output_tail()
     with pytest.raises(TypeError, match=r"envvars\['Q'\] must be a str .* got bytes"):
         rx.SimpleExecutor(["true"], envvars={"Q": b"xyz"}, on=place.host)
 
@@ -543,7 +543,7 @@ def test_restart_forgets_the_previous_log(place: Place) -> None:
         first_log_here = place.seen_from_master(first_log)
         assert wait_until(lambda: not os.path.exists(first_log_here), 5), first_log
         assert ex.log_path != first_log and os.path.exists(place.seen_from_master(ex.log_path))
-        assert "serving" in ex.output()
+        assert "serving" in ex.output_tail()
     finally:
         ex.stop()
 

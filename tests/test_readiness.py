@@ -95,7 +95,7 @@ def test_output_waits_for_the_banner(place: Place) -> None:
     )
 
     def holds() -> None:
-        assert "now serving" in ex.output()
+        assert "now serving" in ex.output_tail()
 
     _check_late(place, ex, holds)
 
@@ -122,7 +122,7 @@ def test_all_of_waits_for_the_late_part(place: Place) -> None:
     )
 
     def holds() -> None:
-        assert "late ready" in ex.output()
+        assert "late ready" in ex.output_tail()
 
     _check_late(place, ex, holds)
 

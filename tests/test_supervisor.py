@@ -188,6 +188,7 @@ def test_guard_leaves_nothing_on_clean_close(fresh_host: rx.Host) -> None:
     snapshot[context] = _stat(context)[3]
     assert guard_pid in snapshot and len(snapshot) >= 3
     host.master.close()
+    del kept
     assert wait_until(lambda: not _survivors(snapshot), 5.0), [
         (p, _cmdline(p)) for p in _survivors(snapshot)
     ]

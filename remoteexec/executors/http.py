@@ -20,7 +20,8 @@ class HTTPExecutor(TCPExecutor):
     otherwise, naming the owner pid where visible).
     """
 
-    #: mirakuru's attribute, kept for code that reads it; https URLs default to 443.
+    #: mirakuru's attribute: the port of an http URL that names none
+    #: (https URLs default to 443).
     DEFAULT_PORT = HTTP_SCHEMES["http"]
 
     def __init__(
@@ -47,6 +48,10 @@ class HTTPExecutor(TCPExecutor):
             verify=verify,
             ca_file=ca_file,
         )
+        if self._wait.parts.port is None and self._wait.parts.scheme == "http":
+            # As mirakuru: a URL without a port means DEFAULT_PORT (a subclass
+            # or a test may change it), for the request and the TCP check.
+            self._wait.port = self.DEFAULT_PORT
         self.url = self._wait.parts
         self.status = self._wait.status
         self.method = method

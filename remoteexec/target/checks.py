@@ -8,7 +8,8 @@ left of the caller's deadline, so a check can never hang.
 
 Kinds: ``tcp`` (host, port), ``unix`` (path), ``http`` (url, port, status,
 method, payload, headers, request_timeout, verify, ca_file), ``file`` (path),
-``banner`` (pattern, log_path). A list of checks passes when all of them pass.
+``banner`` (pattern; log_path, or the process's logs). A list of checks
+passes when all of them pass.
 
 ``https`` is spoken here, on the host, with the stdlib's ssl: certificates
 are verified against the default CA store or ``ca_file`` (a path on the
@@ -171,29 +172,53 @@ class FileCheck:
 
 
 class BannerCheck:
-    """Looks for a regex in the process log, reading only what is new."""
+    """Looks for a regex in the process logs (stdout, and stderr when kept
+    apart), reading only what is new.
+
+    Once found, ``found_at`` is (log path, byte offset past the matching
+    line): a reader of the output starts there, as mirakuru's banner wait
+    consumed its pipe up to that line.
+    """
 
     def __init__(self, spec):
         self.pattern = spec["pattern"]
         self.regex = re.compile(self.pattern)
-        self.log_path = spec.get("log_path")
-        self.offset = 0
-        self.carry = ""
+        paths = spec.get("log_paths") or [spec.get("log_path")]
+        self.logs = [[path, 0, b""] for path in paths if path]  # path, offset, carry
+        self.found_at = None
+
+    def _scan(self, log):
+        path, offset, carry = log
+        with open(path, "rb") as f:
+            f.seek(offset)
+            chunk = f.read(1 << 20)
+        log[1] = offset + len(chunk)
+        data = carry + chunk
+        start = offset - len(carry)  # the file offset of data[0]
+        lines = data.split(b"\n")
+        log[2] = lines.pop()
+        position = start
+        for line in lines:
+            position += len(line) + 1
+            if self.regex.search(line.decode("utf-8", "replace")):
+                return position
+        if log[2] and self.regex.search(log[2].decode("utf-8", "replace")):
+            return log[1]  # an unterminated line: everything read so far
+        return None
 
     def probe(self, remaining):
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(self.offset)
-                chunk = f.read(1 << 20)
-        except OSError as e:
-            return False, "log %s: %s" % (self.log_path, e)
-        self.offset += len(chunk)
-        text = self.carry + chunk.decode("utf-8", "replace")
-        lines = text.split("\n")
-        self.carry = lines.pop()
-        for line in [*lines, self.carry]:
-            if self.regex.search(line):
+        errors = []
+        for log in self.logs:
+            try:
+                found = self._scan(log)
+            except OSError as e:
+                errors.append("log %s: %s" % (log[0], e))
+                continue
+            if found is not None:
+                self.found_at = (log[0], found)
                 return True, ""
+        if errors:
+            return False, "; ".join(errors)
         return False, "banner %r not seen in output yet" % self.pattern
 
     def owner(self):
@@ -209,13 +234,14 @@ KINDS = {
 }
 
 
-def build(specs, log_path=None):
-    """Instantiate check objects from plain specs."""
+def build(specs, log_paths=()):
+    """Instantiate check objects from plain specs; a banner check reads
+    ``log_paths`` (the process's stdout log, then its stderr log if any)."""
     built = []
     for spec in specs or ():
         spec = dict(spec)
         if spec["kind"] == "banner" and not spec.get("log_path"):
-            spec["log_path"] = log_path
+            spec["log_paths"] = list(log_paths)
         built.append(KINDS[spec["kind"]](spec))
     return built
 

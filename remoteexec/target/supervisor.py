@@ -5,9 +5,11 @@ calls :func:`install` once, right after connecting; from then on:
 
 - every process is spawned in its own session, with ``REMOTEEXEC_RUN`` set to
   ``<run_id>.<context>.<proc_id>`` (matched exactly, never as a substring), stdin from
-  /dev/null and stdout+stderr appended to a 0600 log file in the run's 0700
-  directory. Nothing is piped, so a chatty child can never block on a full
-  pipe; the output tail is read back from the file.
+  /dev/null (or, for executors, as in mirakuru, a pipe whose write end the
+  supervisor holds open) and stdout+stderr appended to a 0600 log file in the
+  run's 0700 directory (stderr to a second one when asked to keep it apart).
+  No output is piped, so a chatty child can never block on a full pipe; the
+  output is read back from the files.
 - the context is a child subreaper, so daemons that double-fork stay in its
   tree and are reaped here.
 - stop = killpg(stop_signal) plus the same signal to every marked process,
@@ -54,6 +56,12 @@ TAIL_LINES = 50
 TAIL_BYTES = 64 * 1024
 KILL_WAIT = 5.0
 FINISHED_KEPT = 256
+#: Bound of one probe made for a hook called directly.
+PROBE_WAIT = 5.0
+#: What one read of a log returns at most, and how long it waits for data:
+#: a blocked reader on the master asks again, so no pool thread is held long.
+READ_CHUNK = 256 * 1024
+READ_WAIT = 1.0
 
 
 class _State:
@@ -121,7 +129,7 @@ def _tail_of(path, lines=TAIL_LINES):
 class Proc:
     """One process tree started by the supervisor."""
 
-    def __init__(self, proc_id, spec, marker, log_path, popen):
+    def __init__(self, proc_id, spec, marker, log_path, popen, err_log_path=None, stdin_fd=None):
         self.id = proc_id
         self.name = spec.get("name") or ""
         self.command = spec["command"]
@@ -129,9 +137,25 @@ class Proc:
         self.kill_signal = int(spec.get("kill_signal") or signal.SIGKILL)
         self.marker = marker
         self.log_path = log_path
+        self.err_log_path = err_log_path
         self.popen = popen
         self.pid = popen.pid
         self.started = time.time()
+        #: The write end of the process's stdin pipe, held open so that a
+        #: process reading stdin waits, as under mirakuru (None: /dev/null).
+        self.stdin_fd = stdin_fd
+        #: Where a reader of each log starts: past the banner line that
+        #: made an OutputExecutor ready, as mirakuru consumed it.
+        self.read_from = {"out": 0, "err": 0}
+
+    def log_paths(self):
+        return [p for p in (self.log_path, self.err_log_path) if p]
+
+    def close_stdin(self):
+        fd, self.stdin_fd = self.stdin_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def poll(self):
         rc = self.popen.poll()
@@ -185,7 +209,11 @@ class Proc:
         return rc == 0 and bool(self.marked())
 
     def tail(self, lines=TAIL_LINES):
-        return _tail_of(self.log_path, lines)
+        out = _tail_of(self.log_path, lines)
+        err = _tail_of(self.err_log_path, lines) if self.err_log_path else ""
+        if not err:
+            return out
+        return "%s\n--- stderr ---\n%s" % (out, err) if out else err
 
     def info(self):
         return {
@@ -194,6 +222,8 @@ class Proc:
             "pid": self.pid,
             "marker": self.marker,
             "log_path": self.log_path,
+            "err_log_path": self.err_log_path,
+            "read_from": dict(self.read_from),
             "running": self.running(),
             "returncode": self.poll(),
         }
@@ -210,10 +240,11 @@ def _get(proc_id):
 
 
 def _drop_log(proc):
-    """Delete ``proc``'s log unless the master asked to keep logs."""
+    """Delete ``proc``'s logs unless the master asked to keep logs."""
     if not STATE.keep_logs:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(proc.log_path)
+        for path in proc.log_paths():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def _retire(proc):
@@ -221,6 +252,7 @@ def _retire(proc):
     FINISHED_KEPT is evicted with its log, so a long-lived master's run
     directory stays bounded."""
     evicted = []
+    proc.close_stdin()
     with STATE.lock:
         STATE.procs.pop(proc.id, None)
         STATE.finished[proc.id] = proc
@@ -273,11 +305,15 @@ def _next_id():
         return STATE.seq
 
 
-def _popen(command, shell, cwd, env, marker, **stdio):
+def _popen(command, shell, cwd, env, marker, environ=None, **stdio):
     """Start one child in its own session, carrying ``marker`` in its
-    environment; return (Popen, None) or (None, error dict)."""
+    environment; return (Popen, None) or (None, error dict).
+
+    ``environ`` replaces this context's environment (the master's own, for
+    a local executor: mirakuru takes ``os.environ`` at start); ``env`` is
+    added on top."""
     argv = _argv(command, shell)
-    full_env = dict(os.environ)
+    full_env = dict(os.environ if environ is None else environ)
     full_env.update({str(k): str(v) for k, v in (env or {}).items()})
     full_env[MARKER] = marker
     try:
@@ -310,23 +346,41 @@ def _spawn(spec):
     program = argv if isinstance(argv, str) else os.path.basename(argv[0])
     name = spec.get("name") or program.split()[0]
     log_path = os.path.join(STATE.run_dir, "%s-%d.log" % (_safe_name(name), proc_id))
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    err_log_path = None
+    if spec.get("stderr") == "separate":
+        err_log_path = os.path.join(STATE.run_dir, "%s-%d.err.log" % (_safe_name(name), proc_id))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    opened = []
     try:
+        log_fd = os.open(log_path, flags, 0o600)
+        opened.append(log_fd)
+        err_fd = log_fd
+        if err_log_path:
+            err_fd = os.open(err_log_path, flags, 0o600)
+            opened.append(err_fd)
+        stdin, stdin_fd = subprocess.DEVNULL, None
+        if spec.get("stdin") == "pipe":
+            stdin, stdin_fd = os.pipe2(os.O_CLOEXEC)
+            opened.append(stdin)
         popen, err = _popen(
             command,
             shell,
             spec.get("cwd"),
             spec.get("env"),
             marker,
-            stdin=subprocess.DEVNULL,
+            environ=spec.get("environ"),
+            stdin=stdin,
             stdout=log_fd,
-            stderr=log_fd,
+            stderr=err_fd,
         )
     finally:
-        os.close(log_fd)
+        for fd in opened:
+            os.close(fd)
     if err:
+        if stdin_fd is not None:
+            os.close(stdin_fd)
         return None, err
-    proc = Proc(proc_id, dict(spec, name=name), marker, log_path, popen)
+    proc = Proc(proc_id, dict(spec, name=name), marker, log_path, popen, err_log_path, stdin_fd)
     with STATE.lock:
         STATE.procs[proc_id] = proc
     return proc, None
@@ -348,6 +402,16 @@ def _fail_and_clean(proc, kind, message, **fields):
     )
 
 
+def exited_text(rc):
+    """mirakuru's words for a non-zero exit (users grep for them), and ours."""
+    return "exited with a non-zero code: %d (%s)" % (rc, _exit_text(rc))
+
+
+def timed_out_text(timeout):
+    """mirakuru's words for a timeout (users grep for them)."""
+    return "timed out after %g seconds" % timeout
+
+
 def _wait_ready(proc, built, deadline, sleep, timeout):
     delay = 0.005
     detail = "no readiness check"
@@ -357,12 +421,17 @@ def _wait_ready(proc, built, deadline, sleep, timeout):
             return _fail_and_clean(
                 proc,
                 "ProcessExitedWithError",
-                "process exited before it was ready (%s)" % _exit_text(rc),
+                "the process %s before it was ready" % exited_text(rc),
                 exit_code=rc,
             )
         now = time.monotonic()
         ok, detail = checks.probe_all(built, deadline - now)
         if ok:
+            for check in built:
+                found = getattr(check, "found_at", None)
+                if found is not None:
+                    path, offset = found
+                    proc.read_from["err" if path == proc.err_log_path else "out"] = offset
             return proc.info()
         if rc == 0 and not proc.marked():
             # A daemonizer may exit 0; a launcher (docker run -d) may even
@@ -374,7 +443,8 @@ def _wait_ready(proc, built, deadline, sleep, timeout):
             return _fail_and_clean(
                 proc,
                 "TimeoutExpired",
-                "not ready after %gs: %s; the process tree was killed" % (timeout, detail),
+                "start %s; not ready after %gs: %s; the process tree was killed"
+                % (timed_out_text(timeout), timeout, detail),
                 timeout=timeout,
             )
         time.sleep(min(delay, sleep, deadline - now))
@@ -400,15 +470,19 @@ def start(spec, check_specs=(), timeout=3600.0, sleep=0.1, pre_check_specs=()):
             owned = " (held by %s)" % procs.describe(owner) if owner else ""
             return _error(
                 "AlreadyRunning",
-                "%s already answers before start%s; refusing to start %s"
-                % (what, owned, command_text),
+                "the executor seems to be already running: %s already answers before start%s;"
+                " refusing to start %s" % (what, owned, command_text),
                 command=command_text,
                 owner_pid=owner,
             )
     proc, err = _spawn(spec)
     if err:
         return err
-    built = checks.build(check_specs, log_path=proc.log_path)
+    if not check_specs:
+        # Nothing to wait for (a SimpleExecutor): started, whatever its exit
+        # code, as in mirakuru; stop() checks the code.
+        return proc.info()
+    built = checks.build(check_specs, log_paths=proc.log_paths())
     return _wait_ready(proc, built, deadline, float(sleep), float(timeout))
 
 
@@ -428,8 +502,61 @@ def wait(proc_id, check_specs, timeout, sleep=0.1):
     proc = _get(proc_id)
     if proc is None:
         return _error("ExecutorError", "no such process id %s" % proc_id)
-    built = checks.build(check_specs, log_path=proc.log_path)
+    built = checks.build(check_specs, log_paths=proc.log_paths())
     return _wait_ready(proc, built, time.monotonic() + timeout, sleep, timeout)
+
+
+def probe(check_specs, timeout=PROBE_WAIT):
+    """Whether every check passes right now (one probe each, bounded by
+    ``timeout``): an executor's ``pre_start_check()``/``after_start_check()``
+    called directly."""
+    ok, _ = checks.probe_all(checks.build(check_specs), float(timeout))
+    return {"ok": True, "passed": ok}
+
+
+def read_log(proc_id, stream="out", offset=0, size=READ_CHUNK, wait=READ_WAIT, line=False):
+    """Up to ``size`` bytes of a process's log from byte ``offset``.
+
+    Waits up to ``wait`` seconds for data (for a whole line with ``line``)
+    while the process tree lives: the master's reader then blocks as a pipe
+    would. ``eof`` is true once the tree has ended and all is read.
+    """
+    proc = _get(proc_id)
+    path = None
+    if proc is not None:
+        path = proc.err_log_path if stream == "err" else proc.log_path
+    deadline = time.monotonic() + float(wait)
+    delay = 0.002
+    while True:
+        alive = proc is not None and proc.alive()
+        data = b""
+        if path:
+            with contextlib.suppress(OSError), open(path, "rb") as f:
+                f.seek(int(offset))
+                data = f.read(int(size))
+        complete = bool(data) and (not line or b"\n" in data or len(data) >= int(size))
+        now = time.monotonic()
+        if complete or not alive or now >= deadline:
+            return {"ok": True, "data": data, "eof": not alive and not data}
+        time.sleep(min(delay, deadline - now))
+        delay = min(delay * 2, 0.05)
+
+
+def wait_exit(proc_id, timeout=READ_WAIT):
+    """The main process's exit code, waiting up to ``timeout`` for it
+    (None if it still runs): ``executor.process.wait()``."""
+    proc = _get(proc_id)
+    if proc is None:
+        return {"ok": True, "returncode": None, "known": False}
+    deadline = time.monotonic() + float(timeout)
+    delay = 0.002
+    while True:
+        rc = proc.poll()
+        now = time.monotonic()
+        if rc is not None or now >= deadline:
+            return {"ok": True, "returncode": rc, "known": True}
+        time.sleep(min(delay, deadline - now))
+        delay = min(delay * 2, 0.05)
 
 
 def stop(proc_id, sig=None, timeout=10.0, expected_returncode=None):
@@ -449,8 +576,8 @@ def stop(proc_id, sig=None, timeout=10.0, expected_returncode=None):
     if escalated:
         return _error(
             "TimeoutExpired",
-            "did not stop within %gs of %s; killed with SIGKILL (%s)"
-            % (timeout, _signame(sig), _exit_text(rc)),
+            "stop %s: still running %gs after %s; killed with SIGKILL (%s)"
+            % (timed_out_text(timeout), timeout, _signame(sig), _exit_text(rc)),
             command=command,
             exit_code=rc,
             output_tail=proc.tail(),
@@ -461,8 +588,8 @@ def stop(proc_id, sig=None, timeout=10.0, expected_returncode=None):
     if rc and rc != expected:
         return _error(
             "ProcessFinishedWithError",
-            "process ended (%s) after %s; expected %s"
-            % (_exit_text(rc), _signame(sig), _exit_text(expected)),
+            "the process %s after %s; expected %s"
+            % (exited_text(rc), _signame(sig), _exit_text(expected)),
             command=command,
             exit_code=rc,
             output_tail=proc.tail(),
@@ -480,7 +607,8 @@ def kill(proc_id, sig=signal.SIGKILL, wait=True):
         if not proc.wait_gone(time.monotonic() + KILL_WAIT):
             return _error(
                 "TimeoutExpired",
-                "process tree still alive %gs after %s" % (KILL_WAIT, _signame(sig)),
+                "kill %s: the process tree is still alive %gs after %s"
+                % (timed_out_text(KILL_WAIT), KILL_WAIT, _signame(sig)),
                 command=_command_text(proc.command),
             )
         _retire(proc)
@@ -513,6 +641,7 @@ def forget(proc_id, timeout=2.0):
                     command=_command_text(proc.command),
                 )
     proc.poll()  # reap the main process, if not yet done
+    proc.close_stdin()
     with STATE.lock:
         STATE.procs.pop(proc.id, None)
         STATE.finished.pop(proc.id, None)
@@ -580,7 +709,7 @@ def run(command, shell=False, cwd=None, env=None, timeout=None, input=None):
         procs.release_waited(popen)
         return _error(
             "TimeoutExpired",
-            "command did not finish within %gs; killed" % timeout,
+            "command %s; killed" % timed_out_text(timeout),
             command=_command_text(command),
             output_tail=(out + err).decode("utf-8", "replace")[-4000:],
             timeout=timeout,
@@ -925,6 +1054,9 @@ class Supervisor(mitogen.service.Service):
     forget = _method(forget)
     status = _method(status)
     output = _method(output)
+    read = _method(read_log)
+    wait_exit = _method(wait_exit)
+    probe = _method(probe)
     run = _method(run)
     finish = _method(finish_run)
     invoke = _method(invoke)
