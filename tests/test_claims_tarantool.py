@@ -111,8 +111,8 @@ def test_box_info_status_is_the_fallback_when_notify_socket_says_nothing(
     one.start()
     took = time.monotonic() - started
     try:
-        env = open("/proc/%d/environ" % one.pid, "rb").read()
-        assert b"NOTIFY_SOCKET" not in env
+        with open("/proc/%d/environ" % one.pid, "rb") as f:
+            assert b"NOTIFY_SOCKET" not in f.read()
         assert one.eval("return box.info.status") == "running"
         print("\nstarted without NOTIFY_SOCKET in %.2f s" % took)
         # The fallback polls box.info only after 1 s of silence on the socket.
@@ -224,10 +224,9 @@ def _holders(needle: bytes) -> Dict[str, str]:
         if not name.isdigit() or int(name) == os.getpid():
             continue
         for what in ("environ", "cmdline"):
-            with contextlib.suppress(OSError):
-                with open("/proc/%s/%s" % (name, what), "rb") as f:
-                    if needle in f.read():
-                        found["%s/%s" % (name, what)] = os.readlink("/proc/%s/exe" % name)
+            with contextlib.suppress(OSError), open("/proc/%s/%s" % (name, what), "rb") as f:
+                if needle in f.read():
+                    found["%s/%s" % (name, what)] = os.readlink("/proc/%s/exe" % name)
     return found
 
 
