@@ -178,3 +178,43 @@ def test_connect_all_refuses_bad_input_before_connecting(lab, master: rx.Master)
     assert time.monotonic() - started < 1
     assert master.hosts == []
     assert len(master.connect_all(lab.targets, **connect_options(lab))) == 3
+
+
+#: Connection errors must come within the connect timeout plus this much (ssh
+#: and mitogen start-up, more under load from concurrent suites).
+ERROR_MARGIN = 5.0
+
+
+def test_no_route_is_host_unreachable(lab, master: rx.Master) -> None:
+    # An address in the lab's own subnet that no host has: ARP gets no answer,
+    # and the kernel reports "No route to host" (EHOSTUNREACH).
+    taken = {h.address for h in lab.hosts}
+    prefix = lab.hosts[0].address.rsplit(".", 1)[0]
+    address = next(
+        "%s.%d" % (prefix, n) for n in range(250, 200, -1) if "%s.%d" % (prefix, n) not in taken
+    )
+    timeout = 10
+    started = time.monotonic()
+    with pytest.raises(rx.HostUnreachable) as info:
+        master.connect("root@" + address, **dict(connect_options(lab), connect_timeout=timeout))
+    _expect(rx.HostUnreachable, started, timeout + ERROR_MARGIN, info)
+    first = str(info.value).splitlines()[0]
+    print("\n" + first)
+    assert address in first and "no route to host" in first.lower(), first
+
+
+def test_check_host_keys_ignore_connects_to_an_unknown_key(
+    lab, master: rx.Master, tmp_path
+) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    options = dict(connect_options(lab), known_hosts_file=str(empty))
+    # enforce (the default) refuses a host whose key is not in known_hosts...
+    with pytest.raises(rx.HostKeyMismatch):
+        master.connect(lab.targets[1], **options)
+    with pytest.raises(rx.HostKeyMismatch):
+        master.connect(lab.targets[1], check_host_keys="enforce", **options)
+    # ...ignore connects, and it is really that host.
+    host = master.connect(lab.targets[1], check_host_keys="ignore", **options)
+    assert lab.hosts[1].address in host.run(["ip", "-o", "-4", "addr"], check=True).stdout
+    assert empty.read_text() == "", "ignore records nothing in the user's known_hosts"
