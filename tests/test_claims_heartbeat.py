@@ -19,7 +19,7 @@ import time
 from typing import Any, List
 
 import pytest
-from conftest import HELPER, PY, connect_options, context_pids, run_pids, wait_until
+from conftest import PY, connect_options, context_pids, run_pids, wait_until
 from helpers import oracle
 
 import remoteexec as rx
@@ -105,7 +105,9 @@ def test_partition_lost_in_its_window_watchdog_kills_and_logs_go(lab: Any) -> No
         host = m.connect(lab.targets[index], **connect_options(lab))
         port = 18190
         ex = rx.TCPExecutor(
-            [PY, HELPER, "http", "127.0.0.1", port],
+            # stdlib only: the host's /tmp is its own, so a copy of the
+            # repository there (scripts/mutation_check.py) is out of its reach.
+            [PY, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
             host="127.0.0.1",
             port=port,
             on=host,

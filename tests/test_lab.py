@@ -536,17 +536,21 @@ def test_cli_up_status_down(lab):
 _SANDBOX = r"""
 set -eu
 mount -t tmpfs -o mode=0755 rx-sandbox /run
+# The repository (perhaps a copy under /tmp) stays reachable at /run/rx-src.
+mkdir /run/rx-src
+mount --bind "$1" /run/rx-src
 mount -t tmpfs -o mode=1777 rx-sandbox /tmp
 mkdir -p /etc/netns
 mount -t tmpfs -o mode=0755 rx-sandbox /etc/netns
 mount -t sysfs rx-sandbox /sys
 ip link set lo up
-if [ -n "$(ls -A /tmp; ls -A /etc/netns; ls -A /run | grep -vx mount)" ] \
+if [ -n "$(ls -A /tmp; ls -A /etc/netns; ls -A /run | grep -vx -e mount -e rx-src)" ] \
    || [ "$(ls /sys/class/net)" != "lo" ] || [ -n "$(ip netns list)" ] \
    || [ "$(ls /proc | grep -c '^[0-9]')" -gt 5 ]; then
     echo "NOT ISOLATED"; exit 3
 fi
-exec "$0" "$1"
+export PYTHONPATH=/run/rx-src
+exec "$0" /run/rx-src/tests/helpers/lab_cli_sandbox.py
 """
 
 
@@ -556,10 +560,9 @@ def test_cli_lab_commands_and_down_all_in_a_sandbox(lab):
     runs, which ``--stale`` keeps."""
     if not shutil.which("unshare"):
         pytest.skip("unshare (util-linux) is needed to give down --all a world of its own")
-    driver = str(REPO / "tests" / "helpers" / "lab_cli_sandbox.py")
     unshare = ["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc"]
     r = subprocess.run(
-        [*unshare, "--propagation", "private", "sh", "-c", _SANDBOX, sys.executable, driver],
+        [*unshare, "--propagation", "private", "sh", "-c", _SANDBOX, sys.executable, str(REPO)],
         capture_output=True,
         text=True,
         timeout=300,
