@@ -29,6 +29,9 @@ pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[1]
 CUT_TIMEOUT = 1.0  # seconds a TCP connect may take before we call the path cut
+#: up() of 3 hosts takes about 1 s alone; 15 s leaves room for a loaded
+#: 2-core machine where other suites build labs at the same time.
+UP_BOUND = 15.0
 
 
 def _env() -> dict:
@@ -193,7 +196,8 @@ def test_up_three_hosts(lab):
     ]
     assert lab.up() is lab  # idempotent
     print(f"\nup(3 hosts) took {lab.up_seconds:.3f} s: {lab.timings}")
-    assert lab.up_seconds < 5
+    # Speed is for bench/; this catches a hang or a retry loop.
+    assert lab.up_seconds < UP_BOUND, lab.timings
 
 
 def test_ssh_into_each_host(lab):
