@@ -291,6 +291,145 @@ MUTATIONS = (
         ("tests/test_executors.py::test_start_timeout[local]",),
         "a start that times out leaves its process running",
     ),
+    # --- README claims (issue 7, items 7, 11, 12): heartbeats, Tarantool, SSH, lab CLI
+    Mutation(
+        "heartbeat-interval-half",
+        "remoteexec/master.py",
+        "self.heartbeat_interval = min(1.0, self.heartbeat_timeout / 4)",
+        "self.heartbeat_interval = min(1.0, self.heartbeat_timeout / 2)",
+        (
+            "tests/test_claims_heartbeat.py::test_heartbeat_interval_is_a_quarter_of_the_timeout_at_most_1s[quarter]",
+        ),
+        "heartbeats every heartbeat_timeout/2 instead of /4",
+    ),
+    Mutation(
+        "heartbeat-interval-uncapped",
+        "remoteexec/master.py",
+        "self.heartbeat_interval = min(1.0, self.heartbeat_timeout / 4)",
+        "self.heartbeat_interval = self.heartbeat_timeout / 4",
+        (
+            "tests/test_claims_heartbeat.py::test_heartbeat_interval_is_a_quarter_of_the_timeout_at_most_1s[capped]",
+        ),
+        "the heartbeat interval is not capped at 1 s",
+    ),
+    Mutation(
+        "heartbeat-default-20s",
+        "remoteexec/master.py",
+        "heartbeat_timeout: float = 10.0,",
+        "heartbeat_timeout: float = 20.0,",
+        ("tests/test_claims_heartbeat.py::test_default_heartbeat_timeout_is_10s_in_the_watchdog",),
+        "Master's heartbeat_timeout defaults to 20 s instead of 10 s",
+    ),
+    Mutation(
+        "host-lost-early",
+        "remoteexec/host.py",
+        "if now - self.last_ack > timeout:",
+        "if now - self.last_ack > timeout / 2:",
+        (
+            "tests/test_claims_heartbeat.py::test_partition_lost_in_its_window_watchdog_kills_and_logs_go",
+        ),
+        "the master declares a host lost after half the heartbeat timeout",
+    ),
+    Mutation(
+        "watchdog-early",
+        "remoteexec/target/supervisor.py",
+        "msg = recv.get(timeout=timeout)",
+        "msg = recv.get(timeout=timeout / 2)",
+        (
+            "tests/test_claims_heartbeat.py::test_partition_lost_in_its_window_watchdog_kills_and_logs_go",
+        ),
+        "the context's watchdog kills the run after half the heartbeat timeout",
+    ),
+    Mutation(
+        "logs-kept-on-loss",
+        "remoteexec/target/supervisor.py",
+        "    kill_all()\n    if not STATE.keep_logs:\n        remove_run_dir()",
+        "    kill_all()",
+        (
+            "tests/test_claims_heartbeat.py::test_partition_lost_in_its_window_watchdog_kills_and_logs_go",
+        ),
+        "the run directory (logs) stays on a host whose master went silent",
+    ),
+    Mutation(
+        "tarantool-no-box-info-fallback",
+        "remoteexec/target/tarantool.py",
+        "if not listener.running and time.monotonic() - started < 1.0:",
+        "if not listener.running:",
+        (
+            "tests/test_claims_tarantool.py::test_box_info_status_is_the_fallback_when_notify_socket_says_nothing",
+        ),
+        "readiness waits for NOTIFY_SOCKET only, never falls back to box.info.status",
+    ),
+    Mutation(
+        "tarantool-leader-first",
+        "remoteexec/tarantool/replicaset.py",
+        "for group in (self.replicas, [self.leader]):",
+        "for group in ([self.leader], self.replicas):",
+        ("tests/test_claims_tarantool.py::test_replicas_are_started_before_the_leader",),
+        "ReplicaSet.start() spawns the leader before the replicas",
+    ),
+    Mutation(
+        "tarantool-files-not-private",
+        "remoteexec/tarantool/config.py",
+        " ffi.C.umask(63) end",
+        " end",
+        (
+            "tests/test_claims_tarantool.py::test_init_lua_work_dir_and_state_files_are_private_on_the_host",
+        ),
+        "init.lua no longer sets umask 077: snapshots, xlogs, log 0644/0640",
+    ),
+    Mutation(
+        "tarantool-no-port-precheck",
+        "remoteexec/tarantool/instance.py",
+        'pre_check = [{"kind": "tcp", "host": address, "port": port}]',
+        "pre_check = []",
+        (
+            "tests/test_claims_tarantool.py::test_a_previous_runs_instance_on_the_port_is_never_taken_for_ours",
+        ),
+        "a port already served by a previous run's tarantool is not checked before start",
+    ),
+    Mutation(
+        "tarantool-status-drops-link-lag",
+        "remoteexec/tarantool/replicaset.py",
+        'for k in ("status", "message", "lag", "idle")',
+        'for k in ("status", "message")',
+        ("tests/test_claims_tarantool.py::test_status_has_every_field_the_readme_lists",),
+        "status() links lose lag and idle",
+    ),
+    Mutation(
+        "tarantool-calls-wait-longer",
+        "remoteexec/tarantool/instance.py",
+        "SLACK = 2.0",
+        "SLACK = 5.0",
+        (
+            "tests/test_claims_tarantool.py::test_calls_to_a_hung_lab_host_end_within_their_timeout_plus_2s[context]",
+        ),
+        "calls to a hung host wait their timeout plus 5 s, not plus 2 s",
+    ),
+    Mutation(
+        "no-route-not-unreachable",
+        "remoteexec/connectors/ssh.py",
+        'r"timed out|connection refused|no route to host|network is unreachable"',
+        'r"timed out|connection refused|network is unreachable"',
+        ("tests/test_connect.py::test_no_route_is_host_unreachable",),
+        "'No route to host' is not classified as HostUnreachable",
+    ),
+    Mutation(
+        "check-host-keys-ignore-ignored",
+        "remoteexec/connectors/ssh.py",
+        "check_host_keys=check_host_keys,\n        ssh_args=args,",
+        'check_host_keys="enforce",\n        ssh_args=args,',
+        ("tests/test_connect.py::test_check_host_keys_ignore_connects_to_an_unknown_key",),
+        "check_host_keys='ignore' still enforces known_hosts",
+    ),
+    Mutation(
+        "lab-down-all-keeps-labs-in-use",
+        "remoteexec/lab/_lab.py",
+        "if not all and _owner_alive(st):",
+        "if _owner_alive(st):",
+        ("tests/test_lab.py::test_cli_lab_commands_and_down_all_in_a_sandbox",),
+        "lab down --all skips labs whose creator still runs (run in the test's sandbox)",
+    ),
 )
 
 

@@ -16,6 +16,14 @@ import remoteexec as rx
 
 pytestmark = pytest.mark.lab
 
+#: connect_options()' connect_timeout: the bound every connection attempt has.
+CONNECT_TIMEOUT = 5
+#: Connection errors must come within the connect timeout plus this much (ssh
+#: and mitogen start-up, more under load from concurrent suites).
+ERROR_MARGIN = 5.0
+#: Allowance on top of a call's own timeout on this loaded 2-core machine.
+LOAD_MARGIN = 1.5
+
 
 def test_connect_all_three_hosts(lab, master: rx.Master) -> None:
     started = time.monotonic()
@@ -28,7 +36,7 @@ def test_connect_all_three_hosts(lab, master: rx.Master) -> None:
         assert host.info["psutil"] is False, "Debian's python has no psutil: /proc fallback"
     # Cached: the same target gives the same Host.
     assert master.connect(lab.targets[0], **connect_options(lab)) is hosts[0]
-    assert elapsed < 10
+    assert elapsed < CONNECT_TIMEOUT + ERROR_MARGIN, elapsed
 
 
 def test_call_run_and_remote_errors(lab, master: rx.Master) -> None:
@@ -62,7 +70,7 @@ def test_call_run_and_remote_errors(lab, master: rx.Master) -> None:
     started = time.monotonic()
     with pytest.raises(rx.TimeoutExpired):
         host.run(["sleep", "30"], timeout=0.5)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 0.5 + LOAD_MARGIN
 
 
 def test_via_hop(lab, master: rx.Master) -> None:
@@ -84,7 +92,7 @@ def test_unreachable_address(lab, master: rx.Master) -> None:
         opts = dict(connect_options(lab), connect_timeout=2)
         with pytest.raises(rx.HostUnreachable) as info:
             master.connect(lab.targets[0], **opts)
-        _expect(rx.HostUnreachable, started, 15, info)
+        _expect(rx.HostUnreachable, started, 2 + ERROR_MARGIN, info)
         assert lab.hosts[0].address in str(info.value)
         assert "timed out" in str(info.value).lower()
     finally:
@@ -97,7 +105,7 @@ def test_wrong_key(lab, master: rx.Master, tmp_path) -> None:
     started = time.monotonic()
     with pytest.raises(rx.AuthenticationFailed) as info:
         master.connect(lab.targets[0], **dict(connect_options(lab), identity_file=key))
-    _expect(rx.AuthenticationFailed, started, 10, info)
+    _expect(rx.AuthenticationFailed, started, CONNECT_TIMEOUT + ERROR_MARGIN, info)
     assert "identity_file" in str(info.value)
 
 
@@ -105,7 +113,7 @@ def test_wrong_port(lab, master: rx.Master) -> None:
     started = time.monotonic()
     with pytest.raises(rx.HostUnreachable) as info:
         master.connect(lab.targets[0] + ":2222", **connect_options(lab))
-    _expect(rx.HostUnreachable, started, 10, info)
+    _expect(rx.HostUnreachable, started, CONNECT_TIMEOUT + ERROR_MARGIN, info)
     assert "refused" in str(info.value).lower()
 
 
@@ -113,7 +121,7 @@ def test_missing_remote_python(lab, master: rx.Master) -> None:
     started = time.monotonic()
     with pytest.raises(rx.RemotePythonMissing) as info:
         master.connect(lab.targets[0], **dict(connect_options(lab), python="/opt/nope/python3"))
-    _expect(rx.RemotePythonMissing, started, 10, info)
+    _expect(rx.RemotePythonMissing, started, CONNECT_TIMEOUT + ERROR_MARGIN, info)
     assert "/opt/nope/python3" in str(info.value)
 
 
@@ -127,7 +135,7 @@ def test_host_key_mismatch(lab, master: rx.Master, tmp_path) -> None:
     started = time.monotonic()
     with pytest.raises(rx.HostKeyMismatch) as info:
         master.connect(lab.targets[0], **dict(connect_options(lab), known_hosts_file=str(known)))
-    _expect(rx.HostKeyMismatch, started, 10, info)
+    _expect(rx.HostKeyMismatch, started, CONNECT_TIMEOUT + ERROR_MARGIN, info)
     # An unknown host is refused too: checking stays on by default.
     known.write_text("")
     with pytest.raises(rx.HostKeyMismatch):
@@ -139,7 +147,8 @@ def test_connect_all_reports_every_failure(lab, master: rx.Master) -> None:
     started = time.monotonic()
     with pytest.raises(rx.ConnectionFailed) as info:
         master.connect_all(targets, **connect_options(lab))
-    assert time.monotonic() - started < 15
+    # All tried in parallel: one connect timeout, not one per target.
+    assert time.monotonic() - started < CONNECT_TIMEOUT + ERROR_MARGIN
     err = info.value
     assert len(err.failures) == 2
     assert {f.host for f in err.failures} == {targets[1], targets[2]}
@@ -175,6 +184,42 @@ def test_connect_all_refuses_bad_input_before_connecting(lab, master: rx.Master)
         master.connect_all(targets, **connect_options(lab))
     with pytest.raises(ValueError, match="connect_timeout"):
         master.connect_all(lab.targets, **dict(connect_options(lab), connect_timeout=float("nan")))
-    assert time.monotonic() - started < 1
+    # Refused by the argument checks: nothing connected (below), nothing waited.
+    assert time.monotonic() - started < LOAD_MARGIN
     assert master.hosts == []
     assert len(master.connect_all(lab.targets, **connect_options(lab))) == 3
+
+
+def test_no_route_is_host_unreachable(lab, master: rx.Master) -> None:
+    # An address in the lab's own subnet that no host has: ARP gets no answer,
+    # and the kernel reports "No route to host" (EHOSTUNREACH).
+    taken = {h.address for h in lab.hosts}
+    prefix = lab.hosts[0].address.rsplit(".", 1)[0]
+    address = next(
+        "%s.%d" % (prefix, n) for n in range(250, 200, -1) if "%s.%d" % (prefix, n) not in taken
+    )
+    timeout = 10
+    started = time.monotonic()
+    with pytest.raises(rx.HostUnreachable) as info:
+        master.connect("root@" + address, **dict(connect_options(lab), connect_timeout=timeout))
+    _expect(rx.HostUnreachable, started, timeout + ERROR_MARGIN, info)
+    first = str(info.value).splitlines()[0]
+    print("\n" + first)
+    assert address in first and "no route to host" in first.lower(), first
+
+
+def test_check_host_keys_ignore_connects_to_an_unknown_key(
+    lab, master: rx.Master, tmp_path
+) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    options = dict(connect_options(lab), known_hosts_file=str(empty))
+    # enforce (the default) refuses a host whose key is not in known_hosts...
+    with pytest.raises(rx.HostKeyMismatch):
+        master.connect(lab.targets[1], **options)
+    with pytest.raises(rx.HostKeyMismatch):
+        master.connect(lab.targets[1], check_host_keys="enforce", **options)
+    # ...ignore connects, and it is really that host.
+    host = master.connect(lab.targets[1], check_host_keys="ignore", **options)
+    assert lab.hosts[1].address in host.run(["ip", "-o", "-4", "addr"], check=True).stdout
+    assert empty.read_text() == "", "ignore records nothing in the user's known_hosts"

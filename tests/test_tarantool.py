@@ -39,6 +39,15 @@ box.space.test:create_index('pk', {if_not_exists = true})
 PASSWORD = "S3cr3t-pa55word!"
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "tarantool_master.py")
 _ports = itertools.count(3310)
+#: Time asserts compare against the bound the call is configured with, plus
+#: this allowance for a loaded 2-core machine (other suites run at the same
+#: time): threads and processes scheduled late, ssh round trips slowed.
+LOAD_MARGIN = 1.5
+#: The README: calls to a hung host end within their own timeout plus 2 s.
+CALL_SLACK = 2.0
+#: collect_artifacts reads each file with this reply timeout, then skips the
+#: rest of a silent member's files.
+ARTIFACT_READ_TIMEOUT = 5.0
 
 
 def run_tarantools(run_id: str) -> List[int]:
@@ -156,7 +165,9 @@ def test_full_mesh_across_three_hosts(make_set: Any, lab: Any, clean_stop: Any) 
     rs = make_set()
     timings = rs.start()
     assert set(timings) >= {"spawn", "running", "full_mesh"}
-    assert timings["total"] < 5, timings
+    # Speed is measured by bench/bench_replicaset.py; here: within its bound.
+    print("\nfull mesh: %s" % {k: round(v, 3) for k, v in timings.items()})
+    assert timings["total"] <= rs.timeout, timings
     assert [m.uri.rsplit(":", 1)[0] for m in rs.members] == [h.address for h in lab.hosts]
     assert rs.leader is rs.members[0] and rs.replicas == rs.members[1:]
     rows = rs.status()
@@ -263,13 +274,15 @@ def test_bad_box_cfg_key_fails_fast_with_tarantools_message(
         bad.start()
     took = time.monotonic() - started
     print("\nbad box.cfg key: error after %.0f ms" % (took * 1000))
-    assert took < 2 and message in str(info.value) and info.value.exit_code == 1
+    # An early exit fails at once, not at the timeout: well under half of it.
+    assert took < bad.timeout / 2, took
+    assert message in str(info.value) and info.value.exit_code == 1
     assert info.value.details["layer"] == "alive" and bad.pid is None
     rs = make_set(box_cfg={"no_such_option": 1})
     started = time.monotonic()
     with pytest.raises(TarantoolError, match=message) as info:
         rs.start()
-    assert time.monotonic() - started < 2 and info.value.message.startswith(rs.name)
+    assert time.monotonic() - started < rs.timeout / 2 and info.value.message.startswith(rs.name)
     assert run_tarantools(tt_master.run_id) == []
 
 
@@ -336,7 +349,7 @@ def test_unreachable_member_fails_in_time_and_leaves_nothing(
     finally:
         lab.heal()
     print("\nunreachable member: %.2f s\n%s" % (took, info.value))
-    assert took < 3.5
+    assert took < rs.timeout + LOAD_MARGIN, took
     text = str(info.value)
     assert "%s unreachable" % lost.name in text
     assert "upstream %s: cannot connect to %s" % (lost.name, lost.uri) in text
@@ -440,7 +453,8 @@ def test_failed_switchover_keeps_the_old_leader_writable(
         started = time.monotonic()
         with pytest.raises(TarantoolError, match="%s.*paused" % target.name):
             rs.switchover(target)
-        assert time.monotonic() - started < 1
+        # Checked before anything changes: refused at once, far from the timeout.
+        assert time.monotonic() - started < rs.timeout / 2
     finally:
         rs.resume(target)
     assert rs.leader is old and old.eval("return box.info.ro") is False
@@ -455,7 +469,7 @@ def test_failed_switchover_keeps_the_old_leader_writable(
     finally:
         target.on.service("signal", proc_id=target._proc["id"], sig=int(signal.SIGCONT))
     print("\nfailed switchover: %.2f s" % took)
-    assert took < rs.timeout + 1
+    assert took < rs.timeout + LOAD_MARGIN, took
     assert rs.leader is old and old.eval("return box.info.ro") is False
     assert old.call("box.space.test:insert", [1, "x"]) == [1, "x"]
     clean_stop(rs)
@@ -469,7 +483,8 @@ def test_wait_synced_skips_a_paused_replica(running_set: ReplicaSet, clean_stop:
         rs.leader.eval("box.space.test:insert{1, 'x'}")
         started = time.monotonic()
         rs.wait_synced(timeout=3)
-        assert time.monotonic() - started < 1
+        # Waiting for the paused one would take the whole 3 s timeout.
+        assert time.monotonic() - started < 3 / 2
         assert other.call("box.space.test:get", [1]) == [1, "x"]
     finally:
         rs.resume(hung)
@@ -525,7 +540,7 @@ def test_start_is_bounded_even_by_a_hanging_binary(master: rx.Master, tmp_path: 
         one.start()
     took = time.monotonic() - started
     print("\nhanging --version: start() failed after %.2f s" % took)
-    assert took < 3.5 and one.pid is None
+    assert took < one.timeout + CALL_SLACK + LOAD_MARGIN and one.pid is None, took
 
 
 def test_collect_artifacts_survives_a_member_that_fails(master: rx.Master, tmp_path: Any) -> None:
@@ -638,7 +653,8 @@ def test_resume_while_another_member_is_down(running_set: ReplicaSet, clean_stop
     rs.resume(hung)  # its peer `dead` is down: it must not wait for it
     took = time.monotonic() - started
     print("\nresume with a peer down: %.2f s" % took)
-    assert took < 2, took
+    # Waiting for the dead peer would last the whole timeout.
+    assert took < rs.timeout, took
     assert not hung.paused and hung.eval("return box.info.status") == "running"
     rs.pause(hung)
     rs.pause(rs.leader)
@@ -684,8 +700,9 @@ def test_calls_to_a_hung_host_are_bounded_by_their_timeout(tmp_path: Any) -> Non
                     call()
                 took[name] = time.monotonic() - started
             print("\ncalls to a hung host: %s" % {k: round(v, 2) for k, v in took.items()})
-            assert all(took[k] < 4 for k in ("info", "eval", "wait_synced")), took
-            assert took["collect_artifacts"] < 8, took
+            bound = 1 + CALL_SLACK + LOAD_MARGIN
+            assert all(took[k] < bound for k in ("info", "eval", "wait_synced")), took
+            assert took["collect_artifacts"] < ARTIFACT_READ_TIMEOUT + LOAD_MARGIN, took
             with open(tmp_path / "a" / one.name / "box_info.json") as f:
                 dump = json.load(f)
             assert dump["errors"], dump
@@ -694,4 +711,4 @@ def test_calls_to_a_hung_host_are_bounded_by_their_timeout(tmp_path: Any) -> Non
             with pytest.raises(rx.RemoteExecError):
                 one.stop()
             took["stop"] = time.monotonic() - started
-            assert took["stop"] < 4, took
+            assert took["stop"] < one.timeout + CALL_SLACK + LOAD_MARGIN, took

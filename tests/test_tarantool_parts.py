@@ -46,6 +46,11 @@ TARGET_MODULE = os.path.join(
 )
 
 
+#: Time asserts compare against the bound a call is configured with, plus this
+#: allowance for a loaded 2-core machine (other suites run at the same time).
+LOAD_MARGIN = 1.0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -319,14 +324,16 @@ def test_tarantool_version_is_bounded_when_a_child_holds_its_output(tmp_path: An
     result = tt.tarantool_version(str(fake), timeout=3)
     took = time.monotonic() - started
     assert result["ok"] and result["version"] == [2, 6, 0], result
-    assert took < 1.5, took
+    # The answer came at once; the child holding the output must not keep it
+    # waiting for the whole timeout (3 s).
+    assert took < 3 / 2, took
     # It hangs, and so does a child holding the output: both go, in time.
     fake.write_text("#!/bin/sh\nsleep 30 &\necho $! >> %s\nexec sleep 30\n" % pids)
     started = time.monotonic()
     result = tt.tarantool_version(str(fake), timeout=1)
     took = time.monotonic() - started
     assert result["kind"] == "timeout", result
-    assert took < 1.5, took
+    assert took < 1 + LOAD_MARGIN, took
     children = [int(p) for p in pids.read_text().split()]
     assert len(children) == 2
     assert wait_for(lambda: not any(_alive(p) for p in children), 2), children
@@ -623,7 +630,7 @@ def test_single_instance(instances: Any, version: tuple) -> None:
     assert err["kind"] == "lua" and "circular" in err["error"]["message"]
     started = time.monotonic()
     err = one.probe("require('fiber').sleep(5)", timeout=0.2)
-    assert err["kind"] == "timeout" and time.monotonic() - started < 1.0
+    assert err["kind"] == "timeout" and time.monotonic() - started < 0.2 + LOAD_MARGIN
     # Bytecode is refused: the probe runs source only.
     err = one.probe("return load(string.dump(function() return 1 end), 'x', 't')")
     assert err["ok"] and err["result"][0] is None
@@ -659,7 +666,8 @@ def test_bad_box_cfg_key_fails_fast_with_tarantools_message(instances: Any, vers
     returncode = bad.proc.wait(10)
     took = time.monotonic() - bad.started_at
     print(f"\nbad box.cfg key: exit {returncode} after {took * 1000:.0f} ms")
-    assert returncode != 0 and took < 3
+    # An exit at once: nothing waits for a timeout here (the wait above is 10 s).
+    assert returncode != 0 and took < 10 / 2, took
     message = "Incorrect value for option 'no_such_option': unexpected option"
     lines = tt.log_lines(bad.log)
     assert any(message in line and "F> box.cfg failed" in line for line in lines), lines
@@ -691,7 +699,8 @@ def test_probe_answers_while_box_cfg_hangs(instances: Any, version: tuple) -> No
     returncode = lonely.proc.wait(10)
     took = time.monotonic() - lonely.started_at
     print(f"\nunreachable peers: exit {returncode} after {took:.2f} s (connect timeout 1 s)")
-    assert returncode != 0 and took < 5
+    # replication_connect_timeout (1 s) bounds box.cfg: its exit comes soon after.
+    assert returncode != 0 and took < 1.0 + 2 + LOAD_MARGIN, took
     lines = tt.log_lines(lonely.log)
     assert any("failed to connect to one or more replicas" in line for line in lines), lines
 
