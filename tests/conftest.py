@@ -27,6 +27,7 @@ from helpers import oracle
 
 import remoteexec as rx
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "proc.py")
 #: The interpreter for test processes: Debian's, present locally and on lab hosts.
 PY = "/usr/bin/python3"
@@ -70,7 +71,9 @@ def lab() -> Iterator[object]:
     need_lab()
     from remoteexec.lab import Lab
 
-    with Lab(hosts=3) as the_lab:
+    # The hosts run the tests' helper scripts from this checkout, which may
+    # lie under /tmp (a CI clone): share it with them.
+    with Lab(hosts=3, share=[REPO]) as the_lab:
         yield the_lab
 
 

@@ -28,6 +28,7 @@ from remoteexec.lab import Lab, LabError, LabHost
 pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[1]
+SYSTEM_PYTHON = "/usr/bin/python3"
 CUT_TIMEOUT = 1.0  # seconds a TCP connect may take before we call the path cut
 #: up() of 3 hosts takes about 1 s alone; 15 s leaves room for a loaded
 #: 2-core machine where other suites build labs at the same time.
@@ -262,6 +263,20 @@ def test_private_filesystems_by_default(lab):
         for d in _DIRS:
             with contextlib.suppress(OSError):
                 os.unlink(f"{d}/rxlab-probe-{tag}")
+
+
+def test_share_exposes_a_directory_under_a_private_one(tmp_path):
+    """A checkout under /tmp (a CI clone) stays visible to the hosts with share=."""
+    need_lab()
+    (tmp_path / "script.sh").write_text("echo shared-ok\n")
+    with Lab(hosts=1, share=[str(tmp_path)]) as lab:
+        r = _ssh(lab, lab.hosts[0], f"sh {tmp_path}/script.sh; ls /tmp")
+        assert r.returncode == 0 and r.stdout.startswith("shared-ok"), r.stderr
+    with Lab(hosts=1) as lab:
+        r = _ssh(lab, lab.hosts[0], f"test -e {tmp_path}/script.sh")
+        assert r.returncode != 0, "without share= the host's /tmp is its own"
+    with pytest.raises(ValueError, match="not a directory"):
+        Lab(hosts=1, share=[str(tmp_path / "missing")])
 
 
 def test_shared_fs_option():
@@ -566,7 +581,9 @@ def test_cli_lab_commands_and_down_all_in_a_sandbox(lab):
         pytest.skip("unshare (util-linux) is needed to give down --all a world of its own")
     unshare = ["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc"]
     r = subprocess.run(
-        [*unshare, "--propagation", "private", "sh", "-c", _SANDBOX, sys.executable, str(REPO)],
+        # The machine's python (the lab and its CLI are stdlib only): a venv under
+        # /tmp (a CI clone's) is hidden by the sandbox's own /tmp.
+        [*unshare, "--propagation", "private", "sh", "-c", _SANDBOX, SYSTEM_PYTHON, str(REPO)],
         capture_output=True,
         text=True,
         timeout=300,

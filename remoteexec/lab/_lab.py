@@ -22,7 +22,7 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from . import _netns as sys_
 from ._netns import LabError
@@ -63,10 +63,12 @@ _PRIVATE_DIRS = (
 #: Runs in the host's namespaces right before sshd: set the hostname, then (private
 #: fs) bind the host's own directories over /var/tmp, /run, home and /tmp.  Sources
 #: are reached through a descriptor of the lab directory, which /tmp may cover, and
-#: the lab directory is bound back at its path (sshd reads its keys from there).
+#: the shared directories (the lab's own: sshd reads its keys there; ``share=``) are
+#: bound back at their paths, parents first.
 _LAUNCHER = r"""
 import ctypes, json, os, socket, sys
 hostname, lab, fs, mounts = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+shares = sorted(set(json.loads(sys.argv[5])) | {lab}, key=len)
 libc = ctypes.CDLL(None, use_errno=True)
 def mount(src, dst, flags):
     if libc.mount(src.encode(), dst.encode(), None, flags, None) != 0:
@@ -77,15 +79,17 @@ if hostname:
 if fs:
     MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
     mount("none", "/", MS_REC | MS_PRIVATE)
-    keep = os.open(lab, os.O_RDONLY | os.O_DIRECTORY)
-    held = "/proc/self/fd/%d/" % keep
+    kept = [(path, os.open(path, os.O_RDONLY | os.O_DIRECTORY)) for path in shares]
+    held = "/proc/self/fd/%d/" % dict(kept)[lab]
     for sub, dst in mounts:
         mount(held + fs + "/" + sub, dst, MS_BIND)
-    os.makedirs(lab, exist_ok=True)
-    mount(held, lab, MS_BIND)
-    os.close(keep)
+    for path, fd in kept:
+        os.makedirs(path, exist_ok=True)
+        mount("/proc/self/fd/%d" % fd, path, MS_BIND)
+    for _, fd in kept:
+        os.close(fd)
     os.makedirs("/run/sshd", 0o755, exist_ok=True)
-os.execv(sys.argv[5], sys.argv[5:])
+os.execv(sys.argv[6], sys.argv[6:])
 """
 
 
@@ -467,6 +471,7 @@ class Lab:
         *,
         ready_timeout: float = 10.0,
         shared_fs: bool = False,
+        share: Sequence[str] = (),
     ) -> None:
         """Describe a lab; nothing is created until :meth:`up`.
 
@@ -483,7 +488,10 @@ class Lab:
         directory (a mount namespace for its sshd, so for everything started through
         it), so a file a service writes on a host is not visible on the master at the
         same path (see :meth:`LabHost.path`); ``True`` shares the machine's, to hand
-        files to hosts through the filesystem.
+        files to hosts through the filesystem.  ``share``: directories that every host
+        sees at the same path even where they lie under a private one (a project
+        checkout under /tmp whose scripts the hosts run, as a machine installed
+        alike would have them); they must exist.
         """
         if not isinstance(hosts, int) or not 1 <= hosts <= MAX_HOSTS:
             raise ValueError(f"hosts must be an int in 1..{MAX_HOSTS}, got {hosts!r}")
@@ -496,6 +504,10 @@ class Lab:
         self.user = user
         self.ready_timeout = float(ready_timeout)
         self.shared_fs = bool(shared_fs)
+        self.share = [os.path.abspath(os.fspath(p)) for p in share]
+        for path in self.share:
+            if not os.path.isdir(path):
+                raise ValueError(f"share: {path!r} is not a directory")
         self.name: Optional[str] = name
         self.tag: Optional[str] = None
         self.subnet: Optional[str] = None
@@ -976,6 +988,7 @@ class Lab:
             self.base_dir or "",
             os.path.relpath(h.fs_dir, self.base_dir or "/") if h.private_fs else "",
             json.dumps([[sub, dst or _home(self.user)] for sub, _, dst in _PRIVATE_DIRS]),
+            json.dumps(self.share),
             *sshd,
         ]
         if shutil.which("unshare"):
