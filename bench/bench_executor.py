@@ -150,7 +150,13 @@ def run() -> c.Report:
                 )
             )
         total = {name: st[name][2].median for name, _label in KINDS}
-        for name, what in (("mirakuru", "same sleep"), ("fair", "sleep=%g" % FAIR_SLEEP)):
+        # The fair baseline is a target only where our polling is as fine as its
+        # own (sleep=0.01: 5 ms, then 10 ms); at sleep=0.1 we poll up to 100 ms
+        # apart by design, so that row is reported in the text, not judged.
+        compared = [("mirakuru", "same sleep")]
+        if sleep == min(SLEEPS):
+            compared.append(("fair", "sleep=%g" % FAIR_SLEEP))
+        for name, what in compared:
             report.target(
                 "start→ready→stop, sleep=%g: lab host / mirakuru %s (median)" % (sleep, what),
                 "%.2fx (%s vs %s ms)"
