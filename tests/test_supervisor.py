@@ -14,10 +14,11 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List
 
 import pytest
 from conftest import HELPER, PY, connect_options, wait_until
+from helpers import oracle
 
 import remoteexec as rx
 from remoteexec.target import guard
@@ -31,44 +32,24 @@ LOAD_MARGIN = 1.0
 # -- the oracle ------------------------------------------------------------
 
 
-def _stat(pid: int) -> Optional[Tuple[str, int, int, int]]:
-    """(state, ppid, session, start time) from /proc/PID/stat, or None."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[1]), int(fields[3]), int(fields[19])
-
-
-def _table() -> Dict[int, Tuple[str, int, int, int]]:
-    table = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            fields = _stat(int(name))
-            if fields:
-                table[int(name)] = fields
-    return table
-
-
 def _descendants(root: int) -> Dict[int, int]:
-    """Live descendants of ``root``: pid -> start time."""
-    table = _table()
+    """Live descendants of ``root``: pid -> start time (the tests' /proc oracle)."""
+    table = oracle.table()
     found: Dict[int, int] = {}
     todo = [root]
-    while todo:
+    for _ in range(len(table) + 1):  # bounded: a tree is no larger than the table
+        if not todo:
+            break
         parent = todo.pop()
-        for pid, (state, ppid, _, started) in table.items():
-            if ppid == parent and pid not in found and state not in ("Z", "X"):
-                found[pid] = started
-                todo.append(pid)
+        for st in table.values():
+            if st.ppid == parent and st.pid not in found and st.alive:
+                found[st.pid] = st.start
+                todo.append(st.pid)
     return found
 
 
 def _alive(pid: int, started: int) -> bool:
-    fields = _stat(pid)
-    return fields is not None and fields[0] not in ("Z", "X") and fields[3] == started
+    return oracle.identity(pid) == (pid, started)
 
 
 def _survivors(snapshot: Dict[int, int]) -> List[int]:
@@ -163,7 +144,7 @@ def test_context_sigkill_kills_its_services(fresh_host: rx.Host) -> None:
     snapshot = _descendants(context)
     services = {p: s for p, s in snapshot.items() if p != guard_pid}
     assert pids["plain"] in services and pids["tarantool"] in services
-    assert len([p for p in services if _stat(p)[1] == pids["tree"]]) == 3, "tree of 4"
+    assert len([p for p in services if oracle.stat(p).ppid == pids["tree"]]) == 3, "tree of 4"
     assert any("daemon" in _cmdline(p) for p in services), "the daemonized child runs"
 
     os.kill(context, signal.SIGKILL)
@@ -185,7 +166,7 @@ def test_guard_leaves_nothing_on_clean_close(fresh_host: rx.Host) -> None:
     kept = rx.SimpleExecutor(["sleep", "600"], on=host).start()
     snapshot = _descendants(context)
     assert kept.pid in snapshot
-    snapshot[context] = _stat(context)[3]
+    snapshot[context] = oracle.stat(context).start
     assert guard_pid in snapshot and len(snapshot) >= 3
     host.master.close()
     del kept
@@ -199,7 +180,7 @@ def test_guard_checks_session_leader_start_time() -> None:
     another session: the guard leaves it alone (pid reuse)."""
     proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        started = _stat(proc.pid)[3]
+        started = oracle.stat(proc.pid).start
         assert proc.pid in guard.run_pids("no-such-run", {proc.pid: started})
         assert proc.pid not in guard.run_pids("no-such-run", {proc.pid: started - 1})
         assert proc.pid not in guard.run_pids("no-such-run", {})
@@ -213,7 +194,7 @@ def test_guard_prunes_sessions_with_nothing_left() -> None:
     gone = subprocess.Popen(["true"], start_new_session=True)
     gone.wait(10)
     try:
-        sessions = {proc.pid: _stat(proc.pid)[3], gone.pid: 1}
+        sessions = {proc.pid: oracle.stat(proc.pid).start, gone.pid: 1}
         guard.prune(sessions)
         assert list(sessions) == [proc.pid]
     finally:
@@ -257,7 +238,7 @@ def test_forget_kills_a_running_tree_and_drops_its_log(fresh_host: rx.Host) -> N
     info = _start_raw(host, [PY, HELPER, "children", "2"])
     assert wait_until(lambda: len(_descendants(info["pid"])) == 2, 10.0)
     tree = _descendants(info["pid"])
-    tree[info["pid"]] = _stat(info["pid"])[3]
+    tree[info["pid"]] = oracle.stat(info["pid"]).start
     assert host.call(os.path.exists, info["log_path"]), "checked on the host itself"
     assert host.service("forget", proc_id=info["id"]) == {"ok": True, "was_running": True}
     assert not _survivors(tree), "forget returns once the tree is gone"
@@ -285,7 +266,7 @@ def test_forget_escalates_to_sigkill(master: rx.Master) -> None:
     host = master.local()
     info = _start_raw(host, [PY, HELPER, "stubborn", "127.0.0.1", "0"])
     assert wait_until(lambda: _log_says(info["log_path"], "stubborn ready"), 10.0)
-    main = {info["pid"]: _stat(info["pid"])[3]}
+    main = {info["pid"]: oracle.stat(info["pid"]).start}
     started = time.monotonic()
     reply = host.service("forget", proc_id=info["id"], timeout=0.3)
     assert reply == {"ok": True, "was_running": True}
