@@ -54,6 +54,6 @@ __all__ = ["MASTER", "Lab", "LabError", "LabHost", "cli"]
 
 def cli(argv: Optional[List[str]] = None) -> int:
     """Run the ``python -m remoteexec.lab`` command line with ``argv``; return exit code."""
-    from ._cli import main
+    from remoteexec.cli.lab import main
 
     return main(argv)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ._cli import main
+from remoteexec.cli.lab import main
 
 __all__ = ["main"]
 

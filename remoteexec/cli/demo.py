@@ -40,7 +40,7 @@ def _lab_or_local(use_lab: bool) -> Iterator[Any]:
     if not use_lab:
         yield None
         return
-    from .lab import Lab
+    from remoteexec.lab import Lab
 
     with Lab(hosts=3) as lab:
         _say("lab %s: %s" % (lab.name, ", ".join(lab.targets)))
@@ -100,7 +100,7 @@ def _replica_set(hosts: List[rx.Host], addrs: List[str], started: List[int]) -> 
         _say("  (no tarantool binary: replica set skipped)")
         return
     try:
-        from .tarantool import ReplicaSet
+        from remoteexec.tarantool import ReplicaSet
     except ImportError:
         return
     ports = [3301, 3302, 3303] if len(set(addrs)) == 1 else [3301] * 3
@@ -140,7 +140,7 @@ def main(argv: List[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     use_lab = "--local" not in argv
     if use_lab:
-        from .lab import Lab
+        from remoteexec.lab import Lab
 
         ok, why = Lab.available()
         if not ok:

@@ -13,8 +13,7 @@ import sys
 import time
 from typing import Any, List, Optional, Union
 
-from ._lab import MASTER, Lab
-from ._netns import LabError
+from remoteexec.lab import MASTER, Lab, LabError
 
 __all__ = ["add_arguments", "main", "run"]
 

@@ -1,6 +1,6 @@
 """The ``remoteexec`` command line.
 
-- ``remoteexec demo [--local]``: the demo topology (see :mod:`remoteexec.demo`).
+- ``remoteexec demo [--local]``: the demo topology (see :mod:`remoteexec.cli.demo`).
 - ``remoteexec lab up|down|status|partition|heal``: test hosts (see :mod:`remoteexec.lab`).
 - ``remoteexec run [OPTIONS] TARGET [OPTIONS] -- COMMAND...``: run one command on a
   host and print its output; TARGET is ``local`` or ``[user@]host[:port]``.
@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from . import arguments
+from remoteexec import arguments
 
 RUN_USAGE = "remoteexec run [options] TARGET [options] -- COMMAND [ARG...]"
 
@@ -56,7 +56,7 @@ def _split_command(argv: List[str]) -> tuple:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .lab import _cli as lab_cli
+    from . import lab as lab_cli
 
     parser = argparse.ArgumentParser(prog="remoteexec", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", metavar="COMMAND")
@@ -103,7 +103,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return lab_cli.run(args)
         return _run(args)
     except Exception as e:  # one clear line, not a traceback
-        from .errors import RemoteExecError
+        from remoteexec.errors import RemoteExecError
 
         if isinstance(e, RemoteExecError):
             print("remoteexec: %s" % e, file=sys.stderr)
