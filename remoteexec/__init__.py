@@ -6,7 +6,7 @@ those contexts. Names are imported lazily, because the target side imports
 this package too and must not pull in master-only dependencies.
 """
 
-from typing import Any
+from typing import Any, List
 
 __version__ = "0.1.0"
 
@@ -55,5 +55,5 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def __dir__() -> list:
+def __dir__() -> List[str]:
     return __all__

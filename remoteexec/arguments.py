@@ -10,12 +10,34 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Union, overload
 
 #: Longest AF_UNIX path in bytes (sun_path is 108 bytes with the NUL).
 UNIX_PATH_MAX = 107
 #: Longest rendering of a command or message in an error text.
 TEXT_LIMIT = 2000
+
+
+@overload
+def seconds(
+    name: str,
+    value: Any,
+    *,
+    allow_none: Literal[False] = False,
+    allow_zero: bool = False,
+    allow_inf: bool = False,
+) -> float: ...
+
+
+@overload
+def seconds(
+    name: str,
+    value: Any,
+    *,
+    allow_none: bool,
+    allow_zero: bool = False,
+    allow_inf: bool = False,
+) -> Optional[float]: ...
 
 
 def seconds(

@@ -4,8 +4,9 @@ Every error names the host and the cause in its first line, carries the
 details as attributes (``host``, ``command``, ``exit_code``, ``output_tail``)
 and survives pickling, so it can cross process boundaries (pytest-xdist,
 multiprocessing) intact. Remote code never raises these: the target side
-returns plain error dicts and :func:`from_remote` turns them into the right
-class here, because mitogen loses exception types on the wire.
+returns the plain error replies of :mod:`remoteexec.target.protocol`, and
+:func:`from_dict` turns them into the right class here, because mitogen
+loses exception types on the wire.
 
 The text of an error is bounded (each part to a few kB, with an elision
 marker) however large the command, message or output: it is rendered here
@@ -15,9 +16,9 @@ full values.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, Union
 
-from .arguments import bounded
+from remoteexec.arguments import bounded
 
 Command = Union[str, Sequence[str]]
 
@@ -80,7 +81,7 @@ class RemoteExecError(Exception):
         return (_rebuild, (type(self), self.message, kwargs))
 
 
-def _rebuild(cls: type, message: str, kwargs: Dict[str, Any]) -> RemoteExecError:
+def _rebuild(cls: Type[RemoteExecError], message: str, kwargs: Dict[str, Any]) -> RemoteExecError:
     return cls(message, **kwargs)
 
 
@@ -216,14 +217,39 @@ _BY_NAME = {
 }
 
 
-def from_remote(error: Dict[str, Any], host: str) -> RemoteExecError:
-    """Turn a target-side error dict into the matching exception class.
+def from_remote(error: Mapping[str, Any], host: str) -> RemoteExecError:
+    """Turn a target-side error detail into the matching exception class.
 
-    The dict has at least ``type`` and ``message``; ``command``,
-    ``exit_code``, ``output_tail`` and any other keys become attributes.
+    The detail has at least ``type`` and ``message``; ``command``,
+    ``exit_code``, ``output_tail``, ``kind`` and any other keys become
+    attributes (``details``). A ``host`` key from the target (say, a probed
+    address) is kept as ``details["remote_host"]``: ``host`` is the master's
+    name for the host that answered.
     """
     fields = dict(error)
     kind = fields.pop("type", "RemoteExecError")
     message = fields.pop("message", "remote error")
-    cls = _BY_NAME.get(kind, RemoteExecError)
-    return cls(message, host=host, **fields)
+    if "host" in fields:
+        fields["remote_host"] = fields.pop("host")
+    cls = _BY_NAME.get(kind, RemoteExecError) if isinstance(kind, str) else RemoteExecError
+    return cls(str(message), host=host, **fields)
+
+
+def from_dict(reply: Mapping[str, Any], host: str) -> RemoteExecError:
+    """Turn a failed call's reply into the matching exception class.
+
+    ``reply`` is the one error shape of :func:`remoteexec.target.protocol.error`:
+    ``{"ok": False, "error": {"type", "message", "kind"?, **fields}}``.
+    Anything else is a ValueError: it is a bug on one side, not an error to
+    report as the host's.
+    """
+    error = reply.get("error") if isinstance(reply, Mapping) else None
+    if (
+        not isinstance(reply, Mapping)
+        or reply.get("ok") is not False
+        or not isinstance(error, Mapping)
+    ):
+        raise ValueError(
+            "not an error reply ({'ok': False, 'error': {...}}): %s" % bounded(repr(reply), 200)
+        )
+    return from_remote(error, host)

@@ -2,20 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Sequence, TypeVar, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Mapping,
+    Optional,
+    Sequence,
+    TypeVar,
+    Union,
+    cast,
+)
 
 import mitogen.core
 
-from . import arguments
-from .errors import CommandFailed, HostLost, RemoteCallError, TimeoutExpired, from_remote
+from remoteexec import arguments
+from remoteexec.connectors.base import Connector
+from remoteexec.errors import (
+    CommandFailed,
+    HostLost,
+    RemoteCallError,
+    RemoteExecError,
+    TimeoutExpired,
+    from_dict,
+)
+from remoteexec.heartbeat import Heartbeat
 
-if TYPE_CHECKING:
-    from .master import Master
+if TYPE_CHECKING:  # for annotations only: master imports this module, not the reverse
+    from remoteexec.master import Master
 
 T = TypeVar("T")
 
@@ -25,6 +47,8 @@ BROKER_THREAD = "mitogen.broker"
 LOG = logging.getLogger(__name__)
 #: Extra seconds a service reply may take beyond the remote operation's own timeout.
 REPLY_SLACK = 30.0
+#: Seconds the closing round trip (kill the run's processes, drop its logs) may take.
+FINISH_TIMEOUT = 15.0
 
 
 @dataclass
@@ -51,7 +75,9 @@ _WRAPPERS = (mitogen.core.Secret, mitogen.core.Blob)
 
 
 def _check_plain(value: Any, where: str) -> None:
-    """Only plain types unpickle on the target (DESIGN.md): fail here, by name."""
+    """Only plain types unpickle on the target: mitogen's unpickler there
+    refuses anything else (a set, a Path, a custom class) with an error that
+    names neither the call nor the argument. Fail here, by name."""
     if type(value) in _PLAIN or type(value) in _WRAPPERS:
         return
     if type(value) in (list, tuple):
@@ -91,20 +117,31 @@ class Host:
     Once the host is lost, every call raises :class:`HostLost` at once.
     """
 
-    def __init__(self, master: Master, context: Any, name: str, kind: str) -> None:
+    def __init__(
+        self,
+        master: Master,
+        context: Any,
+        connector: Connector,
+        *,
+        token: str,
+        on_close: Optional[Callable[[Host], None]] = None,
+    ) -> None:
         self.master = master
         self.context = context
-        self.name = name
-        self.kind = kind
+        #: How the context was opened (see :mod:`remoteexec.connectors`).
+        self.connector = connector
+        self.name = connector.name
+        #: The connector's scheme: ``"local"``, ``"ssh"``...
+        self.kind = connector.kind
         #: Unique per context within the run: contexts may share a machine
         #: (several local() ones, or lab hosts), so it keeps their marker
         #: prefixes and run directories apart.
-        self.token = master._next_token()
+        self.token = token
         self.info: Dict[str, Any] = {}
         self.lost: Optional[str] = None
-        self.last_ack = time.monotonic()
-        self._heartbeat_handle: Optional[int] = None
-        self._ack_handle: Optional[int] = None
+        #: The beats and acks of this host; set by :meth:`install`.
+        self.heartbeat: Optional[Heartbeat] = None
+        self._on_close = on_close
         self._lock = threading.Lock()
         self._closed = False
 
@@ -113,41 +150,59 @@ class Host:
         return "<Host %s (%s, %s)>" % (self.name, self.kind, state)
 
     @property
+    def is_local(self) -> bool:
+        """The context runs on the master's machine: an address it binds on
+        127.0.0.1 is the master's 127.0.0.1 too."""
+        return self.connector.is_local
+
+    @property
+    def closed(self) -> bool:
+        """:meth:`close` ran (or the master closed): no call works any more."""
+        return self._closed
+
+    @property
+    def last_ack(self) -> float:
+        """time.monotonic() of the last heartbeat ack (of the connection,
+        before the first beat)."""
+        return self.heartbeat.last_ack if self.heartbeat is not None else 0.0
+
+    @property
     def transport_pid(self) -> Optional[int]:
         """Pid of the process carrying the connection (the ssh client, or the
         local interpreter), on the master's machine."""
-        stream = self.master.router.stream_by_id(self.context.context_id)
+        stream = self.context.router.stream_by_id(self.context.context_id)
         proc = getattr(getattr(stream, "conn", None), "proc", None)
         return getattr(proc, "pid", None)
 
     # -- lifecycle -------------------------------------------------------
 
-    def _install(self, heartbeat_timeout: float, timeout: float) -> None:
-        from .target import supervisor
+    def install(
+        self, *, run_id: str, heartbeat_timeout: float, keep_logs: bool, timeout: float
+    ) -> Heartbeat:
+        """Install the supervisor in the fresh context and start listening for
+        its acks; return the host's :class:`Heartbeat`, for the master's
+        monitor to drive. Called once, by the master, right after opening."""
+        from remoteexec.target import supervisor
 
         recv = self.context.call_async(
             supervisor.install,
-            self.master.run_id,
+            run_id,
             context_token=self.token,
             heartbeat_timeout=heartbeat_timeout,
-            keep_logs=self.master.keep_logs,
+            keep_logs=keep_logs,
         )
         self.info = self._get(recv, timeout, "installing the supervisor")
-        self._heartbeat_handle = self.info["heartbeat_handle"]
-        self._ack_handle = self.master.router.add_handler(
-            fn=self._on_ack, persist=True, respondent=self.context
-        )
         mitogen.core.listen(self.context, "disconnect", self._on_disconnect)
         # The first service call waits for the main thread to create the
         # pool's invoker: pay that now, not in the first status call.
         self.service("ping", reply_timeout=timeout)
-        self.last_ack = time.monotonic()
+        self.heartbeat = Heartbeat(self.context, self.info["heartbeat_handle"], self._on_silence)
+        return self.heartbeat
 
-    def _on_ack(self, msg: mitogen.core.Message) -> None:
-        if msg.is_dead:
-            self._mark_lost("the context's connection closed")
-        else:
-            self.last_ack = time.monotonic()
+    def _on_silence(self, reason: str, cut: bool) -> None:
+        self._mark_lost(reason)
+        if cut:
+            self.drop()
 
     def _on_disconnect(self) -> None:
         if not self._closed:
@@ -158,36 +213,58 @@ class Host:
             if self.lost or self._closed:
                 return
             self.lost = reason
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
 
-    def beat(self, now: float, timeout: float) -> None:
-        """Send one heartbeat; declare the host lost when acks stopped."""
-        if self.lost or self._closed or self._heartbeat_handle is None:
-            return
-        if now - self.last_ack > timeout:
-            self._mark_lost(
-                "no heartbeat reply for %.1fs (host down or network partition)" % timeout
-            )
-            self.master._drop_stream(self)
-            return
-        msg = mitogen.core.Message.pickled(
-            None, handle=self._heartbeat_handle, reply_to=self._ack_handle
-        )
-        try:
-            self.context.send(msg)
-        except mitogen.core.Error:
-            self._mark_lost("could not send a heartbeat")
+    def drop(self) -> None:
+        """Cut the connection without talking to the host (it may be gone).
+
+        Never blocks: for a host found lost, and for one whose setup failed.
+        """
+
+        def disconnect() -> None:
+            with contextlib.suppress(Exception):
+                self.context.router.disconnect(self.context)
+
+        # A stalled ssh client may sit out ServerAlive* for a minute: end it
+        # (it is our own child) so its stream closes now.
+        pid = self.transport_pid if self.connector.kill_transport_on_drop else None
+        if pid and getattr(self.context, "via", None) is None:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        # router.disconnect() waits for the broker; never block the caller on it.
+        threading.Thread(target=disconnect, name="remoteexec-drop", daemon=True).start()
 
     def close(self) -> None:
-        """Stop every process started here and close the context."""
-        self.master._close_host(self)
+        """Stop every process started here and close the context.
 
-    # -- calls -----------------------------------------------------------
+        One round trip kills the run's processes and drops its logs (unless
+        the master keeps them); a lost host is only let go of.
+        """
+        if self._closed:
+            return
+        try:
+            if not self.lost:
+                self.service("finish", reply_timeout=FINISH_TIMEOUT)
+        except RemoteExecError:
+            pass
+        finally:
+            self._closed = True
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
+            if self._on_close is not None:
+                self._on_close(self)
+            with contextlib.suppress(Exception):
+                self.context.shutdown(wait=False)
 
-    def _check(self) -> None:
+    def ensure_open(self) -> None:
+        """Raise :class:`HostLost` if the host is lost or closed."""
         if self.lost:
             raise HostLost("host lost: %s" % self.lost, host=self.name)
         if self._closed:
             raise HostLost("host was closed", host=self.name)
+
+    # -- calls -----------------------------------------------------------
 
     def _get(self, recv: mitogen.core.Receiver, timeout: Optional[float], what: str) -> Any:
         try:
@@ -249,22 +326,22 @@ class Host:
         result must be plain data. A remote exception becomes
         :class:`RemoteCallError` with the remote type name and message.
         """
-        self._check()
+        self.ensure_open()
         module = getattr(fn, "__module__", None)
         qualname = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn)))
         what = "call %s()" % qualname
         if not module or module == "__main__" or "<" in qualname:
             # mitogen serves __main__ itself; other unimportables fail there.
-            return self._get(self.context.call_async(fn, *args, **kwargs), None, what)
-        from .target import supervisor
+            return cast(T, self._get(self.context.call_async(fn, *args, **kwargs), None, what))
+        from remoteexec.target import supervisor
 
         # Through a target-side wrapper: a remote exception comes back as a
         # bounded error dict, never as a CallError too large for mitogen.
         recv = self.context.call_async(supervisor.call_function, module, qualname, args, kwargs)
         result = self._get(recv, None, what)
         if not result["ok"]:
-            raise from_remote(result["error"], self.name)
-        return result["result"]
+            raise from_dict(result, self.name)
+        return cast(T, result["result"])
 
     def service(
         self, method: str, reply_timeout: Optional[float] = REPLY_SLACK, **kwargs: Any
@@ -275,12 +352,12 @@ class Host:
         ``reply_timeout=None`` waits as long as the host is alive.
         """
         arguments.seconds("reply_timeout", reply_timeout, allow_none=True)
-        self._check()
+        self.ensure_open()
         _check_plain(kwargs, method)
         recv = self.context.call_service_async(SUPERVISOR, method, **kwargs)
         result = self._get(recv, reply_timeout, method)
         if isinstance(result, dict) and result.get("ok") is False:
-            raise from_remote(result["error"], self.name)
+            raise from_dict(result, self.name)
         return result
 
     def service_nowait(self, method: str, **kwargs: Any) -> bool:

@@ -4,28 +4,24 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
-import concurrent.futures.thread
 import contextlib
-import inspect
 import itertools
 import os
-import signal
-import sys
 import threading
-import time
 import uuid
 import weakref
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Hashable, Iterable, List, Optional, Tuple
 
-import mitogen.core
 import mitogen.master
 import mitogen.parent
 
-from . import arguments
-from .connectors.ssh import Target, connection_error, ssh_options
-from .errors import ConnectionFailed, RemoteExecError
-from .host import Host
+from remoteexec import arguments, connectors
+from remoteexec.errors import ConnectionFailed, RemoteExecError
+from remoteexec.heartbeat import HeartbeatMonitor
+from remoteexec.host import Host
 
+# mitogen has no public hook for this: its own preexec function is saved to
+# be put back when the last Master closes.
 _ORIGINAL_PREEXEC = mitogen.parent._preexec_hook
 
 
@@ -76,172 +72,108 @@ class Master:
         timeout = arguments.seconds("heartbeat_timeout", heartbeat_timeout)
         self.run_id = uuid.uuid4().hex[:12]
         self.name = name or "remoteexec-%s" % self.run_id
-        self.heartbeat_timeout = float(timeout)  # type: ignore[arg-type]
+        self.heartbeat_timeout = timeout
         self.heartbeat_interval = min(1.0, self.heartbeat_timeout / 4)
         self.keep_logs = keep_logs
-        self._hosts: Dict[Tuple[Any, ...], Host] = {}
-        self._key_locks: Dict[Tuple[Any, ...], threading.Lock] = {}
+        self._hosts: Dict[Tuple[Hashable, ...], Host] = {}
+        self._key_locks: Dict[Tuple[Hashable, ...], threading.Lock] = {}
         self._tokens = itertools.count(1)
         self._lock = threading.RLock()
         self._closed = False
         mitogen.parent._preexec_hook = _own_process_group
         self.broker = mitogen.master.Broker(install_watcher=False)
         self.router = mitogen.master.Router(self.broker)
-        self._stop = threading.Event()
-        self._heartbeat = threading.Thread(
-            target=self._heartbeat_loop, name="remoteexec-heartbeat", daemon=True
-        )
-        self._heartbeat.start()
+        #: Beats every host this master opened (see :mod:`remoteexec.heartbeat`).
+        self.heartbeats = HeartbeatMonitor(self.heartbeat_timeout, self.heartbeat_interval)
         _live.add(self)
         _install_exit_hook()
 
     def __enter__(self) -> Master:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
         return "<Master %s hosts=%d>" % (self.run_id, len(self._hosts))
 
-    def _next_token(self) -> str:
-        return "c%d" % next(self._tokens)
+    @property
+    def closed(self) -> bool:
+        """:meth:`close` ran: no host can be opened any more."""
+        return self._closed
 
     @property
     def hosts(self) -> List[Host]:
         """Every host opened and not closed, in the order they were opened."""
         with self._lock:
-            return [h for h in self._hosts.values() if not h._closed]
+            return [h for h in self._hosts.values() if not h.closed]
 
     # -- opening hosts -----------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RemoteExecError("the Master is closed")
-
     def local(self, *, python: Optional[str] = None, name: str = "local") -> Host:
         """This machine, in a child interpreter (no SSH). Cached per name."""
+        return self.connect("local://", python=python, name=name)
 
-        def open_context() -> Any:
-            try:
-                return self.router.local(
-                    python_path=python or sys.executable,
-                    remote_name="%s:%s" % (self.name, name),
-                )
-            except mitogen.core.Error as e:
-                raise ConnectionFailed("cannot start a local context: %s" % e, host=name) from None
-
-        return self._open(("local", name), open_context, name, "local", 30.0)
-
-    def _open(
-        self, key: Tuple[Any, ...], open_context: Any, name: str, kind: str, timeout: float
+    def connect(
+        self, target: str, *, via: Optional[Host] = None, name: Optional[str] = None, **options: Any
     ) -> Host:
-        """Return the cached Host for ``key``, or open it (once, even if
-        several threads ask at the same time)."""
+        """Open a context on ``target`` and return its Host.
+
+        ``target`` is ``[scheme://]address``; the scheme picks the connector
+        (:mod:`remoteexec.connectors`): none or ``ssh://`` is
+        ``[user@]host[:port]`` over SSH, ``local://[name]`` is this machine.
+        ``options`` are the connector's; for SSH: ``identity_file``,
+        ``port``, ``python`` (default "python3"), ``connect_timeout``
+        (default 10 s), ``check_host_keys`` ("enforce" or "ignore"),
+        ``known_hosts_file`` and ``ssh_args`` (see
+        :meth:`remoteexec.connectors.ssh.SSHConnector.from_target`).
+        ``via`` hops through another Host; ``name`` labels the host.
+
+        Connections are cached: connecting to the same user, host, port and
+        hop again returns the same Host. Failures raise a
+        :class:`ConnectionFailed` subclass naming the host, the cause and what
+        to do, within ``connect_timeout`` (plus the time the interpreter takes
+        to boot).
+        """
+        connector = self._plan(target, via=via, name=name, **options)
+        return self._open(connector, via)
+
+    def _plan(
+        self, target: str, *, via: Optional[Host] = None, name: Optional[str] = None, **options: Any
+    ) -> connectors.Connector:
+        """Check :meth:`connect`'s arguments and return the connector. Nothing
+        is opened."""
+        if via is not None:
+            via.ensure_open()
+        if name is not None:
+            options["name"] = name
+        return connectors.plan(target, **options)
+
+    def _open(self, connector: connectors.Connector, via: Optional[Host]) -> Host:
+        """Return the cached Host for the connector's key and hop, or open it
+        (once, even if several threads ask at the same time)."""
+        key = (*connector.key, via.name if via else None)
         with self._lock:
             self._check_open()
             host = self._hosts.get(key)
-            if host is not None and not host._closed:
+            if host is not None and not host.closed:
                 return host
             key_lock = self._key_locks.setdefault(key, threading.Lock())
         with key_lock:
             with self._lock:
                 host = self._hosts.get(key)
-                if host is not None and not host._closed:
+                if host is not None and not host.closed:
                     return host
-            return self._register(key, open_context(), name, kind, timeout)
+            context = connector.open(
+                self.router,
+                remote_name="%s:%s" % (self.name, connector.name),
+                via=via.context if via is not None else None,
+            )
+            return self._register(key, context, connector)
 
-    def connect(
-        self,
-        target: str,
-        *,
-        identity_file: Optional[str] = None,
-        port: Optional[int] = None,
-        python: str = "python3",
-        via: Optional[Host] = None,
-        connect_timeout: float = 10.0,
-        check_host_keys: str = "enforce",
-        known_hosts_file: Optional[str] = None,
-        ssh_args: Sequence[str] = (),
-        name: Optional[str] = None,
-    ) -> Host:
-        """Open a context on ``target`` ("[user@]host[:port]") over SSH.
-
-        Connections are cached: connecting to the same user, host, port and
-        hop again returns the same Host. ``via`` hops through another Host.
-        Failures raise a :class:`ConnectionFailed` subclass naming the host,
-        the cause and what to do, within ``connect_timeout`` (plus the time
-        the interpreter takes to boot).
-        """
-        key, label, options = self._ssh_plan(
-            target,
-            identity_file=identity_file,
-            port=port,
-            python=python,
-            via=via,
-            connect_timeout=connect_timeout,
-            check_host_keys=check_host_keys,
-            known_hosts_file=known_hosts_file,
-            ssh_args=ssh_args,
-            name=name,
-        )
-
-        def open_context() -> Any:
-            try:
-                return self.router.ssh(**options)
-            except FileNotFoundError as e:
-                raise ConnectionFailed(
-                    "cannot connect: the ssh client is missing on this machine (%s);"
-                    " install openssh-client" % e,
-                    host=label,
-                ) from None
-            except (mitogen.core.StreamError, mitogen.core.Error, EOFError, OSError) as e:
-                raise connection_error(e, label, python, connect_timeout) from None
-
-        return self._open(key, open_context, label, "ssh", connect_timeout + 20.0)
-
-    def _ssh_plan(
-        self,
-        target: str,
-        *,
-        identity_file: Optional[str],
-        port: Optional[int],
-        python: str,
-        via: Optional[Host],
-        connect_timeout: float,
-        check_host_keys: str,
-        known_hosts_file: Optional[str],
-        ssh_args: Sequence[str],
-        name: Optional[str],
-    ) -> Tuple[Tuple[Any, ...], str, Dict[str, Any]]:
-        """Check :meth:`connect`'s arguments; return the cache key, the
-        host's label and the ``router.ssh()`` options. Nothing is opened."""
-        parsed = Target.parse(target, port)
-        label = name or str(parsed)
-        key = (
-            "ssh",
-            parsed.user,
-            parsed.hostname,
-            parsed.port or 22,
-            python,
-            identity_file,
-            via.name if via else None,
-        )
-        if via is not None:
-            via._check()
-        options = ssh_options(
-            parsed,
-            identity_file=identity_file,
-            python=python,
-            connect_timeout=connect_timeout,
-            check_host_keys=check_host_keys,
-            known_hosts_file=known_hosts_file,
-            ssh_args=ssh_args,
-            name="%s:%s" % (self.name, label),
-        )
-        if via is not None:
-            options["via"] = via.context
-        return key, label, options
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RemoteExecError("the Master is closed")
 
     def connect_all(self, targets: Iterable[str], **options: Any) -> List[Host]:
         """Connect to every target in parallel; same options as :meth:`connect`.
@@ -256,11 +188,8 @@ class Master:
         targets = list(targets)
         if not targets:
             return []
-        signature = inspect.signature(self.connect)
         for target in targets:
-            bound = signature.bind(target, **options)
-            bound.apply_defaults()
-            self._ssh_plan(**bound.arguments)
+            self._plan(target, **options)
         results: Dict[int, Host] = {}
         failures: List[ConnectionFailed] = []
         workers = min(len(targets), 16)
@@ -284,69 +213,43 @@ class Master:
         return [results[i] for i in range(len(targets))]
 
     def _register(
-        self, key: Tuple[Any, ...], context: Any, name: str, kind: str, timeout: float
+        self, key: Tuple[Hashable, ...], context: Any, connector: connectors.Connector
     ) -> Host:
-        host = Host(self, context, name, kind)
+        host = Host(
+            self, context, connector, token="c%d" % next(self._tokens), on_close=self._forget
+        )
         try:
-            host._install(self.heartbeat_timeout, timeout)
+            heartbeat = host.install(
+                run_id=self.run_id,
+                heartbeat_timeout=self.heartbeat_timeout,
+                keep_logs=self.keep_logs,
+                timeout=connector.setup_timeout,
+            )
         except RemoteExecError as e:
-            self._drop_stream(host)
+            host.drop()
             raise ConnectionFailed(
                 "connected, but setting up the supervisor failed: %s" % e.message,
-                host=name,
+                host=host.name,
                 **e.details,
             ) from None
         with self._lock:
             if self._closed:
-                self._drop_stream(host)
-                raise RemoteExecError("the Master was closed while connecting", host=name)
+                host.drop()
+                raise RemoteExecError("the Master was closed while connecting", host=host.name)
             self._hosts[key] = host
+        self.heartbeats.watch(heartbeat)
         return host
 
-    # -- heartbeats --------------------------------------------------------
-
-    def _heartbeat_loop(self) -> None:
-        while not self._stop.wait(self.heartbeat_interval):
-            now = time.monotonic()
-            for host in self.hosts:
-                host.beat(now, self.heartbeat_timeout)
-
-    def _drop_stream(self, host: Host) -> None:
-        """Cut a host's connection without talking to it (it may be gone)."""
-
-        def drop() -> None:
-            with contextlib.suppress(Exception):
-                self.router.disconnect(host.context)
-
-        # A stalled ssh client may sit out ServerAlive* for a minute: end it
-        # (it is our own child) so its stream closes now.
-        pid = host.transport_pid if host.kind == "ssh" else None
-        if pid and getattr(host.context, "via", None) is None:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        # router.disconnect() waits for the broker; never block the caller on it.
-        threading.Thread(target=drop, name="remoteexec-drop", daemon=True).start()
+    def _forget(self, host: Host) -> None:
+        """A host closed: drop it from the cache and stop beating it."""
+        with self._lock:
+            for key, value in list(self._hosts.items()):
+                if value is host:
+                    del self._hosts[key]
+        if host.heartbeat is not None:
+            self.heartbeats.unwatch(host.heartbeat)
 
     # -- closing -----------------------------------------------------------
-
-    def _close_host(self, host: Host, timeout: float = 15.0) -> None:
-        if host._closed:
-            return
-        try:
-            if not host.lost:
-                # One round trip: kill the run's processes, drop its logs
-                # unless keep_logs (the supervisor knows which).
-                host.service("finish", reply_timeout=timeout)
-        except RemoteExecError:
-            pass
-        finally:
-            host._closed = True
-            with self._lock:
-                for key, value in list(self._hosts.items()):
-                    if value is host:
-                        del self._hosts[key]
-            with contextlib.suppress(Exception):
-                host.context.shutdown(wait=False)
 
     def close(self) -> None:
         """Stop everything this master started, on every host, then shut down."""
@@ -361,17 +264,15 @@ class Master:
         # Plain threads: this also runs at interpreter exit, when
         # concurrent.futures no longer accepts work.
         for group in (hopped, direct):
-            threads = [
-                threading.Thread(target=self._close_host, args=(h,), daemon=True) for h in group
-            ]
+            threads = [threading.Thread(target=h.close, daemon=True) for h in group]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join(30.0)
-        self._stop.set()
+        self.heartbeats.stop()
         self.broker.shutdown()
         self.broker.join()
-        others_open = any(m is not self and not m._closed for m in list(_live))
+        others_open = any(m is not self and not m.closed for m in list(_live))
         if not others_open and mitogen.parent._preexec_hook is _own_process_group:
             mitogen.parent._preexec_hook = _ORIGINAL_PREEXEC
 
@@ -414,7 +315,7 @@ def default_master() -> Master:
     """The lazily created master behind ``on=None``; closed at interpreter exit."""
     global _default
     with _default_lock:
-        if _default is None or _default._closed:
+        if _default is None or _default.closed:
             _default = Master()
         return _default
 

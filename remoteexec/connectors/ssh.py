@@ -1,14 +1,21 @@
-"""SSH connector: target parsing, ssh options and failure classification."""
+"""SSH connector: target parsing, ssh options and failure classification.
+
+The context is bootstrapped over the system ssh client (mitogen's ``ssh``
+method): ``~/.ssh/config``, agents and ProxyJump work as they do for ssh.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Type
+from typing import Any, Dict, Hashable, Optional, Sequence, Tuple, Type
 
-from .. import arguments
-from ..errors import (
+import mitogen.core
+
+from remoteexec import arguments
+from remoteexec.connectors.base import Connector, register
+from remoteexec.errors import (
     AuthenticationFailed,
     ConnectionFailed,
     HostKeyMismatch,
@@ -75,9 +82,9 @@ def ssh_options(
     check_host_keys: str,
     known_hosts_file: Optional[str],
     ssh_args: Sequence[str],
-    name: str,
 ) -> Dict[str, Any]:
-    """Keyword arguments for ``router.ssh()``.
+    """Keyword arguments for ``router.ssh()``, but for ``remote_name`` and
+    ``via``, which are known only when the context is opened.
 
     Host keys are checked by default (``enforce``); ``accept`` is not offered
     because mitogen needs a pty for it, which breaks the ssh client's own
@@ -108,7 +115,6 @@ def ssh_options(
         check_host_keys=check_host_keys,
         ssh_args=args,
         compression=False,
-        remote_name=name,
     )
 
 
@@ -141,9 +147,7 @@ _RULES = [
 ]
 
 
-def classify(
-    exc: BaseException, target: str, python: str, timeout: float
-) -> Type[ConnectionFailed]:
+def classify(exc: BaseException) -> Type[ConnectionFailed]:
     """Pick the ConnectionFailed subclass that matches ssh's/mitogen's text."""
     text = str(exc).lower()
     for cls, pattern, _ in _RULES:
@@ -156,7 +160,7 @@ def connection_error(
     exc: BaseException, target: str, python: str, timeout: float
 ) -> ConnectionFailed:
     """A ConnectionFailed naming the host, the cause and what to do."""
-    cls = classify(exc, target, python, timeout)
+    cls = classify(exc)
     raw = str(exc).strip()
     # mitogen appends ssh's last lines; keep the meaningful ones, drop noise.
     lines = [ln.strip() for ln in raw.splitlines() if ln.strip()]
@@ -172,3 +176,97 @@ def connection_error(
         )
     message = "cannot connect: %s (ssh: %s)" % (hint, cause)
     return cls(message, host=target, cause=cause, mitogen_error=type(exc).__name__)
+
+
+#: Seconds beyond connect_timeout that a fresh context may take to install
+#: the supervisor (the interpreter boots, mitogen ships the modules).
+SETUP_SLACK = 20.0
+
+
+@register
+class SSHConnector(Connector):
+    """A host over the system ssh client: ``[ssh://][user@]host[:port]``."""
+
+    kind = "ssh"
+    kill_transport_on_drop = True
+    failures = (mitogen.core.StreamError, mitogen.core.Error, EOFError, OSError)
+
+    def __init__(
+        self,
+        target: Target,
+        options: Dict[str, Any],
+        *,
+        name: Optional[str] = None,
+    ) -> None:
+        """Use :meth:`from_target`: it checks the arguments and builds ``options``."""
+        self.target = target
+        #: ``router.ssh()``'s keyword arguments (see :func:`ssh_options`).
+        self.options = options
+        super().__init__(name or str(target), float(options["connect_timeout"]) + SETUP_SLACK)
+
+    @classmethod
+    def from_target(
+        cls,
+        address: str,
+        *,
+        identity_file: Optional[str] = None,
+        port: Optional[int] = None,
+        python: str = "python3",
+        connect_timeout: float = 10.0,
+        check_host_keys: str = "enforce",
+        known_hosts_file: Optional[str] = None,
+        ssh_args: Sequence[str] = (),
+        name: Optional[str] = None,
+    ) -> SSHConnector:
+        """Parse ``address`` ("[user@]host[:port]"; ``port`` wins) and check
+        the ssh options (see :func:`ssh_options`)."""
+        parsed = Target.parse(address, port)
+        options = ssh_options(
+            parsed,
+            identity_file=identity_file,
+            python=python,
+            connect_timeout=connect_timeout,
+            check_host_keys=check_host_keys,
+            known_hosts_file=known_hosts_file,
+            ssh_args=ssh_args,
+        )
+        return cls(parsed, options, name=name)
+
+    @property
+    def key(self) -> Tuple[Hashable, ...]:
+        """The same user, host, port, interpreter and key: the same context."""
+        return (
+            self.kind,
+            self.target.user,
+            self.target.hostname,
+            self.target.port or 22,
+            self.options["python_path"],
+            self.options["identity_file"],
+        )
+
+    def start(self, router: Any, *, remote_name: str, via: Optional[Any]) -> Any:
+        extra: Dict[str, Any] = {"remote_name": remote_name}
+        if via is not None:
+            extra["via"] = via
+        return router.ssh(**self.options, **extra)
+
+    def connection_error(self, exc: BaseException) -> ConnectionFailed:
+        if isinstance(exc, FileNotFoundError):
+            return ConnectionFailed(
+                "cannot connect: the ssh client is missing on this machine (%s);"
+                " install openssh-client" % exc,
+                host=self.name,
+            )
+        return connection_error(
+            exc, self.name, self.options["python_path"], self.options["connect_timeout"]
+        )
+
+
+__all__ = [
+    "HOST_KEY_MODES",
+    "SSHConnector",
+    "Target",
+    "classify",
+    "connection_error",
+    "ssh_options",
+]
