@@ -135,8 +135,7 @@ class Master:
         to do, within ``connect_timeout`` (plus the time the interpreter takes
         to boot).
         """
-        connector = self._plan(target, via=via, name=name, **options)
-        return self._open(connector, via)
+        return self.open(self._plan(target, via=via, name=name, **options), via=via)
 
     def _plan(
         self, target: str, *, via: Optional[Host] = None, name: Optional[str] = None, **options: Any
@@ -149,9 +148,17 @@ class Master:
             options["name"] = name
         return connectors.plan(target, **options)
 
-    def _open(self, connector: connectors.Connector, via: Optional[Host]) -> Host:
-        """Return the cached Host for the connector's key and hop, or open it
-        (once, even if several threads ask at the same time)."""
+    def open(self, connector: connectors.Connector, *, via: Optional[Host] = None) -> Host:
+        """The Host that ``connector`` reaches (through ``via``), opened once.
+
+        Cached under the connector's key and the hop: asking again (from any
+        thread, even at the same time) returns the same Host until it is
+        closed. :meth:`connect` and :meth:`local` build the connector from a
+        target; a caller that holds connection settings of its own builds it
+        directly (see :mod:`remoteexec.connectors`).
+        """
+        if via is not None:
+            via.ensure_open()
         key = (*connector.key, via.name if via else None)
         with self._lock:
             self._check_open()

@@ -65,7 +65,9 @@ def _ack_gaps(host: rx.Host, count: int, timeout: float) -> List[float]:
     return [b - a for a, b in zip(seen, seen[1:])]
 
 
-@pytest.mark.parametrize("timeout, interval", [(2.0, 0.5), (8.0, 1.0)], ids=["quarter", "capped"])
+@pytest.mark.parametrize(
+    ("timeout", "interval"), [(2.0, 0.5), (8.0, 1.0)], ids=["quarter", "capped"]
+)
 def test_heartbeat_interval_is_a_quarter_of_the_timeout_at_most_1s(
     timeout: float, interval: float
 ) -> None:

@@ -69,7 +69,7 @@ def _sigkill_master(proc) -> None:
     assert proc.wait(10) == -signal.SIGKILL
 
 
-def test_master_sigkill_local(master: rx.Master) -> None:
+def test_master_sigkill_local() -> None:
     proc, info = spawn_master_script(None, "local")
     try:
         run_id, contexts = info["run_id"], info["context_pids"]
@@ -86,7 +86,7 @@ def test_master_sigkill_local(master: rx.Master) -> None:
 
 
 @pytest.mark.lab
-def test_master_sigkill_lab(lab, master: rx.Master) -> None:
+def test_master_sigkill_lab(lab) -> None:
     proc, info = spawn_master_script(lab, "lab")
     try:
         run_id, contexts = info["run_id"], info["context_pids"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import operator
 import os
-import pickle
 import socket
 import subprocess
 import time
@@ -156,23 +155,6 @@ def test_connect_all_reports_every_failure(lab, master: rx.Master) -> None:
     assert "2 of 3 hosts failed" in str(err)
     # The good one was tried and stays usable.
     assert master.connect(lab.targets[0], **connect_options(lab)).run(["true"]).ok
-
-
-def test_errors_pickle_round_trip() -> None:
-    err = rx.ProcessExitedWithError(
-        "process exited", host="h1", command=["a", "b c"], exit_code=3, output_tail="x", pid=5
-    )
-    back = pickle.loads(pickle.dumps(err))
-    assert type(back) is rx.ProcessExitedWithError
-    assert (back.host, back.command, back.exit_code, back.output_tail) == (
-        "h1",
-        ["a", "b c"],
-        3,
-        "x",
-    )
-    assert back.details == {"pid": 5}
-    assert str(back) == str(err)
-    assert "[h1]" in str(err) and "'b c'" in str(err)
 
 
 def test_connect_all_refuses_bad_input_before_connecting(lab, master: rx.Master) -> None:
