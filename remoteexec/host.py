@@ -67,14 +67,13 @@ class RunResult:
         return self.returncode == 0
 
 
+#: The types mitogen's unpickler on the target accepts, with list, tuple and dict.
 _PLAIN = (type(None), bool, int, float, str, bytes)
-
-
 #: mitogen's own str/bytes wrappers (masked in logs) unpickle fine too.
 _WRAPPERS = (mitogen.core.Secret, mitogen.core.Blob)
 
 
-def _check_plain(value: Any, where: str) -> None:
+def check_plain(value: Any, where: str) -> None:
     """Only plain types unpickle on the target: mitogen's unpickler there
     refuses anything else (a set, a Path, a custom class) with an error that
     names neither the call nor the argument. Fail here, by name."""
@@ -82,12 +81,12 @@ def _check_plain(value: Any, where: str) -> None:
         return
     if type(value) in (list, tuple):
         for item in value:
-            _check_plain(item, where)
+            check_plain(item, where)
         return
     if type(value) is dict:
         for key, item in value.items():
-            _check_plain(key, where)
-            _check_plain(item, "%s.%s" % (where, key))
+            check_plain(key, where)
+            check_plain(item, "%s.%s" % (where, key))
         return
     shown = arguments.bounded(repr(value), 100)
     raise TypeError(
@@ -96,7 +95,10 @@ def _check_plain(value: Any, where: str) -> None:
     )
 
 
-def _parse_call_error(exc: mitogen.core.CallError) -> Dict[str, str]:
+def call_error_details(exc: mitogen.core.CallError) -> Dict[str, str]:
+    """The remote type name, message and (last 4000 characters of the)
+    traceback in a mitogen CallError, whose text is
+    ``"module.Type: message\\n<traceback>"``: mitogen sends no type."""
     text = str(exc)
     head, _, tb = text.partition("\n")
     qualname, _, message = head.partition(": ")
@@ -220,20 +222,23 @@ class Host:
         """Cut the connection without talking to the host (it may be gone).
 
         Never blocks: for a host found lost, and for one whose setup failed.
+        The context, cut off, ends the run by itself (as on a dead master).
         """
-
-        def disconnect() -> None:
-            with contextlib.suppress(Exception):
-                self.context.router.disconnect(self.context)
-
         # A stalled ssh client may sit out ServerAlive* for a minute: end it
         # (it is our own child) so its stream closes now.
         pid = self.transport_pid if self.connector.kill_transport_on_drop else None
         if pid and getattr(self.context, "via", None) is None:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-        # router.disconnect() waits for the broker; never block the caller on it.
-        threading.Thread(target=disconnect, name="remoteexec-drop", daemon=True).start()
+        # Not router.disconnect(context): mitogen 0.3 looks the stream up by
+        # the Context object there, finds none and does nothing. Only a
+        # directly connected context's own stream is cut; a hopped context is
+        # routed over its parent's stream, which other hosts still use.
+        router = self.context.router
+        with contextlib.suppress(Exception):
+            stream = router.stream_by_id(self.context.context_id)
+            if stream is not None and stream.protocol.remote_id == self.context.context_id:
+                router.disconnect_stream(stream)  # deferred to the broker: never blocks
 
     def close(self) -> None:
         """Stop every process started here and close the context.
@@ -270,7 +275,7 @@ class Host:
         try:
             return self._wait(recv, timeout, what).unpickle()
         except mitogen.core.CallError as e:
-            details: Dict[str, Any] = dict(_parse_call_error(e))
+            details: Dict[str, Any] = dict(call_error_details(e))
             raise RemoteCallError(
                 "%s raised %s: %s" % (what, details["type_name"], details["remote_message"]),
                 host=self.name,
@@ -353,7 +358,7 @@ class Host:
         """
         arguments.seconds("reply_timeout", reply_timeout, allow_none=True)
         self.ensure_open()
-        _check_plain(kwargs, method)
+        check_plain(kwargs, method)
         recv = self.context.call_service_async(SUPERVISOR, method, **kwargs)
         result = self._get(recv, reply_timeout, method)
         if isinstance(result, dict) and result.get("ok") is False:
@@ -372,7 +377,7 @@ class Host:
         if self.lost or self._closed:
             return False
         try:
-            _check_plain(kwargs, method)
+            check_plain(kwargs, method)
             call = (SUPERVISOR, method, mitogen.core.Kwargs(kwargs))
             msg = mitogen.core.Message.pickled(call, handle=mitogen.core.CALL_SERVICE)
             if threading.current_thread().name == BROKER_THREAD:

@@ -33,8 +33,10 @@ def test_connect_all_three_hosts(lab, master: rx.Master) -> None:
         r = host.run(["ip", "-o", "-4", "addr"], check=True)
         assert lab_host.address in r.stdout, "each context runs inside its own namespace"
         assert host.info["psutil"] is False, "Debian's python has no psutil: /proc fallback"
-    # Cached: the same target gives the same Host.
+    # Cached: the same target gives the same Host, with its scheme spelled out too.
     assert master.connect(lab.targets[0], **connect_options(lab)) is hosts[0]
+    assert master.connect("ssh://" + lab.targets[0], **connect_options(lab)) is hosts[0]
+    assert all(h.kind == "ssh" and not h.is_local for h in hosts)
     assert elapsed < CONNECT_TIMEOUT + ERROR_MARGIN, elapsed
 
 

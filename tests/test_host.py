@@ -1,13 +1,22 @@
-"""Host: how the master waits for replies from a context."""
+"""Host on real local contexts: how the master waits for replies, how a host
+is opened through its connector, closed and dropped. (The parts that need no
+context: tests/unit/test_host.py.)"""
 
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 from typing import Any, List, Tuple
 
 import mitogen.core
+import pytest
+from conftest import wait_until
+from helpers import oracle
 
 import remoteexec as rx
+from remoteexec import connectors
+from remoteexec.connectors import LocalConnector, register
 
 
 def test_waits_never_sleep_in_a_latch_with_a_timeout(master: rx.Master) -> None:
@@ -36,3 +45,60 @@ def test_waits_never_sleep_in_a_latch_with_a_timeout(master: rx.Master) -> None:
     assert seen, "the calls were awaited through the latch"
     timed = [(timeout, block) for timeout, block in seen if block and timeout is not None]
     assert not timed, "blocking Latch.get with a timeout: %r" % timed
+
+
+# -- how hosts are opened, found and let go of ---------------------------------
+
+
+def test_a_local_host_says_so(master: rx.Master) -> None:
+    host = master.local()
+    assert host.is_local and host.kind == "local"
+    assert isinstance(host.connector, LocalConnector)
+    assert host.connector.name == host.name == "local"
+
+
+def test_the_connector_is_chosen_by_the_target_scheme(master: rx.Master) -> None:
+    """A connector module that registers a new scheme is all the master
+    needs: connect() opens through it, and caches by its key."""
+    kind = "test%s" % uuid.uuid4().hex[:8]
+
+    # What a module with "@register class Named(LocalConnector): kind = ..." does.
+    Named = register(type("Named", (LocalConnector,), {"kind": kind}))
+    host = master.connect("%s://box" % kind)
+    assert type(host.connector) is Named and host.kind == kind and host.name == "box"
+    assert host.is_local
+    assert host.run(["echo", "hi"]).stdout == "hi\n"
+    assert master.connect("%s://box" % kind) is host
+    assert master.open(Named.from_target("box")) is host
+    assert connectors.lookup("local") is LocalConnector, "the built-in scheme is untouched"
+    assert master.connect("%s://other" % kind) is not host
+
+
+def test_close_forgets_the_host_and_stops_its_heartbeat(master: rx.Master) -> None:
+    host = master.local(name="short-lived")
+    heartbeat = host.heartbeat
+    assert heartbeat is not None and heartbeat in master.heartbeats.members
+    assert host in master.hosts
+    host.close()
+    assert host.closed and heartbeat.stopped
+    assert host not in master.hosts
+    assert heartbeat not in master.heartbeats.members
+    with pytest.raises(rx.HostLost, match="host was closed"):
+        host.run(["true"])
+    again = master.local(name="short-lived")
+    assert again is not host and again.token != host.token
+    assert again.run(["true"]).ok
+
+
+def test_a_dropped_host_is_lost_at_once(master: rx.Master) -> None:
+    """drop() cuts the connection without a word to the context, which
+    then ends the run by itself; calls raise HostLost, they do not wait."""
+    host = master.local(name="dropped")
+    pid = host.info["pid"]
+    host.drop()
+    assert wait_until(lambda: host.lost is not None, 10), "never declared lost"
+    started = time.monotonic()
+    with pytest.raises(rx.HostLost):
+        host.run(["true"])
+    assert time.monotonic() - started < 2.0
+    assert wait_until(lambda: oracle.identity(pid) is None, 15), "the context lives on"

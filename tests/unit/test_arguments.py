@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import pathlib
-from typing import Any, Callable
+from typing import Any, Callable, List
 
 import pytest
 
@@ -97,13 +97,14 @@ def test_environment() -> None:
     with pytest.raises(ValueError, match="contains a NUL byte"):
         arguments.environment("env", {"A": "x\0y"})
     with pytest.raises(TypeError, match="must be a mapping"):
-        arguments.environment("env", [("A", "1")])
+        arguments.environment("env", [("A", "1")])  # type: ignore[arg-type]
 
 
 def test_command() -> None:
     assert arguments.command("echo hi") == "echo hi"
     assert arguments.command(("echo", pathlib.Path("/x"), 3)) == ["echo", "/x", "3"]
-    for empty in ("", "  ", [], ()):
+    empties: List[Any] = ["", "  ", [], ()]
+    for empty in empties:
         with pytest.raises(ValueError, match="command is empty"):
             arguments.command(empty)
     with pytest.raises(TypeError, match=r"command\[1\] must be a str, got bool"):

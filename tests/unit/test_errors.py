@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import pickle
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Type
 
 import pytest
 
@@ -17,7 +17,7 @@ from remoteexec.target import protocol
 TEXT_BOUND = 8000
 
 
-def _error_classes() -> List[type]:
+def _error_classes() -> List[Type[errors.RemoteExecError]]:
     return [
         cls
         for _name, cls in inspect.getmembers(errors, inspect.isclass)
@@ -65,7 +65,7 @@ def test_every_error_class_is_covered() -> None:
 
 
 @pytest.mark.parametrize("cls", _error_classes(), ids=lambda cls: cls.__name__)
-def test_pickle_round_trip_keeps_every_attribute(cls: type) -> None:
+def test_pickle_round_trip_keeps_every_attribute(cls: Type[errors.RemoteExecError]) -> None:
     failures = [
         errors.HostUnreachable("connection timed out", host="10.0.0.1", timeout=5.0),
         errors.AuthenticationFailed("permission denied (publickey)", host="10.0.0.2"),
@@ -125,7 +125,9 @@ def test_errors_pickle_round_trip() -> None:
 
 
 @pytest.mark.parametrize("cls", _error_classes(), ids=lambda c: c.__name__)
-def test_every_error_text_is_bounded_and_keeps_full_attributes(cls: type) -> None:
+def test_every_error_text_is_bounded_and_keeps_full_attributes(
+    cls: Type[errors.RemoteExecError],
+) -> None:
     big = "x" * (1 << 20)
     err = cls(
         "failed " + big,
@@ -140,7 +142,7 @@ def test_every_error_text_is_bounded_and_keeps_full_attributes(cls: type) -> Non
     assert "characters elided" in text
     assert text.startswith("[h1] failed xxx") and "last line" in text
     assert "tail-arg" in text, "both ends of the command are kept"
-    assert len(err.command_text) < TEXT_BOUND
+    assert err.command_text is not None and len(err.command_text) < TEXT_BOUND
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is cls and str(back) == text
     assert back.command == ["prog", big, "tail-arg"]
