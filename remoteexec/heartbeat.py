@@ -97,7 +97,9 @@ class HeartbeatMonitor:
     :param interval: seconds between beats.
     """
 
-    def __init__(self, timeout: float, interval: float, *, name: str = "remoteexec-heartbeat"):
+    def __init__(
+        self, timeout: float, interval: float, *, name: str = "remoteexec-heartbeat"
+    ) -> None:
         self.timeout = timeout
         self.interval = interval
         self._members: List[Beating] = []
