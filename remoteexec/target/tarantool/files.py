@@ -4,7 +4,7 @@ import contextlib
 import os
 from typing import Any, Dict, Tuple
 
-__all__ = ["read_file", "read_tail", "write_private"]
+__all__ = ["read_file", "read_tail", "tail_lines", "write_private"]
 
 
 def read_tail(path: str, max_bytes: int) -> Tuple[bytes, int]:
@@ -34,3 +34,16 @@ def read_file(path: str, max_bytes: int = 16 << 20) -> Dict[str, Any]:
     except FileNotFoundError:
         return {"ok": True, "data": None, "size": 0}
     return {"ok": True, "data": data, "size": size}
+
+
+def tail_lines(path: str, lines: int = 50, max_bytes: int = 256 << 10) -> str:
+    """The last ``lines`` lines of the file at ``path`` (from its last ``max_bytes``); "" if
+    it cannot be read."""
+    try:
+        data, size = read_tail(path, max_bytes)
+    except OSError:
+        return ""
+    rows = data.decode("utf-8", "replace").splitlines()
+    if size > max_bytes and rows:
+        rows = rows[1:]  # the first one is cut
+    return "\n".join(rows[-lines:]) if lines > 0 else ""
