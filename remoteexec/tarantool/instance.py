@@ -635,9 +635,11 @@ class TarantoolInstance:
     # -- calls -------------------------------------------------------------
 
     def _bound(self, timeout: Optional[float]) -> float:
+        """The call's bound; a bad one is refused before the "not started" check."""
+        wait = self.timeout if timeout is None else bound_seconds("timeout", timeout)
         if self._process is None:
             raise TarantoolError("%s: not started" % self.name, host=self.on.name)
-        return self.timeout if timeout is None else bound_seconds("timeout", timeout)
+        return wait
 
     def eval(self, lua: str, *args: Any, timeout: Optional[float] = None) -> Any:
         """Run Lua source inside the instance (on the target); ``args`` arrive as ``...``.
