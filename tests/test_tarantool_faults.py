@@ -132,7 +132,7 @@ def cut_from_peers(lab: Any, lost: int) -> None:
 
 def links_down(rs: ReplicaSet, lost: TarantoolInstance) -> bool:
     """Every other member sees its links to ``lost`` broken both ways."""
-    rows = [r for r in rs.status() if r["member"] != lost.name]
+    rows = [r for r in rs.status()["members"] if r["member"] != lost.name]
     return all(
         r["upstream"].get(lost.name, {}).get("status") != "follow"
         and r["downstream"].get(lost.name, {}).get("status") != "follow"
@@ -145,7 +145,7 @@ def links_down(rs: ReplicaSet, lost: TarantoolInstance) -> bool:
 
 @pytest.mark.lab
 @pytest.mark.parametrize(
-    "lost, when",
+    ("lost", "when"),
     [(0, "early"), (2, "early"), (0, "spawned"), (2, "spawned")],
     ids=["leader-50ms", "replica-50ms", "leader-spawned", "replica-spawned"],
 )
@@ -190,7 +190,9 @@ def test_start_aborts_when_a_members_host_is_lost(
 
 
 @pytest.fixture
-def running(lab: Any, fault_master: rx.Master, fault_hosts: List[rx.Host]) -> ReplicaSet:
+def running(request: pytest.FixtureRequest, fault_hosts: List[rx.Host]) -> ReplicaSet:
+    request.getfixturevalue("lab")
+    request.getfixturevalue("fault_master")
     rs = make_set(fault_hosts)
     rs.start()
     rs.leader.eval(SCHEMA)
@@ -230,7 +232,7 @@ def test_switchover_aborts_when_a_members_host_is_lost(
     old, new, lost = rs.members
     cut_from_peers(lab, 2)
     # The new roles can never reach full mesh with `lost`: the final wait blocks.
-    assert wait_until(lambda: links_down(rs, lost), 5), rs.status()
+    assert wait_until(lambda: links_down(rs, lost), 5), rs.status()["members"]
     error, took = lost_during(lab, 2, lambda: rs.switchover(new))
     print("\nswitchover, host lost: %.2f s" % took)
     check_lost(error, lost, took)
@@ -264,7 +266,7 @@ def test_resume_aborts_when_a_peers_host_is_lost(
     leader, resumed, lost = rs.members
     cut_from_peers(lab, 2)
     # Paused once it saw its links to `lost` break: resumed, it waits for them.
-    assert wait_until(lambda: links_down(rs, lost), 5), rs.status()
+    assert wait_until(lambda: links_down(rs, lost), 5), rs.status()["members"]
     rs.pause(resumed)
     error, took = lost_during(lab, 2, lambda: rs.resume(resumed), delay=0.05)
     print("\nresume, a peer's host lost: %.2f s" % took)
@@ -277,12 +279,12 @@ def test_resume_aborts_when_a_peers_host_is_lost(
 
 
 @pytest.mark.parametrize(
-    "make_dir, cause",
+    ("make_dir", "cause"),
     [
         (lambda tmp: str(tmp / "a-file"), "is not a directory"),
         (lambda tmp: str(tmp / "a-file" / "below"), "cannot create work_dir"),
         # Even root cannot create files in sysfs: a directory that is not writable.
-        (lambda tmp: "/sys", "is not writable"),
+        (lambda _tmp: "/sys", "is not writable"),
     ],
     ids=["file", "under-a-file", "not-writable"],
 )
@@ -314,7 +316,7 @@ BAD_TIMES = [
 ]
 
 
-@pytest.mark.parametrize("value, kind, words", BAD_TIMES)
+@pytest.mark.parametrize(("value", "kind", "words"), BAD_TIMES)
 def test_times_are_checked_before_anything_starts(value: Any, kind: type, words: str) -> None:
     # No host is made (on=None would start a local context only when used).
     with pytest.raises(kind, match="timeout.*%s" % words):

@@ -36,14 +36,12 @@ from remoteexec.tarantool.config import (
     render_init_lua,
 )
 from remoteexec.tarantool.lua import LuaExpr, call_source, lua_string, to_lua
+from remoteexec.tarantool.scripts import box_status_lua
 from remoteexec.target import tarantool as tt
 
-TARGET_MODULE = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    "remoteexec",
-    "target",
-    "tarantool.py",
-)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The box status Lua the master sends with every box_status call.
+BOX_STATUS = box_status_lua()
 
 
 #: Time asserts compare against the bound a call is configured with, plus this
@@ -277,7 +275,7 @@ def test_call_source() -> None:
     assert call_source("math.max") == "return math.max(...)"
     assert 'obj["select"](obj, ...)' in call_source("box.space.test:select")
     for bad in ("os.execute('x')", "a:b:c", "end.x", "", "a..b"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="function name"):
             call_source(bad)
 
 
@@ -290,7 +288,7 @@ def test_parse_version_and_features() -> None:
     assert parse_version("Tarantool 3.1.0-entrypoint-83-gcb0264c3c") == (3, 1, 0)
     assert parse_version("Tarantool Enterprise 2.11.2-0-g1a2b3c-r609\n") == (2, 11, 2)
     assert parse_version("banner\nTarantool 1.10.15-0-g1234") == (1, 10, 15)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no Tarantool version"):
         parse_version("tt 2.0.0")
 
     old = Features.for_version((2, 6, 0))
@@ -332,7 +330,7 @@ def test_tarantool_version_is_bounded_when_a_child_holds_its_output(tmp_path: An
     started = time.monotonic()
     result = tt.tarantool_version(str(fake), timeout=1)
     took = time.monotonic() - started
-    assert result["kind"] == "timeout", result
+    assert result["error"]["kind"] == "timeout", result
     assert took < 1 + LOAD_MARGIN, took
     children = [int(p) for p in pids.read_text().split()]
     assert len(children) == 2
@@ -395,14 +393,17 @@ def test_render_init_lua_keeps_secrets_out(tmp_path: Any) -> None:
 
 
 def test_target_module_is_stdlib_only() -> None:
-    """Load the module on Debian's python, as a target would, and use it there."""
+    """Import the target package on Debian's python, as a target would (without the
+    master side's remoteexec/__init__), and use it there."""
     python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
     code = (
-        "import importlib.util, json, sys\n"
-        f"spec = importlib.util.spec_from_file_location('t', {TARGET_MODULE!r})\n"
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
-        "bad = sorted(n for n in sys.modules\n"
-        "             if n.startswith(('remoteexec', 'mitogen', 'psutil')))\n"
+        "import json, sys, types\n"
+        "pkg = types.ModuleType('remoteexec')\n"
+        f"pkg.__path__ = [{os.path.join(REPO, 'remoteexec')!r}]\n"
+        "sys.modules['remoteexec'] = pkg\n"
+        "import remoteexec.target.tarantool as m\n"
+        "bad = sorted(n for n in sys.modules if n.startswith(('mitogen', 'psutil'))\n"
+        "             or n.startswith('remoteexec.') and not n.startswith('remoteexec.target'))\n"
         "found = m.tarantool_version('tarantool')\n"
         "print(json.dumps([bad, found, m.tarantool_version('/no/tt')]))\n"
     )
@@ -412,7 +413,7 @@ def test_target_module_is_stdlib_only() -> None:
     assert bad == []
     if TARANTOOL:
         assert found["ok"] and found["version"][:2] >= [1, 10], found
-    assert missing["ok"] is False and missing["kind"] == "missing"
+    assert missing["ok"] is False and missing["error"]["kind"] == "missing"
     assert missing["error"]["type"] == "CommandNotFound"
     assert "/no/tt" in missing["error"]["message"]
 
@@ -449,7 +450,7 @@ def test_log_lines_filters(tmp_path: Any) -> None:
 
 def test_probe_connect_error(tmp_path: Any) -> None:
     reply = tt.probe(str(tmp_path / "nobody.sock"), "return 1")
-    assert reply["ok"] is False and reply["kind"] == "connect"
+    assert reply["ok"] is False and reply["error"]["kind"] == "connect"
     assert reply["error"]["type"] == "TarantoolError"
     assert reply["error"]["socket"].endswith("nobody.sock")
 
@@ -617,7 +618,7 @@ def test_single_instance(instances: Any, version: tuple) -> None:
 
     # Errors come back with Tarantool's message.
     err = one.probe("error('boom')")
-    assert err["ok"] is False and err["kind"] == "lua"
+    assert err["ok"] is False and err["error"]["kind"] == "lua"
     assert err["error"]["message"] == "probe:1: boom"
     assert "probe:1" in err["error"]["traceback"] and "xpcall" not in err["error"]["traceback"]
     err = one.probe("box.space.test:insert{1, 'again'}")
@@ -625,20 +626,20 @@ def test_single_instance(instances: Any, version: tuple) -> None:
         err["error"]["error_type"] == "ClientError" and "Duplicate key" in err["error"]["message"]
     )
     err = one.probe("return (")
-    assert err["kind"] == "lua" and "unexpected symbol" in err["error"]["message"]
+    assert err["error"]["kind"] == "lua" and "unexpected symbol" in err["error"]["message"]
     err = one.probe("local t = {} t.t = t return t")
-    assert err["kind"] == "lua" and "circular" in err["error"]["message"]
+    assert err["error"]["kind"] == "lua" and "circular" in err["error"]["message"]
     started = time.monotonic()
     err = one.probe("require('fiber').sleep(5)", timeout=0.2)
-    assert err["kind"] == "timeout" and time.monotonic() - started < 0.2 + LOAD_MARGIN
+    assert err["error"]["kind"] == "timeout" and time.monotonic() - started < 0.2 + LOAD_MARGIN
     # Bytecode is refused: the probe runs source only.
     err = one.probe("return load(string.dump(function() return 1 end), 'x', 't')")
     assert err["ok"] and err["result"][0] is None
     err = one.probe("\x1bLJ\x02")
-    assert err["kind"] == "lua"
+    assert err["error"]["kind"] == "lua"
 
     # box.info as plain data; port 0 is resolved to the real port.
-    status = tt.box_status(one.probe_socket)
+    status = tt.box_status(one.probe_socket, BOX_STATUS)
     assert status["ok"] and status["configured"] and status["status"] == "running"
     assert status["ro"] is False and status["id"] == 1 and status["pid"] == one.proc.pid
     assert status["vclock"] == {1: status["lsn"]} and status["lsn"] >= 2
@@ -653,7 +654,7 @@ def test_single_instance(instances: Any, version: tuple) -> None:
     one.proc.send_signal(signal.SIGTERM)
     assert one.proc.wait(10) == 0
     assert not os.path.exists(one.probe_socket)
-    assert tt.probe(one.probe_socket, "return 1")["kind"] == "connect"
+    assert tt.probe(one.probe_socket, "return 1")["error"]["kind"] == "connect"
 
 
 def test_bad_box_cfg_key_fails_fast_with_tarantools_message(instances: Any, version: tuple) -> None:
@@ -690,9 +691,11 @@ def test_probe_answers_while_box_cfg_hangs(instances: Any, version: tuple) -> No
     )
     lonely.render(box_cfg=cfg, replication_user="guest")
     lonely.spawn()
-    status = wait_for(lambda: tt.box_status(lonely.probe_socket, 1.0).get("status") == "loading", 3)
-    assert status, tt.box_status(lonely.probe_socket)
-    status = tt.box_status(lonely.probe_socket)
+    status = wait_for(
+        lambda: tt.box_status(lonely.probe_socket, BOX_STATUS, 1.0).get("status") == "loading", 3
+    )
+    assert status, tt.box_status(lonely.probe_socket, BOX_STATUS)
+    status = tt.box_status(lonely.probe_socket, BOX_STATUS)
     assert status["configured"] and status["id"] is None and status["pid"] == lonely.proc.pid
     lonely.notify.poll(0.05)
     assert lonely.notify.state == "loading" and not lonely.notify.ready
@@ -758,7 +761,7 @@ def test_replica_set_full_mesh(instances: Any, version: tuple) -> None:
     ready = [member.wait_ready(10) for member in members]
 
     def full_mesh() -> Optional[List[dict]]:
-        statuses = [tt.box_status(m.probe_socket, 1.0) for m in members]
+        statuses = [tt.box_status(m.probe_socket, BOX_STATUS, 1.0) for m in members]
         for st in statuses:
             if not st.get("ok") or st["status"] != "running":
                 return None
@@ -779,7 +782,7 @@ def test_replica_set_full_mesh(instances: Any, version: tuple) -> None:
         + ", ".join(f"{r * 1000:.0f}" for r in ready)
         + f" ms; full mesh (all upstreams and downstreams 'follow') at {mesh_after * 1000:.0f} ms"
     )
-    assert statuses, [tt.box_status(m.probe_socket) for m in members]
+    assert statuses, [tt.box_status(m.probe_socket, BOX_STATUS) for m in members]
     assert [st["ro"] for st in statuses] == [False, True, True]
     assert len({st["cluster_uuid"] for st in statuses}) == 1
     assert sorted(st["id"] for st in statuses) == [1, 2, 3]
@@ -792,7 +795,10 @@ def test_replica_set_full_mesh(instances: Any, version: tuple) -> None:
     leader_id = statuses[0]["id"]
     for replica in replicas:
         assert wait_for(
-            lambda r=replica: tt.box_status(r.probe_socket)["vclock"].get(leader_id, 0) >= target, 5
+            lambda r=replica: (
+                tt.box_status(r.probe_socket, BOX_STATUS)["vclock"].get(leader_id, 0) >= target
+            ),
+            5,
         )
         assert replica.eval("return box.space.t:get{1}") == [[1, "x"]]
         err = replica.probe("return box.space.t:insert{2}")
@@ -803,9 +809,9 @@ def test_replica_set_full_mesh(instances: Any, version: tuple) -> None:
         for path in (member.log, member.out):
             with open(path, "rb") as f:
                 assert password.encode() not in f.read()
-        assert password not in repr(tt.box_status(member.probe_socket))
+        assert password not in repr(tt.box_status(member.probe_socket, BOX_STATUS))
         assert member.eval("return os.getenv(...)", PASSWORD_ENV) == [None]
-    peers = tt.box_status(members[1].probe_socket)["replication"]
+    peers = tt.box_status(members[1].probe_socket, BOX_STATUS)["replication"]
     assert {p["upstream"]["peer"] for p in peers if "upstream" in p} == {
         f"repl@{u}" for u in uris if u != uris[1]
     }
@@ -867,11 +873,11 @@ def test_orphan_sends_ready_but_is_not_running(instances: Any, version: tuple) -
     states = [m for _, _, m in replica.notify.history]
     assert states[-3:] == ["STATUS=running", "STATUS=orphan", "READY=1"], states
     assert replica.notify.ready and not replica.notify.running
-    assert tt.box_status(replica.probe_socket)["status"] == "orphan"
+    assert tt.box_status(replica.probe_socket, BOX_STATUS)["status"] == "orphan"
 
     members[0].spawn()
     assert replica.notify.wait_ready(5)  # STATUS=running again once the peer is back
-    assert tt.box_status(replica.probe_socket)["status"] == "running"
+    assert tt.box_status(replica.probe_socket, BOX_STATUS)["status"] == "running"
 
 
 def test_wait_vclock_reports_last_vclock_and_last_error_apart(
@@ -886,7 +892,7 @@ def test_wait_vclock_reports_last_vclock_and_last_error_apart(
     timer = threading.Timer(0.3, os.kill, (one.proc.pid, signal.SIGSTOP))
     timer.start()
     try:
-        reply = tt.wait_vclock(one.probe_socket, {1: 10**9}, 1.0)
+        reply = tt.wait_vclock(one.probe_socket, {1: 10**9}, 1.0, BOX_STATUS)
     finally:
         timer.join()
         os.kill(one.proc.pid, signal.SIGCONT)
