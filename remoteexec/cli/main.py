@@ -21,7 +21,7 @@ RUN_USAGE = "remoteexec run [options] TARGET [options] -- COMMAND [ARG...]"
 def _seconds(text: str) -> float:
     """argparse type for ``--timeout``: a bad value is a usage error (exit 2)."""
     try:
-        return float(arguments.seconds("--timeout", float(text)))  # type: ignore[arg-type]
+        return arguments.seconds("--timeout", float(text))
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 

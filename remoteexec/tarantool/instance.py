@@ -274,7 +274,7 @@ class TarantoolInstance:
             facts = remote.host_facts(
                 self.on, path=self.tarantool, timeout=min(10.0, left), reply_timeout=left + SLACK
             )
-            if self.on.kind == "local" or not facts.get("address"):
+            if self.on.is_local or not facts.get("address"):
                 facts["address"] = "127.0.0.1"
             with _FACTS_LOCK:
                 _FACTS.setdefault(self.on, {})[self.tarantool] = facts
