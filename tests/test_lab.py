@@ -424,8 +424,8 @@ def test_failed_up_cleans_up():
     need_lab()
 
     class BrokenLab(Lab):
-        def _sshd_config(self, h):
-            return super()._sshd_config(h) + "NoSuchOption yes\n"
+        def sshd_config(self, h):
+            return super().sshd_config(h) + "NoSuchOption yes\n"
 
     lab = BrokenLab(hosts=2)
     with pytest.raises(LabError) as err:
