@@ -154,7 +154,7 @@ def lab():
         lab.down()
 
 
-@pytest.fixture()
+@pytest.fixture
 def healed(lab):
     yield lab
     lab.heal()
@@ -386,9 +386,9 @@ def test_allocation_conflicts(lab):
         Lab(hosts=1, subnet=lab.subnet).up()
     with pytest.raises(LabError, match="already exists"):
         Lab(hosts=1, name=lab.name).up()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"hosts must be an int in 1\.\.200, got 0"):
         Lab(hosts=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bad lab name 'bad name'"):
         Lab(name="bad name")
     with pytest.raises(LabError, match="not up"):
         _ = Lab(hosts=1).targets
