@@ -389,13 +389,12 @@ class Lab:
 
     def _create(self, state: State) -> None:
         t = time.monotonic()
-        base = state["base_dir"]
         self._make_dirs(state)
         workers = min(16, len(self.hosts) + 1)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rxlab") as pool:
             # Key generation does not depend on the network: start it first.
-            key = os.path.join(base, "id_ed25519")
-            client_key = pool.submit(sshd.keygen, "client key", key, f"remoteexec-lab-{self.name}")
+            comment = f"remoteexec-lab-{self.name}"
+            client_key = pool.submit(sshd.keygen, "client key", self.identity_file, comment)
             host_keys = [
                 pool.submit(sshd.keygen, f"host key {h.name}", h.host_key_file, h.hostname)
                 for h in self.hosts
