@@ -22,7 +22,6 @@ import math
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+# The benchmarks' loopback ports come from the lab, as the tests' do (re-exported).
+from remoteexec.lab import free_port as free_port  # noqa: E402 - needs the path above
+
 #: Debian's interpreter: present on this machine and on every lab host (they
 #: share the filesystem). Absolute, so no pyenv shim or PATH lookup is timed.
 PY = "/usr/bin/python3"
@@ -44,13 +46,6 @@ EXIT_OK, EXIT_MISSED, EXIT_SKIPPED, EXIT_FAILED = 0, 1, 2, 3
 def progress(text: str) -> None:
     """A progress line on stderr (stdout carries only the markdown)."""
     print("[bench] %s" % text, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def trivial(x: int) -> int:
@@ -195,12 +190,7 @@ def lab_report(title: str, needs: Sequence[str] = ()) -> Report:
 def connect_options(lab: Any) -> Dict[str, Any]:
     """``Master.connect``/``connect_all`` options for lab hosts: the lab's key and
     known_hosts (strict host key checking, as the tests connect), Debian's python."""
-    return {
-        "identity_file": lab.identity_file,
-        "known_hosts_file": lab.known_hosts_file,
-        "python": PY,
-        "connect_timeout": 10,
-    }
+    return lab.connect_options(python=PY, connect_timeout=10)
 
 
 @contextlib.contextmanager

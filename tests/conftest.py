@@ -16,16 +16,16 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import pytest
 from helpers import oracle
 
 import remoteexec as rx
+from remoteexec.lab import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "proc.py")
@@ -77,13 +77,10 @@ def lab() -> Iterator[object]:
         yield the_lab
 
 
-def connect_options(lab: object) -> dict:
-    return dict(
-        identity_file=lab.identity_file,
-        known_hosts_file=lab.known_hosts_file,
-        python=PY,
-        connect_timeout=5,
-    )
+def connect_options(lab: Any) -> Dict[str, Any]:
+    """How the tests connect to lab hosts: the lab's key and known_hosts (strict
+    host key checking), Debian's python, a 5 s connect timeout."""
+    return lab.connect_options(python=PY, connect_timeout=5)
 
 
 @pytest.fixture
@@ -125,9 +122,7 @@ class Place:
             # Each lab host is its own network namespace: ports never collide.
             Place._next = getattr(Place, "_next", 20000) + 1
             return Place._next
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
+        return free_port()
 
     def cmd(self, *args: object) -> List[str]:
         return [PY, HELPER, *[str(a) for a in args]]
@@ -214,11 +209,26 @@ def left_nothing(
     watched.discard(None)
     yield before
 
-    def still() -> List[int]:
+    def same_contexts() -> List[int]:
         # A context's pid counts only while it still names that context.
-        same = [pid for pid, start in contexts if oracle.identity(pid) == (pid, start)]
-        left = set(oracle.run_processes(run_id, same))
-        left |= {ident[0] for ident in watched if oracle.identity(ident[0]) == ident}
+        return [pid for pid, start in contexts if oracle.identity(pid) == (pid, start)]
+
+    assert_gone(run_id, same_contexts, watched, timeout)
+
+
+def assert_gone(
+    run_id: str,
+    contexts: Callable[[], List[int]],
+    watched: Iterable[Tuple[int, int]],
+    timeout: float,
+) -> None:
+    """Assert that within ``timeout`` no process of the run (seen from the pids
+    ``contexts()`` gives) and none of the ``watched`` (pid, start time) is alive."""
+    watched = list(watched)
+
+    def still() -> List[int]:
+        left = set(oracle.run_processes(run_id, contexts()))
+        left |= {pid for pid, start in watched if oracle.identity(pid) == (pid, start)}
         return sorted(left)
 
     assert wait_until(lambda: not still(), timeout, interval=0.02), "left behind: %s" % (
@@ -306,12 +316,4 @@ def seen_then_gone(
         at_least,
         run_id,
     )
-
-    def still() -> List[int]:
-        left = set(oracle.run_processes(run_id, contexts))
-        left |= {pid for pid, start in idents if oracle.identity(pid) == (pid, start)}
-        return sorted(left)
-
-    assert wait_until(lambda: not still(), timeout, interval=0.02), "left behind: %s" % (
-        oracle.describe(still())
-    )
+    assert_gone(run_id, lambda: contexts, idents, timeout)

@@ -154,7 +154,7 @@ def lab():
         lab.down()
 
 
-@pytest.fixture()
+@pytest.fixture
 def healed(lab):
     yield lab
     lab.heal()
@@ -386,9 +386,9 @@ def test_allocation_conflicts(lab):
         Lab(hosts=1, subnet=lab.subnet).up()
     with pytest.raises(LabError, match="already exists"):
         Lab(hosts=1, name=lab.name).up()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"hosts must be an int in 1\.\.200, got 0"):
         Lab(hosts=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bad lab name 'bad name'"):
         Lab(name="bad name")
     with pytest.raises(LabError, match="not up"):
         _ = Lab(hosts=1).targets
@@ -424,8 +424,8 @@ def test_failed_up_cleans_up():
     need_lab()
 
     class BrokenLab(Lab):
-        def _sshd_config(self, h):
-            return super()._sshd_config(h) + "NoSuchOption yes\n"
+        def sshd_config(self, h):
+            return super().sshd_config(h) + "NoSuchOption yes\n"
 
     lab = BrokenLab(hosts=2)
     with pytest.raises(LabError) as err:
@@ -439,6 +439,20 @@ def test_failed_up_cleans_up():
         "hosts": [{"netns": f"rxl-{lab.name}-{i}", "veth": f"rxv{lab.tag}{i}"} for i in (1, 2)],
     }
     assert _leftovers(state) == []
+
+
+def test_a_callers_base_dir_is_emptied_and_kept(tmp_path):
+    """An existing empty base_dir is the caller's: down() empties it, keeps it."""
+    need_lab()
+    base = tmp_path / "base"
+    base.mkdir()
+    with Lab(hosts=1, base_dir=str(base)) as lab:
+        assert lab.base_dir == str(base)
+        assert (base / "id_ed25519").exists() and (base / "h1" / "sshd_config").exists()
+    assert base.is_dir() and list(base.iterdir()) == []
+    (base / "something").write_text("x")
+    with pytest.raises(LabError, match="exists and is not empty"):
+        Lab(hosts=1, base_dir=str(base)).up()
 
 
 # --------------------------------------------------------------------------- stale labs
@@ -477,6 +491,22 @@ def test_crashed_lab_is_stale_and_removed(lab):
     finally:
         if os.path.exists(f"/run/remoteexec-lab/{name}.json"):
             Lab.attach(name).down()
+
+
+def test_unrecorded_leftovers_are_stale_and_removed():
+    """A lab whose record is lost is still found, by its names, and removed."""
+    need_lab()
+    lost = Lab(hosts=1).up()
+    info = lost.to_dict()
+    try:
+        os.unlink(f"/run/remoteexec-lab/{lost.name}.json")
+        stale = Lab.stale()
+        assert lost.name in stale and lost.bridge in stale, stale
+        removed = Lab.down_stale()
+        assert lost.name in removed and lost.bridge in removed, removed
+        assert _leftovers(info) == []
+    finally:
+        lost.down()
 
 
 def test_cli_up_status_down(lab):

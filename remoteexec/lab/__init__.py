@@ -40,16 +40,30 @@ namespaces, ``rxb*``/``rxv*`` links); :meth:`Lab.down_stale` removes those, and 
 Needs root, iproute2, openssh-server (``/usr/sbin/sshd``), ``ssh-keygen`` and, for
 partitions, nftables.  :meth:`Lab.available` says whether this machine qualifies.
 Only the standard library is used, plus those commands.
+
+Modules, one job each: ``lab`` (the :class:`Lab` class, tying the rest together),
+``hosts`` (:class:`LabHost` and the plan of a lab's hosts), ``naming`` (names and
+places a lab takes), ``subnets`` (subnet allocation), ``registry`` (the machine-wide
+records, under a flock), ``network`` (namespaces, bridge, veths, /etc/netns),
+``sshd`` (keys, config, launch), ``partitions`` (nftables cuts), ``teardown``,
+``ownership`` (teardown at exit), ``machine`` (status and stale labs of the whole
+machine), ``requirements``, ``commands`` (bounded subprocess calls), ``processes``
+(pid liveness and killing) and ``errors`` (:class:`LabError`).
+
+:func:`free_port` and :meth:`Lab.connect_options` are what tests, benchmarks and
+scripts share to run services next to lab hosts and to connect to them.
 """
 
 from __future__ import annotations
 
 from typing import List, Optional
 
-from ._lab import MASTER, Lab, LabHost
-from ._netns import LabError
+from .errors import LabError
+from .hosts import LabHost
+from .lab import MASTER, Lab
+from .network import free_port
 
-__all__ = ["MASTER", "Lab", "LabError", "LabHost", "cli"]
+__all__ = ["MASTER", "Lab", "LabError", "LabHost", "cli", "free_port"]
 
 
 def cli(argv: Optional[List[str]] = None) -> int:

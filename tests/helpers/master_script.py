@@ -7,7 +7,6 @@ Prints 'READY {json}' once everything runs, then sleeps (at most 5 min).
 
 import json
 import os
-import socket
 import sys
 import threading
 import time
@@ -15,15 +14,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import remoteexec as rx
+from remoteexec.lab import free_port
 
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "proc.py")
 PY = "/usr/bin/python3"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main():

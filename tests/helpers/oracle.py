@@ -41,12 +41,19 @@ class Stat:
         return self.state not in ("Z", "X")
 
 
+def proc_file(pid: int, name: str) -> Optional[bytes]:
+    """The bytes of /proc/PID/NAME, or None when the process is gone."""
+    try:
+        with open("/proc/%d/%s" % (pid, name), "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def stat(pid: int) -> Optional[Stat]:
     """/proc/PID/stat parsed, or None when the process is gone."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            data = f.read()
-    except OSError:
+    data = proc_file(pid, "stat")
+    if data is None:
         return None
     # The command name may hold spaces and parentheses: split after the last ')'.
     fields = data[data.rfind(b")") + 2 :].split()
@@ -66,10 +73,8 @@ def table() -> Dict[int, Stat]:
 
 def marker(pid: int) -> Optional[str]:
     """The value of REMOTEEXEC_RUN in the environment of ``pid``, or None."""
-    try:
-        with open("/proc/%d/environ" % pid, "rb") as f:
-            data = f.read()
-    except OSError:
+    data = proc_file(pid, "environ")
+    if data is None:
         return None
     for item in data.split(b"\0"):
         key, sep, value = item.partition(b"=")
@@ -128,11 +133,8 @@ def describe(pids: Iterable[int]) -> str:
     """'pid (cmdline)' for each pid, for assertion messages."""
     out = []
     for pid in pids:
-        try:
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-        except OSError:
-            cmd = ""
+        raw = proc_file(pid, "cmdline") or b""
+        cmd = raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
         cmd = cmd or ("gone" if stat(pid) is None else "zombie")
         out.append("%d (%s)" % (pid, cmd[:120]))
     return ", ".join(out) or "none"

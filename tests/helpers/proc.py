@@ -144,79 +144,124 @@ def count_signals(directory, signum):
     os._exit(0)
 
 
-def main(argv):
-    mode = argv[1]
-    if mode == "after":  # after DELAY MODE [ARGS]: MODE, started DELAY seconds late
-        time.sleep(float(argv[2]))
-        main(argv[:1] + argv[3:])
-    elif mode == "http-late":  # http-late ADDR PORT DELAY
-        serve_http_late(argv[2], int(argv[3]), float(argv[4]))
-    elif mode == "http":  # http ADDR PORT [CHATTY_BYTES]
-        chatty = int(argv[4]) if len(argv) > 4 else 0
-        if chatty:
-            line = "x" * 99 + "\n"
-            for _ in range(chatty // 100):
-                sys.stdout.write(line)
-            sys.stdout.flush()
-        print("serving", flush=True)
-        serve_http(argv[2], int(argv[3]))
-    elif mode == "unix":  # unix PATH
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(argv[2])
-        sock.listen(4)
-        time.sleep(LIFETIME)
-    elif mode == "pidfile":  # pidfile PATH DELAY
-        time.sleep(float(argv[3]))
-        with open(argv[2], "w") as f:
-            f.write(str(os.getpid()))
-        time.sleep(LIFETIME)
-    elif mode == "banner":  # banner TEXT DELAY
-        print("starting up", flush=True)
-        time.sleep(float(argv[3]))
-        print(argv[2], flush=True)
-        time.sleep(LIFETIME)
-    elif mode == "daemon":  # daemon ADDR PORT: double fork, parent exits 0
-        if os.fork():
+def mode_after(argv):
+    """after DELAY MODE [ARGS]: MODE, started DELAY seconds late."""
+    time.sleep(float(argv[0]))
+    run(argv[1:])
+
+
+def mode_http(argv):
+    """http ADDR PORT [CHATTY_BYTES]: print CHATTY_BYTES of output, then serve."""
+    chatty = int(argv[2]) if len(argv) > 2 else 0
+    if chatty:
+        line = "x" * 99 + "\n"
+        for _ in range(chatty // 100):
+            sys.stdout.write(line)
+        sys.stdout.flush()
+    print("serving", flush=True)
+    serve_http(argv[0], int(argv[1]))
+
+
+def mode_unix(argv):
+    """unix PATH: listen on a Unix socket."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(argv[0])
+    sock.listen(4)
+    time.sleep(LIFETIME)
+
+
+def mode_pidfile(argv):
+    """pidfile PATH DELAY: write our pid to PATH after DELAY seconds."""
+    time.sleep(float(argv[1]))
+    with open(argv[0], "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(LIFETIME)
+
+
+def mode_banner(argv):
+    """banner TEXT DELAY: print TEXT after DELAY seconds."""
+    print("starting up", flush=True)
+    time.sleep(float(argv[1]))
+    print(argv[0], flush=True)
+    time.sleep(LIFETIME)
+
+
+def mode_daemon(argv):
+    """daemon ADDR PORT: double fork, parent exits 0, the grandchild listens."""
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    sock = listen_tcp(argv[0], int(argv[1]))
+    deadline = time.time() + LIFETIME
+    sock.settimeout(1)
+    while time.time() < deadline:
+        with contextlib.suppress(OSError):
+            sock.accept()[0].close()
+
+
+def mode_stubborn(argv):
+    """stubborn ADDR PORT: listen and ignore SIGTERM."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sock = listen_tcp(argv[0], int(argv[1]))
+    print("stubborn ready", flush=True)
+    time.sleep(LIFETIME)
+    sock.close()
+
+
+def mode_exit(argv):
+    """exit CODE MESSAGE: print MESSAGE, exit with CODE."""
+    print(argv[1], flush=True)
+    sys.exit(int(argv[0]))
+
+
+def mode_children(argv):
+    """children N: a tree of sleepers."""
+    for _ in range(int(argv[0])):
+        if os.fork() == 0:
+            time.sleep(LIFETIME)
             os._exit(0)
-        os.setsid()
-        if os.fork():
-            os._exit(0)
-        sock = listen_tcp(argv[2], int(argv[3]))
-        deadline = time.time() + LIFETIME
-        sock.settimeout(1)
-        while time.time() < deadline:
-            with contextlib.suppress(OSError):
-                sock.accept()[0].close()
-    elif mode == "stubborn":  # stubborn ADDR PORT: ignores SIGTERM
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        sock = listen_tcp(argv[2], int(argv[3]))
-        print("stubborn ready", flush=True)
-        time.sleep(LIFETIME)
-        sock.close()
-    elif mode == "exit":  # exit CODE MESSAGE
-        print(argv[3], flush=True)
-        sys.exit(int(argv[2]))
-    elif mode == "children":  # children N: a tree of sleepers
-        for _ in range(int(argv[2])):
-            if os.fork() == 0:
-                time.sleep(LIFETIME)
-                os._exit(0)
-        print("tree ready", flush=True)
-        time.sleep(LIFETIME)
-    elif mode == "http-count":  # http-count ADDR PORT N: 503 until the Nth request of a path
-        serve_counting(argv[2], int(argv[3]), int(argv[4]))
-    elif mode == "hang":  # hang ADDR PORT: accept, never answer
-        hang(argv[2], int(argv[3]))
-    elif mode == "sigcount":  # sigcount DIR SIGNUM: count signals per process, see count_signals
-        count_signals(argv[2], int(argv[3]))
-    elif mode == "lines":  # lines N: print 'line 1'..'line N', then wait
-        for i in range(1, int(argv[2]) + 1):
-            print("line %d" % i)
-        print("lines done", flush=True)
-        time.sleep(LIFETIME)
-    else:
-        sys.exit("unknown mode %s" % mode)
+    print("tree ready", flush=True)
+    time.sleep(LIFETIME)
+
+
+def mode_lines(argv):
+    """lines N: print 'line 1'..'line N', then wait."""
+    for i in range(1, int(argv[0]) + 1):
+        print("line %d" % i)
+    print("lines done", flush=True)
+    time.sleep(LIFETIME)
+
+
+#: MODE -> what runs it, given the arguments after MODE.
+MODES = {
+    "after": mode_after,
+    "http-late": lambda a: serve_http_late(a[0], int(a[1]), float(a[2])),  # ADDR PORT DELAY
+    "http": mode_http,
+    "unix": mode_unix,
+    "pidfile": mode_pidfile,
+    "banner": mode_banner,
+    "daemon": mode_daemon,
+    "stubborn": mode_stubborn,
+    "exit": mode_exit,
+    "children": mode_children,
+    # http-count ADDR PORT N: 503 until the Nth request of a path
+    "http-count": lambda a: serve_counting(a[0], int(a[1]), int(a[2])),
+    "hang": lambda a: hang(a[0], int(a[1])),  # hang ADDR PORT: accept, never answer
+    # sigcount DIR SIGNUM: count signals per process, see count_signals
+    "sigcount": lambda a: count_signals(a[0], int(a[1])),
+    "lines": mode_lines,
+}
+
+
+def run(argv):
+    """Run mode ``argv[0]`` with the arguments after it."""
+    mode = MODES.get(argv[0])
+    if mode is None:
+        sys.exit("unknown mode %s" % argv[0])
+    mode(argv[1:])
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    run(sys.argv[1:])
