@@ -134,6 +134,7 @@ class _Entry:
     exit_code: Optional[int] = None
     t0: float = 0.0
     stop_deadline: float = 0.0
+    ended: bool = False
 
     @property
     def name(self) -> str:
@@ -328,9 +329,9 @@ class Stack:
         return out
 
     def _register(self, handle: Handle, options: Any, group: Optional[str] = None) -> None:
+        # References by name are checked by up() (or validate()): the service
+        # they name may be added later.
         entry = _Entry(handle=handle, group=group, **options)
-        for ref in refs_in(deferred_in(adapt.inputs(handle.service))):
-            ref.bind()  # an unknown reference to a service already added: refused now
         self._entries[handle.name] = entry
         self._handles[handle.name] = handle
 
@@ -693,6 +694,10 @@ class Stack:
         return run
 
     def _launch_stop(self, entry: _Entry, run: _Run) -> None:
+        # What has exited already (and was reported) is only cleaned up:
+        # kill() reaps what it may have left and drops it, without the exit
+        # code check of a stop.
+        entry.ended = entry.state in ("completed", "exited", "failed")
         entry.state, entry.since = "stopping", time.time()
         entry.t0, entry.stop_deadline = time.monotonic(), time.monotonic() + self.stop_timeout
         run.inflight.add(entry.name)
@@ -704,7 +709,10 @@ class Stack:
         self._emit("stopping", entry)
         error: Optional[BaseException] = None
         try:
-            entry.service.stop()
+            if entry.ended:
+                entry.service.kill()
+            else:
+                entry.service.stop()
         except BaseException as e:
             error = e
         with self._cond:
