@@ -29,6 +29,7 @@ _ports = itertools.count(23000)
 
 @pytest.fixture(scope="module")
 def st_master(lab: Any) -> Iterator[rx.Master]:
+    assert lab.targets
     with rx.Master(heartbeat_timeout=10) as m:
         yield m
 
@@ -91,7 +92,8 @@ def job(host: rx.Host, code: int, text: str) -> rx.SimpleExecutor:
 # -- scheduling ----------------------------------------------------------------
 
 
-def test_independent_services_start_concurrently(hosts: List[rx.Host], nothing_left: None) -> None:
+@pytest.mark.usefixtures("nothing_left")
+def test_independent_services_start_concurrently(hosts: List[rx.Host]) -> None:
     """Five services with no dependency between them, three on one host: each
     takes 0.8 s to become ready, and every one has started before any is ready."""
     a, b, c = hosts
@@ -110,7 +112,8 @@ def test_independent_services_start_concurrently(hosts: List[rx.Host], nothing_l
         assert rows["s1"]["host"] == b.name and rows["s1"]["pid"]
 
 
-def test_dependents_wait_for_their_condition(hosts: List[rx.Host], nothing_left: None) -> None:
+@pytest.mark.usefixtures("nothing_left")
+def test_dependents_wait_for_their_condition(hosts: List[rx.Host]) -> None:
     """'healthy' waits for readiness, 'completed' for a job's exit 0, in that order."""
     a, b, c = hosts
     stack = Stack("tiers")
@@ -137,8 +140,9 @@ def test_dependents_wait_for_their_condition(hosts: List[rx.Host], nothing_left:
 # -- failures ------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("nothing_left")
 def test_middle_tier_failure_stops_started_in_reverse_order(
-    hosts: List[rx.Host], st_master: rx.Master, nothing_left: None
+    hosts: List[rx.Host], st_master: rx.Master
 ) -> None:
     a, b, c = hosts
     stack = Stack("shop")
@@ -171,7 +175,8 @@ def test_middle_tier_failure_stops_started_in_reverse_order(
     assert type(clone) is StackError and clone.never_started == ["top"] and str(clone) == str(error)
 
 
-def test_failing_job_fails_up_with_its_output(hosts: List[rx.Host], nothing_left: None) -> None:
+@pytest.mark.usefixtures("nothing_left")
+def test_failing_job_fails_up_with_its_output(hosts: List[rx.Host]) -> None:
     a, b, _ = hosts
     stack = Stack("jobs")
     base = stack.add(http(a), name="base")
@@ -184,8 +189,9 @@ def test_failing_job_fails_up_with_its_output(hosts: List[rx.Host], nothing_left
     assert caught.value.never_started == ["api"] and caught.value.started == ["base"]
 
 
+@pytest.mark.usefixtures("nothing_left")
 def test_bad_stacks_are_refused_before_anything_starts(
-    hosts: List[rx.Host], st_master: rx.Master, nothing_left: None
+    hosts: List[rx.Host], st_master: rx.Master
 ) -> None:
     a = hosts[0]
 
@@ -227,9 +233,8 @@ def test_bad_stacks_are_refused_before_anything_starts(
     refused(late, "no service named 'ghost'")
 
 
-def test_a_service_that_exits_after_ready_is_reported(
-    hosts: List[rx.Host], nothing_left: None
-) -> None:
+@pytest.mark.usefixtures("nothing_left")
+def test_a_service_that_exits_after_ready_is_reported(hosts: List[rx.Host]) -> None:
     _, b, _ = hosts
     stack = Stack("exits", poll=0.1)
     rec = Recorder(stack)
@@ -247,9 +252,8 @@ def test_a_service_that_exits_after_ready_is_reported(
 # -- down and restart ------------------------------------------------------------
 
 
-def test_down_stops_dependents_first_and_independent_ones_in_parallel(
-    hosts: List[rx.Host], nothing_left: None
-) -> None:
+@pytest.mark.usefixtures("nothing_left")
+def test_down_stops_dependents_first_and_independent_ones_in_parallel(hosts: List[rx.Host]) -> None:
     """x and y ignore SIGTERM (each stop takes its 1 s stop_timeout, then SIGKILL):
     both stops overlap, and base stops only after both."""
     a, b, c = hosts
@@ -268,7 +272,8 @@ def test_down_stops_dependents_first_and_independent_ones_in_parallel(
     assert stack.down() == {}
 
 
-def test_restart_with_dependents(hosts: List[rx.Host], nothing_left: None) -> None:
+@pytest.mark.usefixtures("nothing_left")
+def test_restart_with_dependents(hosts: List[rx.Host]) -> None:
     a, b, _ = hosts
     stack = Stack("restart")
     rec = Recorder(stack)
@@ -287,6 +292,8 @@ def test_restart_with_dependents(hosts: List[rx.Host], nothing_left: None) -> No
 
 # -- references ------------------------------------------------------------------
 
+#: Lets the client ask who it reached.
+GRANT_LUA = "box.schema.user.grant('guest', 'execute', 'universe', nil, {if_not_exists = true})"
 #: Connects to the reference it was given, at start: the app fails if it cannot.
 CLIENT_LUA = """
 local conn = require('net.box').connect(params.upstream, {wait_connected = 5})
@@ -296,16 +303,17 @@ conn:close()
 """
 
 
-def test_a_port_picked_at_start_reaches_its_dependent(
-    hosts: List[rx.Host], nothing_left: None
-) -> None:
+@pytest.mark.usefixtures("nothing_left")
+def test_a_port_picked_at_start_reaches_its_dependent(hosts: List[rx.Host]) -> None:
     """db listens on port 0 (the port is known only once it runs); the client,
     on another host, gets it through a reference in app_params and connects
     to it: an implicit dependency, since nothing declares it."""
     need_tarantool()
     a, b, _ = hosts
     stack = Stack("refs")
-    db = stack.add(TarantoolInstance(on=a, listen="0.0.0.0:0", timeout=20), name="db")
+    db = stack.add(
+        TarantoolInstance(on=a, listen="0.0.0.0:0", app_lua=GRANT_LUA, timeout=20), name="db"
+    )
     client = TarantoolInstance(
         on=b, listen=0, app_lua=CLIENT_LUA, app_params={"upstream": db.ref("uri")}, timeout=20
     )
@@ -318,7 +326,8 @@ def test_a_port_picked_at_start_reaches_its_dependent(
         assert client.eval("return upstream_peer") == db.service.eval("return box.info.uuid")
 
 
-def test_one_definition_on_several_hosts(hosts: List[rx.Host], nothing_left: None) -> None:
+@pytest.mark.usefixtures("nothing_left")
+def test_one_definition_on_several_hosts(hosts: List[rx.Host]) -> None:
     """on=[a, b, c]: api.1..api.3 from one factory; the group is a dependency
     (all members) and a reference (their URIs joined)."""
     need_tarantool()
