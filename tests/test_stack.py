@@ -347,3 +347,61 @@ def test_one_definition_on_several_hosts(hosts: List[rx.Host]) -> None:
         assert watcher.eval("return params.apis") == ",".join(uris)
         assert {rec.of("ready", "api.%d" % i).host for i in (1, 2, 3)} == {h.name for h in hosts}
         assert "== api.2 ==" in stack.logs("api")
+
+
+class OwnPort:
+    """The port a TCPExecutor with port=0 picked, for its own command."""
+
+    def __init__(self) -> None:
+        self.executor: Any = None
+
+    def resolve(self) -> str:
+        return str(self.executor.port)
+
+
+FETCH = "import sys, urllib.request; print('got', urllib.request.urlopen(sys.argv[1]).status)"
+
+
+@pytest.mark.usefixtures("nothing_left")
+def test_an_executor_port_picked_at_start_reaches_a_job_on_another_host(
+    hosts: List[rx.Host],
+) -> None:
+    a, b, _ = hosts
+    own = OwnPort()
+    web = rx.TCPExecutor(
+        [PY, HELPER, "http", "0.0.0.0", own], host="0.0.0.0", port=0, on=a, timeout=30
+    )
+    own.executor = web
+    stack = Stack("ports")
+    handle = stack.add(web, name="web")
+    fetch = rx.SimpleExecutor([PY, "-c", FETCH, "http://" + handle.ref("uri") + "/"], on=b)
+    stack.add(fetch, name="fetch", job=True)
+    assert stack.dependencies()["fetch"] == {"web": "healthy"}
+    with stack:
+        uri = web.endpoints["uri"]
+        assert uri and uri.split(":")[0] not in ("0.0.0.0", "127.0.0.1")
+        assert "got 200" in stack.logs("fetch")
+        assert uri in fetch.command
+
+
+@pytest.mark.usefixtures("nothing_left")
+def test_on_failure_restarts_up_to_max_restarts(hosts: List[rx.Host]) -> None:
+    """A service killed after it was ready is started again (once: max_restarts=1);
+    killed again, its exit is final, in the events and in status()."""
+    _, _, c = hosts
+    stack = Stack("flaky", poll=0.1)
+    rec = Recorder(stack)
+    stack.add(http(c), name="web", restart="on-failure", max_restarts=1, restart_backoff=0.1)
+    with stack:
+        first = stack.status()[0]["pid"]
+        os.kill(first, signal.SIGKILL)
+        assert wait_until(lambda: rec.kinds("web").count("ready") == 2, 15), rec.events
+        assert rec.kinds("web") == ["starting", "ready", "exited", "restarting", "ready"]
+        assert rec.events[2].final is False and rec.events[2].exit_code != 0
+        row = stack.status()[0]
+        assert row["state"] == "ready" and row["pid"] not in (None, first)
+        assert row["restarts"] == 1
+        os.kill(row["pid"], signal.SIGKILL)
+        assert wait_until(lambda: rec.kinds("web")[-1] == "exited", 5), rec.events
+        assert rec.events[-1].final is True
+        assert stack.status()[0]["state"] == "exited"
