@@ -897,7 +897,7 @@ class Stack:
             pids = adapt.pids(got)
             row: Dict[str, Any] = {
                 "service": entry.name,
-                "host": entry.host,
+                "host": ",".join(got.get("hosts") or []) or entry.host,
                 "pid": pids[0] if pids else None,
                 "pids": pids,
                 "state": state,
