@@ -405,3 +405,20 @@ def test_on_failure_restarts_up_to_max_restarts(hosts: List[rx.Host]) -> None:
         assert wait_until(lambda: rec.kinds("web")[-1] == "exited", 5), rec.events
         assert rec.events[-1].final is True
         assert stack.status()[0]["state"] == "exited"
+
+
+@pytest.mark.usefixtures("nothing_left")
+def test_started_condition_does_not_wait_for_readiness(hosts: List[rx.Host]) -> None:
+    """web waits only for slow's process ("started"), not for its app (1.5 s)."""
+    need_tarantool()
+    a, b, _ = hosts
+    stack = Stack("started")
+    rec = Recorder(stack)
+    slow = stack.add(
+        TarantoolInstance(on=a, listen=0, app_lua="require('fiber').sleep(1.5)", timeout=20),
+        name="slow",
+    )
+    stack.add(http(b), name="web", depends_on={slow: "started"})
+    with stack:
+        assert rec.of("ready", "web").time < rec.of("ready", "slow").time
+        assert rec.of("starting", "slow").time < rec.of("starting", "web").time

@@ -564,10 +564,10 @@ class Stack:
             wait = min(wait * 2, self.poll)
             if entry.state == "starting":
                 try:
-                    state = adapt.status(entry.service).get("state")
+                    got = adapt.status(entry.service)
                 except RemoteExecError:
                     continue
-                if state in ("running", "ready"):
+                if adapt.process_runs(got):
                     self._set(entry, "started")
         done.wait()
         if outcome:
