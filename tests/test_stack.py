@@ -422,3 +422,80 @@ def test_started_condition_does_not_wait_for_readiness(hosts: List[rx.Host]) -> 
     with stack:
         assert rec.of("ready", "web").time < rec.of("ready", "slow").time
         assert rec.of("starting", "slow").time < rec.of("starting", "web").time
+
+
+CTRL_C_SCRIPT = """
+import json, sys
+import remoteexec as rx
+from remoteexec.stack import Stack
+
+py, helper = sys.argv[1], sys.argv[2]
+options, targets = json.loads(sys.argv[3]), json.loads(sys.argv[4])
+with rx.Master(heartbeat_timeout=10) as master:
+    a, b = master.connect_all(targets, **options)[:2]
+    stack = Stack("ctrl-c")
+
+    def told(event):
+        print("EVENT", event.kind, event.service, flush=True)
+        if event.kind == "ready" and event.service == "fast":
+            print("READY", master.run_id, flush=True)
+
+    stack.subscribe(told)
+
+    def server(host, port, *before):
+        command = [py, helper, *before, "http", "127.0.0.1", str(port)]
+        return rx.TCPExecutor(command, host="127.0.0.1", port=port, on=host, timeout=30)
+
+    fast = stack.add(server(a, 23901), name="fast")
+    slow = stack.add(server(b, 23902, "after", "2"), name="slow", depends_on=[fast])
+    stack.add(server(a, 23903), name="never", depends_on=[slow])
+    try:
+        stack.up()
+    except KeyboardInterrupt:
+        print("INTERRUPTED", flush=True)
+        sys.exit(130)
+    print("NOT INTERRUPTED", flush=True)
+"""
+
+
+def test_ctrl_c_during_up_stops_what_started(lab: Any) -> None:
+    """SIGINT while a start is under way: nothing new starts, the start under
+    way ends, both started services are stopped (dependent first), then the
+    KeyboardInterrupt goes on; nothing of the run is left."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers import oracle
+
+    args = [PY, HELPER, json.dumps(connect_options(lab)), json.dumps(lab.targets)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_SCRIPT, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: List[str] = []
+    try:
+        for _ in range(200):
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                break
+            lines.append(line.strip())
+            if line.startswith("READY "):
+                run_id = line.split()[1]
+            if line.strip() == "EVENT starting slow":
+                proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    events = [line for line in lines if line.startswith("EVENT ")]
+    assert "INTERRUPTED" in lines and code == 130, lines
+    assert "EVENT starting never" not in events
+    assert "EVENT ready slow" in events  # the start under way was waited for
+    assert events.index("EVENT stopped slow") < events.index("EVENT stopping fast"), events
+    assert events[-1] == "EVENT stopped fast", events
+    assert wait_until(lambda: not oracle.run_processes(run_id, []), 10)
