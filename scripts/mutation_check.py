@@ -293,9 +293,9 @@ MUTATIONS = (
     ),
     Mutation(
         "restart-never",
-        "remoteexec/target/restarts.py",
-        "if not _failed(rc, proc) or proc.restarts >= limit:",
-        "if True:",
+        "remoteexec/target/spawn.py",
+        "return rc != 0 and self.restarts < int(",
+        "return False and self.restarts < int(",
         (
             "tests/test_executors.py::test_restart_on_failure_restarts_until_it_keeps_running[local]",
         ),
@@ -303,9 +303,9 @@ MUTATIONS = (
     ),
     Mutation(
         "restart-once-too-often",
-        "remoteexec/target/restarts.py",
-        "if not _failed(rc, proc) or proc.restarts >= limit:",
-        "if not _failed(rc, proc) or proc.restarts > limit:",
+        "remoteexec/target/spawn.py",
+        "return rc != 0 and self.restarts < int(",
+        "return rc != 0 and self.restarts <= int(",
         (
             "tests/test_executors.py::test_restart_gives_up_after_max_restarts_and_reports_the_exit[local]",
         ),

@@ -479,7 +479,7 @@ class TarantoolInstance:
         """
         process = self._executor(max(0.1, deadline - time.monotonic()))
         # The previous process's executor goes now (it forgets its log on the host).
-        self._last = process
+        self._last, self._output_log = process, None
         try:
             process.start()
         except RemoteExecError as e:
