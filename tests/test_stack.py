@@ -499,3 +499,27 @@ def test_ctrl_c_during_up_stops_what_started(lab: Any) -> None:
     assert events.index("EVENT stopped slow") < events.index("EVENT stopping fast"), events
     assert events[-1] == "EVENT stopped fast", events
     assert wait_until(lambda: not oracle.run_processes(run_id, []), 10)
+
+
+@pytest.mark.usefixtures("nothing_left")
+def test_an_exit_after_ready_during_up_fails_up(hosts: List[rx.Host]) -> None:
+    """quick is killed right after it is ready, while slow still starts: up()
+    fails naming quick's exit, and slow is stopped once its start ends."""
+    a, b, _ = hosts
+    stack = Stack("exit-during-up", poll=0.1)
+    rec = Recorder(stack)
+    quick = http(a)
+    stack.add(quick, name="quick")
+    stack.add(http(b, delay=2), name="slow")
+
+    def kill_quick(event: StackEvent) -> None:
+        if event.kind == "ready" and event.service == "quick":
+            os.kill(quick.pid, signal.SIGKILL)  # type: ignore[arg-type]
+
+    stack.subscribe(kill_quick)
+    with pytest.raises(StackError, match=r"exited with code .* after it was ready") as caught:
+        stack.up()
+    assert caught.value.service == "quick" and caught.value.host == a.name
+    assert rec.kinds("slow") == ["starting", "ready", "stopping", "stopped"]
+    assert rec.of("exited", "quick").final is True
+    assert stack.down() == {}
