@@ -221,7 +221,8 @@ class Stack:
         service that exits non-zero after it was ready, at most
         ``max_restarts`` times, ``restart_backoff`` seconds apart.
         ``on=[a, b, c]`` with ``service`` a callable(host) → service: one
-        instance per host, named ``<name>.1``...; the handle is the group.
+        instance per host, named ``<name>.1``...; the handle is the group
+        (``on=host``, not a list: the one service it makes).
         Bad arguments are a ValueError/TypeError naming them, now.
         """
         if self._up:
@@ -257,7 +258,12 @@ class Stack:
                 "with on=, the service must be a callable(host) -> service (a factory),"
                 " got %r" % (factory,)
             )
-        hosts = list(on) if isinstance(on, (list, tuple)) else [on]
+        if not isinstance(on, (list, tuple)):  # one host: one service, no group
+            built = factory(on)
+            handle = Handle(self, self._new_name(name, built), self._checked(built, name))
+            self._register(handle, options)
+            return handle
+        hosts = list(on)
         if not hosts:
             raise ValueError("on= must name at least one host")
         if name is None:

@@ -55,6 +55,9 @@ def test_add_refuses_bad_arguments_naming_them() -> None:
         stack.add(tcp(), name="a")
     with pytest.raises(ValueError, match="is in stack s already"):
         stack.add(service, name="b")
+    # A factory on one host (not a list) makes one service, not a group.
+    single = stack.add(lambda _host: tcp(), name="single", on="one host")
+    assert single.members == [] and single.service is not None
     # The executor's own name is the default.
     assert stack.add(rx.SimpleExecutor(["sh"], name="shell")).name == "shell"
 
