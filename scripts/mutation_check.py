@@ -319,6 +319,16 @@ MUTATIONS = (
         ("tests/test_executors.py::test_no_restart_by_default_and_none_after_stop[local]",),
         "a process killed by our own stop is restarted",
     ),
+    Mutation(
+        "restart-old-banner-counts",
+        "remoteexec/target/restarts.py",
+        "            check.skip_to(offsets)",
+        "            pass",
+        (
+            "tests/test_executors.py::test_a_restarted_output_executor_is_ready_only_on_a_new_banner[local]",
+        ),
+        "a restarted OutputExecutor counts the banner its previous run printed as ready",
+    ),
     # --- README claims (issue 7, items 7, 11, 12): heartbeats, Tarantool, SSH, lab CLI
     Mutation(
         "heartbeat-interval-half",

@@ -804,3 +804,29 @@ def test_deferred_url_env_and_arguments_are_resolved_and_checked_at_start(place:
     greeting.value = object()  # resolved at the next start, and refused there
     with pytest.raises(TypeError, match="GREETING"):
         ex.start()
+
+
+def test_a_restarted_output_executor_is_ready_only_on_a_new_banner(place: Place) -> None:
+    counter = os.path.join(place.scratch, "banner-count")
+    script = (
+        'n=$(cat "$1" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$1";'
+        ' if [ "$n" -eq 1 ]; then echo ready; sleep 0.3; exit 3; fi; exec sleep 60'
+    )
+    ex = rx.OutputExecutor(
+        ["sh", "-c", script, "sh", counter],
+        banner="ready",
+        on=place.host,
+        timeout=10,
+        restart="on-failure",
+        max_restarts=1,
+        restart_backoff=0.05,
+    )
+    ex.start()
+    try:
+        assert ex.status()["state"] == "ready"
+        assert wait_until(lambda: ex.status()["restarts"] == 1, 10), ex.status()
+        assert wait_until(lambda: ex.status()["state"] == "running", 5), ex.status()
+        time.sleep(0.3)  # a bound for what must NOT happen: the old banner is not new
+        assert ex.status()["state"] == "running" and ex.status()["readiness"] == "process"
+    finally:
+        ex.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from typing import Any, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 from conftest import connect_options, need_tarantool, wait_until
@@ -63,7 +63,8 @@ def test_instance_status_endpoints_log_tail_and_artifacts(local: rx.Host, tmp_pa
         status = one.status()
         assert status["state"] == "ready" and status["readiness"] == "ready"
         assert status["pids"] == [one.pid] and one.running()
-        assert status["since"] is not None and status["since"] >= before["since"]
+        since, was = status["since"], before["since"]
+        assert since is not None and was is not None and since >= was
         ends = one.endpoints
         assert ends["host"] == "127.0.0.1" and ends["port"] is not None
         assert ends["uri"] == "127.0.0.1:%s" % ends["port"] == one.uri
@@ -111,7 +112,7 @@ def test_deferred_inputs_are_resolved_at_start(local: rx.Host) -> None:
     one = TarantoolInstance(
         on=local,
         listen="127.0.0.1:0",
-        env={"RX_GREETING": greeting},  # type: ignore[dict-item]
+        env={"RX_GREETING": greeting},
         box_cfg={"custom_proc_title": port},
         app_params={"port": port, "fixed": 7},
         timeout=TIMEOUT,
@@ -134,7 +135,7 @@ def test_deferred_inputs_are_resolved_at_start(local: rx.Host) -> None:
 
 def test_deferred_env_that_resolves_to_a_non_str_is_refused_at_start(local: rx.Host) -> None:
     bad = Later("a number")
-    one = TarantoolInstance(on=local, listen="127.0.0.1:0", env={"X": bad})  # type: ignore[dict-item]
+    one = TarantoolInstance(on=local, listen="127.0.0.1:0", env={"X": bad})
     bad.value = 5  # type: ignore[assignment]
     with pytest.raises(TypeError, match="env"):
         one.start()
@@ -171,8 +172,9 @@ def test_replicaset_as_a_service_on_lab_hosts(lab: Any, lab_set: ReplicaSet, tmp
     rs.start()
     status = rs.status()
     assert status["state"] == "ready" and status["readiness"] == "ready", status
-    assert [m["member"] for m in status["members"]] == names
-    assert all(m["state"] == "ready" and m["status"] == "running" for m in status["members"])
+    rows: List[Dict[str, Any]] = [dict(m) for m in status["members"]]
+    assert [m["member"] for m in rows] == names
+    assert all(m["state"] == "ready" and m["status"] == "running" for m in rows)
     assert sorted(status["pids"]) == sorted(m.pid for m in rs.members if m.pid)
     addresses = [h.address for h in lab.hosts[:2]]
     ends = rs.endpoints

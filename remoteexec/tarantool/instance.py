@@ -86,47 +86,58 @@ class TarantoolProcess(SimpleExecutor):
         command: List[str],
         *,
         refuse_if: Optional[TCP],
+        start_bound: float,
         stop_bound: Callable[[], float],
         **kwargs: Any,
     ) -> None:
         self.refuse_if = refuse_if
+        self.start_bound = start_bound
         self.stop_bound = stop_bound
-        super().__init__(command, **kwargs)
+        super().__init__(command, timeout=start_bound, **kwargs)
 
     def _pre_start_specs(self) -> List[Dict[str, Any]]:
         # SimpleExecutor's documented hook (the executors have no public
         # pre-check-only argument yet).
         return self.refuse_if.specs() if self.refuse_if is not None else []
 
-    def stop(
-        self, stop_signal: Optional[int] = None, expected_returncode: Optional[int] = None
-    ) -> TarantoolProcess:
-        """Stop as SimpleExecutor does, with the stop bound the instance has now
-        (a test may shorten ``TarantoolInstance.timeout`` after start), and give
-        up waiting for the host's answer ``SLACK`` seconds after that bound (a
-        hung host): TimeoutExpired, as for every other call of an instance."""
-        # The executors take stop_timeout only in their constructor, and wait
-        # REPLY_SLACK (30 s) for a reply: neither fits a bounded stop.
-        self._stop_timeout = bound = self.stop_bound()
+    def _within(self, what: str, bound: float, call: Callable[[], Any]) -> None:
+        """``call()``, but give up waiting for the host's answer ``SLACK`` seconds
+        after ``bound`` (a hung host): TimeoutExpired, as for every other call
+        of an instance. The executors wait REPLY_SLACK (30 s) for a reply."""
         outcome: Dict[str, BaseException] = {}
         done = threading.Event()
-        base_stop = super().stop
 
         def run() -> None:
             try:
-                base_stop(stop_signal, expected_returncode)
+                call()
             except BaseException as e:  # handed to the caller below
                 outcome["error"] = e
             finally:
                 done.set()
 
-        threading.Thread(target=run, name="remoteexec-tt-stop", daemon=True).start()
+        threading.Thread(target=run, name="remoteexec-tt-" + what, daemon=True).start()
         if not done.wait(bound + SLACK):
             raise TimeoutExpired(
-                "no reply to stop within %.1fs" % (bound + SLACK), host=self.on.name
+                "no reply to %s within %.1fs" % (what, bound + SLACK), host=self.on.name
             )
         if "error" in outcome:
             raise outcome["error"]
+
+    def start(self) -> TarantoolProcess:
+        """Spawn (after the port check); its reply bounded by the start's time left."""
+        self._within("start", self.start_bound, super().start)
+        return self
+
+    def stop(
+        self, stop_signal: Optional[int] = None, expected_returncode: Optional[int] = None
+    ) -> TarantoolProcess:
+        """Stop as SimpleExecutor does, with the stop bound the instance has now
+        (a test may shorten ``TarantoolInstance.timeout`` after start); its
+        reply bounded as :meth:`start`'s."""
+        # The executors take stop_timeout only in their constructor.
+        self._stop_timeout = bound = self.stop_bound()
+        base_stop = super().stop
+        self._within("stop", bound, lambda: base_stop(stop_signal, expected_returncode))
         return self
 
 
@@ -464,7 +475,7 @@ class TarantoolInstance:
             name="tarantool-" + self.instance_uuid[:8],
             stop_signal=signal.SIGTERM,
             stdin=subprocess.DEVNULL,
-            timeout=left,
+            start_bound=left,
             stop_bound=lambda: min(self.timeout, 10.0),
             strict_stop=True,
             expected_returncode=0,

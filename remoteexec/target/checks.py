@@ -305,6 +305,12 @@ class BannerCheck(Check):
         self.logs: List[List[Any]] = [[path, 0, b""] for path in paths if path]
         self.found_at = None
 
+    def skip_to(self, offsets: Mapping[str, int]) -> None:
+        """Look only past ``offsets`` (log path -> byte offset): a restarted
+        process must print its banner again, the old one does not count."""
+        for log in self.logs:
+            log[1] = offsets.get(log[0], log[1])
+
     def _scan(self, log: List[Any]) -> Optional[int]:
         path, offset, carry = log
         with open(path, "rb") as f:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from typing import Any, List, Mapping, Optional
 
@@ -85,6 +86,8 @@ def _watch(proc: Proc, check_specs: List[Mapping[str, Any]]) -> None:
             if proc.stopping.is_set():
                 return
             proc.restarts += 1
+            # Where the logs end now: a banner must appear past it.
+            offsets = {path: _size(path) for path in proc.log_paths()}
             error = proc.launch()
         if error:
             LOG.error("restart of %s failed: %s", proc.marker, error["error"]["message"])
@@ -92,13 +95,25 @@ def _watch(proc: Proc, check_specs: List[Mapping[str, Any]]) -> None:
             return
         proc.enter("running", "process")
         if check_specs:
-            _await_ready(proc, check_specs)
+            _await_ready(proc, check_specs, offsets)
         backoff = min(backoff * 2, MAX_BACKOFF)
 
 
-def _await_ready(proc: Proc, check_specs: List[Mapping[str, Any]]) -> None:
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _await_ready(
+    proc: Proc, check_specs: List[Mapping[str, Any]], offsets: Mapping[str, int]
+) -> None:
     """Probe a restarted tree's checks until they pass or its main process exits."""
     built = checks.build(check_specs, log_paths=proc.log_paths())
+    for check in built:
+        if isinstance(check, checks.BannerCheck):
+            check.skip_to(offsets)
     delay = 0.005
     while not proc.stopping.is_set() and proc.poll() is None:
         ok, _ = checks.probe_all(built, checks.PROBE_TIMEOUT)

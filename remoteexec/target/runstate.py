@@ -159,7 +159,19 @@ def finish_run() -> None:
         remove_run_dir()
 
 
-def watchdog(recv: mitogen.core.Receiver, timeout: float) -> None:
+def start_watchdog(router: mitogen.core.Router, timeout: float) -> int:
+    """Start the heartbeat watchdog thread; the handle the master's heartbeats go to."""
+    recv = mitogen.core.Receiver(router)
+    threading.Thread(
+        target=_watchdog,
+        args=(recv, float(timeout)),
+        name="remoteexec-watchdog",
+        daemon=True,
+    ).start()
+    return int(recv.handle)
+
+
+def _watchdog(recv: mitogen.core.Receiver, timeout: float) -> None:
     """Kill everything and exit when the master's heartbeats stop."""
     while True:
         try:

@@ -25,7 +25,6 @@ import importlib
 import os
 import socket
 import sys
-import threading
 import time
 import traceback
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
@@ -79,14 +78,7 @@ def install(
             # joins its threads, which may be waiting on our processes.
             mitogen.core.listen(econtext.broker, "shutdown", finish_run)
             mitogen.service.get_or_create_pool(size=pool_size, router=econtext.router)
-            recv = mitogen.core.Receiver(econtext.router)
-            threading.Thread(
-                target=runstate.watchdog,
-                args=(recv, float(heartbeat_timeout)),
-                name="remoteexec-watchdog",
-                daemon=True,
-            ).start()
-            STATE.heartbeat_handle = recv.handle
+            STATE.heartbeat_handle = runstate.start_watchdog(econtext.router, heartbeat_timeout)
     ssh = os.environ.get("SSH_CONNECTION", "").split()
     assert STATE.run_dir is not None and STATE.heartbeat_handle is not None
     return {
