@@ -523,3 +523,26 @@ def test_an_exit_after_ready_during_up_fails_up(hosts: List[rx.Host]) -> None:
     assert rec.kinds("slow") == ["starting", "ready", "stopping", "stopped"]
     assert rec.of("exited", "quick").final is True
     assert stack.down() == {}
+
+
+@pytest.mark.usefixtures("nothing_left")
+def test_down_reports_every_failed_stop_together(hosts: List[rx.Host]) -> None:
+    """Two services whose stop raises (SIGTERM ignored, strict_stop): down()
+    still stops everything (base last) and raises one StackError naming both."""
+    a, b, c = hosts
+    stack = Stack("bad-stops")
+    rec = Recorder(stack)
+    base = stack.add(http(a), name="base")
+    for name, host in (("x", b), ("y", c)):
+        stubborn = http(host, mode="stubborn", stop_timeout=0.5, strict_stop=True)
+        stack.add(stubborn, name=name, depends_on=[base])
+    stack.up()
+    with pytest.raises(StackError) as caught:
+        stack.down()
+    error = caught.value
+    assert "2 of 3 services failed to stop" in str(error)
+    assert sorted(line.split()[0] for line in error.errors) == ["x", "y"]
+    assert error.stopped == ["base"]
+    assert rec.of("stopped", "x").message and rec.of("stopped", "y").message
+    assert max(rec.of("stopped", n).time for n in "xy") <= rec.of("stopping", "base").time
+    assert stack.down() == {}
