@@ -546,3 +546,18 @@ def test_down_reports_every_failed_stop_together(hosts: List[rx.Host]) -> None:
     assert rec.of("stopped", "x").message and rec.of("stopped", "y").message
     assert max(rec.of("stopped", n).time for n in "xy") <= rec.of("stopping", "base").time
     assert stack.down() == {}
+
+
+@pytest.mark.usefixtures("nothing_left")
+def test_every_stop_is_bounded_by_the_stacks_stop_timeout(hosts: List[rx.Host]) -> None:
+    """The service's own stop would wait 20 s for SIGTERM to work; the stack
+    gives it 0.5 s, then kills it and says so."""
+    import time
+
+    stack = Stack("slow-stop", stop_timeout=0.5)
+    stack.add(http(hosts[1], mode="stubborn", stop_timeout=20), name="stubborn")
+    stack.up()
+    t0 = time.monotonic()
+    with pytest.raises(StackError, match=r"did not stop within 0\.5s \(stop_timeout\); killed"):
+        stack.down()
+    assert time.monotonic() - t0 < 5
