@@ -561,3 +561,27 @@ def test_every_stop_is_bounded_by_the_stacks_stop_timeout(hosts: List[rx.Host]) 
     with pytest.raises(StackError, match=r"did not stop within 0\.5s \(stop_timeout\); killed"):
         stack.down()
     assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.usefixtures("nothing_left")
+def test_restarts_by_the_hosts_supervisor_are_followed(hosts: List[rx.Host]) -> None:
+    """An executor with its own restart policy is restarted by its host's
+    supervisor; the stack reports the exit (not final), the restart and the
+    ready again, then the final exit once the supervisor gives up."""
+    _, b, _ = hosts
+    stack = Stack("supervised", poll=0.05)
+    rec = Recorder(stack)
+    web = http(b, restart="on-failure", max_restarts=1, restart_backoff=0.5)
+    stack.add(web, name="web")
+    with stack:
+        first = web.pid
+        os.kill(first, signal.SIGKILL)  # type: ignore[arg-type]
+        assert wait_until(lambda: rec.kinds("web").count("ready") == 2, 15), rec.events
+        assert rec.kinds("web") == ["starting", "ready", "exited", "restarting", "ready"]
+        assert rec.events[2].final is False
+        row = stack.status()[0]
+        assert row["state"] == "ready" and row["restarts"] == 1 and row["pid"] != first
+        os.kill(row["pid"], signal.SIGKILL)
+        assert wait_until(lambda: rec.kinds("web")[-1] == "exited", 10), rec.events
+        assert rec.events[-1].final is True
+        assert stack.status()[0]["state"] == "exited"

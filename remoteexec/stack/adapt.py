@@ -81,6 +81,12 @@ def process_runs(got: ServiceStatus) -> bool:
     return state in ("running", "ready") or (state == "starting" and bool(got.get("readiness")))
 
 
+def restarted_by_host(got: Mapping[str, Any], seen: int) -> bool:
+    """Whether a status shows the host restarting the service: a restart due
+    (``starting``/``running`` again) or more restarts than ``seen``."""
+    return got.get("state") in ("starting", "running") or int(got.get("restarts") or 0) > seen
+
+
 def log_tail(service: Any, lines: int) -> str:
     """The last ``lines`` lines of the service's output ("" if it has none)."""
     for name in ("log_tail", "output_tail"):
@@ -145,6 +151,7 @@ __all__ = [
     "pids",
     "process_runs",
     "restart_policy",
+    "restarted_by_host",
     "running",
     "status",
 ]

@@ -828,47 +828,61 @@ class Stack:
                 if self._unwatched.is_set():
                     return
                 try:
-                    if entry.supervised:
-                        self._follow_supervised(entry)
-                    elif not adapt.running(entry.service) and entry.state == "ready":
-                        self._exited(entry, adapt.status(entry.service))
+                    self._look(entry)
                 except RemoteExecError:
                     continue  # a lost host: its own errors say so
             if self._unwatched.wait(self.poll):
                 return
 
+    def _look(self, entry: _Entry) -> None:
+        """One look at a ready service: cheap (``running()``) unless it is down."""
+        if not entry.supervised:
+            if adapt.running(entry.service) or entry.state != "ready":
+                return
+            got: Dict[str, Any] = dict(adapt.status(entry.service))
+            if not adapt.restarted_by_host(got, entry.restarts):
+                self._exited(entry, got, self._again(entry, got))
+                return
+            # Its host restarts it (a policy given to the service itself): follow that.
+            entry.supervised = True
+        self._follow_supervised(entry)
+
     def _follow_supervised(self, entry: _Entry) -> None:
-        """Follow a service its host's supervisor restarts: its exits, restarts
-        (the count in its status going up) and readiness again."""
+        """Follow a service its host's supervisor restarts: exits, restarts
+        (a restart due, or the count in its status going up), ready again,
+        and the final exit (the supervisor gave up)."""
         got: Dict[str, Any] = dict(adapt.status(entry.service))
         state, restarts = got.get("state"), int(got.get("restarts") or 0)
-        if restarts > entry.restarts:
-            if entry.state == "ready":  # the exit came and went between two looks
-                last = got.get("last_exit")
-                self._emit("exited", entry, exit_code=last, final=False)
+        if entry.state == "ready" and adapt.restarted_by_host(got, entry.restarts):
+            self._emit("exited", entry, exit_code=got.get("last_exit"), final=False)
             with self._cond:
-                entry.restarts, entry.state, entry.since = restarts, "restarting", time.time()
-            what = "restart %d of %d" % (restarts, entry.max_restarts)
-            self._emit("restarting", entry, message=what)
+                entry.state, entry.since = "restarting", time.time()
+                entry.restarts = max(restarts, entry.restarts + 1)
+            self._emit("restarting", entry, message="restart %d" % entry.restarts)
+        elif entry.state == "restarting" and restarts > entry.restarts:
+            entry.restarts = restarts  # restarted again before it was ready
+            self._emit("restarting", entry, message="restart %d" % restarts)
         if entry.state == "restarting" and state == "ready":
-            self._set(entry, "ready")
             self._emit("ready", entry)
-        elif entry.state == "ready" and state in ("exited", "failed"):
-            self._exited(entry, got)
+            self._set(entry, "ready")
+        elif state in ("exited", "failed"):
+            self._exited(entry, got, again=False)  # the supervisor is done with it
 
-    def _exited(self, entry: _Entry, got: Any) -> None:
-        """Report an exit after ready; restart from here if the policy says so
-        and the host's supervisor does not."""
-        code = got.get("exit_code")
-        again = (
+    def _again(self, entry: _Entry, got: Mapping[str, Any]) -> bool:
+        """Whether the stack restarts it (its policy, from the master)."""
+        return (
             entry.restart == "on-failure"
-            and code != 0
+            and got.get("exit_code") != 0
             and entry.restarts < entry.max_restarts
             and got.get("state") != "failed"
         )
+
+    def _exited(self, entry: _Entry, got: Mapping[str, Any], again: bool) -> None:
+        """Report an exit after ready; with ``again``, restart it from here."""
+        code = got.get("exit_code")
         tail = adapt.log_tail(entry.service, TAIL_LINES)
         with self._cond:
-            if entry.state != "ready":
+            if entry.state not in ("ready", "restarting"):
                 return  # being stopped or restarted by the stack
             entry.exit_code = code
             entry.state, entry.since = ("restarting" if again else "exited"), time.time()
@@ -882,7 +896,7 @@ class Stack:
                 self._exits.append((entry.name, error))
             self._cond.notify_all()
         self._emit("exited", entry, exit_code=code, final=not again, output_tail=tail or None)
-        if again and not entry.supervised:
+        if again:
             threading.Thread(
                 target=self._restart_after_exit,
                 args=(entry,),
