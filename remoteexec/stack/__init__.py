@@ -59,8 +59,12 @@ every failure is collected into one StackError. It is idempotent.
 **Exits**: a service that exits after it was ready is reported within
 ``poll`` seconds: an ``exited`` event (exit code, output tail, ``final``)
 and its row in ``status()``. With ``restart="on-failure"`` it is started
-again (``max_restarts`` times, ``restart_backoff`` apart) by its host's
-supervisor when the service supports it, else from the master.
+again (``max_restarts`` times, ``restart_backoff`` apart): by its host's
+supervisor when the service takes the policy (``set_restart()``), else
+from the master. A service given its own policy (an executor made with
+``restart="on-failure"``) is restarted by its host, and the stack follows
+that: ``exited`` (not final), ``restarting``, ``ready``, and a final
+``exited`` when the supervisor gives up.
 
 **Events** (``stack.subscribe(callback)``): :class:`StackEvent` with
 ``kind`` in :data:`EVENTS` (starting, ready, failed, exited, restarting,
