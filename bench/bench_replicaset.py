@@ -239,12 +239,14 @@ def _baseline_once(version: tuple, root: str) -> Dict[str, float]:
 
 def _healthy(tt: Any, member: Dict[str, Any]) -> bool:
     """The conditions ``wait_instance`` checks: running, role, every link 'follow'."""
-    status = tt.box_status(member["dir"] + "/probe.sock", 1.0)
+    from remoteexec.tarantool.scripts import box_status_lua
+
+    status = tt.box_status(member["dir"] + "/probe.sock", box_status_lua(), 1.0)
     return (
         status.get("ok") is True
         and status["status"] == "running"
         and status["ro"] == member["ro"]
-        and not tt._link_problems(status, member["peers"])
+        and not tt.link_problems(status, member["peers"])
     )
 
 

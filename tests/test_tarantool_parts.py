@@ -36,14 +36,12 @@ from remoteexec.tarantool.config import (
     render_init_lua,
 )
 from remoteexec.tarantool.lua import LuaExpr, call_source, lua_string, to_lua
+from remoteexec.tarantool.scripts import box_status_lua
 from remoteexec.target import tarantool as tt
 
-TARGET_MODULE = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    "remoteexec",
-    "target",
-    "tarantool.py",
-)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The box status Lua the master sends with every box_status call.
+BOX_STATUS = box_status_lua()
 
 
 #: Time asserts compare against the bound a call is configured with, plus this
@@ -395,14 +393,17 @@ def test_render_init_lua_keeps_secrets_out(tmp_path: Any) -> None:
 
 
 def test_target_module_is_stdlib_only() -> None:
-    """Load the module on Debian's python, as a target would, and use it there."""
+    """Import the target package on Debian's python, as a target would (without the
+    master side's remoteexec/__init__), and use it there."""
     python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
     code = (
-        "import importlib.util, json, sys\n"
-        f"spec = importlib.util.spec_from_file_location('t', {TARGET_MODULE!r})\n"
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
-        "bad = sorted(n for n in sys.modules\n"
-        "             if n.startswith(('remoteexec', 'mitogen', 'psutil')))\n"
+        "import json, sys, types\n"
+        "pkg = types.ModuleType('remoteexec')\n"
+        f"pkg.__path__ = [{os.path.join(REPO, 'remoteexec')!r}]\n"
+        "sys.modules['remoteexec'] = pkg\n"
+        "import remoteexec.target.tarantool as m\n"
+        "bad = sorted(n for n in sys.modules if n.startswith(('mitogen', 'psutil'))\n"
+        "             or n.startswith('remoteexec.') and not n.startswith('remoteexec.target'))\n"
         "found = m.tarantool_version('tarantool')\n"
         "print(json.dumps([bad, found, m.tarantool_version('/no/tt')]))\n"
     )
@@ -412,7 +413,7 @@ def test_target_module_is_stdlib_only() -> None:
     assert bad == []
     if TARANTOOL:
         assert found["ok"] and found["version"][:2] >= [1, 10], found
-    assert missing["ok"] is False and missing["kind"] == "missing"
+    assert missing["ok"] is False and missing["error"]["kind"] == "missing"
     assert missing["error"]["type"] == "CommandNotFound"
     assert "/no/tt" in missing["error"]["message"]
 
@@ -638,7 +639,7 @@ def test_single_instance(instances: Any, version: tuple) -> None:
     assert err["kind"] == "lua"
 
     # box.info as plain data; port 0 is resolved to the real port.
-    status = tt.box_status(one.probe_socket)
+    status = tt.box_status(one.probe_socket, BOX_STATUS)
     assert status["ok"] and status["configured"] and status["status"] == "running"
     assert status["ro"] is False and status["id"] == 1 and status["pid"] == one.proc.pid
     assert status["vclock"] == {1: status["lsn"]} and status["lsn"] >= 2
@@ -690,9 +691,11 @@ def test_probe_answers_while_box_cfg_hangs(instances: Any, version: tuple) -> No
     )
     lonely.render(box_cfg=cfg, replication_user="guest")
     lonely.spawn()
-    status = wait_for(lambda: tt.box_status(lonely.probe_socket, 1.0).get("status") == "loading", 3)
-    assert status, tt.box_status(lonely.probe_socket)
-    status = tt.box_status(lonely.probe_socket)
+    status = wait_for(
+        lambda: tt.box_status(lonely.probe_socket, BOX_STATUS, 1.0).get("status") == "loading", 3
+    )
+    assert status, tt.box_status(lonely.probe_socket, BOX_STATUS)
+    status = tt.box_status(lonely.probe_socket, BOX_STATUS)
     assert status["configured"] and status["id"] is None and status["pid"] == lonely.proc.pid
     lonely.notify.poll(0.05)
     assert lonely.notify.state == "loading" and not lonely.notify.ready
@@ -758,7 +761,7 @@ def test_replica_set_full_mesh(instances: Any, version: tuple) -> None:
     ready = [member.wait_ready(10) for member in members]
 
     def full_mesh() -> Optional[List[dict]]:
-        statuses = [tt.box_status(m.probe_socket, 1.0) for m in members]
+        statuses = [tt.box_status(m.probe_socket, BOX_STATUS, 1.0) for m in members]
         for st in statuses:
             if not st.get("ok") or st["status"] != "running":
                 return None
@@ -779,7 +782,7 @@ def test_replica_set_full_mesh(instances: Any, version: tuple) -> None:
         + ", ".join(f"{r * 1000:.0f}" for r in ready)
         + f" ms; full mesh (all upstreams and downstreams 'follow') at {mesh_after * 1000:.0f} ms"
     )
-    assert statuses, [tt.box_status(m.probe_socket) for m in members]
+    assert statuses, [tt.box_status(m.probe_socket, BOX_STATUS) for m in members]
     assert [st["ro"] for st in statuses] == [False, True, True]
     assert len({st["cluster_uuid"] for st in statuses}) == 1
     assert sorted(st["id"] for st in statuses) == [1, 2, 3]
@@ -792,7 +795,10 @@ def test_replica_set_full_mesh(instances: Any, version: tuple) -> None:
     leader_id = statuses[0]["id"]
     for replica in replicas:
         assert wait_for(
-            lambda r=replica: tt.box_status(r.probe_socket)["vclock"].get(leader_id, 0) >= target, 5
+            lambda r=replica: (
+                tt.box_status(r.probe_socket, BOX_STATUS)["vclock"].get(leader_id, 0) >= target
+            ),
+            5,
         )
         assert replica.eval("return box.space.t:get{1}") == [[1, "x"]]
         err = replica.probe("return box.space.t:insert{2}")
@@ -803,9 +809,9 @@ def test_replica_set_full_mesh(instances: Any, version: tuple) -> None:
         for path in (member.log, member.out):
             with open(path, "rb") as f:
                 assert password.encode() not in f.read()
-        assert password not in repr(tt.box_status(member.probe_socket))
+        assert password not in repr(tt.box_status(member.probe_socket, BOX_STATUS))
         assert member.eval("return os.getenv(...)", PASSWORD_ENV) == [None]
-    peers = tt.box_status(members[1].probe_socket)["replication"]
+    peers = tt.box_status(members[1].probe_socket, BOX_STATUS)["replication"]
     assert {p["upstream"]["peer"] for p in peers if "upstream" in p} == {
         f"repl@{u}" for u in uris if u != uris[1]
     }
@@ -867,11 +873,11 @@ def test_orphan_sends_ready_but_is_not_running(instances: Any, version: tuple) -
     states = [m for _, _, m in replica.notify.history]
     assert states[-3:] == ["STATUS=running", "STATUS=orphan", "READY=1"], states
     assert replica.notify.ready and not replica.notify.running
-    assert tt.box_status(replica.probe_socket)["status"] == "orphan"
+    assert tt.box_status(replica.probe_socket, BOX_STATUS)["status"] == "orphan"
 
     members[0].spawn()
     assert replica.notify.wait_ready(5)  # STATUS=running again once the peer is back
-    assert tt.box_status(replica.probe_socket)["status"] == "running"
+    assert tt.box_status(replica.probe_socket, BOX_STATUS)["status"] == "running"
 
 
 def test_wait_vclock_reports_last_vclock_and_last_error_apart(
@@ -886,7 +892,7 @@ def test_wait_vclock_reports_last_vclock_and_last_error_apart(
     timer = threading.Timer(0.3, os.kill, (one.proc.pid, signal.SIGSTOP))
     timer.start()
     try:
-        reply = tt.wait_vclock(one.probe_socket, {1: 10**9}, 1.0)
+        reply = tt.wait_vclock(one.probe_socket, {1: 10**9}, 1.0, BOX_STATUS)
     finally:
         timer.join()
         os.kill(one.proc.pid, signal.SIGCONT)

@@ -13,8 +13,8 @@ Everything that touches the processes runs on the targets (see
 :mod:`remoteexec.target.tarantool`); this package is the master side.
 """
 
-from ..errors import TarantoolError
-from .instance import TarantoolInstance
-from .replicaset import ReplicaSet
+from remoteexec.errors import TarantoolError
+from remoteexec.tarantool.instance import TarantoolInstance
+from remoteexec.tarantool.replicaset import ReplicaSet
 
 __all__ = ["ReplicaSet", "TarantoolError", "TarantoolInstance"]

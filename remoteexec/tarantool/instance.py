@@ -1,126 +1,98 @@
-"""TarantoolInstance: one tarantool process on a host, started through the supervisor."""
+"""TarantoolInstance: one tarantool process on a host, a Service built on an executor."""
 
 from __future__ import annotations
 
-import contextlib
+import json
+import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
-
-import mitogen.core
-
-from ..arguments import environment, port, seconds, unix_path
-from ..errors import RemoteExecError, TarantoolError
-from .config import (
-    LOG_FILE,
-    PASSWORD_ENV,
-    Version,
-    box_cfg_for,
-    check_credential,
-    render_init_lua,
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
 )
-from .lua import call_source
+
+from remoteexec.arguments import environment
+from remoteexec.errors import HostLost, RemoteExecError, TarantoolError, TimeoutExpired
+from remoteexec.executors import SimpleExecutor
+from remoteexec.services import Deferred, ServiceStatus, resolve
+from remoteexec.tarantool import remote
+from remoteexec.tarantool.config import LOG_FILE, PASSWORD_ENV, box_cfg_for, render_init_lua
+from remoteexec.tarantool.lua import call_source
+from remoteexec.tarantool.shared import (
+    ANY_ADDRESS,
+    SLACK,
+    bound_seconds,
+    check_listen,
+    renamed,
+    secret,
+    split_listen,
+    stop_on_exit,
+)
+from remoteexec.tarantool.version import Features, Version
+from remoteexec.waits import TCP
 
 if TYPE_CHECKING:
-    from ..host import Host
+    from remoteexec.host import Host
 
-__all__ = ["TarantoolInstance"]
+__all__ = ["LAYERS", "TarantoolInstance", "TarantoolProcess", "checked_env", "write_private"]
 
-TARGET = "remoteexec.target.tarantool."
-_ANY_ADDRESS = ("", "0.0.0.0", "::", "*", "[::]")
-# Seconds a call may take beyond its own bound (a start's time left, a probe's
-# or a stop's timeout): what the target side needs to answer once that bound
-# is up. Not REPLY_SLACK (30 s): a call to a hung host must end within its
-# timeout plus this.
-SLACK = 2.0
+#: Readiness layers in order, as ``status()["readiness"]`` names the last one reached.
+LAYERS = ("process", "running", "app", "ro", "mesh", "ready")
 # host -> {tarantool path -> host_facts()}: one `tarantool --version` per host.
-_FACTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_FACTS: weakref.WeakKeyDictionary[Host, Dict[str, Dict[str, Any]]] = weakref.WeakKeyDictionary()
 _FACTS_LOCK = threading.Lock()
+# box.info for an artifact dump: its reply comes within this plus SLACK.
+ARTIFACT_INFO_TIMEOUT = 1.0
 
 
-def reworded(error: RemoteExecError, message: str, **extra: Any) -> RemoteExecError:
-    """The same error (class, host, every field) with ``message``; ``extra`` fields win."""
-    details = dict(error.details, **extra)
-    fields = dict(command=error.command, exit_code=error.exit_code, output_tail=error.output_tail)
-    for key in fields:
-        if key in details:
-            fields[key] = details.pop(key)
-    return type(error)(message, host=error.host, **fields, **details)
+def checked_env(name: str, env: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """``env`` as a dict, checked as :func:`remoteexec.arguments.environment` does;
+    a :class:`~remoteexec.services.Deferred` value is kept, checked once resolved."""
+    given = dict(env or {})
+    plain = {k: ("" if isinstance(v, Deferred) else v) for k, v in given.items()}
+    environment(name, plain)
+    return given
 
 
-def renamed(error: RemoteExecError, label: str, **extra: Any) -> RemoteExecError:
-    """The same error, its message prefixed with ``label`` (which member failed)."""
-    return reworded(error, "%s: %s" % (label, error.message), **extra)
+def write_private(path: str, data: bytes) -> str:
+    """Write ``data`` to ``path`` on the master with mode 0600; returns ``path``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o600)
+    return path
 
 
-def secret(user: Optional[str], password: Optional[str]) -> Optional[mitogen.core.Secret]:
-    """The password as a Secret (masked in every repr and log), checked for URI use."""
-    if password is None:
-        return None
-    if not user or user == "guest":
-        raise ValueError("a password needs a user other than guest")
-    check_credential(password)
-    return mitogen.core.Secret(password)
+class TarantoolProcess(SimpleExecutor):
+    """The tarantool process's lifecycle (spawn, logs, stop, kill) as an executor.
 
-
-def stop_on_exit(stop: Callable[[], Any], exc_type: Optional[type]) -> None:
-    """``stop()`` for a ``with`` block; while an error is on its way out, a
-    failed stop must not replace it (the master's close still kills all)."""
-    if exc_type is None:
-        stop()
-        return
-    with contextlib.suppress(Exception):
-        stop()
-
-
-def check_listen(name: str, listen: Any, *, allow_zero: bool) -> Any:
-    """``listen`` as given, once checked: a port, ``"address:port"`` or a unix
-    socket (``"/path"``, ``"unix/:/path"``).
-
-    A port outside 1-65535 is a ValueError naming ``name``; 0 ("any free
-    port") only with ``allow_zero``.
+    Readiness is not the executor's: :class:`TarantoolInstance` waits for its
+    layers itself. Before the spawn, ``refuse_if`` (the instance's TCP port)
+    must not answer: AlreadyRunning with the owner's pid otherwise.
     """
-    if isinstance(listen, bool) or not isinstance(listen, (int, str)):
-        raise TypeError(
-            "%s must be a port, 'address:port' or a unix socket path, got %s %r"
-            % (name, type(listen).__name__, listen)
-        )
-    if isinstance(listen, int):
-        port(name, listen, allow_zero=allow_zero)
-        return listen
-    text = listen.strip()
-    if text.startswith("unix/:"):
-        unix_path(name, text[len("unix/:") :])
-    elif text.startswith("/"):
-        unix_path(name, text)
-    elif text.isdigit():
-        port(name, text, allow_zero=allow_zero)
-    else:
-        address, sep, port_text = text.rpartition(":")
-        if not sep or not address.strip("[]"):
-            raise ValueError(
-                "%s must be a port, 'address:port' or a unix socket path, got %r" % (name, listen)
-            )
-        port(name, port_text, allow_zero=allow_zero)
-    return listen
 
+    def __init__(self, command: List[str], *, refuse_if: Optional[TCP], **kwargs: Any) -> None:
+        self.refuse_if = refuse_if
+        super().__init__(command, **kwargs)
 
-def split_listen(listen: Any) -> Tuple[Optional[str], Optional[int]]:
-    """(address or None, port or None) of a ``listen`` value; (None, None) for unix sockets."""
-    text = str(listen)
-    if text.isdigit():
-        return None, int(text)
-    address, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or text.startswith(("unix/", "/")):
-        return None, None
-    return address.strip("[]"), int(port)
+    def _pre_start_specs(self) -> List[Dict[str, Any]]:
+        # SimpleExecutor's documented hook (the executors have no public
+        # pre-check-only argument yet).
+        return self.refuse_if.specs() if self.refuse_if is not None else []
 
 
 class TarantoolInstance:
-    """One tarantool instance on a host, under the host's supervisor.
+    """One tarantool instance on a host, under the host's supervisor; a
+    :class:`~remoteexec.services.Service`.
 
     It inherits every cleanup guarantee of the supervisor: it dies with the
     master (closed, crashed or SIGKILLed) and with a silent partition.
@@ -132,8 +104,12 @@ class TarantoolInstance:
         is a ValueError.
     :param box_cfg: extra ``box.cfg`` keys; they win over the test-friendly
         defaults of :func:`~remoteexec.tarantool.config.box_cfg_for`; a key
-        set to None removes a default.
+        set to None removes a default. Values may be Deferred.
     :param app_lua: Lua source run after ``box.cfg`` (schema, functions).
+    :param app_params: values for the app, readable in Lua as the global
+        table ``params`` (``params.port``), set before ``box.cfg``; plain
+        values or Deferred ones (resolved at start). Never put a secret here:
+        it is written into init.lua.
     :param work_dir: data directory on the target; None: a fresh directory in
         the run's directory, removed when the master closes. Data already there
         must belong to this instance: set :attr:`instance_uuid` to its uuid.
@@ -142,9 +118,13 @@ class TarantoolInstance:
     :param password: its password; held as :class:`mitogen.core.Secret` and
         passed to the process in its environment only.
     :param env: extra environment variables for the tarantool process (str
-        values; anything else is a TypeError naming the variable).
+        or Deferred values resolving to str; anything else is a TypeError
+        naming the variable, here or at start).
     :param timeout: seconds for start (all layers together), stop and calls;
         finite and positive (every wait is bounded), else a ValueError.
+
+    Deferred values (``env``, ``box_cfg``, ``app_params``) are resolved with
+    :func:`remoteexec.services.resolve` at the start of every :meth:`start`.
     """
 
     def __init__(
@@ -154,19 +134,21 @@ class TarantoolInstance:
         listen: Any,
         box_cfg: Optional[Mapping[str, Any]] = None,
         app_lua: str = "",
+        app_params: Optional[Mapping[str, Any]] = None,
         work_dir: Optional[str] = None,
         tarantool: str = "tarantool",
         user: Optional[str] = None,
         password: Optional[str] = None,
-        env: Optional[Mapping[str, str]] = None,
+        env: Optional[Mapping[str, Any]] = None,
         timeout: float = 30,
     ) -> None:
-        self.timeout = seconds("timeout", timeout)
+        self.timeout = bound_seconds("timeout", timeout)
         self._on = on
         self.listen = check_listen("listen", listen, allow_zero=True)
-        self.env: Dict[str, str] = environment("env", env)
+        self.env: Dict[str, Any] = checked_env("env", env)
         self.box_cfg: Dict[str, Any] = dict(box_cfg or {})
         self.app_lua = app_lua
+        self.app_params: Dict[str, Any] = dict(app_params or {})
         self.work_dir = work_dir
         self.tarantool = tarantool
         self.user = user
@@ -177,25 +159,33 @@ class TarantoolInstance:
         self.name = "tarantool %s" % (listen,)
         #: The role: ``box.cfg.read_only`` and the ``box.info.ro`` readiness waits for.
         self.read_only = False
-        # Set by a ReplicaSet: replication URIs, [uuid, name, uri] of the peers, set options.
+        #: uuids of peers that are down: readiness waits skip them (see ReplicaSet.restart).
+        self.down_peers: frozenset[str] = frozenset()
+        # Set by join_replicaset: replication URIs, [uuid, name, uri] of the peers.
         self._replication: List[str] = []
         self._peers: List[List[str]] = []
         self._replication_user: Optional[str] = user
         self._replication_timeout: Optional[float] = None
         self._replicaset_uuid: Optional[str] = None
-        self._proc: Optional[Dict[str, Any]] = None
-        # Guards _forget's compare-and-drop of _proc (see _forget's ``only``).
+        # The executor of the running process (None: stopped) and of the last one (its logs).
+        self._process: Optional[TarantoolProcess] = None
+        self._last: Optional[TarantoolProcess] = None
+        # Guards forget's compare-and-drop of _process (see forget's ``only``).
         self._proc_lock = threading.Lock()
         self._paused = False
         self._uri: Optional[str] = None
         self._output_log: Optional[str] = None
         # listen with port 0 replaced by the port the first start got: restarts keep it.
         self._bound_listen: Optional[str] = None
-        # Set by ReplicaSet.restart/resume for one wait: uuids of the peers that are down.
-        self._down_peers: frozenset = frozenset()
+        # The inputs resolved by the current start (env, box_cfg, app_params).
+        self._resolved: Dict[str, Dict[str, Any]] = {}
+        self._state = "stopped"
+        self._since = time.time()
+        self._readiness: Optional[str] = None
+        self._exit_code: Optional[int] = None
 
     def __repr__(self) -> str:
-        state = "running" if self._proc else "stopped"
+        state = "running" if self._process else "stopped"
         return "<TarantoolInstance %s %s on %s>" % (self.name, state, self.on.name)
 
     def __enter__(self) -> TarantoolInstance:
@@ -210,25 +200,28 @@ class TarantoolInstance:
     def on(self) -> Host:
         """The Host it runs on."""
         if self._on is None:
-            from ..master import default_host
+            from remoteexec.master import default_host
 
             self._on = default_host()
         return self._on
 
-    def _facts(self, deadline: Optional[float] = None) -> Dict[str, Any]:
-        """Version and address of the host (one call per host, then cached).
+    @property
+    def hosts(self) -> List[Host]:
+        """The hosts it runs on: ``[on]`` (the Service interface)."""
+        return [self.on]
+
+    def host_facts(self, deadline: Optional[float] = None) -> Dict[str, Any]:
+        """Version and address of the host (one call per host and binary, then cached).
 
         With ``deadline`` (a start's), the call fits in the time left.
+        ``address`` is the address other hosts reach it on.
         """
         with _FACTS_LOCK:
             facts = _FACTS.get(self.on, {}).get(self.tarantool)
         if facts is None:
             left = 10.0 if deadline is None else max(0.1, deadline - time.monotonic())
-            facts = self.on.invoke(
-                TARGET + "host_facts",
-                self.tarantool,
-                min(10.0, left),
-                reply_timeout=left + SLACK,
+            facts = remote.host_facts(
+                self.on, path=self.tarantool, timeout=min(10.0, left), reply_timeout=left + SLACK
             )
             if self.on.kind == "local" or not facts.get("address"):
                 facts["address"] = "127.0.0.1"
@@ -239,13 +232,19 @@ class TarantoolInstance:
     @property
     def version(self) -> Version:
         """The tarantool version on the host, e.g. ``(2, 6, 0)``."""
-        major, minor, patch = self._facts()["version"]
+        major, minor, patch = self.host_facts()["version"]
         return (major, minor, patch)
+
+    @property
+    def features(self) -> Features:
+        """What the tarantool on the host supports."""
+        return Features.for_version(self.version)
 
     @property
     def pid(self) -> Optional[int]:
         """The tarantool process id on the host while started, else None."""
-        return self._proc["pid"] if self._proc else None
+        process = self._process
+        return process.pid if process is not None else None
 
     @property
     def uri(self) -> str:
@@ -256,11 +255,21 @@ class TarantoolInstance:
         address, port = split_listen(listen)
         if not port:
             return None
-        if address is None or address in _ANY_ADDRESS:
-            address = self._facts()["address"]
+        if address is None or address in ANY_ADDRESS:
+            address = str(self.host_facts()["address"])
         if ":" in address:  # IPv6
             address = "[%s]" % address
         return "%s:%d" % (address, port)
+
+    @property
+    def endpoints(self) -> Dict[str, Optional[str]]:
+        """``{"uri", "host", "port"}`` as other hosts reach it; None while not known
+        (port 0 before the first start, a unix socket)."""
+        uri = self._uri or self._client_uri(self._listen())
+        if uri is None:
+            return {"uri": None, "host": None, "port": None}
+        host, port = split_listen(uri)
+        return {"uri": uri, "host": host, "port": None if port is None else str(port)}
 
     @property
     def paused(self) -> bool:
@@ -278,23 +287,75 @@ class TarantoolInstance:
             "log": work.rstrip("/") + "/" + LOG_FILE,
         }
 
+    @property
+    def probe_socket(self) -> str:
+        """The unix socket of its probe server, on the host."""
+        return self._paths()["probe"]
+
+    # -- the Service interface ----------------------------------------------
+
+    def inputs(self) -> List[Any]:
+        """The values that may hold Deferred references: env, box_cfg, app_params."""
+        return [self.env, self.box_cfg, self.app_params]
+
+    def running(self) -> bool:
+        """Whether the tarantool process runs now (asks the host)."""
+        process = self._process
+        return process is not None and process.running()
+
+    def _set_state(self, state: str, readiness: Optional[str] = None) -> None:
+        self._state, self._readiness, self._since = state, readiness, time.time()
+
+    def status(self) -> ServiceStatus:
+        """State, readiness layer reached (:data:`LAYERS`), pid, since, exit code, endpoints.
+
+        A process that ended by itself since start is ``exited`` with its exit code.
+        """
+        state, process = self._state, self._process
+        if process is not None and state == "ready" and process.process is not None:
+            code = process.process.poll()
+            if code is not None:
+                self._exit_code = code
+                self._set_state("exited")
+                state = "exited"
+        return {
+            "name": self.name,
+            "hosts": [self.on.name],
+            "state": "running" if state == "ready" and self._paused else state,
+            "readiness": "paused" if self._paused else self._readiness,
+            "pids": [process.pid] if process is not None and process.pid is not None else [],
+            "since": self._since,
+            "exit_code": self._exit_code,
+            "endpoints": self.endpoints,
+        }
+
     # -- start -------------------------------------------------------------
 
     def _listen(self) -> Any:
         """What box.cfg.listen gets: :attr:`listen`, with port 0 fixed after the first start."""
         return self._bound_listen or self.listen
 
+    def _resolve_inputs(self) -> None:
+        """Resolve the Deferred inputs for this start and check them (env values str)."""
+        env = resolve(self.env)
+        environment("env", env)
+        self._resolved = {
+            "env": env,
+            "box_cfg": resolve(self.box_cfg),
+            "app_params": resolve(self.app_params),
+        }
+
     def _init_lua(self, paths: Mapping[str, str]) -> str:
-        user_box_cfg = dict(self.box_cfg)
+        user_box_cfg = dict(self._resolved["box_cfg"])
         if (
-            self._down_peers
-            and self.version < (2, 11, 0)
+            self.down_peers
+            and not self.features.bootstrap_strategy
             and "replication_connect_quorum" not in user_box_cfg
         ):
-            # Before 2.11 the quorum defaults to every peer: with one down the
-            # member would stay 'orphan'. Ask only for the ones that run.
+            # Before bootstrap_strategy (2.11) the quorum defaults to every peer:
+            # with one down the member would stay 'orphan'. Ask only for the ones that run.
             user_box_cfg["replication_connect_quorum"] = len(self._replication) - len(
-                self._down_peers
+                self.down_peers
             )
         cfg = box_cfg_for(
             self.version,
@@ -313,94 +374,117 @@ class TarantoolInstance:
             app_lua=self.app_lua,
             replication_user=self._replication_user,
             password_env=PASSWORD_ENV if self.password is not None else None,
+            app_params=self._resolved["app_params"],
         )
 
-    def _prepare(self, deadline: float) -> None:
-        """Check the work directory, write init.lua and bind the notify socket on the target."""
-        self._facts(deadline)
-        paths = self._paths()
-        init_lua = self._init_lua(paths)
+    def prepare(self, deadline: float) -> None:
+        """The first step of a start: resolve the inputs, check the work directory,
+        write init.lua and bind the notify socket on the host (nothing runs yet)."""
+        self._set_state("starting")
+        self._exit_code = None
         try:
-            self.on.invoke(
-                TARGET + "prepare_instance",
-                paths["ctl"],
-                paths["work"],
-                init_lua,
-                paths["notify"],
+            self._resolve_inputs()
+            self.host_facts(deadline)
+            paths = self._paths()
+            init_lua = self._init_lua(paths)
+        except BaseException:
+            self._set_state("failed")
+            raise
+        try:
+            remote.prepare_instance(
+                self.on,
+                ctl_dir=paths["ctl"],
+                work_dir=paths["work"],
+                init_lua=init_lua,
+                notify_socket=paths["notify"],
                 reply_timeout=max(0.1, deadline - time.monotonic()) + SLACK,
             )
         except RemoteExecError as e:
+            self._set_state("failed")
             raise renamed(e, self.name, member=self.name) from None
 
-    def _launch(self, deadline: float, abort: Optional[threading.Event] = None) -> None:
-        """Start the process (after :meth:`_prepare`); do not wait for readiness.
+    def _executor(self, left: float) -> TarantoolProcess:
+        paths = self._paths()
+        env: Dict[str, str] = dict(self._resolved.get("env") or {})
+        env["NOTIFY_SOCKET"] = paths["notify"]
+        if self.password is not None:
+            env[PASSWORD_ENV] = self.password
+        address, port = split_listen(self._listen())
+        refuse_if = None
+        if port:
+            if address is None or address in ANY_ADDRESS:
+                address = "127.0.0.1"
+            refuse_if = TCP(address, port)
+        return TarantoolProcess(
+            [self.tarantool, paths["ctl"] + "/init.lua"],
+            refuse_if=refuse_if,
+            on=self.on,
+            cwd=paths["ctl"],
+            envvars=env,
+            name="tarantool-" + self.instance_uuid[:8],
+            stop_signal=signal.SIGTERM,
+            stdin=subprocess.DEVNULL,
+            timeout=left,
+            stop_timeout=min(self.timeout, 10.0),
+            strict_stop=True,
+            expected_returncode=0,
+        )
+
+    def launch(self, deadline: float, abort: Optional[threading.Event] = None) -> None:
+        """Start the process (after :meth:`prepare`); do not wait for readiness.
 
         ``abort`` set while the spawn was on its way (a replica set gave up):
         the process is killed again at once and TarantoolError raised, so a
         late spawn never outlives the set's cleanup.
         """
-        paths = self._paths()
-        env: Dict[str, str] = dict(self.env)
-        env["NOTIFY_SOCKET"] = paths["notify"]
-        if self.password is not None:
-            env[PASSWORD_ENV] = self.password
-        address, port = split_listen(self._listen())
-        pre_check = []
-        if port:
-            if address is None or address in _ANY_ADDRESS:
-                address = "127.0.0.1"
-            pre_check = [{"kind": "tcp", "host": address, "port": port}]
-        left = max(0.1, deadline - time.monotonic())
+        process = self._executor(max(0.1, deadline - time.monotonic()))
+        # The previous process's executor goes now (it forgets its log on the host).
+        self._last = process
         try:
-            self._proc = self.on.service(
-                "start",
-                reply_timeout=left + SLACK,
-                spec={
-                    "command": [self.tarantool, paths["ctl"] + "/init.lua"],
-                    "cwd": paths["ctl"],
-                    "env": env,
-                    "name": "tarantool-" + self.instance_uuid[:8],
-                    "stop_signal": int(signal.SIGTERM),
-                },
-                check_specs=[],
-                timeout=left,
-                pre_check_specs=pre_check,
-            )
+            process.start()
         except RemoteExecError as e:
+            self._set_state("failed")
             raise renamed(e, self.name) from None
-        self._output_log = self._proc["log_path"]
+        self._process = process
+        self._output_log = process.log_path
         self._paused = False
+        self._set_state("starting", "process")
         if abort is not None and abort.is_set():
-            self._forget(kill=True, only=self._proc)
+            self.forget(kill=True, only=process)
             raise TarantoolError("%s: start abandoned" % self.name, host=self.on.name)
 
-    def _wait(self, deadline: float, with_notify: bool = True) -> Dict[str, float]:
-        """Wait for every readiness layer; on failure kill the process and raise."""
-        proc = self._proc
-        if proc is None:
+    def wait_ready(self, deadline: float, with_notify: bool = True) -> Dict[str, float]:
+        """Wait for every readiness layer (after :meth:`launch`); on failure kill the
+        process and raise. Returns the seconds each layer took."""
+        process = self._process
+        if process is None or process.pid is None:
             raise TarantoolError("%s: not started" % self.name, host=self.on.name)
         paths = self._paths()
         left = max(0.05, deadline - time.monotonic())
         try:
-            ready = self.on.invoke(
-                TARGET + "wait_instance",
-                paths["probe"],
-                proc["pid"],
-                left,
-                paths["notify"] if with_notify else None,
-                self.read_only,
-                self.instance_uuid,
-                [p for p in self._peers if p[0] not in self._down_peers],
-                [paths["log"], proc["log_path"]],
+            ready = remote.wait_instance(
+                self.on,
+                probe_socket=paths["probe"],
+                pid=process.pid,
+                timeout=left,
+                notify_socket=paths["notify"] if with_notify else None,
+                read_only=self.read_only,
+                instance_uuid=self.instance_uuid,
+                peers=[p for p in self._peers if p[0] not in self.down_peers],
+                log_paths=[paths["log"], str(self._output_log)],
                 reply_timeout=left + SLACK,
             )
         except RemoteExecError as e:
             extra: Dict[str, Any] = {}
-            if e.details.get("layer") == "alive":
+            layer = e.details.get("layer")
+            if layer == "alive":
                 # Reap it now; the supervisor knows the exit code even if /proc forgot it.
-                code = self._forget(kill=True, only=proc)
+                code = self.forget(kill=True, only=process)
                 if e.exit_code is None and code is not None:
                     extra["exit_code"] = code
+            reached = LAYERS.index(layer) - 1 if layer in LAYERS[1:] else 0
+            self._set_state("failed", LAYERS[reached])
+            self._exit_code = extra.get("exit_code", e.exit_code)
             raise renamed(e, self.name, member=self.name, **extra) from None
         # box.info.listen has the real port when listen asked for port 0.
         bound = ready["status"].get("listen")
@@ -413,9 +497,11 @@ class TarantoolInstance:
             else:
                 host = "[%s]" % address if ":" in address else address
                 self._bound_listen = "%s:%d" % (host, bound_port)
-        return ready["timings"]
+        self._set_state("ready", "ready")
+        timings: Dict[str, float] = ready["timings"]
+        return timings
 
-    def start(self) -> TarantoolInstance:
+    def start(self, abort: Optional[threading.Event] = None) -> TarantoolInstance:
         """Start it and return once ready: alive, running (not orphan or loading),
         ``box.info.ro`` as intended and, in a replica set, every link 'follow'.
 
@@ -423,73 +509,71 @@ class TarantoolInstance:
         TarantoolError (tarantool exited: its F>/E> lines are in the message
         and ``output_tail``), TimeoutExpired (``details['layer']`` names the
         layer not reached) or CommandNotFound; nothing is left running then.
+        ``abort``: as in :meth:`launch` (a replica set's restart sets it when
+        it gives up).
         """
-        if self._proc is not None:
+        if self._process is not None:
             return self
-        self._start()
-        return self
-
-    def _start(self, abort: Optional[threading.Event] = None) -> None:
-        """:meth:`start`'s work; ``abort`` as in :meth:`_launch`."""
         deadline = time.monotonic() + self.timeout
-        self._prepare(deadline)
-        self._launch(deadline, abort)
-        proc = self._proc
+        self.prepare(deadline)
+        self.launch(deadline, abort)
+        process = self._process
         try:
-            self._wait(deadline)
+            self.wait_ready(deadline)
         except BaseException:
-            self._forget(kill=True, only=proc)
+            self.forget(kill=True, only=process)
             raise
+        return self
 
     # -- stop --------------------------------------------------------------
 
-    def _forget(self, kill: bool, only: Optional[Dict[str, Any]] = None) -> Optional[int]:
-        """Kill (if asked) and drop the process; errors are ignored. Returns its exit code.
+    def forget(self, kill: bool, only: Optional[TarantoolProcess] = None) -> Optional[int]:
+        """Count it as stopped, SIGKILLing the process first if ``kill``; errors are
+        ignored (a lost host kills it itself). Returns its exit code when known.
 
         ``only``: just if that is still the process. A wait a replica set gave
         up on ends later by itself, and must not kill a newer process then.
         """
         with self._proc_lock:
-            proc = self._proc
-            if only is not None and proc is not only:
+            process = self._process
+            if only is not None and process is not only:
                 return None
-            self._proc, self._paused = None, False
-        if proc is None or not kill:
+            self._process, self._paused = None, False
+        if process is None:
             return None
+        if self._state in ("starting", "ready"):
+            self._set_state("stopped", self._readiness)
+        if not kill:
+            return None
+        handle = process.process
         try:
-            return self.on.service("kill", proc_id=proc["id"], sig=int(signal.SIGKILL))[
-                "returncode"
-            ]
+            process.kill()
+            return handle.poll() if handle is not None else None
         except RemoteExecError:
             return None
 
     def stop(self) -> TarantoolInstance:
         """SIGTERM (a clean shutdown), SIGKILL after ``min(timeout, 10)`` seconds."""
-        if self._proc is None:
+        process = self._process
+        if process is None:
             return self
-        proc = self._proc
         if self._paused:
             self.signal(signal.SIGCONT)
-        self._proc, self._paused = None, False
-        stop_timeout = min(self.timeout, 10.0)
+        self._process, self._paused = None, False
+        self._set_state("stopped")
         try:
-            self.on.service(
-                "stop",
-                reply_timeout=stop_timeout + SLACK,
-                proc_id=proc["id"],
-                sig=int(signal.SIGTERM),
-                timeout=stop_timeout,
-                expected_returncode=0,
-            )
+            process.stop()
         except RemoteExecError as e:
             raise renamed(e, self.name) from None
         return self
 
     def kill(self) -> TarantoolInstance:
         """SIGKILL: no shutdown at all, as in a crash. The data stays for a restart."""
-        if self._proc is not None:
-            proc, self._proc, self._paused = self._proc, None, False
-            self.on.service("kill", proc_id=proc["id"], sig=int(signal.SIGKILL))
+        process = self._process
+        if process is not None:
+            self._process, self._paused = None, False
+            self._set_state("stopped")
+            process.kill()
         return self
 
     def restart(self) -> TarantoolInstance:
@@ -498,9 +582,11 @@ class TarantoolInstance:
 
     def signal(self, sig: int) -> None:
         """Send ``sig`` to the tarantool process (SIGSTOP and SIGCONT track :attr:`paused`)."""
-        if self._proc is None:
+        process = self._process
+        handle = process.process if process is not None else None
+        if handle is None:
             raise TarantoolError("%s: not started" % self.name, host=self.on.name)
-        self.on.service("signal", proc_id=self._proc["id"], sig=int(sig))
+        handle.send_signal(int(sig))
         if sig == signal.SIGSTOP:
             self._paused = True
         elif sig == signal.SIGCONT:
@@ -508,20 +594,10 @@ class TarantoolInstance:
 
     # -- calls -------------------------------------------------------------
 
-    def _probe(self, function: str, *args: Any, timeout: Optional[float] = None) -> Any:
-        wait = self.timeout if timeout is None else seconds("timeout", timeout)
-        if self._proc is None:
+    def _bound(self, timeout: Optional[float]) -> float:
+        if self._process is None:
             raise TarantoolError("%s: not started" % self.name, host=self.on.name)
-        try:
-            return self.on.invoke(
-                TARGET + function,
-                self._paths()["probe"],
-                *args,
-                wait,
-                reply_timeout=wait + SLACK,
-            )
-        except RemoteExecError as e:
-            raise renamed(e, self.name, lua_message=e.message) from None
+        return self.timeout if timeout is None else bound_seconds("timeout", timeout)
 
     def eval(self, lua: str, *args: Any, timeout: Optional[float] = None) -> Any:
         """Run Lua source inside the instance (on the target); ``args`` arrive as ``...``.
@@ -530,7 +606,18 @@ class TarantoolInstance:
         Lua error raises TarantoolError; ``details['lua_message']`` is the
         Lua message as is.
         """
-        values = self._probe("probe", lua, list(args), timeout=timeout)["result"]
+        wait = self._bound(timeout)
+        try:
+            values = remote.eval_lua(
+                self.on,
+                socket_path=self.probe_socket,
+                lua=lua,
+                args=args,
+                timeout=wait,
+                reply_timeout=wait + SLACK,
+            )
+        except RemoteExecError as e:
+            raise renamed(e, self.name, lua_message=e.message) from None
         if not values:
             return None
         return values[0] if len(values) == 1 else tuple(values)
@@ -544,22 +631,89 @@ class TarantoolInstance:
 
         Never holds the replication URIs, so never the password.
         """
-        return self._probe("box_status", timeout=timeout)
+        wait = self._bound(timeout)
+        try:
+            return remote.box_status(
+                self.on, socket_path=self.probe_socket, timeout=wait, reply_timeout=wait + SLACK
+            )
+        except RemoteExecError as e:
+            raise renamed(e, self.name, lua_message=e.message) from None
+
+    def wait_vclock(self, target: Dict[int, int], timeout: float) -> None:
+        """Wait until its vclock has every component of ``target`` (but 0), within ``timeout``."""
+        remote.wait_vclock(
+            self.on,
+            probe_socket=self.probe_socket,
+            target=target,
+            timeout=timeout,
+            reply_timeout=timeout + SLACK,
+        )
 
     def log_tail(self, lines: int = 50) -> str:
         """The last ``lines`` lines of tarantool's log on the host."""
-        path = self._paths()["log"]
-        return str(self.on.invoke("remoteexec.target.supervisor._tail_of", path, lines))
+        return remote.tail_lines(
+            self.on, path=self._paths()["log"], lines=lines, reply_timeout=10.0 + SLACK
+        )
 
-    def _artifacts(self) -> Dict[str, str]:
-        """Paths on the target worth copying when something failed."""
+    def artifact_paths(self) -> Dict[str, str]:
+        """Files on the host worth copying when something failed, by the name to copy them to."""
         paths = self._paths()
         found = {"tarantool.log": paths["log"], "init.lua": paths["ctl"] + "/init.lua"}
         if self._output_log:
             found["output.log"] = self._output_log
         return found
 
-    def _configure_replication(
+    def artifacts(self, dest: str) -> List[str]:
+        """Copy its log, output, init.lua and a ``box.info`` dump (``box_info.json``)
+        into ``dest`` on the master (files 0600, the directory 0700).
+
+        Works on a stopped or failed instance too (the files stay on the host
+        until the master closes). A file that cannot be read (the host is
+        lost, say) is skipped and its error recorded under ``"errors"`` in
+        ``box_info.json``. Returns the paths written.
+        """
+        os.makedirs(dest, 0o700, exist_ok=True)
+        written = []
+        errors: Dict[str, str] = {}
+        # Set when the host did not answer: the rest is skipped, not waited for.
+        silent: Optional[str] = None
+        for name, path in self.artifact_paths().items():
+            if silent:
+                errors[name] = "%s: skipped: %s" % (path, silent)
+                continue
+            try:
+                data = remote.read_file(self.on, path=path, reply_timeout=5.0)
+            except RemoteExecError as e:
+                errors[name] = "%s: %s" % (path, e.message)
+                if isinstance(e, (TimeoutExpired, HostLost)):
+                    silent = e.message
+                continue
+            if data is not None:
+                written.append(write_private(os.path.join(dest, name), data))
+        info: Any = None
+        if silent:
+            info = {"error": "skipped: %s" % silent}
+        elif self.pid and not self.paused:
+            try:
+                info = self.info(timeout=ARTIFACT_INFO_TIMEOUT)
+            except RemoteExecError as e:
+                info = {"error": e.message}
+        dump: Dict[str, Any] = {
+            "member": self.name,
+            "host": self.on.name,
+            "uri": self.uri,
+            "pid": self.pid,
+            "box_info": info,
+        }
+        if errors:
+            dump["errors"] = errors
+        text = json.dumps(dump, indent=2, sort_keys=True, default=str).encode()
+        written.append(write_private(os.path.join(dest, "box_info.json"), text))
+        return written
+
+    # -- replica set membership ---------------------------------------------
+
+    def join_replicaset(
         self,
         *,
         name: str,
@@ -570,7 +724,8 @@ class TarantoolInstance:
         replicaset_uuid: str,
         user: str,
     ) -> None:
-        """Make it a replica set member (called by ReplicaSet before the first start)."""
+        """Make it a replica set member (a ReplicaSet calls this before the first start):
+        its name, the replication URIs, its peers as [uuid, name, uri] and its role."""
         self.name = name
         self._replication = list(replication)
         self._peers = [list(p) for p in peers]

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Dict,
@@ -23,13 +24,14 @@ from typing import (
     Union,
 )
 
-from ..arguments import environment, seconds
-from ..errors import HostLost, RemoteExecError, TarantoolError, TimeoutExpired
-from .config import check_credential
-from .instance import (
+from remoteexec.arguments import seconds
+from remoteexec.errors import HostLost, RemoteExecError, TarantoolError, TimeoutExpired
+from remoteexec.services import ServiceStatus, host_names
+from remoteexec.tarantool.config import check_credential
+from remoteexec.tarantool.instance import LAYERS, TarantoolInstance, checked_env, write_private
+from remoteexec.tarantool.shared import (
     SLACK,
-    TARGET,
-    TarantoolInstance,
+    bound_seconds,
     check_listen,
     renamed,
     reworded,
@@ -37,6 +39,9 @@ from .instance import (
     split_listen,
     stop_on_exit,
 )
+
+if TYPE_CHECKING:
+    from remoteexec.host import Host
 
 __all__ = ["ReplicaSet"]
 
@@ -183,7 +188,7 @@ class ReplicaSet:
         box_cfg: Optional[Mapping[str, Any]] = None,
         user: Optional[str] = None,
         password: Optional[str] = None,
-        env: Optional[Mapping[str, str]] = None,
+        env: Optional[Mapping[str, Any]] = None,
         timeout: float = 30,
     ) -> None:
         if not members:
@@ -192,11 +197,11 @@ class ReplicaSet:
             raise ValueError("leader=%r: there are %d members" % (leader, len(members)))
         if user is not None:
             check_credential(user, "user name")
-        timeout = seconds("timeout", timeout)
+        timeout = bound_seconds("timeout", timeout)
         self.replication_timeout = seconds(
             "replication_timeout", replication_timeout, allow_none=True
         )
-        env = environment("env", env)
+        env = checked_env("env", env)
         password_secret = secret(user, password)
         self.name = name
         self.timeout = timeout
@@ -278,7 +283,7 @@ class ReplicaSet:
         # Facts (version, address) of every host, in parallel: one call each.
         _raise_first(
             self._fan_out(
-                "start", lambda m: m._facts(deadline), self._members, self._members, deadline
+                "start", lambda m: m.host_facts(deadline), self._members, self._members, deadline
             )
         )
         for member in self._members:
@@ -289,7 +294,7 @@ class ReplicaSet:
         uris = [m.uri for m in self._members]
         names = ["%s-%d" % (self.name, i + 1) for i in range(len(self._members))]
         for i, member in enumerate(self._members):
-            member._configure_replication(
+            member.join_replicaset(
                 name=names[i],
                 replication=uris,
                 peers=[
@@ -342,11 +347,11 @@ class ReplicaSet:
         try:
             self._configure(deadline)
             every = self._members
-            spawned = self._fan_out("start", lambda m: m._prepare(deadline), every, every, deadline)
+            spawned = self._fan_out("start", lambda m: m.prepare(deadline), every, every, deadline)
             for group in (self.replicas, [self.leader]):
                 if not any(isinstance(r, BaseException) for r in spawned):
                     spawned = self._fan_out(
-                        "start", lambda m: m._launch(deadline, abort), group, every, deadline
+                        "start", lambda m: m.launch(deadline, abort), group, every, deadline
                     )
             spawn_done = time.monotonic()
             _raise_first(spawned)
@@ -393,7 +398,7 @@ class ReplicaSet:
 
         results = self._fan_out(
             what,
-            lambda m: m._wait(deadline, with_notify),
+            lambda m: m.wait_ready(deadline, with_notify),
             members,
             members if watch is None else watch,
             deadline,
@@ -423,7 +428,7 @@ class ReplicaSet:
             return results
         reason = lost.on.lost or "the host was closed"
         # Its host's supervisor kills it when the heartbeats stop: count it as stopped.
-        lost._forget(kill=True)
+        lost.forget(kill=True)
         raise HostLost(
             "replica set %s: member %s lost with its host during %s: %s"
             % (self.name, lost.name, what, reason),
@@ -432,7 +437,7 @@ class ReplicaSet:
         )
 
     def _kill_all(self) -> None:
-        _each(lambda m: m._forget(kill=True), self._members)
+        _each(lambda m: m.forget(kill=True), self._members)
 
     def _explain(self, errors: Sequence[BaseException]) -> BaseException:
         """One error for a failed wait, naming the member to blame and its links.
@@ -478,7 +483,7 @@ class ReplicaSet:
 
     # -- waits -------------------------------------------------------------
 
-    def wait_synced(self, timeout: Optional[float] = None) -> Dict[str, Any]:
+    def wait_synced(self, timeout: Optional[float] = None) -> Dict[int, int]:
         """Wait until every running replica's vclock has caught up with the leader's.
 
         Component 0 (local-only rows) is ignored. Returns the leader's vclock.
@@ -486,7 +491,7 @@ class ReplicaSet:
         paused one does after :meth:`resume`, so wait again then). A stopped
         or paused leader is a TarantoolError at once.
         """
-        wait = self.timeout if timeout is None else seconds("timeout", timeout)
+        wait = self.timeout if timeout is None else bound_seconds("timeout", timeout)
         leader = self.leader
         if leader.pid is None or leader.paused:
             raise TarantoolError(
@@ -502,7 +507,7 @@ class ReplicaSet:
             "wait_synced", lambda m: m.info(timeout=wait), [leader], watch, deadline
         )
         _raise_first(info)
-        target = info[0]["vclock"]
+        target: Dict[int, int] = info[0]["vclock"]
         waits = self._fan_out(
             "wait_synced",
             lambda m: self._wait_vclock(m, target, wait),
@@ -515,38 +520,34 @@ class ReplicaSet:
 
     def _wait_vclock(self, member: TarantoolInstance, target: Dict[int, int], wait: float) -> None:
         try:
-            member.on.invoke(
-                TARGET + "wait_vclock",
-                member._paths()["probe"],
-                target,
-                wait,
-                reply_timeout=wait + SLACK,
-            )
+            member.wait_vclock(target, wait)
         except RemoteExecError as e:
             raise renamed(e, "%s (leader %s)" % (member.name, self.leader.name)) from None
 
     # -- status ------------------------------------------------------------
 
-    def status(self) -> List[Dict[str, Any]]:
-        """One row per member: member, host, uri, id, ro, status, upstream and
-        downstream per peer (status, message, lag, idle), lag (the largest
-        upstream lag). Never a secret. A member that is stopped, paused or does
-        not answer has ``status`` 'stopped', 'paused' or 'unreachable'.
+    def member_rows(self) -> List[Dict[str, Any]]:
+        """One row per member: its :meth:`TarantoolInstance.status` plus member, host,
+        uri, pid, id, ro, status, upstream and downstream per peer (status,
+        message, lag, idle), lag (the largest upstream lag) and vclock. Never
+        a secret. A member that is stopped, paused or does not answer has
+        ``status`` 'stopped', 'paused' or 'unreachable'.
         """
         by_uuid = {m.instance_uuid: m.name for m in self._members}
 
         def row(member: TarantoolInstance) -> Dict[str, Any]:
-            base: Dict[str, Any] = {
-                "member": member.name,
-                "host": member.on.name,
-                "uri": member.uri,
-                "pid": member.pid,
-                "id": None,
-                "ro": None,
-                "upstream": {},
-                "downstream": {},
-                "lag": None,
-            }
+            base: Dict[str, Any] = dict(member.status())
+            base.update(
+                member=member.name,
+                host=member.on.name,
+                uri=member.uri,
+                pid=member.pid,
+                id=None,
+                ro=None,
+                upstream={},
+                downstream={},
+                lag=None,
+            )
             if member.pid is None:
                 return dict(base, status="stopped")
             if member.paused:
@@ -578,10 +579,102 @@ class ReplicaSet:
         _raise_first(rows)
         return rows
 
+    def status(self) -> ServiceStatus:
+        """The set's state and every member's (``members``: see :meth:`member_rows`).
+
+        ``state`` is ``ready`` when every member is, ``stopped`` when none
+        runs, ``failed``/``exited`` when a member is, else ``running`` (some
+        members down or paused, or a start under way); ``readiness`` is the
+        lowest layer the members reached.
+        """
+        rows = self.member_rows()
+        states = [r["state"] for r in rows]
+        if all(st == "ready" for st in states):
+            state = "ready"
+        elif all(st == "stopped" for st in states):
+            state = "stopped"
+        elif "failed" in states:
+            state = "failed"
+        elif "exited" in states:
+            state = "exited"
+        elif "starting" in states:
+            state = "starting"
+        else:
+            state = "running"
+        layers = [r.get("readiness") for r in rows]
+        readiness = (
+            None
+            if None in layers
+            else min(layers, key=lambda x: LAYERS.index(x) if x in LAYERS else -1)
+        )
+        since = [r["since"] for r in rows if r.get("since") is not None]
+        return {
+            "name": self.name,
+            "hosts": host_names(self.hosts),
+            "state": state,
+            "readiness": readiness,
+            "pids": [r["pid"] for r in rows if r["pid"] is not None],
+            "since": max(since) if since else None,
+            "exit_code": next((r["exit_code"] for r in rows if r.get("exit_code")), None),
+            "endpoints": self.endpoints,
+            "members": rows,  # type: ignore[typeddict-item]
+        }
+
+    # -- the rest of the Service interface --------------------------------------
+
+    @property
+    def hosts(self) -> List[Host]:
+        """The members' hosts, each once, in member order."""
+        seen: List[Host] = []
+        for member in self._members:
+            if all(member.on is not h for h in seen):
+                seen.append(member.on)
+        return seen
+
+    def member_names(self) -> List[str]:
+        """The members' names, ``<set>-<n>``, fixed at construction."""
+        return ["%s-%d" % (self.name, i + 1) for i in range(len(self._members))]
+
+    @property
+    def endpoints(self) -> Dict[str, Optional[str]]:
+        """``leader.uri``, ``leader.host``, ``leader.port``, ``uris`` (every member,
+        comma-separated) and ``<member name>.uri`` per member, as other hosts see them."""
+        leader = self.leader.endpoints
+        out: Dict[str, Optional[str]] = {
+            "leader.uri": leader["uri"],
+            "leader.host": leader["host"],
+            "leader.port": leader["port"],
+        }
+        uris = [m.endpoints["uri"] for m in self._members]
+        out["uris"] = None if None in uris else ",".join(str(u) for u in uris)
+        for name, uri in zip(self.member_names(), uris):
+            out[name + ".uri"] = uri
+        return out
+
+    def inputs(self) -> List[Any]:
+        """Every member's inputs (env, box_cfg, app_params): they may hold Deferred values."""
+        return [value for m in self._members for value in m.inputs()]
+
+    def running(self) -> bool:
+        """Whether every member's process runs now."""
+        return all(_each(lambda m: m.running(), self._members))
+
+    def log_tail(self, lines: int = 50) -> str:
+        """The last ``lines`` lines of every member's log, each under a ``== member (host) ==``."""
+        tails = _each(lambda m: m.log_tail(lines), self._members)
+        return "\n".join(
+            "== %s (%s) ==\n%s" % (m.name, m.on.name, t if isinstance(t, str) else repr(t))
+            for m, t in zip(self._members, tails)
+        )
+
     # -- faults --------------------------------------------------------------
 
-    def kill(self, member: TarantoolInstance) -> None:
-        """SIGKILL ``member`` (a crash: no clean shutdown; its data stays)."""
+    def kill(self, member: Optional[TarantoolInstance] = None) -> None:
+        """SIGKILL ``member`` (a crash: no clean shutdown; its data stays); with
+        no member, every member at once."""
+        if member is None:
+            _raise_first(_each(lambda m: m.kill(), self._members))
+            return
         self._member(member).kill()
 
     def restart(self, member: TarantoolInstance) -> None:
@@ -605,12 +698,12 @@ class ReplicaSet:
             deadline = time.monotonic() + member.timeout
             try:
                 started = self._fan_out(
-                    what, lambda m: m._start(abort), [member], self._up(down), deadline
+                    what, lambda m: m.start(abort), [member], self._up(down), deadline
                 )
             except BaseException:
                 # A peer's host was lost (or Ctrl-C): kill the restarted member.
                 abort.set()
-                member._forget(kill=True)
+                member.forget(kill=True)
                 raise
             try:
                 _raise_first(started)
@@ -632,11 +725,11 @@ class ReplicaSet:
         The rule :meth:`restart` and :meth:`resume` share.
         """
         down = [m for m in self._members if m is not member and (m.pid is None or m.paused)]
-        member._down_peers = frozenset(m.instance_uuid for m in down)
+        member.down_peers = frozenset(m.instance_uuid for m in down)
         try:
             yield down
         finally:
-            member._down_peers = frozenset()
+            member.down_peers = frozenset()
 
     def _up(self, down: Sequence[TarantoolInstance]) -> List[TarantoolInstance]:
         """The members not in ``down``: the ones a restart or resume waits for."""
@@ -743,80 +836,36 @@ class ReplicaSet:
 
     # -- artifacts -------------------------------------------------------------
 
-    def collect_artifacts(self, dest_dir: str) -> List[str]:
-        """Copy every member's logs, init.lua and a ``box.info`` dump to ``dest_dir``.
+    def artifacts(self, dest: str) -> List[str]:
+        """Copy every member's logs, init.lua and a ``box.info`` dump to ``dest``.
 
-        Files go to ``dest_dir/<member>/`` with mode 0600 (directories 0700).
-        Works on stopped and failed members too (the files stay on the hosts
-        until the master closes). A file that cannot be read (the host is
-        lost, say) is skipped and its error recorded under ``"errors"`` in
-        that member's ``box_info.json``; one member's trouble never stops the
-        others' collection. Returns the paths written.
+        Files go to ``dest/<member>/`` with mode 0600 (directories 0700), see
+        :meth:`TarantoolInstance.artifacts`. Works on stopped and failed
+        members too (the files stay on the hosts until the master closes). A
+        file that cannot be read (the host is lost, say) is skipped and its
+        error recorded under ``"errors"`` in that member's ``box_info.json``;
+        one member's trouble never stops the others' collection. Returns the
+        paths written.
         """
-        os.makedirs(dest_dir, 0o700, exist_ok=True)
-
-        def collect(member: TarantoolInstance) -> List[str]:
-            out_dir = os.path.join(dest_dir, member.name)
-            os.makedirs(out_dir, 0o700, exist_ok=True)
-            written = []
-            errors: Dict[str, str] = {}
-            # Set when the host did not answer: the rest is skipped, not waited for.
-            silent: Optional[str] = None
-            for name, path in member._artifacts().items():
-                if silent:
-                    errors[name] = "%s: skipped: %s" % (path, silent)
-                    continue
-                try:
-                    reply = member.on.invoke(TARGET + "read_file", path, reply_timeout=5.0)
-                except RemoteExecError as e:
-                    errors[name] = "%s: %s" % (path, e.message)
-                    if isinstance(e, (TimeoutExpired, HostLost)):
-                        silent = e.message
-                    continue
-                if reply["data"] is not None:
-                    written.append(_write_private(os.path.join(out_dir, name), reply["data"]))
-            info: Any = None
-            if silent:
-                info = {"error": "skipped: %s" % silent}
-            elif member.pid and not member.paused:
-                try:
-                    info = member.info(timeout=COLLECT_INFO_TIMEOUT)
-                except RemoteExecError as e:
-                    info = {"error": e.message}
-            dump = {
-                "member": member.name,
-                "host": member.on.name,
-                "uri": member.uri,
-                "pid": member.pid,
-                "box_info": info,
-            }
-            if errors:
-                dump["errors"] = errors
-            text = json.dumps(dump, indent=2, sort_keys=True, default=str).encode()
-            written.append(_write_private(os.path.join(out_dir, "box_info.json"), text))
-            return written
+        os.makedirs(dest, 0o700, exist_ok=True)
 
         def failed(member: TarantoolInstance, error: BaseException) -> List[str]:
             dump = {"member": member.name, "errors": {"collect": repr(error)}}
             text = json.dumps(dump, indent=2, sort_keys=True, default=str).encode()
             try:
-                out_dir = os.path.join(dest_dir, member.name)
+                out_dir = os.path.join(dest, member.name)
                 os.makedirs(out_dir, 0o700, exist_ok=True)
-                return [_write_private(os.path.join(out_dir, "box_info.json"), text)]
+                return [write_private(os.path.join(out_dir, "box_info.json"), text)]
             except OSError:
                 return []
 
-        results = _each(collect, self._members)
+        results = _each(lambda m: m.artifacts(os.path.join(dest, m.name)), self._members)
         return [
             path
             for member, paths in zip(self._members, results)
             for path in (failed(member, paths) if isinstance(paths, BaseException) else paths)
         ]
 
-
-def _write_private(path: str, data: bytes) -> str:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(path, 0o600)
-    return path
+    def collect_artifacts(self, dest_dir: str) -> List[str]:
+        """The same as :meth:`artifacts` (its earlier name)."""
+        return self.artifacts(dest_dir)

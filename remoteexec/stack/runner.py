@@ -1,0 +1,974 @@
+"""Stack: services started in dependency order, health-gated, stopped in reverse.
+
+See :mod:`remoteexec.stack` for the API as users see it. Each start and
+each stop runs on its own thread; one scheduler loop (the caller's thread)
+launches whatever has its dependencies met and collects the outcomes, so
+independent services start at once, on one host or across hosts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import (
+    Any,
+    Callable,
+    Collection,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+)
+
+from remoteexec import arguments
+from remoteexec.errors import RemoteExecError
+from remoteexec.services import deferred_in
+from remoteexec.stack import adapt, graph
+from remoteexec.stack.error import StackError
+from remoteexec.stack.events import Callback, StackEvent, Subscribers
+from remoteexec.stack.refs import Ref, refs_in
+
+#: How often the scheduler, the stop loop and the exit watcher look again.
+POLL = 0.2
+#: How often a job's exit, or a start's "started" state, is looked at (doubling up to POLL).
+FIRST_POLL = 0.01
+#: A job waits this long to complete unless ``add(timeout=)`` says otherwise.
+JOB_TIMEOUT = 3600.0
+#: How long a kill() after a stop that overran its bound may take.
+KILL_TIMEOUT = 10.0
+#: How much output a failure message carries.
+TAIL_LINES = 50
+RESTART_POLICIES = ("no", "on-failure")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+
+#: What satisfies a condition, by the state the dependency is in.
+_MEETS = {
+    "started": ("started", "ready", "completed"),
+    "healthy": ("ready", "completed"),
+    "completed": ("completed",),
+}
+#: States of a service that has (had) processes the stack must stop.
+_LIVE = ("starting", "started", "ready", "completed", "failed", "exited")
+
+
+class Handle:
+    """What :meth:`Stack.add` returns: a service (or a group of them) in a stack.
+
+    Use it in ``depends_on`` and for references: ``handle.ref("uri")``.
+    A group (``add(factory, on=[a, b, c])``) has ``members``; a reference
+    to a group's endpoint resolves to the members' values joined by commas.
+    """
+
+    def __init__(
+        self, stack: Stack, name: str, service: Any = None, members: Sequence[Handle] = ()
+    ) -> None:
+        self.stack = stack
+        self.name = name
+        #: The service (None for a group).
+        self.service = service
+        #: The group's members, named ``<name>.1``, ``<name>.2``... (empty for one service).
+        self.members: List[Handle] = list(members)
+
+    def __repr__(self) -> str:
+        if self.members:
+            return "<Handle %s: group of %d in stack %s>" % (
+                self.name,
+                len(self.members),
+                self.stack.name,
+            )
+        return "<Handle %s in stack %s>" % (self.name, self.stack.name)
+
+    def ref(self, key: str) -> Ref:
+        """``${name.key}``: the endpoint ``key`` of this service, resolved at start.
+
+        ValueError now if the service has no such endpoint.
+        """
+        if not isinstance(key, str) or not key:
+            raise ValueError("ref() needs an endpoint name, got %r" % (key,))
+        return Ref("%s.%s" % (self.name, key), self.stack, target=self)
+
+    def endpoint_names(self) -> Collection[str]:
+        if self.members:
+            return self.members[0].endpoint_names()
+        return list(adapt.endpoints(self.service))
+
+    def endpoint(self, key: str) -> Optional[str]:
+        if self.members:
+            values = [m.endpoint(key) for m in self.members]
+            return None if any(v is None for v in values) else ",".join(map(str, values))
+        value = adapt.endpoints(self.service).get(key)
+        return None if value is None else str(value)
+
+    @property
+    def hosts(self) -> List[str]:
+        """The names of the hosts it runs on."""
+        if self.members:
+            return [h for m in self.members for h in m.hosts]
+        return adapt.host_names(self.service)
+
+
+@dataclass
+class _Entry:
+    """One service of the stack and what the stack knows of it."""
+
+    handle: Handle
+    declared: Dict[str, Optional[str]]
+    job: bool
+    restart: str
+    max_restarts: int
+    backoff: float
+    timeout: float
+    group: Optional[str] = None
+    state: str = "pending"
+    since: float = 0.0
+    restarts: int = 0
+    supervised: bool = False
+    exit_code: Optional[int] = None
+    t0: float = 0.0
+    stop_deadline: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.handle.name
+
+    @property
+    def service(self) -> Any:
+        return self.handle.service
+
+    @property
+    def host(self) -> str:
+        return ",".join(self.handle.hosts)
+
+
+@dataclass
+class _Run:
+    """The state of one start (up or restart) or one stop pass."""
+
+    inflight: Set[str] = field(default_factory=set)
+    timings: Dict[str, float] = field(default_factory=dict)
+    failure: List[Tuple[str, BaseException]] = field(default_factory=list)
+    errors: List[str] = field(default_factory=list)
+    stopped: List[str] = field(default_factory=list)
+
+
+class Stack:
+    """Services (executors, Tarantool instances, replica sets) started as one.
+
+    :param name: the stack's name, for messages.
+    :param stop_timeout: the bound of each service's stop in ``down()`` and
+        rollbacks: past it the service is killed and the overrun reported.
+    :param poll: how often exits of running services are looked for.
+    """
+
+    def __init__(self, name: str, *, stop_timeout: float = 60.0, poll: float = POLL) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("a stack needs a name, got %r" % (name,))
+        self.name = name
+        self.stop_timeout = float(arguments.seconds("stop_timeout", stop_timeout))  # type: ignore[arg-type]
+        self.poll = float(arguments.seconds("poll", poll))  # type: ignore[arg-type]
+        self._entries: Dict[str, _Entry] = {}
+        self._handles: Dict[str, Handle] = {}
+        self._events = Subscribers()
+        self._cond = threading.Condition(threading.RLock())
+        self._up = False
+        self._starting = False
+        self._watcher: Optional[threading.Thread] = None
+        self._unwatched = threading.Event()
+        self._exits: List[Tuple[str, BaseException]] = []
+
+    def __repr__(self) -> str:
+        return "<Stack %s: %d services, %s>" % (
+            self.name,
+            len(self._entries),
+            "up" if self._up else "down",
+        )
+
+    # -- building ---------------------------------------------------------
+
+    def add(
+        self,
+        service: Any,
+        name: Optional[str] = None,
+        depends_on: Union[Sequence[Any], Mapping[Any, str], None] = None,
+        job: bool = False,
+        restart: str = "no",
+        max_restarts: int = 3,
+        restart_backoff: float = 1.0,
+        *,
+        on: Any = None,
+        timeout: Optional[float] = None,
+    ) -> Handle:
+        """Add a service; returns its handle (for ``depends_on`` and ``ref()``).
+
+        ``depends_on``: handles or names (each waited for ``"healthy"``, a
+        job ``"completed"``), or a dict handle/name → ``"started"``,
+        ``"healthy"`` or ``"completed"``. References in the service's
+        inputs are dependencies too (``"healthy"``) unless declared.
+        ``job=True``: a one-shot command that must exit 0 (within
+        ``timeout``, default an hour). ``restart="on-failure"`` restarts a
+        service that exits non-zero after it was ready, at most
+        ``max_restarts`` times, ``restart_backoff`` seconds apart.
+        ``on=[a, b, c]`` with ``service`` a callable(host) → service: one
+        instance per host, named ``<name>.1``...; the handle is the group.
+        Bad arguments are a ValueError/TypeError naming them, now.
+        """
+        if self._up:
+            raise ValueError("stack %s is up: add services before up()" % self.name)
+        if restart not in RESTART_POLICIES:
+            raise ValueError(
+                "restart must be one of %s, got %r" % (", ".join(RESTART_POLICIES), restart)
+            )
+        if job and restart != "no":
+            raise ValueError("a job runs once: restart=%r needs job=False" % restart)
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+            raise ValueError("max_restarts must be a whole number >= 0, got %r" % (max_restarts,))
+        backoff = arguments.seconds("restart_backoff", restart_backoff, allow_zero=True)
+        limit = arguments.seconds("timeout", JOB_TIMEOUT if timeout is None else timeout)
+        declared = self._declared(depends_on)
+        options = dict(
+            declared=declared,
+            job=bool(job),
+            restart=restart,
+            max_restarts=max_restarts,
+            backoff=float(backoff),  # type: ignore[arg-type]
+            timeout=float(limit),  # type: ignore[arg-type]
+        )
+        if on is None:
+            handle = Handle(self, self._new_name(name, service), self._checked(service, name))
+            self._register(handle, options)
+            return handle
+        return self._add_group(service, name, on, options)
+
+    def _add_group(self, factory: Any, name: Optional[str], on: Any, options: Any) -> Handle:
+        if not callable(factory) or hasattr(factory, "start"):
+            raise TypeError(
+                "with on=, the service must be a callable(host) -> service (a factory),"
+                " got %r" % (factory,)
+            )
+        hosts = list(on) if isinstance(on, (list, tuple)) else [on]
+        if not hosts:
+            raise ValueError("on= must name at least one host")
+        if name is None:
+            raise ValueError("a service on several hosts (on=[...]) needs name=")
+        group = self._new_name(name, None)
+        members = []
+        for i, host in enumerate(hosts, 1):
+            member_name = "%s.%d" % (group, i)
+            service = self._checked(factory(host), member_name)
+            members.append(Handle(self, member_name, service))
+        for member in members:
+            self._register(member, options, group=group)
+        handle = Handle(self, group, None, members)
+        self._handles[group] = handle
+        return handle
+
+    def _new_name(self, name: Optional[str], service: Any) -> str:
+        if name is None:
+            name = getattr(service, "name", None)
+            if not isinstance(name, str) or not _NAME.fullmatch(name):
+                raise ValueError(
+                    "%r has no usable name (%r): give add() a name= (letters, digits, _ and -)"
+                    % (service, name)
+                )
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ValueError(
+                "service name %r: use letters, digits, '_' and '-' (no dots: 'api.1' names"
+                " the members of a group)" % (name,)
+            )
+        if name in self._handles:
+            raise ValueError("stack %s already has a service named %r" % (self.name, name))
+        return name
+
+    def _checked(self, service: Any, name: Optional[str]) -> Any:
+        missing = [m for m in ("start", "stop") if not callable(getattr(service, m, None))]
+        if missing:
+            raise TypeError(
+                "service %s: %r is not a service (no %s())" % (name, service, ", ".join(missing))
+            )
+        if any(e.service is service for e in self._entries.values()):
+            raise ValueError("%r is in stack %s already" % (service, self.name))
+        return service
+
+    def _declared(self, depends_on: Any) -> Dict[str, Optional[str]]:
+        if depends_on is None:
+            return {}
+        if isinstance(depends_on, (str, Handle)):
+            depends_on = [depends_on]
+        if isinstance(depends_on, Mapping):
+            items = list(depends_on.items())
+        elif isinstance(depends_on, (list, tuple)):
+            items = [(d, None) for d in depends_on]
+        else:
+            raise TypeError(
+                "depends_on must be a list of handles/names or a dict of them to conditions,"
+                " got %s" % type(depends_on).__name__
+            )
+        out: Dict[str, Optional[str]] = {}
+        for dep, condition in items:
+            if isinstance(dep, Handle):
+                if dep.stack is not self:
+                    raise ValueError("depends_on: %r belongs to another stack" % (dep,))
+                dep = dep.name
+            if not isinstance(dep, str):
+                raise TypeError("depends_on: %r is neither a handle nor a name" % (dep,))
+            if condition is not None and condition not in graph.CONDITIONS:
+                raise ValueError(
+                    "depends_on %s: condition %r is not one of %s"
+                    % (dep, condition, ", ".join(graph.CONDITIONS))
+                )
+            out[dep] = condition
+        return out
+
+    def _register(self, handle: Handle, options: Any, group: Optional[str] = None) -> None:
+        entry = _Entry(handle=handle, group=group, **options)
+        for ref in refs_in(deferred_in(adapt.inputs(handle.service))):
+            ref.bind()  # an unknown reference to a service already added: refused now
+        self._entries[handle.name] = entry
+        self._handles[handle.name] = handle
+
+    # -- names and the graph ----------------------------------------------
+
+    def get(self, name: str) -> Optional[Handle]:
+        """The handle of service or group ``name``, None if there is none."""
+        return self._handles.get(name)
+
+    def __getitem__(self, name: str) -> Handle:
+        handle = self._handles.get(name)
+        if handle is None:
+            raise KeyError("stack %s has no service %r" % (self.name, name))
+        return handle
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._handles
+
+    @property
+    def services(self) -> List[str]:
+        """The names of the services, in the order added (groups as their members)."""
+        return list(self._entries)
+
+    def ref(self, path: str) -> Ref:
+        """A reference by name, ``"router.uri"``; checked when the stack is."""
+        return Ref(path, self)
+
+    def subscribe(self, callback: Callback) -> Callable[[], None]:
+        """Call ``callback(event)`` for each :class:`StackEvent`; returns the unsubscribe."""
+        return self._events.subscribe(callback)
+
+    def _expand(self, name: str, where: str) -> List[str]:
+        handle = self._handles.get(name)
+        if handle is None:
+            raise ValueError(
+                "%s: no service named %r in stack %s (services: %s)"
+                % (where, name, self.name, ", ".join(self._handles) or "none")
+            )
+        return [m.name for m in handle.members] if handle.members else [name]
+
+    def dependencies(self) -> Dict[str, Dict[str, str]]:
+        """Service → {dependency: condition}, declared and implied by references,
+        groups expanded to their members; ValueError if the stack cannot start
+        (unknown dependency or reference, a cycle, ``completed`` on a non-job)."""
+        out: Dict[str, Dict[str, str]] = {}
+        for name, entry in self._entries.items():
+            deps: Dict[str, str] = {}
+            for dep, condition in entry.declared.items():
+                for member in self._expand(dep, "service %r depends_on" % name):
+                    deps[member] = condition or self._default(member)
+            for ref in refs_in(deferred_in(adapt.inputs(entry.service))):
+                target = ref.bind()[0].name
+                for member in self._expand(target, "service %r: %r" % (name, ref)):
+                    if member == name or self._entries[member].group == name:
+                        raise ValueError("service %r refers to its own endpoint: %r" % (name, ref))
+                    deps.setdefault(member, self._default(member))
+            out[name] = deps
+        graph.check(out, [n for n, e in self._entries.items() if e.job])
+        return out
+
+    def _default(self, name: str) -> str:
+        return "completed" if self._entries[name].job else "healthy"
+
+    def validate(self) -> None:
+        """Every check ``up()`` makes before anything starts; ValueError naming the problem."""
+        self.dependencies()
+
+    def waves(self) -> List[List[str]]:
+        """The start order in waves (what ``config`` prints)."""
+        return graph.waves(self.dependencies())
+
+    # -- events -----------------------------------------------------------
+
+    def _emit(self, kind: str, entry: _Entry, **fields: Any) -> None:
+        self._events.emit(
+            StackEvent(
+                kind=kind,
+                service=entry.name,
+                host=entry.host,
+                time=time.time(),
+                job=entry.job,
+                **fields,
+            )
+        )
+
+    def _set(self, entry: _Entry, state: str) -> None:
+        with self._cond:
+            entry.state = state
+            entry.since = time.time()
+            self._cond.notify_all()
+
+    # -- up ---------------------------------------------------------------
+
+    def up(self) -> Dict[str, float]:
+        """Start every service, each once its dependencies are met; return
+        {service: seconds from its start to ready (a job: to its exit)}.
+
+        ValueError before anything starts if the stack cannot start. On the
+        first failure nothing new starts, what started is stopped in
+        reverse dependency order, and StackError says which service failed,
+        where, how far it got, and what was started, stopped, never started.
+        """
+        deps = self.dependencies()
+        with self._cond:
+            if self._up or self._starting:
+                raise StackError(
+                    "stack %s is up already: down() first" % self.name, stack=self.name
+                )
+            self._starting = True
+            for entry in self._entries.values():
+                entry.state, entry.restarts, entry.exit_code = "pending", 0, None
+            self._exits = []
+        try:
+            for entry in self._entries.values():
+                if entry.restart != "no":
+                    entry.supervised = adapt.restart_policy(
+                        entry.service, entry.restart, entry.max_restarts, entry.backoff
+                    )
+            self._start_watcher()
+            timings = self._start(deps, list(deps))
+            with self._cond:
+                self._up = True
+            return timings
+        except BaseException:
+            self._stop_watcher()
+            raise
+        finally:
+            with self._cond:
+                self._starting = False
+
+    def _start(self, deps: Mapping[str, Mapping[str, str]], names: List[str]) -> Dict[str, float]:
+        """Start ``names`` (dependencies outside them are taken as met); roll back on failure."""
+        part = graph.subgraph(deps, names)
+        waiting_started = {d for n in part for d, c in part[n].items() if c == "started"}
+        run = _Run()
+        bound = sum(self._entries[n].timeout for n in part) + 60.0
+        give_up = time.monotonic() + bound
+        with self._cond:
+            for _ in range(int(bound / self.poll) + 4 * len(part) + 10):
+                if not run.failure and self._exits:
+                    run.failure.append(self._exits[0])
+                if not run.failure:
+                    for name in graph.order(part):
+                        entry = self._entries[name]
+                        if entry.state == "pending" and self._met(part[name]):
+                            self._launch(entry, run, name in waiting_started)
+                pending = [n for n in part if self._entries[n].state == "pending"]
+                if not run.inflight and (run.failure or not pending):
+                    break
+                if time.monotonic() > give_up:
+                    run.failure.append(("", RemoteExecError("the start took over %gs" % bound)))
+                    break
+                self._cond.wait(self.poll)
+        if run.failure:
+            self._fail(part, run)
+        return run.timings
+
+    def _met(self, deps: Mapping[str, str]) -> bool:
+        return all(self._entries[d].state in _MEETS[c] for d, c in deps.items())
+
+    def _launch(self, entry: _Entry, run: _Run, probe_started: bool) -> None:
+        entry.state, entry.since, entry.t0 = "starting", time.time(), time.monotonic()
+        run.inflight.add(entry.name)
+        threading.Thread(
+            target=self._start_one,
+            args=(entry, run, probe_started),
+            name="stack-start-%s" % entry.name,
+            daemon=True,
+        ).start()
+
+    def _start_one(self, entry: _Entry, run: _Run, probe_started: bool) -> None:
+        self._emit("starting", entry)
+        try:
+            if probe_started:
+                self._start_probing(entry)
+            else:
+                entry.service.start()
+            if entry.job:
+                self._set(entry, "ready")
+                self._wait_job(entry)
+                seconds = time.monotonic() - entry.t0
+                self._set(entry, "completed")
+                self._emit("exited", entry, seconds=seconds, exit_code=0, final=True)
+            else:
+                seconds = time.monotonic() - entry.t0
+                self._set(entry, "ready")
+                self._emit("ready", entry, seconds=seconds)
+            with self._cond:
+                run.timings[entry.name] = seconds
+        except BaseException as e:
+            layer = adapt.layer(entry.service, e)
+            tail = self._tail(entry, e)
+            with self._cond:
+                run.failure.append((entry.name, e))
+            self._set(entry, "failed")
+            self._emit(
+                "failed",
+                entry,
+                seconds=time.monotonic() - entry.t0,
+                layer=layer,
+                message=arguments.bounded(str(getattr(e, "message", e)), 2000),
+                output_tail=tail or None,
+                exit_code=getattr(e, "exit_code", None),
+            )
+        finally:
+            with self._cond:
+                run.inflight.discard(entry.name)
+                self._cond.notify_all()
+
+    def _start_probing(self, entry: _Entry) -> None:
+        """start(), marking the service "started" as soon as its process runs
+        (for dependents that wait for "started" only)."""
+        done = threading.Event()
+        outcome: List[BaseException] = []
+
+        def start() -> None:
+            try:
+                entry.service.start()
+            except BaseException as e:
+                outcome.append(e)
+            finally:
+                done.set()
+
+        threading.Thread(target=start, name="stack-probe-%s" % entry.name, daemon=True).start()
+        wait = FIRST_POLL
+        for _ in range(int(entry.timeout / FIRST_POLL) + 10):
+            if done.wait(wait):
+                break
+            wait = min(wait * 2, self.poll)
+            if entry.state == "starting":
+                try:
+                    state = adapt.status(entry.service).get("state")
+                except RemoteExecError:
+                    continue
+                if state in ("running", "ready"):
+                    self._set(entry, "started")
+        done.wait()
+        if outcome:
+            raise outcome[0]
+
+    def _wait_job(self, entry: _Entry) -> None:
+        deadline = entry.t0 + entry.timeout
+        wait = FIRST_POLL
+        for _ in range(int(entry.timeout / FIRST_POLL) + 10):
+            info = adapt.exit_info(entry.service)
+            if not info["running"]:
+                entry.exit_code = info["exit_code"]
+                if entry.exit_code not in (0, None):
+                    raise RemoteExecError(
+                        "job %s exited with code %s" % (entry.name, entry.exit_code),
+                        host=entry.host,
+                        exit_code=entry.exit_code,
+                        output_tail=adapt.log_tail(entry.service, TAIL_LINES),
+                    )
+                return
+            if time.monotonic() > deadline:
+                break
+            time.sleep(wait)
+            wait = min(wait * 2, self.poll)
+        entry.service.kill()
+        raise RemoteExecError(
+            "job %s did not complete within %gs; killed" % (entry.name, entry.timeout),
+            host=entry.host,
+            output_tail=adapt.log_tail(entry.service, TAIL_LINES),
+        )
+
+    def _tail(self, entry: _Entry, error: Optional[BaseException]) -> str:
+        if isinstance(error, RemoteExecError) and error.output_tail:
+            return str(error.output_tail)
+        return adapt.log_tail(entry.service, TAIL_LINES)
+
+    def _fail(self, part: Mapping[str, Mapping[str, str]], run: _Run) -> None:
+        """Roll back a failed start: stop what started, then raise StackError."""
+        name, error = run.failure[0]
+        started = [n for n in graph.order(part) if self._entries[n].state in _LIVE]
+        stop = self._stop(part, started)
+        never = [n for n in graph.order(part) if self._entries[n].state == "pending"]
+        entry = self._entries.get(name)
+        if entry is None:
+            raise StackError(
+                "stack %s: %s" % (self.name, error), stack=self.name, errors=stop.errors
+            ) from error
+        ok = [n for n in started if n != name]
+        layer = adapt.layer(entry.service, error)
+        message = (
+            "stack %s: service %s failed%s: %s\nstarted: %s; stopped: %s; never started: %s"
+            % (
+                self.name,
+                name,
+                " (readiness reached: %s)" % layer if layer else "",
+                arguments.bounded(str(getattr(error, "message", error)), 2000),
+                ", ".join(ok) or "none",
+                ", ".join(stop.stopped) or "none",
+                ", ".join(never) or "none",
+            )
+        )
+        if stop.errors:
+            message += "\nstop errors: " + "; ".join(stop.errors)
+        raise StackError(
+            message,
+            host=entry.host,
+            output_tail=self._tail(entry, error) or None,
+            exit_code=getattr(error, "exit_code", None),
+            stack=self.name,
+            service=name,
+            layer=layer,
+            started=ok,
+            stopped=stop.stopped,
+            never_started=never,
+            errors=stop.errors,
+        ) from error
+
+    # -- down -------------------------------------------------------------
+
+    def down(self) -> Dict[str, float]:
+        """Stop every service, dependents first, independent ones in parallel;
+        each stop bounded (``stop_timeout``, then kill). Every failure is
+        collected and raised together as one StackError, after all were
+        tried. Idempotent: {} when nothing runs. Returns {service: seconds}."""
+        self._stop_watcher()
+        deps = self.dependencies()
+        live = [n for n in graph.order(deps) if self._entries[n].state in _LIVE]
+        with self._cond:
+            self._up = False
+        if not live:
+            return {}
+        run = self._stop(deps, live)
+        if run.errors:
+            raise StackError(
+                "stack %s: down: %d of %d services failed to stop:\n%s"
+                % (self.name, len(run.errors), len(live), "\n".join(run.errors)),
+                stack=self.name,
+                stopped=run.stopped,
+                errors=run.errors,
+            )
+        return run.timings
+
+    def _stop(self, deps: Mapping[str, Mapping[str, str]], names: List[str]) -> _Run:
+        """Stop ``names``: each once its dependents among them have stopped."""
+        above = graph.dependents(graph.subgraph(deps, names))
+        remaining = [n for n in reversed(graph.order(deps)) if n in names]
+        run = _Run()
+        bound = (self.stop_timeout + KILL_TIMEOUT) * (len(names) + 1)
+        give_up = time.monotonic() + bound
+        with self._cond:
+            for _ in range(int(bound / self.poll) + 4 * len(names) + 10):
+                busy = set(remaining) | run.inflight
+                for name in list(remaining):
+                    if not any(d in busy for d in above.get(name, [])):
+                        remaining.remove(name)
+                        self._launch_stop(self._entries[name], run)
+                for entry, event in self._overran(run):
+                    self._emit("stopped", entry, **event)
+                if not remaining and not run.inflight:
+                    break
+                if time.monotonic() > give_up:
+                    run.errors.append("stop gave up after %gs: %s" % (bound, ", ".join(busy)))
+                    break
+                self._cond.wait(min(self.poll, 0.05))
+        return run
+
+    def _launch_stop(self, entry: _Entry, run: _Run) -> None:
+        entry.state, entry.since = "stopping", time.time()
+        entry.t0, entry.stop_deadline = time.monotonic(), time.monotonic() + self.stop_timeout
+        run.inflight.add(entry.name)
+        threading.Thread(
+            target=self._stop_one, args=(entry, run), name="stack-stop-%s" % entry.name, daemon=True
+        ).start()
+
+    def _stop_one(self, entry: _Entry, run: _Run) -> None:
+        self._emit("stopping", entry)
+        error: Optional[BaseException] = None
+        try:
+            entry.service.stop()
+        except BaseException as e:
+            error = e
+        with self._cond:
+            if entry.name not in run.inflight:
+                return  # overran: _overran killed it and reported it
+            event = self._finish_stop(entry, run, error)
+        self._emit("stopped", entry, **event)
+
+    def _finish_stop(
+        self, entry: _Entry, run: _Run, error: Optional[BaseException]
+    ) -> Dict[str, Any]:
+        """Book a finished stop (the caller holds the lock); the stopped event's fields."""
+        seconds = time.monotonic() - entry.t0
+        run.inflight.discard(entry.name)
+        if error is not None:
+            first = (str(error).splitlines() or [type(error).__name__])[0]
+            run.errors.append("%s on %s: %s" % (entry.name, entry.host, first[:500]))
+        else:
+            run.stopped.append(entry.name)
+        run.timings[entry.name] = seconds
+        entry.state, entry.since = "stopped", time.time()
+        self._cond.notify_all()
+        message = None if error is None else arguments.bounded(str(error), 2000)
+        return {"seconds": seconds, "message": message}
+
+    def _overran(self, run: _Run) -> List[Tuple[_Entry, Dict[str, Any]]]:
+        """Kill (in the background) each stop that outlived ``stop_timeout``;
+        book it as failed. Returns the stopped events to emit."""
+        now = time.monotonic()
+        out = []
+        for name in list(run.inflight):
+            entry = self._entries[name]
+            if now > entry.stop_deadline:
+                threading.Thread(
+                    target=_quietly,
+                    args=(entry.service.kill,),
+                    name="stack-kill-%s" % name,
+                    daemon=True,
+                ).start()
+                error = RemoteExecError(
+                    "did not stop within %gs (stop_timeout); killed" % self.stop_timeout
+                )
+                out.append((entry, self._finish_stop(entry, run, error)))
+        return out
+
+    # -- watching services that run -----------------------------------------
+
+    def _start_watcher(self) -> None:
+        self._unwatched.clear()
+        self._watcher = threading.Thread(
+            target=self._watch, name="stack-watch-%s" % self.name, daemon=True
+        )
+        self._watcher.start()
+
+    def _stop_watcher(self) -> None:
+        self._unwatched.set()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(self.poll * 10 + 5)
+
+    def _watch(self) -> None:
+        """Report a service that exits after it was ready, within ``poll``."""
+        # Bounded by count: a stack up for a year at most, then it stops watching.
+        for _ in range(int(365 * 86400 / self.poll)):
+            with self._cond:
+                ready = [e for e in self._entries.values() if e.state == "ready" and not e.job]
+            for entry in ready:
+                if self._unwatched.is_set():
+                    return
+                try:
+                    alive = adapt.running(entry.service)
+                except RemoteExecError:
+                    continue  # a lost host: its own errors say so
+                if not alive and entry.state == "ready":
+                    self._exited(entry)
+            if self._unwatched.wait(self.poll):
+                return
+
+    def _exited(self, entry: _Entry) -> None:
+        got = adapt.status(entry.service)
+        code = got.get("exit_code")
+        again = (
+            entry.restart == "on-failure"
+            and code != 0
+            and entry.restarts < entry.max_restarts
+            and not entry.supervised
+        )
+        tail = adapt.log_tail(entry.service, TAIL_LINES)
+        with self._cond:
+            if entry.state != "ready":
+                return  # being stopped or restarted by the stack
+            entry.exit_code = code
+            entry.state, entry.since = ("restarting" if again else "exited"), time.time()
+            if not again and self._starting:
+                self._exits.append(
+                    (
+                        entry.name,
+                        RemoteExecError(
+                            "exited with code %s after it was ready" % code,
+                            host=entry.host,
+                            exit_code=code,
+                            output_tail=tail,
+                        ),
+                    )
+                )
+            self._cond.notify_all()
+        self._emit("exited", entry, exit_code=code, final=not again, output_tail=tail or None)
+        if again:
+            threading.Thread(
+                target=self._restart_after_exit, args=(entry,), name="stack-restart-" + entry.name
+            ).start()
+
+    def _restart_after_exit(self, entry: _Entry) -> None:
+        entry.restarts += 1
+        self._emit(
+            "restarting", entry, message="restart %d of %d" % (entry.restarts, entry.max_restarts)
+        )
+        if not _sleep_unless(
+            entry.backoff, lambda: entry.state != "restarting" or self._unwatched.is_set()
+        ):
+            return
+        t0 = time.monotonic()
+        try:
+            entry.service.start()
+        except BaseException as e:
+            self._set(entry, "exited")
+            self._emit("failed", entry, message=arguments.bounded(str(e), 2000))
+            return
+        with self._cond:
+            if entry.state != "restarting":
+                return
+            entry.state, entry.since = "ready", time.time()
+        self._emit("ready", entry, seconds=time.monotonic() - t0)
+
+    # -- while up -----------------------------------------------------------
+
+    def status(self) -> List[Dict[str, Any]]:
+        """One row per service: service, host, pid, pids, state, readiness,
+        since, endpoints, exit_code, job, restarts (and members for a
+        replica set). A service the stack never started is "stopped"."""
+        entries = list(self._entries.values())
+        found = _each([functools.partial(adapt.status, e.service) for e in entries])
+        rows = []
+        for entry, got in zip(entries, found):
+            if isinstance(got, BaseException):
+                got = {"state": "unknown", "readiness": None}
+            state = got.get("state") or "unknown"
+            if entry.state in ("pending", "stopped"):
+                state = "stopped"
+            elif entry.state in ("exited", "failed", "completed"):
+                state = "exited" if entry.state == "completed" else entry.state
+            pids = adapt.pids(got)
+            row: Dict[str, Any] = {
+                "service": entry.name,
+                "host": entry.host,
+                "pid": pids[0] if pids else None,
+                "pids": pids,
+                "state": state,
+                "readiness": got.get("readiness"),
+                "since": got.get("since") or entry.since or None,
+                "endpoints": dict(got.get("endpoints") or adapt.endpoints(entry.service)),
+                "exit_code": entry.exit_code
+                if entry.exit_code is not None
+                else got.get("exit_code"),
+                "job": entry.job,
+                "restarts": entry.restarts,
+            }
+            if got.get("members"):
+                row["members"] = got["members"]
+            rows.append(row)
+        return rows
+
+    def logs(self, name: str, lines: int = 50) -> str:
+        """The last ``lines`` lines of service ``name``'s output (a group's
+        members one after another, each under its name)."""
+        if isinstance(lines, bool) or not isinstance(lines, int) or lines < 0:
+            raise ValueError("lines must be a whole number >= 0, got %r" % (lines,))
+        names = self._expand(name, "logs()")
+        if len(names) == 1:
+            return adapt.log_tail(self._entries[names[0]].service, lines)
+        return "".join(
+            "== %s ==\n%s" % (n, adapt.log_tail(self._entries[n].service, lines)) for n in names
+        )
+
+    def restart(self, name: str, restart_dependents: bool = False) -> Dict[str, float]:
+        """Stop service ``name`` and start it again (its references resolved
+        anew); with ``restart_dependents``, the services that depend on it
+        too (stopped before it, started after). Returns {service: seconds}."""
+        if not self._up:
+            raise StackError("stack %s is not up: up() first" % self.name, stack=self.name)
+        deps = self.dependencies()
+        names = self._expand(name, "restart()")
+        if restart_dependents:
+            names = graph.closure(deps, names)
+        for n in names:
+            self._emit("restarting", self._entries[n])
+        run = self._stop(deps, names)
+        if run.errors:
+            raise StackError(
+                "stack %s: restart %s: stop failed: %s" % (self.name, name, "; ".join(run.errors)),
+                stack=self.name,
+                errors=run.errors,
+            )
+        with self._cond:
+            for n in names:
+                self._entries[n].state = "pending"
+        return self._start(deps, names)
+
+    def __enter__(self) -> Stack:
+        self.up()
+        return self
+
+    def __exit__(self, exc_type: Optional[type], *exc: Any) -> None:
+        if exc_type is None:
+            self.down()
+            return
+        # An error on its way out must not be replaced by down()'s.
+        with contextlib.suppress(Exception):
+            self.down()
+
+    @classmethod
+    def from_file(cls, path: str, master: Any = None, hosts: Any = None) -> Stack:
+        """The stack a topology file describes (:mod:`remoteexec.stack.file`)."""
+        import importlib
+
+        load = importlib.import_module("remoteexec.stack.file").load
+        return load(path, master=master, hosts=hosts)  # type: ignore[no-any-return]
+
+
+def _quietly(fn: Callable[[], Any]) -> None:
+    """``fn()``, its error dropped (the caller reports the overrun it is)."""
+    with contextlib.suppress(Exception):
+        fn()
+
+
+def _sleep_unless(seconds: float, cancelled: Callable[[], bool]) -> bool:
+    """Sleep ``seconds`` in steps; False as soon as ``cancelled()``."""
+    deadline = time.monotonic() + seconds
+    for _ in range(int(seconds / 0.05) + 2):
+        if cancelled():
+            return False
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(min(0.05, left))
+    return not cancelled()
+
+
+def _each(calls: List[Callable[[], Any]]) -> List[Any]:
+    """Every call in parallel threads; results in order, exceptions as values."""
+    results: List[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except BaseException as e:
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+__all__ = ["Handle", "Stack"]
