@@ -38,11 +38,8 @@ else:  # pragma: no cover - exercised on 3.9/3.10 only
 if TYPE_CHECKING:
     from remoteexec.host import Host
     from remoteexec.master import Master
+    from remoteexec.stack import Stack
 
-#: ``${name.key}`` in a string: a reference to another service's endpoint.
-#: ``$${`` is a literal ``${``.
-REFERENCE = re.compile(r"(?<!\$)\$\{([^}]*)\}")
-REFERENCE_BODY = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*)\.([A-Za-z0-9_.-]+)$")
 #: The order readiness kinds pick the executor class in; the rest become ``wait=``.
 READY_KINDS = ("http", "tcp", "unix", "pidfile", "banner")
 _LINE = re.compile(r"at line (\d+)(?:, column (\d+))?")
@@ -59,8 +56,10 @@ class FileProblem:
 
     def __str__(self) -> str:
         where = self.file if self.line is None else "%s:%d" % (self.file, self.line)
-        return "%s: %s: %s" % (where, self.path, self.message) if self.path else (
-            "%s: %s" % (where, self.message)
+        return (
+            "%s: %s: %s" % (where, self.path, self.message)
+            if self.path
+            else ("%s: %s" % (where, self.message))
         )
 
 
@@ -224,21 +223,16 @@ class Topology:
         }
 
 
-def references(text: str) -> List[Tuple[str, str]]:
-    """The ``(service, key)`` of every ``${service.key}`` in ``text``.
+def references(text: str) -> List[str]:
+    """The path (``service.key``) of every ``${service.key}`` in ``text``.
 
-    A ``${...}`` that is not ``name.key`` is a ValueError (``$${`` escapes).
+    Parsed by :func:`remoteexec.stack.refs.interpolate`, the one grammar; a
+    malformed placeholder is its ValueError.
     """
-    found = []
-    for match in REFERENCE.finditer(text):
-        body = REFERENCE_BODY.match(match.group(1))
-        if body is None:
-            raise ValueError(
-                "bad reference %r: write ${service.key}, e.g. ${storage.leader.uri}"
-                " ($${ for a literal ${)" % match.group(0)
-            )
-        found.append((body.group(1), body.group(2)))
-    return found
+    from remoteexec.stack import refs
+
+    found = refs.interpolate(text, {})
+    return [r.path for r in found.refs()] if isinstance(found, (refs.Ref, refs.Template)) else []
 
 
 def _strings(value: Any, path: Tuple[str, ...]) -> Iterable[Tuple[Tuple[str, ...], str]]:
@@ -279,7 +273,8 @@ class _Checker:
             known = ", ".join(sorted(self.hosts)) or "none"
             self.problem(
                 path,
-                "unknown host %r%s (hosts: %s)" % (name, did_you_mean(name, list(self.hosts)), known),
+                "unknown host %r%s (hosts: %s)"
+                % (name, did_you_mean(name, list(self.hosts)), known),
             )
 
     def check_hosts(self) -> None:
@@ -319,7 +314,9 @@ class _Checker:
                 if name is None or name not in self.hosts:
                     break
                 if name == start:
-                    self.problem(("hosts", start, "via"), "hop cycle: %s" % " -> ".join(seen + [start]))
+                    self.problem(
+                        ("hosts", start, "via"), "hop cycle: %s" % " -> ".join([*seen, start])
+                    )
                     break
                 if name in seen:
                     break
@@ -383,7 +380,9 @@ class _Checker:
                 "the environment variable %s is not set (the password comes from it)" % variable,
             )
         if "password_env" in table and "user" not in table:
-            self.problem((*at, "user"), "missing: password_env needs the user it is the password of")
+            self.problem(
+                (*at, "user"), "missing: password_env needs the user it is the password of"
+            )
 
     def check_service(self, name: str, table: Dict[str, Any]) -> None:
         at = ("services", name)
@@ -409,12 +408,14 @@ class _Checker:
 
         checks: Dict[str, Callable[[Any], Any]] = {
             "http": waits.split_url,
-            "tcp": lambda v: arguments.port("port", v if isinstance(v, int) else v.rpartition(":")[2]),
+            "tcp": lambda v: arguments.port(
+                "port", v if isinstance(v, int) else v.rpartition(":")[2]
+            ),
             "unix": lambda v: arguments.unix_path("path", v),
             "banner": lambda v: waits.regex("banner", v),
         }
         for kind, value in ready.items():
-            if isinstance(value, str) and REFERENCE.search(value):
+            if isinstance(value, str) and "${" in value.replace("$${", ""):
                 self.problem(
                     (*at, "ready", kind),
                     "readiness is checked on the service's own host: no ${...} references here",
@@ -427,49 +428,75 @@ class _Checker:
                 check(value)
             except (TypeError, ValueError) as e:
                 reason = str(e)
-                if kind == "http" and "http or https" in reason or "host name" in reason:
+                if kind == "http" and ("http or https" in reason or "host name" in reason):
                     reason = "not a URL: %s" % reason
                 self.problem((*at, "ready", kind), reason)
 
+    def owner(self, path: str) -> Optional[str]:
+        """The service a reference path names: the longest known prefix
+        (``api.1.uri`` is member 1 of group ``api``), or None."""
+        parts = path.split(".")
+        for cut in range(len(parts) - 1, 0, -1):
+            name = ".".join(parts[:cut])
+            group = parts[0] if cut == 2 and parts[1].isdigit() else None
+            if name in self.sections or (group is not None and group in self.sections):
+                return parts[0]
+        return None
+
     def check_common(self, section: str, name: str, table: Dict[str, Any]) -> Dict[str, str]:
-        """Checks ``depends_on``, restarts and references; returns the dependencies."""
+        """Checks ``depends_on``, restarts and references; returns the
+        dependencies (a reference is one, ``healthy``, unless declared)."""
         at = (section, name)
         deps = table.get("depends_on")
-        wanted: Dict[str, str] = {}
+        declared: Dict[str, Optional[str]] = {}
         if isinstance(deps, list):
-            wanted = {d: "healthy" for d in deps if isinstance(d, str)}
+            declared = {d: None for d in deps if isinstance(d, str)}
         elif isinstance(deps, dict):
-            wanted = {d: c for d, c in deps.items() if c in schema.CONDITIONS}
-        for dep, condition in wanted.items():
+            declared = {d: c for d, c in deps.items() if c in schema.CONDITIONS}
+        wanted: Dict[str, str] = {}
+        for dep, condition in declared.items():
             where = (*at, "depends_on", dep)
             if dep == name:
                 self.problem(where, "a service cannot depend on itself")
             elif dep not in self.sections:
                 hint = did_you_mean(dep, list(self.sections))
                 self.problem(where, "unknown service %r%s" % (dep, hint))
-            elif condition == "completed" and not self.sections[dep][1].get("job"):
-                self.problem(where, "'completed' needs a job: set job = true on %s" % dep)
+            else:
+                job = bool(self.sections[dep][1].get("job"))
+                if condition == "completed" and not job:
+                    self.problem(where, "'completed' needs a job: set job = true on %s" % dep)
+                wanted[dep] = condition or ("completed" if job else "healthy")
         if table.get("restart", "no") == "no":
             for key in ("max_restarts", "restart_backoff"):
                 if key in table:
                     self.problem((*at, key), "needs restart = 'on-failure'")
+        elif table.get("job"):
+            self.problem((*at, "restart"), "a job runs once: it cannot restart")
+        for service in self.check_references(name, table):
+            wanted.setdefault(service, "healthy")
+        return wanted
+
+    def check_references(self, name: str, table: Dict[str, Any]) -> List[str]:
+        """Checks every ``${service.key}`` of a section; the services named."""
+        named: List[str] = []
+        at = (self.sections[name][0], name)
         for path, text in _strings({k: v for k, v in table.items() if k != "ready"}, at):
             try:
                 found = references(text)
             except ValueError as e:
                 self.problem(path, str(e))
                 continue
-            for service, _key in found:
-                if service not in self.sections:
-                    hint = did_you_mean(service, list(self.sections))
-                    self.problem(path, "reference to unknown service %r%s" % (service, hint))
-                elif service not in wanted:
-                    self.problem(
-                        path,
-                        "refers to %s, which is not in depends_on: add it, so it starts first"
-                        % service,
-                    )
-        return wanted
+            for ref in found:
+                service = self.owner(ref)
+                if service is None:
+                    first = ref.split(".")[0]
+                    hint = did_you_mean(first, list(self.sections))
+                    self.problem(path, "${%s}: no service named %r%s" % (ref, first, hint))
+                elif service == name:
+                    self.problem(path, "${%s}: a service cannot refer to itself" % ref)
+                else:
+                    named.append(service)
+        return named
 
     def run(self) -> Dict[str, Dict[str, str]]:
         self.check_hosts()
@@ -481,21 +508,27 @@ class _Checker:
             else:
                 self.check_service(name, table)
             graph[name] = self.check_common(section, name, table)
-        known = {n: {d: c for d, c in deps.items() if d in graph and d != n} for n, deps in graph.items()}
+        known = {
+            n: {d: c for d, c in deps.items() if d in graph and d != n} for n, deps in graph.items()
+        }
         from remoteexec.stack import graph as graphs
 
         found = graphs.cycle(known)
         if found:
             first = found[0]
             section = self.sections[first][0]
-            self.problem((section, first, "depends_on"), "dependency cycle: %s" % " -> ".join(found))
+            self.problem(
+                (section, first, "depends_on"), "dependency cycle: %s" % " -> ".join(found)
+            )
         return graph
 
 
 # -- loading -------------------------------------------------------------
 
 
-def parse(text: str, path: str = "<stack>", environ: Optional[Mapping[str, str]] = None) -> Topology:
+def parse(
+    text: str, path: str = "<stack>", environ: Optional[Mapping[str, str]] = None
+) -> Topology:
     """Validate the text of a stack file; a :class:`StackFileError` lists every problem."""
     environ = os.environ if environ is None else environ
     try:
@@ -515,17 +548,21 @@ def parse(text: str, path: str = "<stack>", environ: Optional[Mapping[str, str]]
             {(line_of(lines, p) or 0, ".".join(p), m): None for p, m in problems},
             key=lambda item: item[0],
         )
-        raise StackFileError([FileProblem(path, line or None, key, msg) for line, key, msg in found])
+        raise StackFileError(
+            [FileProblem(path, line or None, key, msg) for line, key, msg in found]
+        )
     return _topology(doc, path, checker, graph)
 
 
-def load(path: str, environ: Optional[Mapping[str, str]] = None) -> Topology:
+def read(path: str, environ: Optional[Mapping[str, str]] = None) -> Topology:
     """Read and validate the stack file at ``path`` (nothing is connected or started)."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
-        raise StackFileError([FileProblem(path, None, "", "cannot read the file: %s" % e)]) from None
+        raise StackFileError(
+            [FileProblem(path, None, "", "cannot read the file: %s" % e)]
+        ) from None
     return parse(text, path, environ)
 
 
@@ -544,7 +581,11 @@ def _topology(
     for name, (section, table) in checker.sections.items():
         if section == "tarantool":
             kind = "replicaset" if "members" in table else "tarantool"
-            on = [m.rpartition(":")[0] for m in table["members"]] if "members" in table else [table["on"]]
+            on = (
+                [m.rpartition(":")[0] for m in table["members"]]
+                if "members" in table
+                else [table["on"]]
+            )
             source = ""
             if "app_lua" in table:
                 with open(checker.path(table["app_lua"]), encoding="utf-8") as f:
@@ -575,7 +616,9 @@ def connect(
 
     wanted = list(topology.hosts if names is None else names)
     for _ in range(len(topology.hosts)):  # add the hops, bounded by the file's hosts
-        extra = [topology.hosts[n].via for n in wanted if topology.hosts[n].via not in (None, *wanted)]
+        extra = [
+            topology.hosts[n].via for n in wanted if topology.hosts[n].via not in (None, *wanted)
+        ]
         if not extra:
             break
         wanted += [e for e in dict.fromkeys(extra) if e is not None]
@@ -613,18 +656,19 @@ def connect(
     return opened
 
 
-def _interpolate(value: Any, handles: Mapping[str, Any]) -> Any:
-    """``value`` with each string holding ``${name.key}`` made a Deferred."""
+def _interpolate(value: Any, lookup: Any) -> Any:
+    """``value`` with each string holding ``${name.key}`` made a reference
+    (:func:`remoteexec.stack.refs.interpolate`), found through ``lookup``."""
     if isinstance(value, str):
-        if not REFERENCE.search(value) and "$${" not in value:
+        if "${" not in value and "$${" not in value:
             return value
         from remoteexec.stack import refs
 
-        return refs.interpolate(value, handles)
+        return refs.interpolate(value, lookup)
     if isinstance(value, list):
-        return [_interpolate(v, handles) for v in value]
+        return [_interpolate(v, lookup) for v in value]
     if isinstance(value, dict):
-        return {k: _interpolate(v, handles) for k, v in value.items()}
+        return {k: _interpolate(v, lookup) for k, v in value.items()}
     return value
 
 
@@ -636,9 +680,22 @@ def _address(value: Any) -> Tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def executor(
-    spec: ServiceSpec, host: Host, base: str, handles: Mapping[str, Any], name: str
-) -> Any:
+def _wait(kind: str, value: Any) -> Any:
+    """The :mod:`remoteexec.waits` condition of one ``ready`` kind."""
+    from remoteexec import waits
+
+    if kind == "http":
+        return waits.HTTP(value)
+    if kind == "tcp":
+        return waits.TCP(*_address(value))
+    if kind == "unix":
+        return waits.UnixSocket(value)
+    if kind == "pidfile":
+        return waits.File(value)
+    return waits.Banner(value)
+
+
+def executor(spec: ServiceSpec, host: Host, base: str, lookup: Any, name: str) -> Any:
     """The executor for one instance of a ``[services.NAME]`` section on ``host``.
 
     The first readiness kind in :data:`READY_KINDS` picks the class (an
@@ -646,7 +703,6 @@ def executor(
     so kinds combine. No ``ready`` (and every job) is a SimpleExecutor.
     """
     import remoteexec as rx
-    from remoteexec import waits
 
     table = spec.table
     ready = dict(table.get("ready", {}))
@@ -654,27 +710,14 @@ def executor(
     if "cwd" in table:
         kwargs["cwd"] = os.path.join(base, table["cwd"])
     if "env" in table:
-        kwargs["envvars"] = _interpolate(table["env"], handles)
+        kwargs["envvars"] = _interpolate(table["env"], lookup)
     for key in ("timeout", "stop_timeout"):
         if key in table:
             kwargs[key] = table[key]
-    command = _interpolate(table["command"], handles)
+    command = _interpolate(table["command"], lookup)
     kinds = [k for k in READY_KINDS if k in ready]
-    extra: List[waits.Wait] = []
-    for kind in kinds[1:]:
-        value = ready[kind]
-        if kind == "http":
-            extra.append(waits.HTTP(value))
-        elif kind == "tcp":
-            extra.append(waits.TCP(*_address(value)))
-        elif kind == "unix":
-            extra.append(waits.UnixSocket(value))
-        elif kind == "pidfile":
-            extra.append(waits.File(value))
-        else:
-            extra.append(waits.Banner(value))
-    if extra:
-        kwargs["wait"] = extra
+    if kinds[1:]:
+        kwargs["wait"] = [_wait(k, ready[k]) for k in kinds[1:]]
     primary = kinds[0] if kinds else None
     if primary == "http":
         return rx.HTTPExecutor(command, url=ready["http"], **kwargs)
@@ -691,20 +734,22 @@ def executor(
 
 
 def tarantool(
-    spec: ServiceSpec, hosts: Mapping[str, Host], handles: Mapping[str, Any], environ: Mapping[str, str]
+    spec: ServiceSpec, hosts: Mapping[str, Host], lookup: Any, environ: Mapping[str, str]
 ) -> Any:
-    """The ReplicaSet or TarantoolInstance of a ``[tarantool.NAME]`` section."""
+    """The ReplicaSet or TarantoolInstance of a ``[tarantool.NAME]`` section.
+
+    The password is read from ``password_env`` here, and goes only into
+    the service (a :class:`mitogen.core.Secret` there), never into a message.
+    """
     from remoteexec.tarantool import ReplicaSet, TarantoolInstance
 
     table = spec.table
     password = environ.get(table["password_env"]) if "password_env" in table else None
-    common: Dict[str, Any] = {}
-    for key in ("timeout",):
-        if key in table:
-            common[key] = table[key]
-    box_cfg = _interpolate(table.get("box_cfg", {}), handles)
-    env = _interpolate(table.get("env", {}), handles)
-    binary = {"tarantool": table["tarantool"]} if "tarantool" in table else {}
+    common: Dict[str, Any] = {k: table[k] for k in ("timeout",) if k in table}
+    box_cfg = _interpolate(table.get("box_cfg", {}), lookup)
+    env = _interpolate(table.get("env", {}), lookup)
+    if "tarantool" in table:
+        common["tarantool"] = table["tarantool"]
     if spec.kind == "tarantool":
         return TarantoolInstance(
             on=hosts[table["on"]],
@@ -714,17 +759,15 @@ def tarantool(
             user=table.get("user"),
             password=password,
             env=env,
-            **binary,
             **common,
         )
     members = []
     for member in table["members"]:
         host, _, port = member.rpartition(":")
         members.append(
-            TarantoolInstance(
-                on=hosts[host], listen=int(port), app_lua=spec.app_source, **binary, **common
-            )
+            TarantoolInstance(on=hosts[host], listen=int(port), app_lua=spec.app_source, **common)
         )
+    common.pop("tarantool", None)
     return ReplicaSet(
         spec.name,
         members,
@@ -742,13 +785,13 @@ def build(
     topology: Topology,
     hosts: Mapping[str, Host],
     environ: Optional[Mapping[str, str]] = None,
-) -> Any:
+) -> Stack:
     """A Stack with every service of ``topology`` added, on ``hosts`` (file name → Host).
 
-    A service on several hosts becomes one service per host, ``NAME.1`` ...;
-    a dependency on ``NAME`` waits for each of them.
+    A service on several hosts is a group (``NAME.1`` ...; see
+    :meth:`remoteexec.stack.Stack.add`'s ``on=``).
     """
-    from remoteexec.stack import Stack, graph
+    from remoteexec.stack import Stack
 
     environ = os.environ if environ is None else environ
     missing = [n for n in topology.hosts if n not in hosts]
@@ -758,29 +801,29 @@ def build(
             % (", ".join(missing), ", ".join(topology.hosts))
         )
     stack = Stack(topology.name)
-    handles: Dict[str, Any] = {}
-    groups: Dict[str, List[Any]] = {}
-    for name in graph.order(topology.graph()):
-        spec = topology.services[name]
-        depends: Dict[Any, str] = {}
-        for dep, condition in spec.depends_on.items():
-            for handle in groups[dep]:
-                depends[handle] = condition
-        options: Dict[str, Any] = {"depends_on": depends, "job": spec.job}
+    for name, spec in topology.services.items():
+        table = spec.table
+        options: Dict[str, Any] = {"job": spec.job}
+        if "depends_on" in table:
+            options["depends_on"] = table["depends_on"]
         for key in ("restart", "max_restarts", "restart_backoff"):
-            if key in spec.table:
-                options[key] = spec.table[key]
+            if key in table:
+                options[key] = table[key]
+        if spec.job and "timeout" in table:
+            options["timeout"] = table["timeout"]
         if spec.kind != "process":
-            service = tarantool(spec, hosts, handles, environ)
-            handles[name] = stack.add(service, name=name, **options)
-            groups[name] = [handles[name]]
-            continue
-        groups[name] = []
-        for i, host_name in enumerate(spec.hosts, 1):
-            label = name if len(spec.hosts) == 1 else "%s.%d" % (name, i)
-            service = executor(spec, hosts[host_name], topology.directory, handles, label)
-            groups[name].append(stack.add(service, name=label, **options))
-        handles[name] = groups[name][0]
+            stack.add(tarantool(spec, hosts, stack, environ), name=name, **options)
+        elif len(spec.hosts) == 1:
+            service = executor(spec, hosts[spec.hosts[0]], topology.directory, stack, name)
+            stack.add(service, name=name, **options)
+        else:
+
+            def factory(host: Host, spec: ServiceSpec = spec) -> Any:
+                label = "%s@%s" % (spec.name, host.name)
+                return executor(spec, host, topology.directory, stack, label)
+
+            on = [hosts[h] for h in spec.hosts]
+            stack.add(factory, name=name, on=on, **options)
     return stack
 
 
@@ -788,7 +831,7 @@ def from_file(
     path: str,
     master: Optional[Master] = None,
     hosts: Optional[Mapping[str, Host]] = None,
-) -> Any:
+) -> Stack:
     """Load ``path``, connect its hosts (unless ``hosts=`` maps them) and build its Stack.
 
     ``hosts=`` maps the file's host names to Hosts (a Lab's, say), so the
@@ -796,7 +839,7 @@ def from_file(
     connected through ``master`` (default: the process's default master).
     A file problem raises :class:`StackFileError` before anything connects.
     """
-    topology = load(path)
+    topology = read(path)
     if hosts is None:
         if master is None:
             from remoteexec.master import default_master
@@ -804,6 +847,10 @@ def from_file(
             master = default_master()
         hosts = connect(topology, master)
     return build(topology, hosts)
+
+
+#: The name :meth:`remoteexec.stack.Stack.from_file` calls.
+load = from_file
 
 
 __all__ = [
@@ -820,6 +867,7 @@ __all__ = [
     "line_of",
     "load",
     "parse",
+    "read",
     "references",
     "tarantool",
 ]
