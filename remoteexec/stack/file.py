@@ -408,8 +408,9 @@ class _Checker:
 
         checks: Dict[str, Callable[[Any], Any]] = {
             "http": waits.split_url,
-            "tcp": lambda v: arguments.port(
-                "port", v if isinstance(v, int) else v.rpartition(":")[2]
+            # An int port is checked by its type's range already.
+            "tcp": lambda v: (
+                v if isinstance(v, int) else arguments.port("port", v.rpartition(":")[2])
             ),
             "unix": lambda v: arguments.unix_path("path", v),
             "banner": lambda v: waits.regex("banner", v),
@@ -546,7 +547,7 @@ def parse(
     if problems:
         found = sorted(
             {(line_of(lines, p) or 0, ".".join(p), m): None for p, m in problems},
-            key=lambda item: item[0],
+            key=lambda item: item[:2],
         )
         raise StackFileError(
             [FileProblem(path, line or None, key, msg) for line, key, msg in found]
