@@ -624,3 +624,138 @@ def test_drop_on_the_broker_thread_or_a_closed_host_never_blocks_or_raises(
     finally:
         sys.unraisablehook = previous
     assert raised == []
+
+
+# -- the restart policy (on the host) and the Service interface ---------------
+
+#: Fails (exit 3) until its counter file reaches 3 runs, then keeps running.
+FLAKY = (
+    'n=$(cat "$1" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$1"; echo run $n;'
+    ' [ "$n" -ge 3 ] && exec sleep 60; exit 3'
+)
+
+
+def test_restart_on_failure_restarts_until_it_keeps_running(place: Place) -> None:
+    counter = os.path.join(place.scratch, "flaky-count")
+    ex = rx.SimpleExecutor(
+        ["sh", "-c", FLAKY, "sh", counter],
+        on=place.host,
+        restart="on-failure",
+        max_restarts=5,
+        restart_backoff=0.05,
+    )
+    ex.start()
+    try:
+        assert wait_until(lambda: ex.status()["restarts"] == 2, 15), ex.status()
+        assert wait_until(lambda: ex.status()["state"] == "running", 5), ex.status()
+        status = ex.status()
+        assert status["last_exit"] == 3 or status["last_exit"] is None
+        assert ex.running() and status["pids"] == [ex.process.pid]
+        assert "run 3" in ex.output_tail()
+        # Two failures, then it keeps running: no third restart comes.
+        time.sleep(0.3)  # a bound for what must NOT happen
+        assert ex.status()["restarts"] == 2
+    finally:
+        ex.stop()
+    assert ex.status()["state"] == "stopped"
+
+
+def test_restart_gives_up_after_max_restarts_and_reports_the_exit(place: Place) -> None:
+    ex = rx.SimpleExecutor(
+        ["sh", "-c", "echo failing; exit 7"],
+        on=place.host,
+        restart="on-failure",
+        max_restarts=2,
+        restart_backoff=0.05,
+    )
+    ex.start()
+    assert wait_until(lambda: ex.status()["state"] == "exited", 15), ex.status()
+    status = ex.status()
+    assert status["restarts"] == 2
+    assert status["exit_code"] == 7 and status["last_exit"] == 7
+    assert status["pids"] == []
+    assert ex.output_tail().count("failing") == 3
+    with pytest.raises(rx.ProcessFinishedWithError):
+        ex.stop()
+
+
+def test_no_restart_by_default_and_none_after_stop(place: Place) -> None:
+    ex = rx.SimpleExecutor(["sh", "-c", "exit 5"], on=place.host)
+    ex.start()
+    assert wait_until(lambda: ex.status()["state"] == "exited", 10), ex.status()
+    assert ex.status()["restarts"] == 0 and ex.status()["exit_code"] == 5
+    stopped = rx.SimpleExecutor(
+        ["sleep", "60"], on=place.host, restart="on-failure", max_restarts=3, restart_backoff=0.05
+    )
+    stopped.start()
+    pid = stopped.pid
+    stopped.stop()  # killed by our stop signal: not a failure to restart
+    assert wait_until(lambda: _gone(place, pid), 5)
+    time.sleep(0.3)  # a bound for what must NOT happen: no restart after our stop
+    assert place.leftovers() == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"restart": "always"}, ValueError),
+        ({"max_restarts": -1}, ValueError),
+        ({"max_restarts": 1.5}, TypeError),
+        ({"restart_backoff": float("nan")}, ValueError),
+        ({"restart_backoff": -1}, ValueError),
+    ],
+)
+def test_restart_arguments_are_checked_before_start(kwargs: dict, error: type) -> None:
+    with pytest.raises(error):
+        rx.SimpleExecutor(["true"], **kwargs)
+
+
+def test_status_endpoints_and_artifacts_of_a_tcp_executor(place: Place, tmp_path) -> None:
+    ex = place.tcp("http")
+    assert ex.status()["state"] == "stopped"
+    assert set(ex.endpoints) == {"uri", "host", "port"}
+    ex.start()
+    try:
+        status = ex.status()
+        assert status["state"] == "ready" and status["readiness"] == "ready"
+        assert status["pids"] == [ex.pid] and status["hosts"] == [place.host.name]
+        assert status["endpoints"]["uri"] == "127.0.0.1:%d" % ex.port
+        assert time.time() - 60 < status["since"] <= time.time() + 5
+        assert ex.log_tail(5) == ex.output_tail(5)
+    finally:
+        ex.stop()
+    written = ex.artifacts(str(tmp_path / "artifacts"))
+    assert written and all(os.stat(p).st_mode & 0o777 == 0o600 for p in written)
+    assert ex.status()["state"] == "stopped"
+
+
+class _PortOf:
+    """A Deferred: the port the executor in ``holder`` picked at its start."""
+
+    def __init__(self, holder: dict) -> None:
+        self.holder = holder
+
+    def resolve(self) -> str:
+        port = self.holder["ex"].endpoints["port"]
+        if port is None:
+            raise ValueError("port not known yet")
+        return port
+
+
+def test_port_0_is_picked_on_the_host_and_reaches_a_deferred_argument(place: Place) -> None:
+    holder: dict = {}
+    ref = _PortOf(holder)
+    ex = rx.TCPExecutor(
+        [PY, "-m", "http.server", "--bind", "127.0.0.1", ref],
+        host="127.0.0.1",
+        port=0,
+        on=place.host,
+        timeout=10,
+    )
+    holder["ex"] = ex
+    assert ex.endpoints["port"] is None and ref in ex.inputs()[0]
+    with ex:
+        port = int(ex.endpoints["port"])
+        assert port > 0 and ex.port == port
+        assert ex.command_parts[-1] == str(port)
+        assert ex.status()["endpoints"]["uri"] == "127.0.0.1:%d" % port

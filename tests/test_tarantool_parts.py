@@ -330,7 +330,7 @@ def test_tarantool_version_is_bounded_when_a_child_holds_its_output(tmp_path: An
     started = time.monotonic()
     result = tt.tarantool_version(str(fake), timeout=1)
     took = time.monotonic() - started
-    assert result["kind"] == "timeout", result
+    assert result["error"]["kind"] == "timeout", result
     assert took < 1 + LOAD_MARGIN, took
     children = [int(p) for p in pids.read_text().split()]
     assert len(children) == 2
@@ -450,7 +450,7 @@ def test_log_lines_filters(tmp_path: Any) -> None:
 
 def test_probe_connect_error(tmp_path: Any) -> None:
     reply = tt.probe(str(tmp_path / "nobody.sock"), "return 1")
-    assert reply["ok"] is False and reply["kind"] == "connect"
+    assert reply["ok"] is False and reply["error"]["kind"] == "connect"
     assert reply["error"]["type"] == "TarantoolError"
     assert reply["error"]["socket"].endswith("nobody.sock")
 
@@ -618,7 +618,7 @@ def test_single_instance(instances: Any, version: tuple) -> None:
 
     # Errors come back with Tarantool's message.
     err = one.probe("error('boom')")
-    assert err["ok"] is False and err["kind"] == "lua"
+    assert err["ok"] is False and err["error"]["kind"] == "lua"
     assert err["error"]["message"] == "probe:1: boom"
     assert "probe:1" in err["error"]["traceback"] and "xpcall" not in err["error"]["traceback"]
     err = one.probe("box.space.test:insert{1, 'again'}")
@@ -626,17 +626,17 @@ def test_single_instance(instances: Any, version: tuple) -> None:
         err["error"]["error_type"] == "ClientError" and "Duplicate key" in err["error"]["message"]
     )
     err = one.probe("return (")
-    assert err["kind"] == "lua" and "unexpected symbol" in err["error"]["message"]
+    assert err["error"]["kind"] == "lua" and "unexpected symbol" in err["error"]["message"]
     err = one.probe("local t = {} t.t = t return t")
-    assert err["kind"] == "lua" and "circular" in err["error"]["message"]
+    assert err["error"]["kind"] == "lua" and "circular" in err["error"]["message"]
     started = time.monotonic()
     err = one.probe("require('fiber').sleep(5)", timeout=0.2)
-    assert err["kind"] == "timeout" and time.monotonic() - started < 0.2 + LOAD_MARGIN
+    assert err["error"]["kind"] == "timeout" and time.monotonic() - started < 0.2 + LOAD_MARGIN
     # Bytecode is refused: the probe runs source only.
     err = one.probe("return load(string.dump(function() return 1 end), 'x', 't')")
     assert err["ok"] and err["result"][0] is None
     err = one.probe("\x1bLJ\x02")
-    assert err["kind"] == "lua"
+    assert err["error"]["kind"] == "lua"
 
     # box.info as plain data; port 0 is resolved to the real port.
     status = tt.box_status(one.probe_socket, BOX_STATUS)
@@ -654,7 +654,7 @@ def test_single_instance(instances: Any, version: tuple) -> None:
     one.proc.send_signal(signal.SIGTERM)
     assert one.proc.wait(10) == 0
     assert not os.path.exists(one.probe_socket)
-    assert tt.probe(one.probe_socket, "return 1")["kind"] == "connect"
+    assert tt.probe(one.probe_socket, "return 1")["error"]["kind"] == "connect"
 
 
 def test_bad_box_cfg_key_fails_fast_with_tarantools_message(instances: Any, version: tuple) -> None:

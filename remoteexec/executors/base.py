@@ -29,6 +29,15 @@ purpose (the README lists them all):
 - An executor dropped while its process runs kills it (with a
   ResourceWarning); a finished process's log is removed when the executor
   starts again or is dropped (unless ``Master(keep_logs=True)``).
+- ``restart="on-failure"`` (with ``max_restarts`` and ``restart_backoff``)
+  has the host's supervisor restart a process that exits non-zero after
+  start, next to it, with no round trip to the master.
+
+Executors implement the Service interface (:mod:`remoteexec.services`):
+``status()``, ``log_tail()``, ``endpoints``, ``inputs()``, ``artifacts()``.
+Command arguments and environment values may hold
+:class:`~remoteexec.services.Deferred` values, resolved (and checked) at
+``start()``.
 """
 
 from __future__ import annotations
@@ -43,17 +52,55 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
-from .. import arguments
-from ..errors import AlreadyRunning, ExecutorError, ProcessExitedWithError, TimeoutExpired
-from ..host import BROKER_THREAD, REPLY_SLACK, Host
-from ..target.supervisor import exited_text, timed_out_text
-from ..waits import Wait, as_specs
+from remoteexec import arguments, services
+from remoteexec.errors import (
+    AlreadyRunning,
+    ExecutorError,
+    ProcessExitedWithError,
+    TimeoutExpired,
+)
+from remoteexec.errors import (
+    Command as Command,
+)
+from remoteexec.host import BROKER_THREAD, Host
+from remoteexec.supervisor_client import SupervisorClient
+from remoteexec.target import files
+from remoteexec.target.protocol import (
+    RESTART_POLICIES,
+    TAIL_LINES,
+    ProcInfo,
+    exited_text,
+    timed_out_text,
+)
+from remoteexec.waits import Wait, as_specs
+
 from .process import LogReader, RemoteProcess
 
-Command = Union[str, List[str], Sequence[str]]
 Self = TypeVar("Self", bound="SimpleExecutor")
+ESelf = TypeVar("ESelf", bound="Executor")
+
+
+class ExecutorStatus(services.ServiceStatus, total=False):
+    """An executor's :class:`~remoteexec.services.ServiceStatus`, plus its
+    restart count and the exit code of its last exit."""
+
+    restarts: int
+    last_exit: Optional[int]
+
+
 LOG = logging.getLogger(__name__)
 #: How long a dropped executor waits for its process to be killed
 #: (the supervisor's forget: stop signal, 2 s, SIGKILL).
@@ -67,8 +114,44 @@ def _signum(sig: Any) -> int:
         raise TypeError("a signal must be an int or signal.Signals, got %r" % (sig,)) from None
 
 
+def _placeholders(value: Any) -> Any:
+    """``value`` with each Deferred replaced by a placeholder string, so the
+    constructor can check everything else before the real values are known."""
+    if not services.deferred_in(value):
+        return value
+    if isinstance(value, services.Deferred) and not isinstance(value, (str, bytes)):
+        return "<%s>" % arguments.bounded(repr(value), 60)
+    if isinstance(value, (list, tuple)):
+        return [_placeholders(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _placeholders(v) for k, v in value.items()}
+    return value
+
+
+def _program(parts: List[str]) -> str:
+    return os.path.basename(parts[0]) if parts else "process"
+
+
+def _restart_policy(restart: Any, max_restarts: Any, backoff: Any) -> Dict[str, Any]:
+    """The restart settings as the supervisor takes them, checked here."""
+    if restart not in RESTART_POLICIES:
+        raise ValueError(
+            "restart must be one of %s, got %s"
+            % (", ".join(repr(p) for p in RESTART_POLICIES), arguments.bounded(repr(restart), 100))
+        )
+    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int):
+        raise TypeError("max_restarts must be an int, got %r" % (max_restarts,))
+    if max_restarts < 0:
+        raise ValueError("max_restarts must be >= 0, got %d" % max_restarts)
+    seconds = arguments.seconds("restart_backoff", backoff, allow_zero=True)
+    return {"restart": restart, "max_restarts": max_restarts, "restart_backoff": seconds}
+
+
 class SimpleExecutor:
     """Start and stop a process on a host, no readiness check."""
+
+    #: The names of :attr:`endpoints` (fixed per class; values known at start).
+    ENDPOINTS: Tuple[str, ...] = ()
 
     #: Checks that must NOT pass before start (AlreadyRunning otherwise).
     def _pre_start_specs(self) -> List[Dict[str, Any]]:
@@ -90,26 +173,23 @@ class SimpleExecutor:
         expected_returncode: Optional[int] = None,
         envvars: Optional[Mapping[str, str]] = None,
         stdin: Any = subprocess.PIPE,
-        stdout: Any = subprocess.PIPE,
+        stdout: Any = subprocess.PIPE,  # noqa: ARG002 - mirakuru's; cannot cross to a host
         stderr: Any = None,
-        popen_kwargs: Optional[Dict[str, Any]] = None,
+        popen_kwargs: Optional[Dict[str, Any]] = None,  # noqa: ARG002 - as stdout
         *,
         on: Optional[Host] = None,
         wait: Union[Wait, List[Wait], None] = None,
         stop_timeout: Optional[float] = None,
         strict_stop: bool = False,
         name: Optional[str] = None,
+        restart: str = "no",
+        max_restarts: int = 3,
+        restart_backoff: float = 1.0,
     ) -> None:
-        checked = arguments.command(command)
-        if isinstance(checked, str):
-            self.command = checked
-            try:
-                self.command_parts: List[str] = shlex.split(checked)
-            except ValueError as e:
-                raise ValueError("command %s: %s" % (arguments.bounded(checked, 200), e)) from None
-        else:
-            self.command = " ".join(shlex.quote(c) for c in checked)
-            self.command_parts = checked
+        #: As given: may hold Deferred values, resolved at each start().
+        self._raw_command: Any = command
+        self._raw_envvars: Optional[Mapping[str, Any]] = envvars
+        self._set_command(_placeholders(command))
         if on is not None and not isinstance(on, Host):
             raise TypeError(
                 "on= must be a Host from Master.connect()/local() or None, got %s"
@@ -125,21 +205,47 @@ class SimpleExecutor:
         self._stop_signal = _signum(stop_signal)
         self._kill_signal = _signum(kill_signal)
         self._expected_returncode = expected_returncode
-        self._envvars = arguments.environment("envvars", envvars)
+        self._envvars = arguments.environment("envvars", _placeholders(envvars))
         self._extra_wait = as_specs(wait)
         self._stop_timeout = (
             arguments.seconds("stop_timeout", stop_timeout, allow_none=True) or self._timeout
         )
         self._strict_stop = bool(strict_stop)
+        self._restart = _restart_policy(restart, max_restarts, restart_backoff)
         self._name = name
+        #: The service's name (Service interface): ``name=``, else the program's.
+        self.name = name or _program(self.command_parts)
         self._on = on
         #: on=None: this machine, with the master's cwd and environment at start().
         self._local = on is None
-        self._proc: Optional[Dict[str, Any]] = None
+        self._proc: Optional[ProcInfo] = None
         self._last_id: Optional[int] = None
+        self._last_logs: List[str] = []
+        self._failed_since: Optional[float] = None
         self._process: Optional[RemoteProcess] = None
         self._readers: Dict[str, LogReader] = {}
         self._endtime: Optional[float] = None
+
+    def _set_command(self, command: Any) -> None:
+        """Check ``command`` and set ``command`` (str) and ``command_parts``."""
+        checked = arguments.command(command)
+        if isinstance(checked, str):
+            self.command = checked
+            try:
+                self.command_parts: List[str] = shlex.split(checked)
+            except ValueError as e:
+                raise ValueError("command %s: %s" % (arguments.bounded(checked, 200), e)) from None
+        else:
+            self.command = " ".join(shlex.quote(c) for c in checked)
+            self.command_parts = checked
+
+    def _prepare(self) -> None:
+        """Resolve the Deferred inputs (at start(), once what they refer to
+        runs) and check them as the constructor checks plain ones."""
+        if services.deferred_in(self._raw_command):
+            self._set_command(services.resolve(self._raw_command))
+        if services.deferred_in(self._raw_envvars):
+            self._envvars = arguments.environment("envvars", services.resolve(self._raw_envvars))
 
     # -- where it runs ---------------------------------------------------
 
@@ -147,10 +253,20 @@ class SimpleExecutor:
     def on(self) -> Host:
         """The Host this executor runs on (the local default if none given)."""
         if self._on is None:
-            from ..master import default_host
+            from remoteexec.master import default_host
 
             self._on = default_host()
         return self._on
+
+    @property
+    def supervisor(self) -> SupervisorClient:
+        """The supervisor of this executor's host, through its typed stubs."""
+        return SupervisorClient(self.on)
+
+    @property
+    def hosts(self) -> List[Host]:
+        """The host this executor runs on (Service interface)."""
+        return [self.on]
 
     @property
     def pid(self) -> Optional[int]:
@@ -165,7 +281,7 @@ class SimpleExecutor:
             return None
         if self._process is None:
             args = self.command if self._shell else self.command_parts
-            self._process = RemoteProcess(self.on, self._proc["id"], self._proc["pid"], args)
+            self._process = RemoteProcess(self.on, self._proc["id"], self._proc["pid"] or 0, args)
         return self._process
 
     @property
@@ -184,6 +300,7 @@ class SimpleExecutor:
             "name": self._name,
             "stdin": self._stdin_mode,
             "stderr": self._stderr_mode,
+            **self._restart,
         }
         if self._local:
             # As mirakuru: the caller's cwd and environment as they are now
@@ -208,10 +325,11 @@ class SimpleExecutor:
             resolved.append(spec)
         return resolved
 
-    def _service(self, method: str, **kwargs: Any) -> Any:
-        """A supervisor call whose ExecutorError names this executor (``.executor``)."""
+    @contextlib.contextmanager
+    def _named(self) -> Iterator[None]:
+        """An ExecutorError raised inside names this executor (``.executor``)."""
         try:
-            return self.on.service(method, **kwargs)
+            yield
         except ExecutorError as e:
             e.executor = self
             raise
@@ -226,31 +344,40 @@ class SimpleExecutor:
         """
         if self._proc is not None and self.running(tree=True):
             return self
+        self._prepare()
         self._launch(self._after_start_specs() + self._extra_wait, self._pre_start_specs())
         return self
 
-    def _launch(self, check_specs: List[Dict[str, Any]], pre_check_specs: List[Dict[str, Any]]):
+    def _launch(
+        self, check_specs: List[Dict[str, Any]], pre_check_specs: List[Dict[str, Any]]
+    ) -> None:
         """Spawn on the host; return when ``check_specs`` pass there."""
         check_specs = self._resolved(check_specs)
         pre_check_specs = self._resolved(pre_check_specs)
         self._refuse_impossible(check_specs + pre_check_specs)
         if self._last_id is not None:
             # The previous process has finished: drop its log and bookkeeping.
-            self.on.service_nowait("forget", proc_id=self._last_id)
+            self.supervisor.forget_nowait(self._last_id)
             self._last_id = None
+            self._last_logs = []
         self._readers = {}
         self._process = None
         self._endtime = time.time() + self._timeout
-        self._proc = self._service(
-            "start",
-            reply_timeout=self._timeout + REPLY_SLACK,
-            spec=self._spec(),
-            check_specs=check_specs,
-            timeout=self._timeout,
-            sleep=self._sleep,
-            pre_check_specs=pre_check_specs,
-        )
+        self._failed_since = None
+        try:
+            with self._named():
+                self._proc = self.supervisor.start(
+                    self._spec(),
+                    check_specs,
+                    timeout=self._timeout,
+                    sleep=self._sleep,
+                    pre_check_specs=pre_check_specs,
+                )
+        except ExecutorError:
+            self._failed_since = time.time()
+            raise
         self._last_id = self._proc["id"]
+        self._last_logs = [p for p in (self._proc["log_path"], self._proc["err_log_path"]) if p]
 
     def _refuse_impossible(self, specs: List[Dict[str, Any]]) -> None:
         """A ValueError, before anything starts, for checks that could never
@@ -258,7 +385,7 @@ class SimpleExecutor:
         trip only when a check names a file on the host."""
         if not any(spec.get("ca_file") for spec in specs):
             return
-        found = self.on.invoke("remoteexec.target.checks.problems", specs)
+        found = self.supervisor.check_problems(specs)
         if found:
             raise ValueError("on host %s: %s" % (self.on.name, "; ".join(found)))
 
@@ -266,14 +393,14 @@ class SimpleExecutor:
         """Whether ``specs`` pass on the host right now (one probe each)."""
         specs = self._resolved(specs)
         self._refuse_impossible(specs)
-        return bool(self.on.service("probe", check_specs=specs)["passed"])
+        return self.supervisor.probe(specs)
 
     def running(self, tree: bool = False) -> bool:
         """True while the process runs (mirakuru's meaning); with ``tree``,
         also while something it started (a daemon) still runs."""
         if self._proc is None:
             return False
-        info = self.on.service("status", proc_id=self._proc["id"])
+        info = self.supervisor.status(self._proc["id"])
         if info.get("pid") is None:
             return False
         return bool(info["running"]) if tree else info.get("returncode") is None
@@ -296,14 +423,15 @@ class SimpleExecutor:
             return self
         if expected_returncode is None:
             expected_returncode = self._expected_returncode
+        proc_id = self._proc["id"]
         try:
             self._forget_after(
-                "stop",
-                reply_timeout=self._stop_timeout + REPLY_SLACK,
-                proc_id=self._proc["id"],
-                sig=_signum(stop_signal or self._stop_signal),
-                timeout=self._stop_timeout,
-                expected_returncode=expected_returncode,
+                lambda: self.supervisor.stop(
+                    proc_id,
+                    _signum(stop_signal or self._stop_signal),
+                    self._stop_timeout,
+                    expected_returncode=expected_returncode,
+                )
             )
         except TimeoutExpired as e:
             if self._strict_stop or not e.details.get("escalated"):
@@ -315,12 +443,12 @@ class SimpleExecutor:
         """Send ``sig`` (default kill_signal) to the whole process tree."""
         if self._proc is None:
             return self
-        self._forget_after(
-            "kill", proc_id=self._proc["id"], sig=_signum(sig or self._kill_signal), wait=wait
-        )
+        proc_id = self._proc["id"]
+        signum = _signum(sig or self._kill_signal)
+        self._forget_after(lambda: self.supervisor.kill(proc_id, signum, wait=wait))
         return self
 
-    def _forget_after(self, method: str, **kwargs: Any) -> None:
+    def _forget_after(self, call: Callable[[], Any]) -> None:
         """Call the supervisor, then forget the process if it acted.
 
         An ExecutorError comes from the supervisor after it stopped the tree
@@ -328,7 +456,8 @@ class SimpleExecutor:
         process ours, so a later stop() can still reach it.
         """
         try:
-            self._service(method, **kwargs)
+            with self._named():
+                call()
         except ExecutorError:
             self._proc = None
             raise
@@ -339,7 +468,7 @@ class SimpleExecutor:
             return None
         reader = self._readers.get(stream)
         if reader is None:
-            start = (self._proc or {}).get("read_from", {}).get(stream, 0)
+            start = self._proc["read_from"].get(stream, 0) if self._proc else 0
             reader = LogReader(self.on, self._last_id, stream, start)
             self._readers[stream] = reader
         return reader
@@ -364,7 +493,83 @@ class SimpleExecutor:
             raise ValueError("lines must be a whole number >= 0, got %r" % (lines,))
         if self._last_id is None:
             return ""
-        return str(self.on.service("output", proc_id=self._last_id, lines=lines)["output"])
+        return self.supervisor.output(self._last_id, lines)
+
+    # -- the Service interface -------------------------------------------
+
+    def log_tail(self, lines: int = TAIL_LINES) -> str:
+        """The last ``lines`` lines of output (Service interface; as :meth:`output_tail`)."""
+        return self.output_tail(lines)
+
+    @property
+    def endpoints(self) -> Dict[str, Optional[str]]:
+        """Name → address as other hosts see it; names fixed per class
+        (:attr:`ENDPOINTS`), values None until known."""
+        known = self._endpoint_values()
+        return {name: known.get(name) for name in self.ENDPOINTS}
+
+    def _endpoint_values(self) -> Dict[str, Optional[str]]:
+        return {}
+
+    def _visible_address(self, address: str) -> Optional[str]:
+        """``address`` as other hosts reach it: a wildcard becomes the host's
+        own address (None until the host is known)."""
+        if address not in ("", "0.0.0.0", "::", "[::]"):
+            return address
+        if self._on is None:
+            return None
+        info = self._on.info
+        return info.get("address") or info.get("hostname")
+
+    def inputs(self) -> List[Any]:
+        """The values that may hold Deferred references: command, environment."""
+        return [self._raw_command, self._raw_envvars]
+
+    def status(self) -> ExecutorStatus:
+        """State, readiness reached, pid, since when (host clock), exit code,
+        endpoints, restarts (Service interface)."""
+        row: ExecutorStatus = {
+            "name": self.name,
+            "hosts": [self._where()],
+            "state": "stopped",
+            "readiness": None,
+            "pids": [],
+            "since": None,
+            "exit_code": None,
+            "endpoints": self.endpoints,
+            "restarts": 0,
+            "last_exit": None,
+        }
+        if self._failed_since is not None:
+            row["state"], row["since"] = "failed", self._failed_since
+        if self._proc is None:
+            return row
+        info = self.supervisor.status(self._proc["id"])
+        pid = info.get("pid")
+        if pid is None:
+            return row
+        row["state"] = info["state"]
+        row["readiness"] = info["readiness"]
+        row["pids"] = [pid] if info["running"] else []
+        row["since"] = info["since"]
+        row["exit_code"] = info["returncode"] if info["state"] == "exited" else None
+        row["restarts"] = info["restarts"]
+        row["last_exit"] = info["last_exit"]
+        return row
+
+    def artifacts(self, dest: str) -> List[str]:
+        """Copy the process's logs from the host into directory ``dest`` here
+        (made 0700 if missing); the paths written."""
+        if not self._last_logs:
+            return []
+        os.makedirs(dest, 0o700, exist_ok=True)
+        written = []
+        for path in self._last_logs:
+            target = os.path.join(
+                dest, "%s@%s-%s" % (self.name, self._where(), os.path.basename(path))
+            )
+            written.append(files.write_private(target, self.supervisor.read_file(path)))
+        return written
 
     def wait_for(self: Self, condition: Union[Wait, Callable[[], bool]]) -> Self:
         """Wait until ``condition`` holds, within the executor's timeout.
@@ -380,14 +585,8 @@ class SimpleExecutor:
                 )
             specs = self._resolved(condition.specs())
             self._refuse_impossible(specs)
-            self._service(
-                "wait",
-                reply_timeout=self._timeout + REPLY_SLACK,
-                proc_id=self._proc["id"],
-                check_specs=specs,
-                timeout=self._timeout,
-                sleep=self._sleep,
-            )
+            with self._named():
+                self.supervisor.wait(self._proc["id"], specs, self._timeout, self._sleep)
             return self
         self._endtime = time.time() + self._timeout
         while self.check_timeout():
@@ -461,18 +660,19 @@ class SimpleExecutor:
         proc_id = proc["id"] if proc else self._last_id
         if host is None or proc_id is None:
             return
+        supervisor = SupervisorClient(host)
         if proc is None:
-            host.service_nowait("forget", proc_id=proc_id)
+            supervisor.forget_nowait(proc_id)
             return
         if threading.current_thread().name == BROKER_THREAD or sys.is_finalizing():
-            killed = host.service_nowait("forget", proc_id=proc_id)
+            killed = supervisor.forget_nowait(proc_id)
         else:
             outcome: Dict[str, bool] = {}
             done = threading.Event()
 
             def forget() -> None:
                 try:
-                    got = host.service("forget", reply_timeout=DROP_WAIT, proc_id=proc_id)
+                    got = supervisor.forget(proc_id, reply_timeout=DROP_WAIT)
                     outcome["killed"] = bool(got.get("was_running"))
                 except Exception:
                     outcome["killed"] = False  # a closed or lost host: nothing runs there
@@ -521,7 +721,9 @@ class Executor(SimpleExecutor):
             )
         return self._probe(specs)
 
-    def _hook_specs(self, name: str, specs: Callable[[], List[Dict[str, Any]]]):
+    def _hook_specs(
+        self, name: str, specs: Callable[[], List[Dict[str, Any]]]
+    ) -> Optional[List[Dict[str, Any]]]:
         """The host-side specs of hook ``name``, or None when it was
         overridden (in a subclass or on the instance) and runs here."""
         hook = getattr(self, name)
@@ -529,9 +731,10 @@ class Executor(SimpleExecutor):
             return specs()
         return None
 
-    def start(self: Self) -> Self:
+    def start(self: ESelf) -> ESelf:
         if self._proc is not None and self.running(tree=True):
             return self
+        self._prepare()
         pre = self._hook_specs("pre_start_check", self._pre_start_specs)
         after = self._hook_specs("after_start_check", self._after_start_specs)
         if pre is None and self.pre_start_check():

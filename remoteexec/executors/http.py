@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
-from ..waits import HTTP, HTTP_SCHEMES, TCP
-from .base import Command
+from remoteexec.errors import Command
+from remoteexec.waits import HTTP, HTTP_SCHEMES, TCP
+
+from .base import ExecutorStatus, SimpleExecutor
 from .tcp import TCPExecutor
+
+
+class StatusPattern(str):
+    """A str (mirakuru's ``HTTPExecutor.status``) that is also callable:
+    ``executor.status()`` is the Service interface's status."""
+
+    def __new__(cls, pattern: str, report: Callable[[], ExecutorStatus]) -> StatusPattern:
+        text = super().__new__(cls, pattern)
+        text._report = report  # type: ignore[attr-defined]
+        return text
+
+    def __call__(self) -> ExecutorStatus:
+        return self._report()  # type: ignore[attr-defined,no-any-return]
 
 
 class HTTPExecutor(TCPExecutor):
@@ -23,6 +38,7 @@ class HTTPExecutor(TCPExecutor):
     #: mirakuru's attribute: the port of an http URL that names none
     #: (https URLs default to 443).
     DEFAULT_PORT = HTTP_SCHEMES["http"]
+    ENDPOINTS = ("uri", "host", "port", "url")
 
     def __init__(
         self,
@@ -53,11 +69,28 @@ class HTTPExecutor(TCPExecutor):
             # or a test may change it), for the request and the TCP check.
             self._wait.port = self.DEFAULT_PORT
         self.url = self._wait.parts
-        self.status = self._wait.status
         self.method = method
         self.payload = payload
         self.headers = headers
         super().__init__(command, host=self._wait.host, port=self._wait.port, **kwargs)
+
+    # mirakuru's str attribute, and the Service's status()
+    @property
+    def status(self) -> StatusPattern:
+        """mirakuru's ``status`` (the expected status regex, a str); calling it
+        gives the Service interface's :meth:`SimpleExecutor.status`."""
+        return StatusPattern(self._wait.status, lambda: SimpleExecutor.status(self))
+
+    def _endpoint_values(self) -> Dict[str, Optional[str]]:
+        values = super()._endpoint_values()
+        url = self._wait.url
+        if self.host in ("0.0.0.0", "::", "[::]") and values["host"]:
+            url = url.replace(self.host, values["host"], 1)
+        values["url"] = url
+        return values
+
+    def inputs(self) -> List[Any]:
+        return [*super().inputs(), self._wait.url]
 
     def _pre_start_specs(self) -> List[Dict[str, Any]]:
         return TCP(self.host, self.port).specs()

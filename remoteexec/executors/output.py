@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from ..waits import Banner, regex
-from .base import Command, SimpleExecutor
+from remoteexec.errors import Command
+from remoteexec.waits import Banner, regex
+
+from .base import SimpleExecutor
 
 
 class OutputExecutor(SimpleExecutor):

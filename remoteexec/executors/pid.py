@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List
 
-from ..waits import File
-from .base import Command, Executor
+from remoteexec.errors import Command
+from remoteexec.waits import File
+
+from .base import Executor
 
 
 class PidExecutor(Executor):

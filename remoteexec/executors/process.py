@@ -16,10 +16,10 @@ import subprocess
 import time
 from typing import Any, List, Optional, Union
 
-from ..errors import ExecutorError
-from ..host import REPLY_SLACK, Host
-from ..target.supervisor import READ_CHUNK
-from ..target.supervisor import READ_WAIT as HOST_WAIT
+from remoteexec.errors import ExecutorError
+from remoteexec.host import Host
+from remoteexec.supervisor_client import SupervisorClient
+from remoteexec.target.protocol import READ_WAIT as HOST_WAIT
 
 
 class LogReader(io.TextIOBase):
@@ -34,6 +34,7 @@ class LogReader(io.TextIOBase):
     def __init__(self, host: Host, proc_id: int, stream: str, offset: int = 0) -> None:
         super().__init__()
         self._host = host
+        self._supervisor = SupervisorClient(host)
         self._proc_id = proc_id
         self._stream = stream
         self._offset = offset
@@ -61,16 +62,7 @@ class LogReader(io.TextIOBase):
         """Fetch what is new (waiting on the host up to HOST_WAIT)."""
         if self.closed:
             raise ValueError("I/O operation on closed file.")
-        got = self._host.service(
-            "read",
-            reply_timeout=HOST_WAIT + REPLY_SLACK,
-            proc_id=self._proc_id,
-            stream=self._stream,
-            offset=self._offset,
-            size=READ_CHUNK,
-            wait=HOST_WAIT,
-            line=line,
-        )
+        got = self._supervisor.read(self._proc_id, self._stream, self._offset, line=line)
         data = got["data"]
         self._offset += len(data)
         self._buffer += self._decoder.decode(data)
@@ -124,6 +116,7 @@ class RemoteProcess:
 
     def __init__(self, host: Host, proc_id: int, pid: int, args: Union[str, List[str]]) -> None:
         self.host = host
+        self._supervisor = SupervisorClient(host)
         self.pid = pid
         self.args = args
         self._proc_id = proc_id
@@ -139,7 +132,7 @@ class RemoteProcess:
     def poll(self) -> Optional[int]:
         """The exit code, or None while the process runs."""
         if self._returncode is None:
-            info = self.host.service("status", proc_id=self._proc_id)
+            info = self._supervisor.status(self._proc_id)
             if info.get("pid") is not None:
                 self._returncode = info.get("returncode")
         return self._returncode
@@ -156,12 +149,7 @@ class RemoteProcess:
             left = HOST_WAIT if deadline is None else min(HOST_WAIT, deadline - time.monotonic())
             if left <= 0:
                 raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
-            got = self.host.service(
-                "wait_exit",
-                reply_timeout=HOST_WAIT + REPLY_SLACK,
-                proc_id=self._proc_id,
-                timeout=left,
-            )
+            got = self._supervisor.wait_exit(self._proc_id, timeout=left)
             if not got["known"]:
                 break  # forgotten by the supervisor: nothing left to wait for
             self._returncode = got["returncode"]
@@ -172,7 +160,7 @@ class RemoteProcess:
         if self.poll() is not None:
             return
         with contextlib.suppress(ExecutorError):  # it exited in between
-            self.host.service("signal", proc_id=self._proc_id, sig=int(sig))
+            self._supervisor.signal(self._proc_id, int(sig))
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)

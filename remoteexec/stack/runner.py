@@ -134,6 +134,8 @@ class _Entry:
     exit_code: Optional[int] = None
     t0: float = 0.0
     stop_deadline: float = 0.0
+    ended: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def name(self) -> str:
@@ -328,9 +330,9 @@ class Stack:
         return out
 
     def _register(self, handle: Handle, options: Any, group: Optional[str] = None) -> None:
+        # References by name are checked by up() (or validate()): the service
+        # they name may be added later.
         entry = _Entry(handle=handle, group=group, **options)
-        for ref in refs_in(deferred_in(adapt.inputs(handle.service))):
-            ref.bind()  # an unknown reference to a service already added: refused now
         self._entries[handle.name] = entry
         self._handles[handle.name] = handle
 
@@ -693,6 +695,10 @@ class Stack:
         return run
 
     def _launch_stop(self, entry: _Entry, run: _Run) -> None:
+        # What has exited already (and was reported) is only cleaned up:
+        # kill() reaps what it may have left and drops it, without the exit
+        # code check of a stop.
+        entry.ended = entry.state in ("completed", "exited", "failed")
         entry.state, entry.since = "stopping", time.time()
         entry.t0, entry.stop_deadline = time.monotonic(), time.monotonic() + self.stop_timeout
         run.inflight.add(entry.name)
@@ -704,7 +710,11 @@ class Stack:
         self._emit("stopping", entry)
         error: Optional[BaseException] = None
         try:
-            entry.service.stop()
+            with entry.lock:  # after a restart from the master under way
+                if entry.ended:
+                    entry.service.kill()
+                else:
+                    entry.service.stop()
         except BaseException as e:
             error = e
         with self._cond:
@@ -770,27 +780,53 @@ class Stack:
         # Bounded by count: a stack up for a year at most, then it stops watching.
         for _ in range(int(365 * 86400 / self.poll)):
             with self._cond:
-                ready = [e for e in self._entries.values() if e.state == "ready" and not e.job]
-            for entry in ready:
+                watched = [
+                    e
+                    for e in self._entries.values()
+                    if not e.job
+                    and (e.state == "ready" or (e.supervised and e.state == "restarting"))
+                ]
+            for entry in watched:
                 if self._unwatched.is_set():
                     return
                 try:
-                    alive = adapt.running(entry.service)
+                    if entry.supervised:
+                        self._follow_supervised(entry)
+                    elif not adapt.running(entry.service) and entry.state == "ready":
+                        self._exited(entry, adapt.status(entry.service))
                 except RemoteExecError:
                     continue  # a lost host: its own errors say so
-                if not alive and entry.state == "ready":
-                    self._exited(entry)
             if self._unwatched.wait(self.poll):
                 return
 
-    def _exited(self, entry: _Entry) -> None:
-        got = adapt.status(entry.service)
+    def _follow_supervised(self, entry: _Entry) -> None:
+        """Follow a service its host's supervisor restarts: its exits, restarts
+        (the count in its status going up) and readiness again."""
+        got: Dict[str, Any] = dict(adapt.status(entry.service))
+        state, restarts = got.get("state"), int(got.get("restarts") or 0)
+        if restarts > entry.restarts:
+            if entry.state == "ready":  # the exit came and went between two looks
+                last = got.get("last_exit")
+                self._emit("exited", entry, exit_code=last, final=False)
+            with self._cond:
+                entry.restarts, entry.state, entry.since = restarts, "restarting", time.time()
+            what = "restart %d of %d" % (restarts, entry.max_restarts)
+            self._emit("restarting", entry, message=what)
+        if entry.state == "restarting" and state == "ready":
+            self._set(entry, "ready")
+            self._emit("ready", entry)
+        elif entry.state == "ready" and state in ("exited", "failed"):
+            self._exited(entry, got)
+
+    def _exited(self, entry: _Entry, got: Any) -> None:
+        """Report an exit after ready; restart from here if the policy says so
+        and the host's supervisor does not."""
         code = got.get("exit_code")
         again = (
             entry.restart == "on-failure"
             and code != 0
             and entry.restarts < entry.max_restarts
-            and not entry.supervised
+            and got.get("state") != "failed"
         )
         tail = adapt.log_tail(entry.service, TAIL_LINES)
         with self._cond:
@@ -799,44 +835,46 @@ class Stack:
             entry.exit_code = code
             entry.state, entry.since = ("restarting" if again else "exited"), time.time()
             if not again and self._starting:
-                self._exits.append(
-                    (
-                        entry.name,
-                        RemoteExecError(
-                            "exited with code %s after it was ready" % code,
-                            host=entry.host,
-                            exit_code=code,
-                            output_tail=tail,
-                        ),
-                    )
+                error = RemoteExecError(
+                    "exited with code %s after it was ready" % code,
+                    host=entry.host,
+                    exit_code=code,
+                    output_tail=tail,
                 )
+                self._exits.append((entry.name, error))
             self._cond.notify_all()
         self._emit("exited", entry, exit_code=code, final=not again, output_tail=tail or None)
-        if again:
+        if again and not entry.supervised:
             threading.Thread(
-                target=self._restart_after_exit, args=(entry,), name="stack-restart-" + entry.name
+                target=self._restart_after_exit,
+                args=(entry,),
+                name="stack-restart-" + entry.name,
+                daemon=True,
             ).start()
 
     def _restart_after_exit(self, entry: _Entry) -> None:
+        """The master's restart of a service whose host cannot restart it."""
         entry.restarts += 1
-        self._emit(
-            "restarting", entry, message="restart %d of %d" % (entry.restarts, entry.max_restarts)
-        )
+        what = "restart %d of %d" % (entry.restarts, entry.max_restarts)
+        self._emit("restarting", entry, message=what)
         if not _sleep_unless(
             entry.backoff, lambda: entry.state != "restarting" or self._unwatched.is_set()
         ):
             return
         t0 = time.monotonic()
-        try:
-            entry.service.start()
-        except BaseException as e:
-            self._set(entry, "exited")
-            self._emit("failed", entry, message=arguments.bounded(str(e), 2000))
-            return
-        with self._cond:
+        with entry.lock:  # a stop waits for this start, then stops what it started
             if entry.state != "restarting":
                 return
-            entry.state, entry.since = "ready", time.time()
+            try:
+                with contextlib.suppress(RemoteExecError):
+                    entry.service.kill()  # drop what is left of the exited one
+                entry.service.start()
+            except BaseException as e:
+                self._set(entry, "exited")
+                self._emit("failed", entry, message=arguments.bounded(str(e), 2000))
+                return
+            with self._cond:
+                entry.state, entry.since = "ready", time.time()
         self._emit("ready", entry, seconds=time.monotonic() - t0)
 
     # -- while up -----------------------------------------------------------

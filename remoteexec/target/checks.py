@@ -11,32 +11,129 @@ method, payload, headers, request_timeout, verify, ca_file), ``file`` (path),
 ``banner`` (pattern; log_path, or the process's logs). A list of checks
 passes when all of them pass.
 
+The kinds live in one registry, :data:`KINDS`, filled by :func:`kind`: a
+new kind is one class here (its probe, its owner, its description for
+messages) and, on the master, one :class:`remoteexec.waits.Wait` naming it.
+
 ``https`` is spoken here, on the host, with the stdlib's ssl: certificates
 are verified against the default CA store or ``ca_file`` (a path on the
 host) unless ``verify`` is false.
 """
 
+from __future__ import annotations
+
 import os
 import re
 import socket
 from http.client import HTTPConnection, HTTPException, HTTPSConnection
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    TypeVar,
+)
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from . import procs
 
+if TYPE_CHECKING:  # imported when an https check needs it
+    import ssl
+
 PROBE_TIMEOUT = 1.0
 
+#: What a probe returns: whether the condition holds, and why not.
+Outcome = Tuple[bool, str]
+Spec = Mapping[str, Any]
 
-def _bounded(remaining, cap=PROBE_TIMEOUT):
+
+def _bounded(remaining: float, cap: float = PROBE_TIMEOUT) -> float:
     return max(0.01, min(cap, remaining))
 
 
-class TCPCheck:
-    def __init__(self, spec):
+class Check:
+    """One readiness condition, built from its spec."""
+
+    #: The spec's ``kind``, set by :func:`kind`.
+    kind = ""
+    #: (log path, byte offset past the matching line) once a banner was seen.
+    found_at: Optional[Tuple[str, int]] = None
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+
+    def probe(self, remaining: float) -> Outcome:
+        """Whether the condition holds now, within ``remaining`` seconds."""
+        raise NotImplementedError
+
+    def owner(self) -> Optional[int]:
+        """The pid that already answers as the service would, if visible."""
+        return None
+
+    def problem(self) -> Optional[str]:
+        """Why this check can never pass on this host, or None."""
+        return None
+
+    @classmethod
+    def describe(cls, spec: Spec) -> str:
+        """The check in a few words, for messages (``tcp 127.0.0.1:80``)."""
+        return str(spec.get("kind", cls.kind))
+
+
+#: kind name -> check class: the one registry of check kinds.
+KINDS: Dict[str, Type[Check]] = {}
+
+C = TypeVar("C", bound=Type[Check])
+
+
+def kind(name: str) -> Callable[[C], C]:
+    """Register a check class under ``name`` (the spec's ``kind``)."""
+
+    def register(cls: C) -> C:
+        cls.kind = name
+        KINDS[name] = cls
+        return cls
+
+    return register
+
+
+def free_port(address: str = "") -> int:
+    """A TCP port free on ``address`` of this host now (the kernel's pick).
+
+    For a service told to listen on port 0 whose port others must know: the
+    port is picked here, then given to the service. Another process may take
+    it in between; the service's start then fails and says so.
+    """
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])
+
+
+def describe(spec: Spec) -> str:
+    """A spec in a few words, by its kind's own description."""
+    cls = KINDS.get(spec.get("kind", ""))
+    return cls.describe(spec) if cls else str(spec.get("kind"))
+
+
+@kind("tcp")
+class TCPCheck(Check):
+    def __init__(self, spec: Spec) -> None:
+        super().__init__(spec)
         self.host = spec["host"]
         self.port = int(spec["port"])
 
-    def probe(self, remaining):
+    @classmethod
+    def describe(cls, spec: Spec) -> str:
+        return "tcp %s:%s" % (spec["host"], spec["port"])
+
+    def probe(self, remaining: float) -> Outcome:
         try:
             sock = socket.create_connection((self.host, self.port), timeout=_bounded(remaining))
         except OSError as e:
@@ -44,15 +141,21 @@ class TCPCheck:
         sock.close()
         return True, ""
 
-    def owner(self):
+    def owner(self) -> Optional[int]:
         return procs.tcp_port_owner(self.port)
 
 
-class UnixCheck:
-    def __init__(self, spec):
+@kind("unix")
+class UnixCheck(Check):
+    def __init__(self, spec: Spec) -> None:
+        super().__init__(spec)
         self.path = spec["path"]
 
-    def probe(self, remaining):
+    @classmethod
+    def describe(cls, spec: Spec) -> str:
+        return "unix %s" % spec["path"]
+
+    def probe(self, remaining: float) -> Outcome:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(_bounded(remaining))
         try:
@@ -63,11 +166,11 @@ class UnixCheck:
             sock.close()
         return True, ""
 
-    def owner(self):
+    def owner(self) -> Optional[int]:
         return procs.unix_socket_owner(self.path)
 
 
-def tls_context(verify=True, ca_file=None):
+def tls_context(verify: bool = True, ca_file: Optional[str] = None) -> ssl.SSLContext:
     """The client TLS context of an https check (raises OSError/ssl.SSLError
     when ``ca_file`` cannot be loaded)."""
     import ssl
@@ -80,7 +183,7 @@ def tls_context(verify=True, ca_file=None):
     return ssl.create_default_context(cafile=ca_file)
 
 
-def _tls_problem(e):
+def _tls_problem(e: BaseException) -> Optional[str]:
     """A certificate failure said plainly, with what to do; None for others."""
     reason = getattr(e, "verify_message", None)
     if reason is None:
@@ -91,8 +194,10 @@ def _tls_problem(e):
     )
 
 
-class HTTPCheck:
-    def __init__(self, spec):
+@kind("http")
+class HTTPCheck(Check):
+    def __init__(self, spec: Spec) -> None:
+        super().__init__(spec)
         self.url = urlsplit(spec["url"])
         self.https = self.url.scheme == "https"
         self.status = str(spec.get("status", r"^2\d\d$"))
@@ -103,11 +208,15 @@ class HTTPCheck:
         self.request_timeout = spec.get("request_timeout")
         self.verify = spec.get("verify", True)
         self.ca_file = spec.get("ca_file")
-        self.host = self.url.hostname
+        self.host = self.url.hostname or ""
         self.port = spec.get("port") or self.url.port or (443 if self.https else 80)
-        self.tls = None
+        self.tls: Optional[ssl.SSLContext] = None
 
-    def problem(self):
+    @classmethod
+    def describe(cls, spec: Spec) -> str:
+        return "http %s" % spec["url"]
+
+    def problem(self) -> Optional[str]:
         """Why this check can never pass (an unusable ca_file), or None."""
         if not self.https:
             return None
@@ -117,7 +226,7 @@ class HTTPCheck:
             return "ca_file %s: %s" % (self.ca_file, e)
         return None
 
-    def connection(self, timeout):
+    def connection(self, timeout: float) -> HTTPConnection:
         if not self.https:
             return HTTPConnection(self.host, self.port, timeout=timeout)
         problem = self.problem()
@@ -125,7 +234,7 @@ class HTTPCheck:
             raise OSError(problem)
         return HTTPSConnection(self.host, self.port, timeout=timeout, context=self.tls)
 
-    def probe(self, remaining):
+    def probe(self, remaining: float) -> Outcome:
         cap = self.request_timeout or PROBE_TIMEOUT
         target = urlunsplit(("", "", self.url.path or "/", self.url.query, ""))
         conn = None
@@ -149,20 +258,26 @@ class HTTPCheck:
             self.status,
         )
 
-    def owner(self):
+    def owner(self) -> Optional[int]:
         return procs.tcp_port_owner(self.port)
 
 
-class FileCheck:
-    def __init__(self, spec):
+@kind("file")
+class FileCheck(Check):
+    def __init__(self, spec: Spec) -> None:
+        super().__init__(spec)
         self.path = spec["path"]
 
-    def probe(self, remaining):
+    @classmethod
+    def describe(cls, spec: Spec) -> str:
+        return "file %s" % spec["path"]
+
+    def probe(self, remaining: float) -> Outcome:  # noqa: ARG002 - instant, nothing to bound
         if os.path.isfile(self.path):
             return True, ""
         return False, "file %s does not exist" % self.path
 
-    def owner(self):
+    def owner(self) -> Optional[int]:
         try:
             with open(self.path) as f:
                 pid = int(f.read().strip() or 0)
@@ -171,7 +286,8 @@ class FileCheck:
         return pid if pid and procs.is_alive(pid) else None
 
 
-class BannerCheck:
+@kind("banner")
+class BannerCheck(Check):
     """Looks for a regex in the process logs (stdout, and stderr when kept
     apart), reading only what is new.
 
@@ -180,14 +296,16 @@ class BannerCheck:
     consumed its pipe up to that line.
     """
 
-    def __init__(self, spec):
+    def __init__(self, spec: Spec) -> None:
+        super().__init__(spec)
         self.pattern = spec["pattern"]
         self.regex = re.compile(self.pattern)
         paths = spec.get("log_paths") or [spec.get("log_path")]
-        self.logs = [[path, 0, b""] for path in paths if path]  # path, offset, carry
+        # [path, offset, carry] per log
+        self.logs: List[List[Any]] = [[path, 0, b""] for path in paths if path]
         self.found_at = None
 
-    def _scan(self, log):
+    def _scan(self, log: List[Any]) -> Optional[int]:
         path, offset, carry = log
         with open(path, "rb") as f:
             f.seek(offset)
@@ -206,7 +324,7 @@ class BannerCheck:
             return log[1]  # an unterminated line: everything read so far
         return None
 
-    def probe(self, remaining):
+    def probe(self, remaining: float) -> Outcome:  # noqa: ARG002 - reads files, never waits
         errors = []
         for log in self.logs:
             try:
@@ -221,44 +339,31 @@ class BannerCheck:
             return False, "; ".join(errors)
         return False, "banner %r not seen in output yet" % self.pattern
 
-    def owner(self):
-        return None
 
-
-KINDS = {
-    "tcp": TCPCheck,
-    "unix": UnixCheck,
-    "http": HTTPCheck,
-    "file": FileCheck,
-    "banner": BannerCheck,
-}
-
-
-def build(specs, log_paths=()):
+def build(specs: Optional[Iterable[Spec]], log_paths: Sequence[str] = ()) -> List[Check]:
     """Instantiate check objects from plain specs; a banner check reads
     ``log_paths`` (the process's stdout log, then its stderr log if any)."""
     built = []
     for spec in specs or ():
         spec = dict(spec)
-        if spec["kind"] == "banner" and not spec.get("log_path"):
+        if spec["kind"] == BannerCheck.kind and not spec.get("log_path"):
             spec["log_paths"] = list(log_paths)
         built.append(KINDS[spec["kind"]](spec))
     return built
 
 
-def problems(specs):
+def problems(specs: Iterable[Spec]) -> List[str]:
     """Why some of ``specs`` can never pass on this host (an https check whose
     ca_file cannot be loaded): asked before anything starts."""
     found = []
     for check in build(specs):
-        problem = getattr(check, "problem", None)
-        text = problem() if problem else None
+        text = check.problem()
         if text:
             found.append(text)
     return found
 
 
-def probe_all(checks, remaining):
+def probe_all(checks: Iterable[Check], remaining: float) -> Outcome:
     """Run every check; return (all_ok, detail of the first failing one)."""
     for check in checks:
         ok, detail = check.probe(remaining)

@@ -37,12 +37,23 @@ context's ~31 MB, and no CPU while it waits. The sources come over its stdin, so
 to be installed on the host.
 """
 
+from __future__ import annotations
+
 import os
 import signal
 import sys
 import time
 
 from . import procs
+
+# typing is not imported at run time (the guard starts with ``-I -S`` and
+# should stay cheap); mypy reads the names all the same.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Sequence
+
+    #: Session id -> its leader's start time (clock ticks since boot).
+    Sessions = Dict[int, int]
 
 #: How long the guard keeps finding and killing after EOF.
 KILL_FOR = 5.0
@@ -65,12 +76,12 @@ sys.modules["remoteexec.target.guard"].main(sys.argv)
 """
 
 
-def stdin_payload(procs_source, guard_source):
+def stdin_payload(procs_source: str, guard_source: str) -> bytes:
     """What the bootstrap reads from stdin: both sources, NUL-separated."""
     return (procs_source + "\0" + guard_source).encode("utf-8")
 
 
-def parse(buffer, sessions):
+def parse(buffer: bytes, sessions: Sessions) -> bytes:
     """Take complete lines from ``buffer`` into ``sessions`` (sid -> start
     time); return what is left of an incomplete last line."""
     *lines, rest = buffer.split(b"\n")
@@ -84,7 +95,7 @@ def parse(buffer, sessions):
     return rest
 
 
-def run_pids(prefix, sessions):
+def run_pids(prefix: str, sessions: Sessions) -> List[int]:
     """Live pids of the context: marked with ``prefix`` or in one of
     ``sessions`` (leader start time checked against pid reuse)."""
     me = os.getpid()
@@ -112,7 +123,7 @@ def run_pids(prefix, sessions):
     return found
 
 
-def prune(sessions):
+def prune(sessions: Sessions) -> None:
     """Drop sessions with no live process left (keeps a long run's table small)."""
     live = set()
     for pid in procs.all_pids():
@@ -123,7 +134,7 @@ def prune(sessions):
         del sessions[sid]
 
 
-def kill_run(prefix, sessions, limit=KILL_FOR):
+def kill_run(prefix: str, sessions: Sessions, limit: float = KILL_FOR) -> int:
     """SIGKILL the context's processes until a scan finds none (or ``limit``
     seconds pass); return how many kills were sent."""
     deadline = time.monotonic() + limit
@@ -143,7 +154,7 @@ def kill_run(prefix, sessions, limit=KILL_FOR):
         time.sleep(0.005)
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
     """``guard PREFIX FD``: watch pipe FD, kill PREFIX's processes at EOF."""
     prefix, fd = argv[1], int(argv[2])
     for sig in (signal.SIGINT, signal.SIGHUP):
@@ -155,7 +166,7 @@ def main(argv):
     for target in (0, 1, 2):
         os.dup2(null, target)
     os.close(null)
-    sessions = {}
+    sessions: Sessions = {}
     buffer = b""
     prune_at = PRUNE_AT
     while True:

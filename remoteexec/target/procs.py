@@ -10,8 +10,21 @@ This module is also shipped, as source, into the guard process
 cheap to import (no contextlib: it alone costs the guard ~5 ms of startup).
 """
 
+from __future__ import annotations
+
 import os
 import threading
+
+# typing is not imported at run time: the guard imports this module and
+# would pay for it (mypy reads the names below all the same).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple, TypeVar
+
+    class HasPid(Protocol):
+        pid: int
+
+    T = TypeVar("T", bound=HasPid)
 
 try:  # psutil is a C extension: mitogen cannot ship it, so it is optional.
     import psutil
@@ -24,7 +37,7 @@ HAVE_PSUTIL = psutil is not None
 MARKER = "REMOTEEXEC_RUN"
 
 
-def all_pids():
+def all_pids() -> List[int]:
     """Every pid in /proc (threads excluded), as ints."""
     try:
         return [int(name) for name in os.listdir("/proc") if name.isdigit()]
@@ -32,7 +45,7 @@ def all_pids():
         return []
 
 
-def read_environ(pid):
+def read_environ(pid: int) -> Optional[Dict[str, str]]:
     """Return the environment of ``pid`` as a dict, or None if unreadable."""
     data = _read("/proc/%d/environ" % pid)
     if data is None:
@@ -45,7 +58,9 @@ def read_environ(pid):
     return env
 
 
-def pids_with_marker(name, value=None, run_prefix=None):
+def pids_with_marker(
+    name: str, value: Optional[str] = None, run_prefix: Optional[str] = None
+) -> List[int]:
     """Pids whose environment variable ``name`` equals ``value`` exactly.
 
     With ``run_prefix`` instead, match values equal to it or starting with
@@ -67,7 +82,7 @@ def pids_with_marker(name, value=None, run_prefix=None):
     return found
 
 
-def in_run(value, run_prefix):
+def in_run(value: Optional[str], run_prefix: Optional[str]) -> bool:
     """True when marker ``value`` belongs to ``run_prefix`` (equal to it, or
     ``<run_prefix>.<more>``): whole dot-separated parts, never a substring."""
     if run_prefix is None or value is None:
@@ -75,7 +90,7 @@ def in_run(value, run_prefix):
     return value == run_prefix or value.startswith(run_prefix + ".")
 
 
-def _read(path):
+def _read(path: str) -> Optional[bytes]:
     try:
         with open(path, "rb") as f:
             return f.read()
@@ -83,22 +98,48 @@ def _read(path):
         return None
 
 
-def _stat(pid):
-    """Fields of /proc/PID/stat after the command name: state, ppid, pgrp, session..."""
+def proc_stat(pid: int) -> Optional[List[bytes]]:
+    """Fields of /proc/PID/stat after the command name (state, ppid, pgrp,
+    session...: field N of proc(5) is item N-3), or None when it is gone.
+
+    The one parser of that file: the command name may contain spaces and
+    parentheses, so it splits after the last ')'.
+    """
     data = _read("/proc/%d/stat" % pid)
     if not data:
         return None
-    # The command name may contain spaces and parentheses: split after the last ')'.
     return data[data.rfind(b")") + 2 :].split()
 
 
-def stat_fields(pid):
+#: The old private name, until lab/_netns.py calls :func:`proc_stat`.
+_stat = proc_stat
+
+
+def exit_status(pid: int) -> Tuple[bool, Optional[int]]:
+    """(exited, exit code or None) of a child that nobody here reaps.
+
+    A zombie's wait status is field 52 of /proc/PID/stat (Linux 3.5+): its
+    exit code, or minus the signal that killed it. A pid that is gone has
+    exited with a code nobody can tell any more.
+    """
+    fields = proc_stat(pid)
+    if not fields:
+        return True, None
+    if fields[0] not in (b"Z", b"X"):
+        return False, None
+    if len(fields) < 50:
+        return True, None
+    status = int(fields[49])
+    return True, (status >> 8 if status & 0x7F == 0 else -(status & 0x7F))
+
+
+def stat_fields(pid: int) -> Optional[Tuple[str, int, int, int]]:
     """(state, ppid, session, start time in clock ticks since boot) of ``pid``,
     or None when it is gone.
 
     The start time tells a pid from a later process that reused it.
     """
-    fields = _stat(pid)
+    fields = proc_stat(pid)
     if not fields or len(fields) < 20:
         return None
     try:
@@ -107,13 +148,13 @@ def stat_fields(pid):
         return None
 
 
-def state(pid):
+def state(pid: int) -> Optional[str]:
     """The kernel's one-letter state of ``pid`` ('R', 'S', 'Z', ...) or None."""
-    fields = _stat(pid)
+    fields = proc_stat(pid)
     return fields[0].decode("ascii", "replace") if fields else None
 
 
-def zombie_children(exclude_session):
+def zombie_children(exclude_session: int) -> List[int]:
     """Our zombie children whose session is not ``exclude_session``.
 
     A zombie keeps its session id, so orphans of the trees we started (each
@@ -123,9 +164,10 @@ def zombie_children(exclude_session):
     me = os.getpid()
     found = []
     for pid in all_pids():
-        fields = _stat(pid)
-        ours = fields and fields[0] == b"Z" and int(fields[1]) == me
-        if ours and int(fields[3]) != exclude_session:
+        fields = proc_stat(pid)
+        if not fields or fields[0] != b"Z" or int(fields[1]) != me:
+            continue
+        if int(fields[3]) != exclude_session:
             found.append(pid)
     return found
 
@@ -144,10 +186,10 @@ def zombie_children(exclude_session):
 
 #: Held by spawners across fork+registration and by the reaper around each wait.
 SPAWN_LOCK = threading.Lock()
-_waited = {}
+_waited: Dict[int, int] = {}
 
 
-def spawn_waited(start):
+def spawn_waited(start: Callable[[], T]) -> T:
     """Call ``start()``, which forks one child and returns an object with
     ``.pid`` (a Popen), and register that child as waited for by its caller.
 
@@ -160,14 +202,14 @@ def spawn_waited(start):
     return child
 
 
-def release_waited(child):
+def release_waited(child: Any) -> None:
     """The spawner of ``child`` has reaped it (or gave up): the reaper may
     take that pid again. Idempotent."""
     with SPAWN_LOCK:
         _waited.pop(id(child), None)
 
 
-def reap_orphans():
+def reap_orphans() -> None:
     """Reap zombie children that nobody waits for: orphans of our trees.
 
     Children of other code in this interpreter that spawned in our own
@@ -191,13 +233,13 @@ def reap_orphans():
                 continue  # already reaped
 
 
-def is_alive(pid):
+def is_alive(pid: int) -> bool:
     """True when ``pid`` exists and is not a zombie."""
     st = state(pid)
     return st is not None and st not in ("Z", "X")
 
 
-def _socket_inode_owner(inodes):
+def _socket_inode_owner(inodes: List[str]) -> Optional[int]:
     """Find the pid holding one of the socket ``inodes`` open."""
     if not inodes:
         return None
@@ -217,7 +259,7 @@ def _socket_inode_owner(inodes):
     return None
 
 
-def tcp_port_owner(port):
+def tcp_port_owner(port: int) -> Optional[int]:
     """Pid listening on TCP ``port`` (any address), or None if not visible."""
     if HAVE_PSUTIL:
         try:
@@ -243,7 +285,7 @@ def tcp_port_owner(port):
     return _socket_inode_owner(inodes)
 
 
-def unix_socket_owner(path):
+def unix_socket_owner(path: str) -> Optional[int]:
     """Pid listening on the unix socket ``path``, or None if not visible."""
     inodes = []
     try:
@@ -258,7 +300,7 @@ def unix_socket_owner(path):
     return _socket_inode_owner(inodes)
 
 
-def describe(pid):
+def describe(pid: int) -> str:
     """A short 'pid 123 (name)' text for messages."""
     try:
         with open("/proc/%d/comm" % pid) as f:

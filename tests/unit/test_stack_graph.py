@@ -117,4 +117,4 @@ def test_refs_combine_with_strings() -> None:
     assert template("tcp://", ref, "/db").resolve() == "tcp://h:1/db"
     assert repr("a${b" + ref) == "a$${b${router.uri}"
     with pytest.raises(TypeError, match="combines with str"):
-        ref + 5  # noqa: B018
+        _ = ref + 5

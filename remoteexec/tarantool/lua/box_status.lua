@@ -63,4 +63,3 @@ end
 table.sort(peers, function(a, b) return (a.id or 0) < (b.id or 0) end)
 r.replication = peers
 return r
-"""

@@ -1,0 +1,162 @@
+"""The supervisor's end of the guard (:mod:`.guard`): start it, tell it each session.
+
+The guard is a separate small process that kills this context's process
+trees when the context itself is killed. This module starts it at install
+and writes it every session the supervisor creates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import subprocess
+import sys
+import time
+from types import ModuleType
+from typing import Optional, Tuple
+
+from . import guard, procs
+
+LOG = logging.getLogger("remoteexec.target")
+
+#: How long install waits for the guard's "ready" line.
+GUARD_READY_WAIT = 5.0
+#: How long a failed guard gets to die after SIGKILL.
+KILL_WAIT = 5.0
+
+
+class GuardLink:
+    """This context's guard: its Popen, the write end of its pipe, or why there is none."""
+
+    def __init__(self) -> None:
+        self.popen: Optional[subprocess.Popen[bytes]] = None
+        self.fd: Optional[int] = None
+        self.error: Optional[str] = None
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.popen.pid if self.popen else None
+
+    def start(self, prefix: str) -> None:
+        """Start the guard for marker prefix ``prefix`` (once, at install)."""
+        self.popen, self.fd, self.error = start_guard(prefix)
+        if self.error:
+            LOG.error("%s; processes may outlive a killed context", self.error)
+
+    def tell(self, pid: int) -> None:
+        """Tell the guard that ``pid`` leads a new session of ours, with its
+        start time (so a reused pid is not taken for it).
+
+        Needed because a process may rewrite its environment (Tarantool does)
+        and lose the marker. The write is one line, under PIPE_BUF so atomic
+        across threads; it never blocks for more than a second on a stalled
+        guard, and a dead guard is reported once, not on every spawn.
+        """
+        fd = self.fd
+        fields = procs.stat_fields(pid) if fd is not None else None
+        if fd is None or fields is None:
+            return
+        line = b"+%d %d\n" % (pid, fields[3])
+        deadline = time.monotonic() + 1.0
+        while True:
+            try:
+                os.write(fd, line)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    LOG.error("the guard does not read its pipe: session %d not registered", pid)
+                    return
+                time.sleep(0.001)
+            except OSError as e:
+                # Never close the fd here: another thread may be writing to it,
+                # and a reused fd number would send its line to some other file.
+                LOG.error("the guard is gone (%s): the run is not guarded any more", e)
+                self.fd = None
+                self.error = "the guard exited: %s" % e
+                return
+
+
+#: The one guard link of this context.
+GUARD = GuardLink()
+
+
+def module_source(module: ModuleType) -> str:
+    """The source text of one of our modules, imported from disk or
+    through mitogen's importer (both loaders implement get_source)."""
+    loader = getattr(getattr(module, "__spec__", None), "loader", None)
+    source = loader.get_source(module.__name__) if loader is not None else None
+    if source is None:
+        import inspect
+
+        source = inspect.getsource(module)
+    return str(source)
+
+
+def _await_ready(popen: subprocess.Popen[bytes]) -> bytes:
+    """What the guard answered within GUARD_READY_WAIT (b"ready\\n" when well)."""
+    assert popen.stdout is not None
+    ready = b""
+    deadline = time.monotonic() + GUARD_READY_WAIT
+    while not ready.endswith(b"\n") and time.monotonic() < deadline:
+        readable, _, _ = select.select([popen.stdout], [], [], deadline - time.monotonic())
+        chunk = os.read(popen.stdout.fileno(), 64) if readable else b""
+        if not chunk:
+            break
+        ready += chunk
+    return ready
+
+
+def start_guard(
+    prefix: str,
+) -> Tuple[Optional[subprocess.Popen[bytes]], Optional[int], Optional[str]]:
+    """Start this context's guard (see guard.py); return (Popen, write fd,
+    None) or (None, None, error text).
+
+    The pipe is made O_CLOEXEC: only the guard (through pass_fds) gets the
+    read end, and no process spawned later inherits the write end, so the
+    guard reads EOF exactly when this context is gone.
+    """
+    if not sys.executable:
+        return None, None, "no python executable known (sys.executable is empty)"
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    try:
+        popen = procs.spawn_waited(
+            lambda: subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", guard.BOOTSTRAP, prefix, str(read_fd)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(read_fd,),
+                close_fds=True,
+                start_new_session=True,
+                cwd="/",
+            )
+        )
+    except OSError as e:
+        os.close(write_fd)
+        return None, None, "cannot start the guard with %s: %s" % (sys.executable, e)
+    finally:
+        os.close(read_fd)
+    assert popen.stdin is not None and popen.stdout is not None and popen.stderr is not None
+    payload = guard.stdin_payload(module_source(procs), module_source(guard))
+    ready = b""
+    try:
+        popen.stdin.write(payload)  # ~15 KB: fits the pipe, never blocks
+        popen.stdin.close()
+        ready = _await_ready(popen)
+    except OSError:
+        pass
+    if ready != b"ready\n":
+        popen.kill()
+        popen.wait(KILL_WAIT)
+        procs.release_waited(popen)
+        why = popen.stderr.read()[-2000:].decode("utf-8", "replace").strip()
+        popen.stdout.close()
+        popen.stderr.close()
+        os.close(write_fd)
+        return None, None, "the guard did not start: %s" % (why or "no answer")
+    popen.stdout.close()
+    popen.stderr.close()
+    os.set_blocking(write_fd, False)
+    return popen, write_fd, None
