@@ -194,15 +194,21 @@ def _hosts(
         return stackfile.connect(topology, master, names)
     wanted = list(topology.hosts) if names is None else names
     index = {name: i % len(lab.hosts) for i, name in enumerate(topology.hosts)}
-    used = sorted({index[n] for n in wanted})
-    opened = master.connect_all(
-        [lab.targets[i] for i in used],
-        identity_file=lab.identity_file,
-        known_hosts_file=lab.known_hosts_file,
-        python=LAB_PYTHON,
-    )
-    by_index = dict(zip(used, opened))
-    return {name: by_index[index[name]] for name in wanted}
+    # A lab host is named after the first file host mapped onto it.
+    first = {index[n]: n for n in reversed(wanted)}
+
+    def open_one(i: int) -> Host:
+        return master.connect(
+            lab.targets[i],
+            identity_file=lab.identity_file,
+            known_hosts_file=lab.known_hosts_file,
+            python=LAB_PYTHON,
+            name=first[i],
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(len(first)) as pool:
+        opened = dict(zip(first, pool.map(open_one, first)))
+    return {name: opened[index[name]] for name in wanted}
 
 
 def _lab(stack: ExitStack, hosts: int, topology: stackfile.Topology) -> Lab:
@@ -416,6 +422,7 @@ class Up:
                 if lab is not None:
                     self.say("lab %s: %s" % (lab.name, ", ".join(lab.targets)))
                 master = resources.enter_context(rx.Master())
+                self.run_started(master.run_id)
                 hosts = _hosts(self.topology, master, lab)
                 stack = stackfile.build(self.topology, hosts)
                 stack.subscribe(self.on_event)
@@ -448,6 +455,13 @@ class Up:
                 return stack.up()
         finally:
             self.live = None
+
+    def run_started(self, run_id: str) -> None:
+        """The run id marks every process of this ``up`` (REMOTEEXEC_RUN) on every host."""
+        if self.as_json:
+            self.emit("run", stack=self.topology.name, run_id=run_id, pid=os.getpid())
+        else:
+            self.say("stack %s: run %s" % (self.topology.name, run_id))
 
     def result(self, what: str, **fields: Any) -> None:
         if self.as_json:

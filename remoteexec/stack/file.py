@@ -696,70 +696,14 @@ def _wait(kind: str, value: Any) -> Any:
     return waits.Banner(value)
 
 
-class LateExecutor:
-    """An executor whose command or environment holds references, made when it starts.
-
-    The executors take plain strings only, so the references are resolved
-    (:func:`remoteexec.services.resolve`) at ``start()``, once the services
-    they name are up, and the executor is made then. Until it is made the
-    stack sees its inputs (the references, so its dependencies) and its
-    host; after, every attribute is the executor's. Once the executors take
-    :class:`~remoteexec.services.Deferred` values themselves this goes.
-    """
-
-    def __init__(self, make: Callable[[], Any], name: str, on: Host, inputs: List[Any]) -> None:
-        self._make = make
-        self._inputs = inputs
-        self._executor: Any = None
-        self.name = name
-        self.on = on
-
-    def inputs(self) -> List[Any]:
-        """The values holding references (command and environment)."""
-        return list(self._inputs)
-
-    def start(self) -> Any:
-        self._executor = self._make()
-        self._executor.start()
-        return self
-
-    def stop(self) -> Any:
-        if self._executor is not None:
-            self._executor.stop()
-        return self
-
-    def kill(self) -> Any:
-        if self._executor is not None:
-            self._executor.kill()
-        return self
-
-    def running(self) -> bool:
-        return self._executor is not None and bool(self._executor.running())
-
-    def log_tail(self, lines: int = 50) -> str:
-        return "" if self._executor is None else str(self._executor.output_tail(lines))
-
-    def __getattr__(self, name: str) -> Any:
-        executor = self.__dict__.get("_executor")
-        if executor is None or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(executor, name)
-
-    def __repr__(self) -> str:
-        return "<LateExecutor %s on %s: %r>" % (self.name, self.on.name, self._executor)
-
-
 def executor(spec: ServiceSpec, host: Host, base: str, lookup: Any, name: str) -> Any:
     """The executor for one instance of a ``[services.NAME]`` section on ``host``.
 
     The first readiness kind in :data:`READY_KINDS` picks the class (an
     ``http`` check makes an HTTPExecutor); the others are added as waits,
     so kinds combine. No ``ready`` (and every job) is a SimpleExecutor.
-    With references in the command or environment it is a
-    :class:`LateExecutor`, made at start.
     """
     import remoteexec as rx
-    from remoteexec.services import deferred_in, resolve
 
     table = spec.table
     ready = dict(table.get("ready", {}))
@@ -788,10 +732,7 @@ def executor(spec: ServiceSpec, host: Host, base: str, lookup: Any, name: str) -
         cls, kwargs["filename"] = rx.PidExecutor, ready["pidfile"]
     elif primary == "banner":
         cls, kwargs["banner"] = rx.OutputExecutor, ready["banner"]
-    late = [v for v in (command, kwargs.get("envvars")) if deferred_in(v)]
-    if not late:
-        return cls(command, **kwargs)
-    return LateExecutor(lambda: cls(resolve(command), **resolve(kwargs)), name, host, late)
+    return cls(command, **kwargs)
 
 
 def tarantool(
@@ -917,7 +858,6 @@ load = from_file
 __all__ = [
     "FileProblem",
     "HostSpec",
-    "LateExecutor",
     "ServiceSpec",
     "StackFileError",
     "Topology",
