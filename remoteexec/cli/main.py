@@ -50,7 +50,7 @@ def _split_command(argv: List[str]) -> tuple:
     """``run`` argv cut at the first ``--``: (what argparse parses, the
     command after it or None). argparse alone would let the command's
     positionals swallow the options after TARGET."""
-    if argv[:1] != ["run"] or "--" not in argv:
+    if argv[:1] not in (["run"], ["exec"]) or "--" not in argv:
         return argv, None
     cut = argv.index("--")
     return argv[:cut], argv[cut + 1 :]
@@ -81,6 +81,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     options, after = _split_command(list(sys.argv[1:] if argv is None else argv))
     args, extras = parser.parse_known_args(options)
+    if args.cmd == "exec" and after is not None:
+        args.command = args.command + after
     if args.cmd != "run":
         if extras:
             parser.error("unrecognized arguments: %s" % " ".join(extras))

@@ -304,7 +304,9 @@ class Up:
         self.args = args
         self.as_json = bool(args.json)
         self.out: TextIO = sys.stdout
+        #: Serialises lines on stdout (never held while rich renders).
         self.lock = threading.Lock()
+        self.rows_lock = threading.Lock()
         self.started = time.monotonic()
         #: service → [host, state, when it entered the state (monotonic), seconds]
         self.rows: Dict[str, List[Any]] = {}
@@ -315,25 +317,28 @@ class Up:
 
     # -- output
 
-    def emit(self, kind: str, **fields: Any) -> None:
-        """One JSON line (``--json``)."""
+    def emit(self, line_type: str, **fields: Any) -> None:
+        """One JSON line (``--json``): ``{"type": line_type, ...fields}``."""
         with self.lock:
-            print(json.dumps({"type": kind, **fields}, default=str), file=self.out, flush=True)
+            print(json.dumps({"type": line_type, **fields}, default=str), file=self.out, flush=True)
 
     def say(self, text: str) -> None:
         if self.as_json:
             self.emit("message", text=text)
             return
+        live = self.live
+        if live is not None:
+            # rich locks its console itself; holding ours here would deadlock
+            # against its refresh thread, which reads the rows.
+            live.console.print(text, markup=False, highlight=False)
+            return
         with self.lock:
-            if self.live is not None:
-                self.live.console.print(text, markup=False, highlight=False)
-            else:
-                print(text, file=self.out, flush=True)
+            print(text, file=self.out, flush=True)
 
     def on_event(self, event: StackEvent) -> None:
         """A stack event: the table's row, a line, or a JSON line."""
         now = time.monotonic()
-        with self.lock:
+        with self.rows_lock:
             self.rows[event.service] = [event.host, event.kind, now, event.seconds]
         if (
             event.kind == "exited"
@@ -373,12 +378,13 @@ class Up:
     def table(self) -> Any:
         """The live progress table (rich): service, host, state, elapsed."""
         from rich.table import Table
+        from rich.text import Text
 
         grid = Table(title="stack %s" % self.topology.name, expand=False)
         for column in ("service", "host", "state", "elapsed"):
             grid.add_column(column)
         now = time.monotonic()
-        with self.lock:
+        with self.rows_lock:
             rows = dict(self.rows)
         for name in self.topology.services:
             for service, (host, state, since, seconds) in rows.items():
@@ -389,7 +395,7 @@ class Up:
                 else:
                     shown = "%.2f s" % seconds
                 style = {"ready": "green", "failed": "red", "exited": "yellow"}.get(state, "")
-                grid.add_row(service, host, "[%s]%s[/]" % (style, state) if style else state, shown)
+                grid.add_row(service, host, Text(state, style=style), shown)
         return grid
 
     def rich_live(self) -> Any:
@@ -424,6 +430,7 @@ class Up:
                 master = resources.enter_context(rx.Master())
                 self.run_started(master.run_id)
                 hosts = _hosts(self.topology, master, lab)
+                self.connected(hosts)
                 stack = stackfile.build(self.topology, hosts)
                 stack.subscribe(self.on_event)
                 resources.callback(self.down, stack)
@@ -462,6 +469,12 @@ class Up:
             self.emit("run", stack=self.topology.name, run_id=run_id, pid=os.getpid())
         else:
             self.say("stack %s: run %s" % (self.topology.name, run_id))
+
+    def connected(self, hosts: Mapping[str, Host]) -> None:
+        """``--json``: each host's target and context pid (for tools that watch the run)."""
+        if self.as_json:
+            rows = {n: {"host": h.name, "context_pid": h.info.get("pid")} for n, h in hosts.items()}
+            self.emit("hosts", hosts=rows)
 
     def result(self, what: str, **fields: Any) -> None:
         if self.as_json:
