@@ -260,6 +260,18 @@ def test_usage_errors_exit_2(tmp_path: Any) -> None:
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert "Traceback" not in r.stderr, r.stderr
     assert "unknown host 'c'" in cli_run("exec", path, "a,c", "--", "true").stderr
+    # What only the stack can check (the endpoints a service has) is a file error too.
+    bad_ref = local_stack(
+        tmp_path,
+        """
+        [services.user]
+        on = "a"
+        command = ["echo", "${web.no_such_endpoint}"]
+        job = true
+        """,
+    )
+    r = cli_run("up", bad_ref)
+    assert r.returncode == 2 and "has no endpoint 'no_such_endpoint'" in r.stderr, r.stderr
     help_text = cli_run("up", "--help").stdout
     assert "0 ok; 1 a service failed" in help_text and "130 interrupted" in help_text
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import textwrap
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 
@@ -289,3 +289,45 @@ def test_the_schema_refuses_what_the_checker_refuses() -> None:
     doc["services"]["api"]["depend_on"] = ["router"]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, schema.json_schema())
+
+
+def test_stack_from_file_runs_on_the_hosts_given(tmp_path: Any) -> None:
+    """Not pure: ``Stack.from_file(path, hosts=...)`` maps the file's host
+    names onto Hosts (here two local contexts), and a group (``on`` with
+    two hosts) becomes ``NAME.1`` and ``NAME.2``."""
+    import remoteexec as rx
+    from remoteexec.stack import Stack
+
+    path = tmp_path / "two.toml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            [hosts]
+            x = { target = "root@192.0.2.1" }
+            y = { target = "root@192.0.2.2" }
+            [services.hello]
+            on = ["x", "y"]
+            command = ["sh", "-c", "echo hello; sleep 30"]
+            ready = { banner = "^hello$" }
+            [services.done]
+            on = "y"
+            command = ["true"]
+            job = true
+            depends_on = ["hello"]
+            """
+        )
+    )
+    with rx.Master() as master:
+        hosts = {"x": master.local(name="x"), "y": master.local(name="y")}
+        stack = Stack.from_file(str(path), hosts=hosts)
+        assert stack.services == ["hello.1", "hello.2", "done"]
+        try:
+            timings = stack.up()
+            assert set(timings) == {"hello.1", "hello.2", "done"}
+            rows = {row["service"]: row for row in stack.status()}
+            assert (rows["hello.1"]["host"], rows["hello.2"]["host"]) == ("x", "y")
+            assert "hello" in stack.logs("hello.2", lines=5)
+        finally:
+            stack.down()
+    with pytest.raises(ValueError, match="no Host for y"):
+        stackfile.build(stackfile.read(str(path)), {"x": hosts["x"]})

@@ -431,7 +431,13 @@ class Up:
                 self.run_started(master.run_id)
                 hosts = _hosts(self.topology, master, lab)
                 self.connected(hosts)
-                stack = stackfile.build(self.topology, hosts)
+                try:
+                    stack = stackfile.build(self.topology, hosts)
+                    stack.validate()
+                except (ValueError, TypeError) as e:
+                    # What only the stack can check (an endpoint a reference names).
+                    _error("%s: %s" % (self.topology.path, e))
+                    return self.finished(USAGE)
                 stack.subscribe(self.on_event)
                 resources.callback(self.down, stack)
                 timings = self.start(stack)
@@ -449,6 +455,9 @@ class Up:
             finally:
                 # Teardown is bounded (every stop is); a second Ctrl-C must not cut it short.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return self.finished(code)
+
+    def finished(self, code: int) -> int:
         self.result("down", exit_code=code)
         return code
 
