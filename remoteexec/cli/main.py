@@ -47,7 +47,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _split_command(argv: List[str]) -> tuple:
-    """``run`` argv cut at the first ``--``: (what argparse parses, the
+    """``run``/``exec`` argv cut at the first ``--``: (what argparse parses, the
     command after it or None). argparse alone would let the command's
     positionals swallow the options after TARGET."""
     if argv[:1] not in (["run"], ["exec"]) or "--" not in argv:
