@@ -46,6 +46,12 @@ EXIT_CODES = (
     "exit codes: 0 ok; 1 a service failed (exec: a host's command failed or it could"
     " not connect); 2 a usage or stack file error; 130 interrupted (Ctrl-C)"
 )
+UP_HELP = """\
+Start the stack in the foreground: progress per service (host, state, elapsed)
+while it starts, a live table on a terminal and plain lines otherwise; then the
+services' logs, each line prefixed 'service@host |', until Ctrl-C; then bring
+everything down, dependents first. A service that is not a job and exits for
+good brings the rest down (exit 1), unless --keep-going."""
 #: Seconds between two reads of the services' logs while following them.
 FOLLOW_POLL = 0.3
 #: Lines read per service per poll; more than this between two polls are skipped.
@@ -60,7 +66,7 @@ def add_arguments(subparsers: Any) -> None:
     up = subparsers.add_parser(
         "up",
         help="start a stack file's services, follow their logs until Ctrl-C, bring them down",
-        description=__doc__.split("\n\n")[1],
+        description=UP_HELP,
         epilog=EXIT_CODES,
         formatter_class=fmt,
     )
