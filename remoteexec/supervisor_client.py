@@ -33,6 +33,12 @@ class SupervisorClient:
     def __repr__(self) -> str:
         return "<SupervisorClient of %s>" % self.host.name
 
+    def _call(self, method: str, waits: Optional[float] = None, **kwargs: Any) -> Any:
+        """Supervisor call ``method``; its reply may take ``waits`` seconds
+        (the operation's own bound) plus the usual slack."""
+        slack = REPLY_SLACK if waits is None else waits + REPLY_SLACK
+        return self.host.service(method, reply_timeout=slack, **kwargs)
+
     # -- one process tree ------------------------------------------------
 
     def start(
@@ -44,34 +50,26 @@ class SupervisorClient:
         pre_check_specs: Sequence[Spec] = (),
     ) -> protocol.ProcInfo:
         """Spawn ``spec`` and wait (on the host) until every check passes."""
-        return cast(
-            protocol.ProcInfo,
-            self.host.service(
-                "start",
-                reply_timeout=timeout + REPLY_SLACK,
-                spec=dict(spec),
-                check_specs=[dict(s) for s in check_specs],
-                timeout=timeout,
-                sleep=sleep,
-                pre_check_specs=[dict(s) for s in pre_check_specs],
-            ),
+        reply = self._call(
+            "start",
+            timeout,
+            spec=dict(spec),
+            check_specs=[dict(s) for s in check_specs],
+            timeout=timeout,
+            sleep=sleep,
+            pre_check_specs=[dict(s) for s in pre_check_specs],
         )
+        return cast(protocol.ProcInfo, reply)
 
     def wait(
         self, proc_id: int, check_specs: Sequence[Spec], timeout: float, sleep: float = 0.1
     ) -> protocol.ProcInfo:
         """Wait until ``check_specs`` pass for a started tree."""
-        return cast(
-            protocol.ProcInfo,
-            self.host.service(
-                "wait",
-                reply_timeout=timeout + REPLY_SLACK,
-                proc_id=proc_id,
-                check_specs=[dict(s) for s in check_specs],
-                timeout=timeout,
-                sleep=sleep,
-            ),
+        specs = [dict(s) for s in check_specs]
+        reply = self._call(
+            "wait", timeout, proc_id=proc_id, check_specs=specs, timeout=timeout, sleep=sleep
         )
+        return cast(protocol.ProcInfo, reply)
 
     def status(self, proc_id: int) -> protocol.ProcInfo:
         """The tree's state (``pid`` None when the supervisor does not know it)."""
@@ -85,17 +83,15 @@ class SupervisorClient:
         expected_returncode: Optional[int] = None,
     ) -> protocol.StopReply:
         """``sig``, ``timeout`` seconds, then SIGKILL; raises on escalation or a bad exit code."""
-        return cast(
-            protocol.StopReply,
-            self.host.service(
-                "stop",
-                reply_timeout=timeout + REPLY_SLACK,
-                proc_id=proc_id,
-                sig=sig,
-                timeout=timeout,
-                expected_returncode=expected_returncode,
-            ),
+        reply = self._call(
+            "stop",
+            timeout,
+            proc_id=proc_id,
+            sig=sig,
+            timeout=timeout,
+            expected_returncode=expected_returncode,
         )
+        return cast(protocol.StopReply, reply)
 
     def kill(
         self, proc_id: int, sig: int = signal.SIGKILL, wait: bool = True
@@ -138,33 +134,24 @@ class SupervisorClient:
         line: bool = False,
     ) -> protocol.ReadReply:
         """Bytes of a log from ``offset``, waiting up to ``wait`` for them."""
-        return cast(
-            protocol.ReadReply,
-            self.host.service(
-                "read",
-                reply_timeout=wait + REPLY_SLACK,
-                proc_id=proc_id,
-                stream=stream,
-                offset=offset,
-                size=size,
-                wait=wait,
-                line=line,
-            ),
+        reply = self._call(
+            "read",
+            wait,
+            proc_id=proc_id,
+            stream=stream,
+            offset=offset,
+            size=size,
+            wait=wait,
+            line=line,
         )
+        return cast(protocol.ReadReply, reply)
 
     def wait_exit(
         self, proc_id: int, timeout: float = protocol.READ_WAIT
     ) -> protocol.WaitExitReply:
         """The main process's exit code, waiting up to ``timeout``."""
-        return cast(
-            protocol.WaitExitReply,
-            self.host.service(
-                "wait_exit",
-                reply_timeout=timeout + REPLY_SLACK,
-                proc_id=proc_id,
-                timeout=timeout,
-            ),
-        )
+        reply = self._call("wait_exit", timeout, proc_id=proc_id, timeout=timeout)
+        return cast(protocol.WaitExitReply, reply)
 
     # -- checks and files ------------------------------------------------
 

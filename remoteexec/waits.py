@@ -14,7 +14,8 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from urllib.parse import SplitResult, urlsplit
 
-from . import arguments
+from remoteexec import arguments
+from remoteexec.target import checks
 
 #: URL schemes an HTTP wait speaks, with their default ports.
 HTTP_SCHEMES = {"http": 80, "https": 443}
@@ -169,6 +170,23 @@ class Banner(Wait):
 
     def specs(self) -> List[Dict[str, Any]]:
         return [{"kind": "banner", "pattern": self.pattern}]
+
+
+class Check(Wait):
+    """Any check kind the host knows (:data:`remoteexec.target.checks.KINDS`),
+    by its name and spec fields: a kind added there is usable here at once,
+    with no class of its own (the classes above check their arguments first)."""
+
+    def __init__(self, kind: str, **fields: Any) -> None:
+        if kind not in checks.KINDS:
+            raise ValueError(
+                "unknown check kind %s; known: %s"
+                % (arguments.bounded(repr(kind), 100), ", ".join(sorted(checks.KINDS)))
+            )
+        self.spec: Dict[str, Any] = {**fields, "kind": kind}
+
+    def specs(self) -> List[Dict[str, Any]]:
+        return [dict(self.spec)]
 
 
 def as_specs(wait: Union[Wait, List[Wait], None]) -> List[Dict[str, Any]]:

@@ -119,7 +119,7 @@ MUTATIONS = (
     ),
     Mutation(
         "no-exited-0-hint",
-        "remoteexec/target/supervisor.py",
+        "remoteexec/target/lifecycle.py",
         'detail += "; the process exited 0 and nothing it started is running"',
         "pass",
         ("tests/test_errors.py::test_timeout_says_the_process_exited_0_leaving_nothing[local]",),
@@ -143,7 +143,7 @@ MUTATIONS = (
     ),
     Mutation(
         "poll-at-fixed-sleep",
-        "remoteexec/target/supervisor.py",
+        "remoteexec/target/lifecycle.py",
         "delay = 0.005",
         "delay = sleep",
         (
@@ -153,7 +153,7 @@ MUTATIONS = (
     ),
     Mutation(
         "poll-no-doubling",
-        "remoteexec/target/supervisor.py",
+        "remoteexec/target/lifecycle.py",
         "delay *= 2",
         "delay *= 1",
         (
@@ -163,7 +163,7 @@ MUTATIONS = (
     ),
     Mutation(
         "stop-signal-twice",
-        "remoteexec/target/supervisor.py",
+        "remoteexec/target/spawn.py",
         "if not in_group:",
         "if True:",
         ("tests/test_claims_executors.py::test_each_process_gets_the_stop_signal_once[local]",),
@@ -197,7 +197,7 @@ MUTATIONS = (
     ),
     Mutation(
         "stdin-a-pipe",
-        "remoteexec/target/supervisor.py",
+        "remoteexec/target/spawn.py",
         'if spec.get("stdin") == "pipe":',
         "if True:",
         ("tests/test_claims_executors.py::test_stdin_is_dev_null[local]",),
@@ -205,9 +205,9 @@ MUTATIONS = (
     ),
     Mutation(
         "log-mode-0644",
-        "remoteexec/target/supervisor.py",
-        "log_fd = os.open(log_path, flags, 0o600)",
-        "log_fd = os.open(log_path, flags, 0o644)",
+        "remoteexec/target/spawn.py",
+        "log_fd = os.open(self.log_path, flags, 0o600)",
+        "log_fd = os.open(self.log_path, flags, 0o644)",
         ("tests/test_claims_executors.py::test_logs_are_0600_in_a_0700_run_directory_on_the_host",),
         "logs created 0644",
     ),
@@ -221,7 +221,7 @@ MUTATIONS = (
     ),
     Mutation(
         "name-ignored",
-        "remoteexec/target/supervisor.py",
+        "remoteexec/target/runstate.py",
         'name = spec.get("name") or program.split()[0]',
         "name = program.split()[0]",
         ("tests/test_claims_executors.py::test_name_names_the_log[local]",),
@@ -229,7 +229,7 @@ MUTATIONS = (
     ),
     Mutation(
         "not-executable-untyped",
-        "remoteexec/target/supervisor.py",
+        "remoteexec/target/spawn.py",
         "if isinstance(e, PermissionError):",
         "if False:",
         (
@@ -265,7 +265,7 @@ MUTATIONS = (
     ),
     Mutation(
         "output-lines-off-by-one",
-        "remoteexec/target/supervisor.py",
+        "remoteexec/target/files.py",
         'return "\\n".join(text[-lines:]) if lines else ""',
         'return "\\n".join(text[-lines - 1 :]) if lines else ""',
         ("tests/test_claims_executors.py::test_output_lines_returns_that_many_lines[local]",),
@@ -273,7 +273,7 @@ MUTATIONS = (
     ),
     Mutation(
         "no-already-running-check",
-        "remoteexec/target/supervisor.py",
+        "remoteexec/target/lifecycle.py",
         "    if pre_check_specs:",
         "    if False:",
         (
@@ -284,12 +284,40 @@ MUTATIONS = (
     ),
     Mutation(
         "timed-out-start-leaves-its-tree",
-        "remoteexec/target/supervisor.py",
+        "remoteexec/target/lifecycle.py",
         "    proc.signal_tree(signal.SIGKILL)\n    proc.wait_gone(time.monotonic() + KILL_WAIT)\n"
-        "    _retire(proc)\n    return _error(",
-        "    _retire(proc)\n    return _error(",
+        "    runstate.retire(proc)\n",
+        "    runstate.retire(proc)\n",
         ("tests/test_executors.py::test_start_timeout[local]",),
         "a start that times out leaves its process running",
+    ),
+    Mutation(
+        "restart-never",
+        "remoteexec/target/spawn.py",
+        "return rc != 0 and self.restarts < int(",
+        "return False and self.restarts < int(",
+        (
+            "tests/test_executors.py::test_restart_on_failure_restarts_until_it_keeps_running[local]",
+        ),
+        "restart='on-failure' never restarts a failed process",
+    ),
+    Mutation(
+        "restart-once-too-often",
+        "remoteexec/target/spawn.py",
+        "return rc != 0 and self.restarts < int(",
+        "return rc != 0 and self.restarts <= int(",
+        (
+            "tests/test_executors.py::test_restart_gives_up_after_max_restarts_and_reports_the_exit[local]",
+        ),
+        "the supervisor restarts max_restarts + 1 times",
+    ),
+    Mutation(
+        "restart-after-our-stop",
+        "remoteexec/target/spawn.py",
+        "        self.stopping.set()\n        with self.lock:\n            self.signal_tree(sig)",
+        "        with self.lock:\n            self.signal_tree(sig)",
+        ("tests/test_executors.py::test_no_restart_by_default_and_none_after_stop[local]",),
+        "a process killed by our own stop is restarted",
     ),
     # --- README claims (issue 7, items 7, 11, 12): heartbeats, Tarantool, SSH, lab CLI
     Mutation(
@@ -332,7 +360,7 @@ MUTATIONS = (
     ),
     Mutation(
         "watchdog-early",
-        "remoteexec/target/supervisor.py",
+        "remoteexec/target/runstate.py",
         "msg = recv.get(timeout=timeout)",
         "msg = recv.get(timeout=timeout / 2)",
         (
@@ -342,7 +370,7 @@ MUTATIONS = (
     ),
     Mutation(
         "logs-kept-on-loss",
-        "remoteexec/target/supervisor.py",
+        "remoteexec/target/runstate.py",
         "    kill_all()\n    if not STATE.keep_logs:\n        remove_run_dir()",
         "    kill_all()",
         (

@@ -33,7 +33,8 @@ _ports = itertools.count(3510)
 
 
 @pytest.fixture(scope="module")
-def cm(lab: Any) -> Iterator[rx.Master]:
+def cm(request: pytest.FixtureRequest) -> Iterator[rx.Master]:
+    request.getfixturevalue("lab")
     need_tarantool()
     with rx.Master(heartbeat_timeout=5) as m:
         yield m
@@ -101,8 +102,9 @@ def test_init_lua_work_dir_and_state_files_are_private_on_the_host(
 # --- 7.12: box.info.status fallback ---------------------------------------------------
 
 
+@pytest.mark.usefixtures("lab")
 def test_box_info_status_is_the_fallback_when_notify_socket_says_nothing(
-    lab: Any, hosts: List[rx.Host]
+    hosts: List[rx.Host],
 ) -> None:
     # The stand-in drops NOTIFY_SOCKET: tarantool never notifies anyone.
     binary = wrapper(hosts[1], "unset NOTIFY_SOCKET")
@@ -181,9 +183,8 @@ def test_replicas_are_started_before_the_leader(
 # --- 7.12: status() fields -------------------------------------------------------------
 
 
-def test_status_has_every_field_the_readme_lists(
-    lab: Any, hosts: List[rx.Host], cm: rx.Master
-) -> None:
+@pytest.mark.usefixtures("cm")
+def test_status_has_every_field_the_readme_lists(lab: Any, hosts: List[rx.Host]) -> None:
     port = next(_ports)
     rs = ReplicaSet("st%d" % port, members=[(h, port) for h in hosts], timeout=TIMEOUT)
     rs.start()
@@ -243,9 +244,8 @@ def _files_holding(top: str, needle: bytes) -> List[str]:
     return hits
 
 
-def test_the_password_is_nowhere_on_the_hosts(
-    lab: Any, hosts: List[rx.Host], cm: rx.Master
-) -> None:
+@pytest.mark.usefixtures("cm")
+def test_the_password_is_nowhere_on_the_hosts(lab: Any, hosts: List[rx.Host]) -> None:
     password = "RxPw-%s" % uuid.uuid4().hex
     needle = password.encode()
     port = next(_ports)

@@ -20,7 +20,7 @@ from conftest import (
 from helpers import oracle
 
 import remoteexec as rx
-from remoteexec import waits
+from remoteexec import services, waits
 
 #: Slack above a configured timeout for a call that ends at that timeout:
 #: milliseconds when the machine is idle; other suites share this 2-core
@@ -32,7 +32,7 @@ LOAD_MARGIN = 8.0
 FAIL_FAST = 10.0
 
 
-def _gone(place: Place, pid: int) -> bool:
+def _gone(_place: Place, pid: int) -> bool:
     return oracle.identity(pid) is None
 
 
@@ -552,9 +552,12 @@ def _drop_warns(holder: list) -> None:
     """Drop the only reference to an executor, as a script forgetting it does."""
     import gc
 
-    with pytest.warns(ResourceWarning, match="dropped while its process"):
+    def drop() -> None:
         holder.clear()
         gc.collect()
+
+    with pytest.warns(ResourceWarning, match="dropped while its process"):
+        drop()
 
 
 def test_dropped_executor_warns(place: Place) -> None:
@@ -604,9 +607,13 @@ def test_drop_on_the_broker_thread_or_a_closed_host_never_blocks_or_raises(
             holder.clear()  # the last reference: __del__ runs here, on the broker
             dropped.set()
 
-        with pytest.warns(ResourceWarning):
+        def drop_on_broker() -> bool:
             master.broker.defer(drop)
-            assert dropped.wait(5)
+            return dropped.wait(5)
+
+        with pytest.warns(ResourceWarning):
+            deferred = drop_on_broker()
+        assert deferred
         assert ran_on == ["mitogen.broker"]
         assert host.run(["true"]).ok, "the broker still serves calls"
         assert wait_until(lambda: oracle.identity(pid) is None, 5)
@@ -650,8 +657,8 @@ def test_restart_on_failure_restarts_until_it_keeps_running(place: Place) -> Non
         assert wait_until(lambda: ex.status()["state"] == "running", 5), ex.status()
         status = ex.status()
         assert status["last_exit"] == 3 or status["last_exit"] is None
-        assert ex.running() and status["pids"] == [ex.process.pid]
-        assert "run 3" in ex.output_tail()
+        assert ex.running() and status["pids"] == [ex.pid]
+        assert wait_until(lambda: "run 3" in ex.output_tail(), 5), ex.output_tail()
         # Two failures, then it keeps running: no third restart comes.
         time.sleep(0.3)  # a bound for what must NOT happen
         assert ex.status()["restarts"] == 2
@@ -759,3 +766,41 @@ def test_port_0_is_picked_on_the_host_and_reaches_a_deferred_argument(place: Pla
         assert port > 0 and ex.port == port
         assert ex.command_parts[-1] == str(port)
         assert ex.status()["endpoints"]["uri"] == "127.0.0.1:%d" % port
+
+
+class _Later:
+    """A Deferred whose value is set after the executor was made."""
+
+    def __init__(self) -> None:
+        self.value: object = None
+
+    def resolve(self) -> object:
+        if self.value is None:
+            raise ValueError("not known yet")
+        return self.value
+
+
+def test_deferred_url_env_and_arguments_are_resolved_and_checked_at_start(place: Place) -> None:
+    port, url, greeting = _Later(), _Later(), _Later()
+    ex = rx.HTTPExecutor(
+        [*place.cmd("http", "127.0.0.1"), port],
+        url=url,
+        on=place.host,
+        timeout=10,
+        envvars={"GREETING": greeting},
+    )
+    assert isinstance(ex, services.Service)
+    assert ex.endpoints == {"uri": None, "host": None, "port": None, "url": None}
+    assert url in ex.inputs()
+    with pytest.raises(ValueError, match="not known yet"):
+        ex.start()  # nothing started: the references are not known yet
+    assert place.leftovers() == []
+    chosen = place.free_port()
+    port.value, url.value, greeting.value = str(chosen), "http://127.0.0.1:%d/" % chosen, "hi"
+    with ex:
+        assert ex.port == chosen
+        assert ex.endpoints["url"] == "http://127.0.0.1:%d/" % chosen
+        assert ex.status()["state"] == "ready"
+    greeting.value = object()  # resolved at the next start, and refused there
+    with pytest.raises(TypeError, match="GREETING"):
+        ex.start()

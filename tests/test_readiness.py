@@ -38,7 +38,7 @@ def _holds_on_host(place: Place, code: str) -> None:
     assert r.returncode == 0, r.stderr
 
 
-def _check_late(place: Place, ex: rx.SimpleExecutor, holds: Callable[[], None]) -> None:
+def _check_late(_place: Place, ex: rx.SimpleExecutor, holds: Callable[[], None]) -> None:
     try:
         took = _timed_start(ex)
         assert took >= DELAY, "start() returned after %.3fs, before the service was ready" % took

@@ -405,3 +405,121 @@ def test_on_failure_restarts_up_to_max_restarts(hosts: List[rx.Host]) -> None:
         assert wait_until(lambda: rec.kinds("web")[-1] == "exited", 5), rec.events
         assert rec.events[-1].final is True
         assert stack.status()[0]["state"] == "exited"
+
+
+@pytest.mark.usefixtures("nothing_left")
+def test_started_condition_does_not_wait_for_readiness(hosts: List[rx.Host]) -> None:
+    """web waits only for slow's process ("started"), not for its app (1.5 s)."""
+    need_tarantool()
+    a, b, _ = hosts
+    stack = Stack("started")
+    rec = Recorder(stack)
+    slow = stack.add(
+        TarantoolInstance(on=a, listen=0, app_lua="require('fiber').sleep(1.5)", timeout=20),
+        name="slow",
+    )
+    stack.add(http(b), name="web", depends_on={slow: "started"})
+    with stack:
+        assert rec.of("ready", "web").time < rec.of("ready", "slow").time
+        assert rec.of("starting", "slow").time < rec.of("starting", "web").time
+
+
+CTRL_C_SCRIPT = """
+import json, sys
+import remoteexec as rx
+from remoteexec.stack import Stack
+
+py, helper = sys.argv[1], sys.argv[2]
+options, targets = json.loads(sys.argv[3]), json.loads(sys.argv[4])
+with rx.Master(heartbeat_timeout=10) as master:
+    a, b = master.connect_all(targets, **options)[:2]
+    stack = Stack("ctrl-c")
+
+    def told(event):
+        print("EVENT", event.kind, event.service, flush=True)
+        if event.kind == "ready" and event.service == "fast":
+            print("READY", master.run_id, flush=True)
+
+    stack.subscribe(told)
+
+    def server(host, port, *before):
+        command = [py, helper, *before, "http", "127.0.0.1", str(port)]
+        return rx.TCPExecutor(command, host="127.0.0.1", port=port, on=host, timeout=30)
+
+    fast = stack.add(server(a, 23901), name="fast")
+    slow = stack.add(server(b, 23902, "after", "2"), name="slow", depends_on=[fast])
+    stack.add(server(a, 23903), name="never", depends_on=[slow])
+    try:
+        stack.up()
+    except KeyboardInterrupt:
+        print("INTERRUPTED", flush=True)
+        sys.exit(130)
+    print("NOT INTERRUPTED", flush=True)
+"""
+
+
+def test_ctrl_c_during_up_stops_what_started(lab: Any) -> None:
+    """SIGINT while a start is under way: nothing new starts, the start under
+    way ends, both started services are stopped (dependent first), then the
+    KeyboardInterrupt goes on; nothing of the run is left."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers import oracle
+
+    args = [PY, HELPER, json.dumps(connect_options(lab)), json.dumps(lab.targets)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_SCRIPT, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: List[str] = []
+    try:
+        for _ in range(200):
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                break
+            lines.append(line.strip())
+            if line.startswith("READY "):
+                run_id = line.split()[1]
+            if line.strip() == "EVENT starting slow":
+                proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    events = [line for line in lines if line.startswith("EVENT ")]
+    assert "INTERRUPTED" in lines and code == 130, lines
+    assert "EVENT starting never" not in events
+    assert "EVENT ready slow" in events  # the start under way was waited for
+    assert events.index("EVENT stopped slow") < events.index("EVENT stopping fast"), events
+    assert events[-1] == "EVENT stopped fast", events
+    assert wait_until(lambda: not oracle.run_processes(run_id, []), 10)
+
+
+@pytest.mark.usefixtures("nothing_left")
+def test_an_exit_after_ready_during_up_fails_up(hosts: List[rx.Host]) -> None:
+    """quick is killed right after it is ready, while slow still starts: up()
+    fails naming quick's exit, and slow is stopped once its start ends."""
+    a, b, _ = hosts
+    stack = Stack("exit-during-up", poll=0.1)
+    rec = Recorder(stack)
+    quick = http(a)
+    stack.add(quick, name="quick")
+    stack.add(http(b, delay=2), name="slow")
+
+    def kill_quick(event: StackEvent) -> None:
+        if event.kind == "ready" and event.service == "quick":
+            os.kill(quick.pid, signal.SIGKILL)  # type: ignore[arg-type]
+
+    stack.subscribe(kill_quick)
+    with pytest.raises(StackError, match=r"exited with code .* after it was ready") as caught:
+        stack.up()
+    assert caught.value.service == "quick" and caught.value.host == a.name
+    assert rec.kinds("slow") == ["starting", "ready", "stopping", "stopped"]
+    assert rec.of("exited", "quick").final is True
+    assert stack.down() == {}

@@ -104,7 +104,8 @@ def follows(row: dict, peers: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def tt_master(lab: Any) -> Iterator[rx.Master]:
+def tt_master(request: pytest.FixtureRequest) -> Iterator[rx.Master]:
+    request.getfixturevalue("lab")
     need_tarantool()
     with rx.Master(heartbeat_timeout=5) as m:
         yield m
@@ -427,8 +428,9 @@ def test_start_waits_for_a_slow_app_lua(hosts: List[rx.Host], lab: Any) -> None:
         slow.stop()
 
 
+@pytest.mark.usefixtures("hosts")
 def test_second_start_leaves_the_running_set_alone(
-    running_set: ReplicaSet, hosts: Any, clean_stop: Any
+    running_set: ReplicaSet, clean_stop: Any
 ) -> None:
     rs = running_set
     pids = [m.pid for m in rs.members]
@@ -602,12 +604,17 @@ def test_ipv6_listen_gives_a_bracketed_uri(master: rx.Master) -> None:
 
 def test_exit_with_an_exception_keeps_it(make_set: Any, clean_stop: Any) -> None:
     rs = make_set()
-    with pytest.raises(ValueError, match="the test's own error"), rs:
-        # Stop will fail for this member (it dies outside our control)...
-        os.kill(rs.replicas[0].pid, signal.SIGKILL)
-        assert wait_until(lambda: rs.status()["members"][1]["status"] == "unreachable", 3)
-        # ...and must not replace the error that is already on its way.
-        raise ValueError("the test's own error")
+
+    def fail_inside() -> None:
+        with rs:
+            # Stop will fail for this member (it dies outside our control)...
+            os.kill(rs.replicas[0].pid, signal.SIGKILL)
+            assert wait_until(lambda: rs.status()["members"][1]["status"] == "unreachable", 3)
+            # ...and must not replace the error that is already on its way.
+            raise ValueError("the test's own error")
+
+    with pytest.raises(ValueError, match="the test's own error"):
+        fail_inside()
     assert all(m.pid is None for m in rs.members)
     clean_stop(rs)
 

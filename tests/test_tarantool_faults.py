@@ -145,7 +145,7 @@ def links_down(rs: ReplicaSet, lost: TarantoolInstance) -> bool:
 
 @pytest.mark.lab
 @pytest.mark.parametrize(
-    "lost, when",
+    ("lost", "when"),
     [(0, "early"), (2, "early"), (0, "spawned"), (2, "spawned")],
     ids=["leader-50ms", "replica-50ms", "leader-spawned", "replica-spawned"],
 )
@@ -190,7 +190,9 @@ def test_start_aborts_when_a_members_host_is_lost(
 
 
 @pytest.fixture
-def running(lab: Any, fault_master: rx.Master, fault_hosts: List[rx.Host]) -> ReplicaSet:
+def running(request: pytest.FixtureRequest, fault_hosts: List[rx.Host]) -> ReplicaSet:
+    request.getfixturevalue("lab")
+    request.getfixturevalue("fault_master")
     rs = make_set(fault_hosts)
     rs.start()
     rs.leader.eval(SCHEMA)
@@ -277,12 +279,12 @@ def test_resume_aborts_when_a_peers_host_is_lost(
 
 
 @pytest.mark.parametrize(
-    "make_dir, cause",
+    ("make_dir", "cause"),
     [
         (lambda tmp: str(tmp / "a-file"), "is not a directory"),
         (lambda tmp: str(tmp / "a-file" / "below"), "cannot create work_dir"),
         # Even root cannot create files in sysfs: a directory that is not writable.
-        (lambda tmp: "/sys", "is not writable"),
+        (lambda _tmp: "/sys", "is not writable"),
     ],
     ids=["file", "under-a-file", "not-writable"],
 )
@@ -314,7 +316,7 @@ BAD_TIMES = [
 ]
 
 
-@pytest.mark.parametrize("value, kind, words", BAD_TIMES)
+@pytest.mark.parametrize(("value", "kind", "words"), BAD_TIMES)
 def test_times_are_checked_before_anything_starts(value: Any, kind: type, words: str) -> None:
     # No host is made (on=None would start a local context only when used).
     with pytest.raises(kind, match="timeout.*%s" % words):

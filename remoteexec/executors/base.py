@@ -270,8 +270,13 @@ class SimpleExecutor:
 
     @property
     def pid(self) -> Optional[int]:
-        """The main process's pid on the host, while started."""
-        return self._proc["pid"] if self._proc else None
+        """The main process's pid on the host, while started (the current one,
+        asked on the host, when the restart policy may have replaced it)."""
+        if self._proc is None:
+            return None
+        if self._restart["restart"] != "no":
+            return self.supervisor.status(self._proc["id"]).get("pid")
+        return self._proc["pid"]
 
     @property
     def process(self) -> Optional[RemoteProcess]:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Dict, List, Optional, Union
 
+from remoteexec import services
 from remoteexec.errors import Command
 from remoteexec.waits import HTTP, HTTP_SCHEMES, TCP
 
 from .base import ExecutorStatus, SimpleExecutor
 from .tcp import TCPExecutor
+
+#: What a Deferred URL stands for until start() resolves it.
+PLACEHOLDER_URL = "http://url-known-at-start.invalid/"
 
 
 class StatusPattern(str):
@@ -43,7 +47,7 @@ class HTTPExecutor(TCPExecutor):
     def __init__(
         self,
         command: Command,
-        url: str,
+        url: Any,
         status: Union[str, int] = r"^2\d\d$",
         method: str = "HEAD",
         payload: Optional[Dict[str, str]] = None,
@@ -54,25 +58,39 @@ class HTTPExecutor(TCPExecutor):
         ca_file: Union[str, os.PathLike[str], None] = None,
         **kwargs: Any,
     ) -> None:
-        self._wait = HTTP(
-            url,
-            status=status,
-            method=method,
-            payload=payload,
-            headers=headers,
-            request_timeout=request_timeout,
-            verify=verify,
-            ca_file=ca_file,
-        )
+        #: As given: a Deferred URL is resolved and checked at each start().
+        self._raw_url: Any = url
+        self._options: Dict[str, Any] = {
+            "status": status,
+            "method": method,
+            "payload": payload,
+            "headers": headers,
+            "request_timeout": request_timeout,
+            "verify": verify,
+            "ca_file": ca_file,
+        }
+        deferred = bool(services.deferred_in(url))
+        self._set_wait(PLACEHOLDER_URL if deferred else url)
+        self.method = method
+        self.payload = payload
+        self.headers = headers
+        super().__init__(command, host=self._wait.host, port=self._wait.port, **kwargs)
+
+    def _set_wait(self, url: str) -> None:
+        """Check ``url`` with the options; set the wait, ``url``, host and port."""
+        self._wait = HTTP(url, **self._options)
         if self._wait.parts.port is None and self._wait.parts.scheme == "http":
             # As mirakuru: a URL without a port means DEFAULT_PORT (a subclass
             # or a test may change it), for the request and the TCP check.
             self._wait.port = self.DEFAULT_PORT
         self.url = self._wait.parts
-        self.method = method
-        self.payload = payload
-        self.headers = headers
-        super().__init__(command, host=self._wait.host, port=self._wait.port, **kwargs)
+        self.host, self.port = self._wait.host, self._wait.port
+
+    def _prepare(self) -> None:
+        if services.deferred_in(self._raw_url):
+            self._set_wait(services.resolve(self._raw_url))
+            self._wanted_port = self.port
+        super()._prepare()
 
     # mirakuru's str attribute, and the Service's status()
     @property
@@ -83,6 +101,8 @@ class HTTPExecutor(TCPExecutor):
 
     def _endpoint_values(self) -> Dict[str, Optional[str]]:
         values = super()._endpoint_values()
+        if services.deferred_in(self._raw_url) and self._wait.url == PLACEHOLDER_URL:
+            return dict.fromkeys(self.ENDPOINTS)
         url = self._wait.url
         if self.host in ("0.0.0.0", "::", "[::]") and values["host"]:
             url = url.replace(self.host, values["host"], 1)
@@ -90,7 +110,7 @@ class HTTPExecutor(TCPExecutor):
         return values
 
     def inputs(self) -> List[Any]:
-        return [*super().inputs(), self._wait.url]
+        return [*super().inputs(), self._raw_url]
 
     def _pre_start_specs(self) -> List[Dict[str, Any]]:
         return TCP(self.host, self.port).specs()

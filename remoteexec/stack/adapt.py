@@ -74,6 +74,13 @@ def running(service: Any) -> bool:
     return status(service).get("state") in ("starting", "running", "ready")
 
 
+def process_runs(got: ServiceStatus) -> bool:
+    """Whether a status says the process runs ("started"), ready or not: a
+    start under way counts once it reports a readiness layer (the process)."""
+    state = got.get("state")
+    return state in ("running", "ready") or (state == "starting" and bool(got.get("readiness")))
+
+
 def log_tail(service: Any, lines: int) -> str:
     """The last ``lines`` lines of the service's output ("" if it has none)."""
     for name in ("log_tail", "output_tail"):
@@ -136,6 +143,7 @@ __all__ = [
     "layer",
     "log_tail",
     "pids",
+    "process_runs",
     "restart_policy",
     "running",
     "status",

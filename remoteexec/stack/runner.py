@@ -159,6 +159,8 @@ class _Run:
     failure: List[Tuple[str, BaseException]] = field(default_factory=list)
     errors: List[str] = field(default_factory=list)
     stopped: List[str] = field(default_factory=list)
+    #: A KeyboardInterrupt (or other BaseException) that came while waiting.
+    interrupted: Optional[BaseException] = None
 
 
 class Stack:
@@ -474,6 +476,8 @@ class Stack:
             for _ in range(int(bound / self.poll) + 4 * len(part) + 10):
                 if not run.failure and self._exits:
                     run.failure.append(self._exits[0])
+                if run.interrupted is not None and not run.failure:
+                    run.failure.append(("", run.interrupted))
                 if not run.failure:
                     for name in graph.order(part):
                         entry = self._entries[name]
@@ -485,7 +489,9 @@ class Stack:
                 if time.monotonic() > give_up:
                     run.failure.append(("", RemoteExecError("the start took over %gs" % bound)))
                     break
-                self._cond.wait(self.poll)
+                self._wait(run)
+        if run.interrupted is not None and run.failure[0][1] is not run.interrupted:
+            run.failure.insert(0, ("", run.interrupted))
         if run.failure:
             self._fail(part, run)
         return run.timings
@@ -510,33 +516,33 @@ class Stack:
                 self._start_probing(entry)
             else:
                 entry.service.start()
+            # Each event is emitted before the state it announces is set, so
+            # a dependent's "starting" always comes after it.
             if entry.job:
                 self._set(entry, "ready")
                 self._wait_job(entry)
                 seconds = time.monotonic() - entry.t0
-                self._set(entry, "completed")
                 self._emit("exited", entry, seconds=seconds, exit_code=0, final=True)
+                self._set(entry, "completed")
             else:
                 seconds = time.monotonic() - entry.t0
-                self._set(entry, "ready")
                 self._emit("ready", entry, seconds=seconds)
+                self._set(entry, "ready")
             with self._cond:
                 run.timings[entry.name] = seconds
         except BaseException as e:
-            layer = adapt.layer(entry.service, e)
-            tail = self._tail(entry, e)
             with self._cond:
-                run.failure.append((entry.name, e))
-            self._set(entry, "failed")
+                run.failure.append((entry.name, e))  # from now on, nothing new starts
             self._emit(
                 "failed",
                 entry,
                 seconds=time.monotonic() - entry.t0,
-                layer=layer,
+                layer=adapt.layer(entry.service, e),
                 message=arguments.bounded(str(getattr(e, "message", e)), 2000),
-                output_tail=tail or None,
+                output_tail=self._tail(entry, e) or None,
                 exit_code=getattr(e, "exit_code", None),
             )
+            self._set(entry, "failed")
         finally:
             with self._cond:
                 run.inflight.discard(entry.name)
@@ -564,10 +570,10 @@ class Stack:
             wait = min(wait * 2, self.poll)
             if entry.state == "starting":
                 try:
-                    state = adapt.status(entry.service).get("state")
+                    got = adapt.status(entry.service)
                 except RemoteExecError:
                     continue
-                if state in ("running", "ready"):
+                if adapt.process_runs(got):
                     self._set(entry, "started")
         done.wait()
         if outcome:
@@ -609,6 +615,8 @@ class Stack:
         name, error = run.failure[0]
         started = [n for n in graph.order(part) if self._entries[n].state in _LIVE]
         stop = self._stop(part, started)
+        if not isinstance(error, Exception):
+            raise error  # Ctrl-C: what started is stopped, the interrupt goes on
         never = [n for n in graph.order(part) if self._entries[n].state == "pending"]
         entry = self._entries.get(name)
         if entry is None:
@@ -660,6 +668,8 @@ class Stack:
         if not live:
             return {}
         run = self._stop(deps, live)
+        if run.interrupted is not None:
+            raise run.interrupted
         if run.errors:
             raise StackError(
                 "stack %s: down: %d of %d services failed to stop:\n%s"
@@ -691,8 +701,21 @@ class Stack:
                 if time.monotonic() > give_up:
                     run.errors.append("stop gave up after %gs: %s" % (bound, ", ".join(busy)))
                     break
-                self._cond.wait(min(self.poll, 0.05))
+                self._wait(run)
         return run
+
+    def _wait(self, run: _Run) -> None:
+        """Wait for news from the start or stop threads (the lock held).
+
+        Ctrl-C here is kept, not raised: the loop then starts nothing new
+        and waits for what is under way (each bounded), so that what was
+        started can be stopped; the caller raises it after that.
+        """
+        try:
+            self._cond.wait(self.poll)
+        except BaseException as e:
+            if run.interrupted is None:
+                run.interrupted = e
 
     def _launch_stop(self, entry: _Entry, run: _Run) -> None:
         # What has exited already (and was reported) is only cleaned up:
@@ -720,15 +743,24 @@ class Stack:
         with self._cond:
             if entry.name not in run.inflight:
                 return  # overran: _overran killed it and reported it
-            event = self._finish_stop(entry, run, error)
+            event = self._finish_stop(entry, run, error, done=False)
+        # Emitted before the stop counts as done: the caller of down() has
+        # seen every event when it returns.
         self._emit("stopped", entry, **event)
+        with self._cond:
+            run.inflight.discard(entry.name)
+            self._cond.notify_all()
 
     def _finish_stop(
-        self, entry: _Entry, run: _Run, error: Optional[BaseException]
+        self, entry: _Entry, run: _Run, error: Optional[BaseException], done: bool = True
     ) -> Dict[str, Any]:
-        """Book a finished stop (the caller holds the lock); the stopped event's fields."""
+        """Book a finished stop (the caller holds the lock); the stopped event's
+        fields. With ``done=False`` it stays in flight (out of _overran's reach)
+        until the caller has emitted the event."""
         seconds = time.monotonic() - entry.t0
-        run.inflight.discard(entry.name)
+        entry.stop_deadline = float("inf")
+        if done:
+            run.inflight.discard(entry.name)
         if error is not None:
             first = (str(error).splitlines() or [type(error).__name__])[0]
             run.errors.append("%s on %s: %s" % (entry.name, entry.host, first[:500]))
@@ -897,7 +929,7 @@ class Stack:
             pids = adapt.pids(got)
             row: Dict[str, Any] = {
                 "service": entry.name,
-                "host": entry.host,
+                "host": ",".join(got.get("hosts") or []) or entry.host,
                 "pid": pids[0] if pids else None,
                 "pids": pids,
                 "state": state,

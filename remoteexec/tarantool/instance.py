@@ -13,6 +13,7 @@ import weakref
 from typing import (
     TYPE_CHECKING,
     Any,
+    Callable,
     Dict,
     List,
     Mapping,
@@ -80,14 +81,53 @@ class TarantoolProcess(SimpleExecutor):
     must not answer: AlreadyRunning with the owner's pid otherwise.
     """
 
-    def __init__(self, command: List[str], *, refuse_if: Optional[TCP], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        command: List[str],
+        *,
+        refuse_if: Optional[TCP],
+        stop_bound: Callable[[], float],
+        **kwargs: Any,
+    ) -> None:
         self.refuse_if = refuse_if
+        self.stop_bound = stop_bound
         super().__init__(command, **kwargs)
 
     def _pre_start_specs(self) -> List[Dict[str, Any]]:
         # SimpleExecutor's documented hook (the executors have no public
         # pre-check-only argument yet).
         return self.refuse_if.specs() if self.refuse_if is not None else []
+
+    def stop(
+        self, stop_signal: Optional[int] = None, expected_returncode: Optional[int] = None
+    ) -> TarantoolProcess:
+        """Stop as SimpleExecutor does, with the stop bound the instance has now
+        (a test may shorten ``TarantoolInstance.timeout`` after start), and give
+        up waiting for the host's answer ``SLACK`` seconds after that bound (a
+        hung host): TimeoutExpired, as for every other call of an instance."""
+        # The executors take stop_timeout only in their constructor, and wait
+        # REPLY_SLACK (30 s) for a reply: neither fits a bounded stop.
+        self._stop_timeout = bound = self.stop_bound()
+        outcome: Dict[str, BaseException] = {}
+        done = threading.Event()
+        base_stop = super().stop
+
+        def run() -> None:
+            try:
+                base_stop(stop_signal, expected_returncode)
+            except BaseException as e:  # handed to the caller below
+                outcome["error"] = e
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="remoteexec-tt-stop", daemon=True).start()
+        if not done.wait(bound + SLACK):
+            raise TimeoutExpired(
+                "no reply to stop within %.1fs" % (bound + SLACK), host=self.on.name
+            )
+        if "error" in outcome:
+            raise outcome["error"]
+        return self
 
 
 class TarantoolInstance:
@@ -425,7 +465,7 @@ class TarantoolInstance:
             stop_signal=signal.SIGTERM,
             stdin=subprocess.DEVNULL,
             timeout=left,
-            stop_timeout=min(self.timeout, 10.0),
+            stop_bound=lambda: min(self.timeout, 10.0),
             strict_stop=True,
             expected_returncode=0,
         )
@@ -439,7 +479,7 @@ class TarantoolInstance:
         """
         process = self._executor(max(0.1, deadline - time.monotonic()))
         # The previous process's executor goes now (it forgets its log on the host).
-        self._last = process
+        self._last, self._output_log = process, None
         try:
             process.start()
         except RemoteExecError as e:
@@ -595,9 +635,11 @@ class TarantoolInstance:
     # -- calls -------------------------------------------------------------
 
     def _bound(self, timeout: Optional[float]) -> float:
+        """The call's bound; a bad one is refused before the "not started" check."""
+        wait = self.timeout if timeout is None else bound_seconds("timeout", timeout)
         if self._process is None:
             raise TarantoolError("%s: not started" % self.name, host=self.on.name)
-        return self.timeout if timeout is None else bound_seconds("timeout", timeout)
+        return wait
 
     def eval(self, lua: str, *args: Any, timeout: Optional[float] = None) -> Any:
         """Run Lua source inside the instance (on the target); ``args`` arrive as ``...``.

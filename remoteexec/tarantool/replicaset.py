@@ -792,8 +792,11 @@ class ReplicaSet:
             return max(0.05, deadline - time.monotonic())
 
         mode = target.box_cfg.get("election_mode")
-        if mode not in (None, "off") and target.eval(
-            "return box.ctl.promote ~= nil", timeout=left()
+        # The release notes say which versions have promote; the runtime check decides.
+        if (
+            mode not in (None, "off")
+            and target.features.promote
+            and target.eval("return box.ctl.promote ~= nil", timeout=left())
         ):
             target.eval("box.cfg{read_only = false} box.ctl.promote()", timeout=left())
             old.eval("box.cfg{read_only = true}", timeout=left())

@@ -116,6 +116,6 @@ def bound_seconds(name: str, value: Any) -> float:
     """:func:`remoteexec.arguments.seconds` for a bound that must be given: a finite
     positive number of seconds, else a ValueError/TypeError naming ``name``."""
     checked = seconds(name, value)
-    if checked is None:  # seconds() refuses None without allow_none; kept for the type
-        raise TypeError("%s must be a number of seconds, got None" % name)
+    if checked is None:  # seconds() refuses None itself; this narrows the type
+        raise ValueError("%s must be a number of seconds, got None" % name)
     return float(checked)

@@ -58,28 +58,23 @@ def watch(proc: Proc, check_specs: List[Mapping[str, Any]]) -> None:
     ).start()
 
 
-def _failed(rc: int, proc: Proc) -> bool:
-    """A non-zero exit, or a signal that no stop of ours sent."""
-    return rc != 0 and not proc.stopping.is_set()
-
-
 def _watch(proc: Proc, check_specs: List[Mapping[str, Any]]) -> None:
-    limit = int(proc.spec.get("max_restarts") or 0)
     backoff = float(proc.spec.get("restart_backoff", 1.0))
+    limit = int(proc.spec.get("max_restarts") or 0)
     while not proc.stopping.is_set():
         rc = proc.poll()
         if rc is None:
             proc.stopping.wait(POLL)
             continue
         proc.last_exit = rc
-        if not _failed(rc, proc) or proc.restarts >= limit:
+        if not proc.restart_due(rc):
             proc.enter("exited")
             return
-        proc.enter("exited")
+        proc.enter("starting")
         LOG.warning(
             "%s %s; restarting in %gs (%d of %d)",
             protocol.command_text(proc.command),
-            protocol.exited_text(rc),
+            protocol.exit_text(rc),
             backoff,
             proc.restarts + 1,
             limit,

@@ -289,6 +289,13 @@ class Proc:
             self.wait_gone(time.monotonic() + KILL_WAIT)
         return escalated
 
+    def restart_due(self, rc: int) -> bool:
+        """Whether the restart policy restarts the tree after exit code ``rc``:
+        a non-zero exit (or a signal no stop of ours sent), restarts left."""
+        if self.spec.get("restart") != "on-failure" or self.stopping.is_set():
+            return False
+        return rc != 0 and self.restarts < int(self.spec.get("max_restarts") or 0)
+
     def running(self) -> bool:
         rc = self.poll()
         if rc is None:
@@ -306,7 +313,8 @@ class Proc:
         rc = self.poll()
         running = self.running()
         if rc is not None and not running and self.state in ("running", "ready"):
-            self.enter("exited")
+            # A restart pending: starting again, not exited (the watcher acts).
+            self.enter("starting" if self.restart_due(rc) else "exited")
         return {
             "ok": True,
             "id": self.id,
