@@ -52,6 +52,8 @@ while it starts, a live table on a terminal and plain lines otherwise; then the
 services' logs, each line prefixed 'service@host |', until Ctrl-C; then bring
 everything down, dependents first. A service that is not a job and exits for
 good brings the rest down (exit 1), unless --keep-going."""
+#: Seconds a Ctrl-C gives the stack to stop in order before everything is killed.
+ABORT_AFTER = 10.0
 #: Seconds between two reads of the services' logs while following them.
 FOLLOW_POLL = 0.3
 #: Lines read per service per poll; more than this between two polls are skipped.
@@ -320,6 +322,10 @@ class Up:
         #: Set when a service exits for good (not a job): ends the log following.
         self.exited = threading.Event()
         self.exit_reason = ""
+        self.master: Optional[Master] = None
+        #: Ctrl-C seen so far, and the timer that aborts a teardown that takes too long.
+        self.interrupts = 0
+        self.abort_timer: Optional[threading.Timer] = None
 
     # -- output
 
@@ -428,12 +434,16 @@ class Up:
 
         stack: Optional[Stack] = None
         code = OK
+        previous = signal.signal(signal.SIGINT, self.on_sigint)
         with ExitStack() as resources:
+            resources.callback(signal.signal, signal.SIGINT, previous)
+            resources.callback(self.cancel_abort)
             try:
                 lab = _lab(resources, self.args.lab, self.topology) if self.args.lab else None
                 if lab is not None:
                     self.say("lab %s: %s" % (lab.name, ", ".join(lab.targets)))
                 master = resources.enter_context(rx.Master())
+                self.master = master
                 self.run_started(master.run_id)
                 hosts = _hosts(self.topology, master, lab)
                 self.connected(hosts)
@@ -450,18 +460,39 @@ class Up:
                 self.result("up", timings=timings)
                 code = self.follow(stack)
             except KeyboardInterrupt:
-                self.say("interrupted: bringing the stack down")
+                self.say("interrupted: bringing the stack down (Ctrl-C again to kill at once)")
                 code = INTERRUPTED
             except StackError as e:
                 self.say("failed: %s" % e)
-                code = FAILED
+                code = INTERRUPTED if self.interrupts else FAILED
             except (RemoteExecError, ValueError, TypeError) as e:
                 _error(str(e))
-                code = FAILED
-            finally:
-                # Teardown is bounded (every stop is); a second Ctrl-C must not cut it short.
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                code = INTERRUPTED if self.interrupts else FAILED
         return self.finished(code)
+
+    def on_sigint(self, signum: int, frame: Any) -> None:
+        """Ctrl-C: the first one interrupts (the stack stops what it started,
+        in order) and arms :data:`ABORT_AFTER`; the next one aborts at once."""
+        del signum, frame
+        self.interrupts += 1
+        if self.interrupts == 1:
+            self.abort_timer = threading.Timer(ABORT_AFTER, self.abort)
+            self.abort_timer.daemon = True
+            self.abort_timer.start()
+            raise KeyboardInterrupt
+        threading.Thread(target=self.abort, name="remoteexec-abort", daemon=True).start()
+
+    def abort(self) -> None:
+        """Close the master: every process of the run is killed on every host,
+        and whatever still waits on them (a start under way) fails at once."""
+        master = self.master
+        if master is not None:
+            self.say("killing what is left")
+            master.close()
+
+    def cancel_abort(self) -> None:
+        if self.abort_timer is not None:
+            self.abort_timer.cancel()
 
     def finished(self, code: int) -> int:
         self.result("down", exit_code=code)
@@ -533,8 +564,11 @@ class Up:
 
         try:
             stack.down()
+        except KeyboardInterrupt:
+            pass  # down() finished its stops first; the abort timer bounds the rest
         except (RemoteExecError, ValueError) as e:
-            _error("down: %s" % e)
+            if not self.interrupts:
+                _error("down: %s" % e)
 
 
 def _new_lines(old: List[str], new: List[str]) -> List[str]:
