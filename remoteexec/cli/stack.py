@@ -383,7 +383,8 @@ class Up:
         if event.message:
             text += ": " + event.message.splitlines()[0]
         self.say(text)
-        if event.output_tail and event.kind in ("failed", "exited") and event.exit_code != 0:
+        failed = event.kind in ("failed", "exited") and event.exit_code != 0
+        if event.output_tail and failed and not self.interrupts:
             for line in event.output_tail.splitlines()[-10:]:
                 self.say("    %s | %s" % (event.service, line))
 
