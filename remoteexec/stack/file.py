@@ -258,7 +258,8 @@ class _Checker:
         self.base = base
         self.environ = environ
         self.out: List[Problem] = []
-        self.hosts: Dict[str, Any] = doc.get("hosts") if isinstance(doc.get("hosts"), dict) else {}  # type: ignore[assignment]
+        hosts = doc.get("hosts")
+        self.hosts: Dict[str, Any] = hosts if isinstance(hosts, dict) else {}
         self.sections: Dict[str, Tuple[str, Dict[str, Any]]] = {}
 
     def problem(self, path: Tuple[str, ...], message: str) -> None:

@@ -61,7 +61,11 @@ class Type:
     """A value's type: checks a parsed value, renders its JSON Schema."""
 
     #: What a message says is expected (``"a string"``).
-    expected = "a value"
+    label = "a value"
+
+    @property
+    def expected(self) -> str:
+        return self.label
 
     def accepts(self, value: Any) -> bool:
         """Whether ``value`` has this type's shape (picks the branch of a :class:`OneOf`)."""
@@ -81,7 +85,7 @@ class Str(Type):
     pattern: Optional[str] = None
     #: What the pattern means, for the message.
     pattern_doc: str = ""
-    expected = "a string"
+    label = "a string"
 
     def accepts(self, value: Any) -> bool:
         return isinstance(value, str)
@@ -107,7 +111,7 @@ class Str(Type):
 class Int(Type):
     minimum: Optional[int] = None
     maximum: Optional[int] = None
-    expected = "an integer"
+    label = "an integer"
 
     def accepts(self, value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
@@ -135,7 +139,7 @@ class Int(Type):
 class Seconds(Type):
     """A finite number of seconds, more than zero."""
 
-    expected = "a number of seconds"
+    label = "a number of seconds"
 
     def accepts(self, value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -152,7 +156,7 @@ class Seconds(Type):
 
 @dataclass
 class Bool(Type):
-    expected = "true or false"
+    label = "true or false"
 
     def accepts(self, value: Any) -> bool:
         return isinstance(value, bool)
@@ -166,7 +170,7 @@ class Enum(Type):
     values: Tuple[str, ...] = ()
 
     @property
-    def expected(self) -> str:  # type: ignore[override]
+    def expected(self) -> str:
         return "one of %s" % ", ".join(repr(v) for v in self.values)
 
     def accepts(self, value: Any) -> bool:
@@ -200,7 +204,7 @@ class ListOf(Type):
     min_items: int = 1
 
     @property
-    def expected(self) -> str:  # type: ignore[override]
+    def expected(self) -> str:
         return "an array of %s" % self.item.expected.split(" ", 1)[-1] + "s"
 
     def accepts(self, value: Any) -> bool:
@@ -226,7 +230,7 @@ class MapOf(Type):
     value: Type = field(default_factory=Str)
     key_pattern: Optional[str] = None
     key_doc: str = "a name"
-    expected = "a table"
+    label = "a table"
 
     def accepts(self, value: Any) -> bool:
         return isinstance(value, dict)
@@ -265,7 +269,7 @@ class Table(Type):
     """A table with fixed keys: an unknown key is a problem, with a did-you-mean."""
 
     fields: Mapping[str, Field] = field(default_factory=dict)
-    expected = "a table"
+    label = "a table"
 
     def accepts(self, value: Any) -> bool:
         return isinstance(value, dict)
@@ -303,7 +307,7 @@ class OneOf(Type):
     options: Tuple[Type, ...] = ()
 
     @property
-    def expected(self) -> str:  # type: ignore[override]
+    def expected(self) -> str:
         return " or ".join(o.expected for o in self.options)
 
     def accepts(self, value: Any) -> bool:
