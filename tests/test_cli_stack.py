@@ -455,3 +455,16 @@ def test_the_example_runs_on_a_lab_and_sigint_leaves_nothing(cli: Any) -> None:
         assert proc.interrupt(120) == 130, proc.text()
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "rxl-%s-" % lab not in netns
+
+
+@pytest.mark.lab
+def test_exec_on_a_lab_maps_the_files_hosts_onto_its_hosts() -> None:
+    """--lab 3: the file's hosts a, b, c are the lab's three hosts, in order."""
+    need_lab()
+    r = cli_run(
+        "exec", EXAMPLE, "all", "--lab", "3", "--", "ip", "-o", "-4", "addr", "show", "eth0"
+    )
+    assert r.returncode == 0, r.stderr
+    found = dict(re.findall(r"^(\w) \| .* inet (\d+\.\d+\.\d+\.\d+)/", r.stdout, re.M))
+    assert sorted(found) == ["a", "b", "c"], r.stdout
+    assert [found[h].rsplit(".", 1)[1] for h in "abc"] == ["11", "12", "13"], found
