@@ -468,3 +468,78 @@ def test_exec_on_a_lab_maps_the_files_hosts_onto_its_hosts() -> None:
     found = dict(re.findall(r"^(\w) \| .* inet (\d+\.\d+\.\d+\.\d+)/", r.stdout, re.M))
     assert sorted(found) == ["a", "b", "c"], r.stdout
     assert [found[h].rsplit(".", 1)[1] for h in "abc"] == ["11", "12", "13"], found
+
+
+def test_a_password_from_the_environment_reaches_no_command_line_log_or_service(
+    tmp_path: Any,
+) -> None:
+    """``password_env``: the replica set gets the password, but no process of
+    the run has it in its command line or environment (local contexts and
+    their services inherit ``up``'s environment: it is dropped from there
+    first), and neither ``up`` nor ``config`` prints it."""
+    need_tarantool()
+    password = "Rx-%d-pw" % os.getpid()
+    path = stack_file(
+        tmp_path,
+        """\
+        [hosts]
+        a = { target = "local" }
+        b = { target = "local" }
+
+        [tarantool.store]
+        members = ["a:%d", "b:%d"]
+        user = "rep"
+        password_env = "RX_TEST_STORE_PASSWORD"
+
+        [services.client]
+        on = "a"
+        command = ["sh", "-c", "echo store at $0; sleep 600", "${store.leader.uri}"]
+        """
+        % (free_port(), free_port()),
+    )
+    env = dict(os.environ, RX_TEST_STORE_PASSWORD=password)
+    missing = cli_run("config", path)
+    assert missing.returncode == 2 and "RX_TEST_STORE_PASSWORD is not set" in missing.stderr
+    shown = subprocess.run(
+        [sys.executable, "-m", "remoteexec", "config", path, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert shown.returncode == 0 and "RX_TEST_STORE_PASSWORD" in shown.stdout
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "remoteexec", "up", path, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines: List[str] = []
+    try:
+        for line in proc.stdout:  # bounded by the start's own bounds
+            lines.append(line)
+            if '"result": "up"' in line or '"result": "down"' in line:
+                break
+        assert '"result": "up"' in lines[-1], "".join(lines)
+        run_id = json.loads(lines[0])["run_id"]
+        contexts = [h["context_pid"] for h in json.loads(lines[1])["hosts"].values()]
+        run = oracle.run_processes(run_id, contexts)
+        assert len(run) >= 4, oracle.describe(run)  # 2 tarantools, the client's sh and sleep
+        leaks = []
+        for pid in oracle.table():
+            if pid in (os.getpid(), proc.pid):
+                continue
+            for part in ("cmdline", "environ"):
+                try:
+                    with open("/proc/%d/%s" % (pid, part), "rb") as f:
+                        if password.encode() in f.read():
+                            leaks.append("%d %s (%s)" % (pid, part, oracle.describe([pid])))
+                except OSError:
+                    continue
+        assert leaks == [], leaks
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert password not in "".join(lines) + out

@@ -435,6 +435,11 @@ class Up:
 
         stack: Optional[Stack] = None
         code = OK
+        # Passwords leave this process's environment before any host (a local
+        # context, and what it starts, inherits it) is opened.
+        environ = dict(os.environ)
+        for name in self.topology.secrets():
+            os.environ.pop(name, None)
         previous = signal.signal(signal.SIGINT, self.on_sigint)
         with ExitStack() as resources:
             resources.callback(signal.signal, signal.SIGINT, previous)
@@ -449,7 +454,7 @@ class Up:
                 hosts = _hosts(self.topology, master, lab)
                 self.connected(hosts)
                 try:
-                    stack = stackfile.build(self.topology, hosts)
+                    stack = stackfile.build(self.topology, hosts, environ)
                     stack.validate()
                 except (ValueError, TypeError) as e:
                     # What only the stack can check (an endpoint a reference names).

@@ -191,6 +191,12 @@ class Topology:
     def directory(self) -> str:
         return os.path.dirname(os.path.abspath(self.path))
 
+    def secrets(self) -> List[str]:
+        """The environment variables the file takes passwords from (``password_env``)."""
+        return [
+            s.table["password_env"] for s in self.services.values() if "password_env" in s.table
+        ]
+
     def graph(self) -> Dict[str, Dict[str, str]]:
         """``{service: {dependency: condition}}`` in file order."""
         return {name: dict(s.depends_on) for name, s in self.services.items()}
