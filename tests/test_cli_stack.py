@@ -388,6 +388,27 @@ def test_keep_going_keeps_the_others_running(tmp_path: Any, cli: Any) -> None:
         assert proc.interrupt() == 130, proc.text()
 
 
+def test_restarts_on_failure_then_exit_1_once_they_are_used_up(tmp_path: Any, cli: Any) -> None:
+    flaky = """
+        [services.flaky]
+        on = "a"
+        command = ["sh", "-c", "echo up; sleep 0.3; exit 5"]
+        ready = { banner = "^up$" }
+        restart = "on-failure"
+        max_restarts = 2
+        restart_backoff = 0.1
+        depends_on = ["ticker"]
+        """
+    proc = cli("up", local_stack(tmp_path, flaky), "--json")
+    run = run_of(proc)
+    with left_nothing(run["run_id"], run["contexts"], at_least=2, timeout=30):
+        assert proc.finish(START) == 1, proc.text()
+    flaky_events = [e for e in proc.events() if e.get("service") == "flaky" and "kind" in e]
+    exits = [e["final"] for e in flaky_events if e["kind"] == "exited"]
+    assert exits == [False, False, True], flaky_events
+    assert len([e for e in flaky_events if e["kind"] == "restarting"]) == 2
+
+
 def test_a_service_that_fails_to_start_exits_1_with_its_output(tmp_path: Any, cli: Any) -> None:
     bad = """
         [services.broken]
