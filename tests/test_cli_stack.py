@@ -354,6 +354,7 @@ def test_a_service_that_exits_brings_the_rest_down_and_exits_1(tmp_path: Any, cl
         on = "a"
         command = ["sh", "-c", "echo up; sleep 1; echo dying; exit 3"]
         ready = { banner = "^up$" }
+        depends_on = ["ticker"]
         """
     proc = cli("up", local_stack(tmp_path, crash), "--json")
     run = run_of(proc)
@@ -370,6 +371,7 @@ def test_keep_going_keeps_the_others_running(tmp_path: Any, cli: Any) -> None:
         on = "a"
         command = ["sh", "-c", "echo up; sleep 0.5; exit 3"]
         ready = { banner = "^up$" }
+        depends_on = ["ticker"]
         """
     proc = cli("up", local_stack(tmp_path, crash), "--json", "--keep-going")
     run = run_of(proc)
