@@ -543,8 +543,8 @@ class Up:
         """Print new log lines, ``service@host | line``, until Ctrl-C or a final exit."""
         seen: Dict[str, List[str]] = {}
         hosts = {row["service"]: row["host"] for row in stack.status()}
-        deadline_free = 10**9  # bounded: about 9.5 years of polling
-        for _ in range(deadline_free):
+        # Runs until Ctrl-C; bounded all the same (about 9 years of polls).
+        for _ in range(10**9):
             for name in stack.services:
                 try:
                     lines = stack.logs(name, lines=FOLLOW_LINES).splitlines()
