@@ -566,3 +566,25 @@ def test_a_password_from_the_environment_reaches_no_command_line_log_or_service(
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
     assert password not in "".join(lines) + out
+
+
+def test_a_stack_of_jobs_only_exits_0_once_they_are_done(tmp_path: Any) -> None:
+    path = stack_file(
+        tmp_path,
+        """\
+        [hosts]
+        a = { target = "local" }
+        [services.first]
+        on = "a"
+        command = ["echo", "first done"]
+        job = true
+        [services.second]
+        on = "a"
+        command = ["echo", "second done"]
+        job = true
+        depends_on = ["first"]
+        """,
+    )
+    r = cli_run("up", path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "first@a | first done\nsecond@a | second done\n" in r.stdout, r.stdout

@@ -533,9 +533,9 @@ class Up:
             self.emit("result", result=what, **fields)
         elif what == "up":
             took = time.monotonic() - self.started
-            self.say(
-                "stack %s up in %.2f s; following logs (Ctrl-C stops)" % (self.topology.name, took)
-            )
+            jobs = all(spec.job for spec in self.topology.services.values())
+            then = "its jobs are done" if jobs else "following logs (Ctrl-C stops)"
+            self.say("stack %s up in %.2f s; %s" % (self.topology.name, took, then))
         else:
             self.say("stack %s down (exit %d)" % (self.topology.name, fields["exit_code"]))
 
@@ -554,6 +554,8 @@ class Up:
                 seen[name] = lines
                 for line in fresh:
                     self.log_line(name, hosts.get(name, "?"), line)
+            if all(spec.job for spec in self.topology.services.values()):
+                return OK  # only jobs, all done: nothing left to follow
             if self.exited.wait(FOLLOW_POLL):
                 self.say("%s: bringing the stack down" % self.exit_reason)
                 return FAILED
