@@ -588,3 +588,38 @@ def test_a_stack_of_jobs_only_exits_0_once_they_are_done(tmp_path: Any) -> None:
     r = cli_run("up", path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "first@a | first done\nsecond@a | second done\n" in r.stdout, r.stdout
+
+
+@pytest.mark.lab
+def test_exec_connects_as_the_file_says_with_defaults_and_a_hop(lab: Any, tmp_path: Any) -> None:
+    """Real targets in the file: [defaults] gives every host its key, known
+    hosts and python; b, cut from this machine, is reached through a (``via``)."""
+    from remoteexec.lab import MASTER
+
+    path = stack_file(
+        tmp_path,
+        """\
+        [defaults]
+        identity_file = "%s"
+        known_hosts_file = "%s"
+        python = "%s"
+        connect_timeout = 10
+
+        [hosts]
+        a = { target = "%s" }
+        b = { target = "%s", via = "a" }
+        c = { target = "%s" }
+        """
+        % (lab.identity_file, lab.known_hosts_file, PY, *lab.targets)
+        + '[services.x]\non = "a"\ncommand = ["true"]\n',
+    )
+    # b is cut from this machine: only the hop through a reaches it.
+    lab.partition(1, MASTER)
+    try:
+        r = cli_run("exec", path, "b,c", "--json", "--", "hostname")
+    finally:
+        lab.heal()
+    assert r.returncode == 0, r.stderr
+    rows = {row["host"]: row for row in map(json.loads, r.stdout.splitlines())}
+    assert rows["b"]["stdout"].strip() == lab.hosts[1].hostname, rows
+    assert rows["c"]["stdout"].strip() == lab.hosts[2].hostname, rows
