@@ -5,6 +5,7 @@
 - ``remoteexec run [OPTIONS] TARGET [OPTIONS] -- COMMAND...``: run one command on a
   host and print its output; TARGET is ``local`` or ``[user@]host[:port]``.
   Options go anywhere before ``--``; everything after it is the command.
+- ``remoteexec up | config | exec``: a stack file (see :mod:`remoteexec.cli.stack`).
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _split_command(argv: List[str]) -> tuple:
-    """``run`` argv cut at the first ``--``: (what argparse parses, the
+    """``run``/``exec`` argv cut at the first ``--``: (what argparse parses, the
     command after it or None). argparse alone would let the command's
     positionals swallow the options after TARGET."""
-    if argv[:1] != ["run"] or "--" not in argv:
+    if argv[:1] not in (["run"], ["exec"]) or "--" not in argv:
         return argv, None
     cut = argv.index("--")
     return argv[:cut], argv[cut + 1 :]
@@ -57,6 +58,7 @@ def _split_command(argv: List[str]) -> tuple:
 
 def main(argv: Optional[List[str]] = None) -> int:
     from . import lab as lab_cli
+    from . import stack as stack_cli
 
     parser = argparse.ArgumentParser(prog="remoteexec", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", metavar="COMMAND")
@@ -75,9 +77,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     run.add_argument("--known-hosts-file")
     run.add_argument("--python", default="python3")
     run.add_argument("--timeout", type=_seconds, default=None, help="seconds (default: none)")
+    stack_cli.add_arguments(sub)
 
     options, after = _split_command(list(sys.argv[1:] if argv is None else argv))
     args, extras = parser.parse_known_args(options)
+    if args.cmd == "exec" and after is not None:
+        args.command = args.command + after
     if args.cmd != "run":
         if extras:
             parser.error("unrecognized arguments: %s" % " ".join(extras))
@@ -101,6 +106,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return demo_mod.main(["--local"] if args.local else [])
         if args.cmd == "lab":
             return lab_cli.run(args)
+        if args.cmd in stack_cli.COMMANDS:
+            return stack_cli.run(args)
         return _run(args)
     except Exception as e:  # one clear line, not a traceback
         from remoteexec.errors import RemoteExecError
