@@ -39,6 +39,11 @@ _EXPORTS = {
     "HostLost": "remoteexec.errors",
     "RemoteCallError": "remoteexec.errors",
     "TarantoolError": "remoteexec.errors",
+    "Stack": "remoteexec.stack",
+    "StackError": "remoteexec.stack",
+    "StackEvent": "remoteexec.stack",
+    "Service": "remoteexec.services",
+    "ServiceStatus": "remoteexec.services",
 }
 
 __all__ = sorted(_EXPORTS)
