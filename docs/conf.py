@@ -41,7 +41,7 @@ myst_heading_anchors = 3
 
 html_theme = "furo"
 html_title = "remoteexec %s" % release
-html_static_path: list = []
+html_static_path: list[str] = []
 
 graphviz_output_format = "svg"
 
@@ -59,6 +59,8 @@ doctest_global_setup = r'''
 import os, shutil, socket, sys, time
 import remoteexec as rx
 
+DOCS_DIR = %r
+
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 from remoteexec.lab import Lab
 NO_LAB = not Lab.available()[0] and not IN_CI
@@ -71,7 +73,7 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-'''
+''' % (HERE,)
 # Error messages are compared too (troubleshooting quotes the real ones);
 # ``...`` stands for the parts that vary (addresses, pids, paths).
 doctest_default_flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
