@@ -31,6 +31,9 @@ extensions = [
     "remoteexec_docs",
 ]
 
+# "--" in option names and commands must stay two hyphens.
+smartquotes = False
+
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
 # benchmarks.md is written by bench/run_all.py and included by more/benchmarks.md.

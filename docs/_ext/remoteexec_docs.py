@@ -128,8 +128,10 @@ class CliReference(SphinxDirective):
         anchor = nodes.make_id("cli " + path)
         out.append(nodes.target("", "", ids=[anchor]))
         out.append(nodes.rubric("", "", nodes.literal(path, path)))
-        if summary:
-            out.append(nodes.paragraph(summary, summary))
+        for text in (summary, parser.description):
+            if text:
+                text = text.replace("``", "")  # docstring markup in a parser description
+                out.append(nodes.paragraph(text, text))
         usage = parser.format_usage().strip()
         block = nodes.literal_block(usage, usage)
         block["language"] = "text"
@@ -140,7 +142,7 @@ class CliReference(SphinxDirective):
             for name, text in rows:
                 item = nodes.definition_list_item()
                 item += nodes.term("", "", nodes.literal(name, name))
-                item += nodes.definition("", nodes.paragraph(text, text or "-"))
+                item += nodes.definition("", *([nodes.paragraph(text, text)] if text else []))
                 items += item
             out.append(items)
         for name, help_text, sub in subcommands(parser):
