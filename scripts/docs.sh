@@ -12,12 +12,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the site needs, until pyproject.toml has a `docs` extra (then that is used).
-DOCS_DEPS=("sphinx>=8,<10" "furo>=2024.8" "myst-parser>=4")
+# pytest: the integration-tests guide runs its example suite.
+DOCS_DEPS=("sphinx>=8,<10" "furo>=2024.8" "myst-parser>=4" "pytest>=7")
 
 if [ ! -x .venv/bin/python ]; then
     "${PYTHON:-python3}" -m venv .venv
 fi
-if ! .venv/bin/python -c 'import sphinx, furo, myst_parser, remoteexec' 2>/dev/null; then
+if ! .venv/bin/python -c 'import sphinx, furo, myst_parser, pytest, remoteexec' 2>/dev/null; then
     if grep -qE '^docs *=' pyproject.toml; then
         .venv/bin/python -m pip install -q -e '.[docs]'
     else
