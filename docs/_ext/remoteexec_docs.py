@@ -52,8 +52,8 @@ class _Captured(Exception):
 
 def cli_parser() -> argparse.ArgumentParser:
     """The ``remoteexec`` parser: ``remoteexec.cli.main.build_parser()`` when it
-    exists, else the parser ``main()`` builds, caught as it starts parsing
-    (``main()`` builds it inline; nothing is run)."""
+    exists, else the parser ``main()`` builds inline, caught as it starts
+    parsing (before it acts on anything)."""
     module = importlib.import_module("remoteexec.cli.main")
     build = getattr(module, "build_parser", None)
     if build is not None:
@@ -65,12 +65,18 @@ def cli_parser() -> argparse.ArgumentParser:
 
     argparse.ArgumentParser.parse_known_args = capture  # type: ignore[method-assign]
     try:
-        module.main(["demo"])
+        # "--help": should the capture ever miss, argparse prints help and exits; nothing runs.
+        module.main(["--help"])
     except _Captured as caught:
         return caught.parser
+    except SystemExit:
+        pass
     finally:
         argparse.ArgumentParser.parse_known_args = original  # type: ignore[method-assign]
-    raise RuntimeError("remoteexec.cli.main.main() did not parse its arguments")
+    raise RuntimeError(
+        "remoteexec.cli.main.main() built no parser the docs could catch:"
+        " give remoteexec.cli.main a build_parser() -> argparse.ArgumentParser"
+    )
 
 
 def subcommands(
