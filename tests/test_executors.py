@@ -736,38 +736,6 @@ def test_status_endpoints_and_artifacts_of_a_tcp_executor(place: Place, tmp_path
     assert ex.status()["state"] == "stopped"
 
 
-class _PortOf:
-    """A Deferred: the port the executor in ``holder`` picked at its start."""
-
-    def __init__(self, holder: dict) -> None:
-        self.holder = holder
-
-    def resolve(self) -> str:
-        port = self.holder["ex"].endpoints["port"]
-        if port is None:
-            raise ValueError("port not known yet")
-        return port
-
-
-def test_port_0_is_picked_on_the_host_and_reaches_a_deferred_argument(place: Place) -> None:
-    holder: dict = {}
-    ref = _PortOf(holder)
-    ex = rx.TCPExecutor(
-        [PY, "-m", "http.server", "--bind", "127.0.0.1", ref],
-        host="127.0.0.1",
-        port=0,
-        on=place.host,
-        timeout=10,
-    )
-    holder["ex"] = ex
-    assert ex.endpoints["port"] is None and ref in ex.inputs()[0]
-    with ex:
-        port = int(ex.endpoints["port"])
-        assert port > 0 and ex.port == port
-        assert ex.command_parts[-1] == str(port)
-        assert ex.status()["endpoints"]["uri"] == "127.0.0.1:%d" % port
-
-
 class _Later:
     """A Deferred whose value is set after the executor was made."""
 

@@ -89,7 +89,6 @@ class HTTPExecutor(TCPExecutor):
     def _prepare(self) -> None:
         if services.deferred_in(self._raw_url):
             self._set_wait(services.resolve(self._raw_url))
-            self._wanted_port = self.port
         super()._prepare()
 
     # mirakuru's str attribute, and the Service's status()

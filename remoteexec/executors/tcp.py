@@ -15,25 +15,15 @@ class TCPExecutor(Executor):
     """Ready when ``host:port`` accepts a TCP connection made on the target.
 
     ``host`` is the address the process listens on, as seen from the target
-    machine (mirakuru's name); the machine itself is ``on``. ``port=0``
-    picks a port free on the host at each start (``self.port`` and
-    ``endpoints["port"]`` then tell it; a Deferred in the command that reads
-    it gets it).
+    machine (mirakuru's name); the machine itself is ``on``.
     """
 
     ENDPOINTS: Tuple[str, ...] = ("uri", "host", "port")
 
     def __init__(self, command: Command, host: str, port: int, **kwargs: Any) -> None:
         self.host = host
-        self._wanted_port = arguments.port("port", port, allow_zero=True)
-        self.port = self._wanted_port
+        self.port = arguments.port("port", port)
         super().__init__(command, **kwargs)
-
-    def _prepare(self) -> None:
-        if self._wanted_port == 0:
-            wildcard = self.host in ("", "0.0.0.0", "::", "[::]")
-            self.port = self.supervisor.free_port("" if wildcard else self.host)
-        super()._prepare()
 
     def _endpoint_values(self) -> Dict[str, Optional[str]]:
         host = self._visible_address(self.host)
