@@ -17,10 +17,11 @@ import signal
 import stat
 import time
 import uuid
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 from conftest import connect_options, need_tarantool, wait_until
+from helpers import oracle
 from test_tarantool import run_tarantools
 
 import remoteexec as rx
@@ -153,28 +154,51 @@ def test_a_previous_runs_instance_on_the_port_is_never_taken_for_ours(
 # --- 7.12: replicas started before the leader -----------------------------------------
 
 
+def _born(pid: int) -> Tuple[int, int]:
+    """When ``pid`` was forked, as far as /proc tells: its start time in clock
+    ticks after boot (one kernel: comparable across lab hosts), then the pid."""
+    st = oracle.stat(pid)
+    assert st is not None, "process %d is gone" % pid
+    return st.start, pid
+
+
+def _pids_in(snapshot: str) -> Dict[int, int]:
+    """pid -> start time, from lines of /proc/PID/stat concatenated."""
+    found = {}
+    for line in snapshot.splitlines():
+        fields = line[line.rfind(")") + 2 :].split()
+        if len(fields) > 19:
+            found[int(line.split(" ", 1)[0])] = int(fields[19])
+    return found
+
+
 def test_replicas_are_started_before_the_leader(
     lab: Any, hosts: List[rx.Host], cm: rx.Master
 ) -> None:
     port = next(_ports)
+    # Before it execs tarantool, each wrapper stores /proc/PID/stat of every
+    # process alive at that moment: what existed before this one did.
+    snapshot = 'cat /proc/[0-9]*/stat > "$PWD/procs" 2>/dev/null'
     members = [
-        TarantoolInstance(
-            on=h, listen=port, timeout=TIMEOUT, tarantool=wrapper(h, 'date +%s%N > "$PWD/exec_ns"')
-        )
+        TarantoolInstance(on=h, listen=port, timeout=TIMEOUT, tarantool=wrapper(h, snapshot))
         for h in hosts
     ]
     rs = ReplicaSet("order%d" % port, members=members, replication_timeout=0.1, timeout=TIMEOUT)
     rs.start()
     try:
-        # When each process was exec'd, stamped by the host's own wrapper
-        # (one kernel: one CLOCK_REALTIME), read from the host's files.
-        stamps = {}
-        for i, m in enumerate(rs.members):
-            with open(os.path.join(lab.hosts[i].path(ctl_dir(m)), "exec_ns")) as f:
-                stamps[m.name] = int(f.read())
-        print("\nexec order: %s" % sorted(stamps, key=stamps.get))
-        leader = stamps[rs.leader.name]
-        assert all(stamps[r.name] < leader for r in rs.replicas), stamps
+        # The moment each process came to exist (fork, before any of the
+        # wrapper's own work, which load can delay): its start time.
+        born = {m.name: _born(m.pid) for m in rs.members}
+        print("\nfork order: %s" % sorted(born, key=born.__getitem__))
+        leader = rs.leader
+        i = rs.members.index(leader)
+        with open(os.path.join(lab.hosts[i].path(ctl_dir(leader)), "procs")) as f:
+            before_leader = _pids_in(f.read())
+        for r in rs.replicas:
+            # Not later by the clock (ticks are 10 ms: equal is possible)...
+            assert born[r.name][0] <= born[leader.name][0], born
+            # ...and alive already when the leader's own wrapper looked.
+            assert before_leader.get(r.pid) == born[r.name][0], (r.name, born)
     finally:
         rs.stop()
     assert run_tarantools(cm.run_id) == []
