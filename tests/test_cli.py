@@ -101,8 +101,13 @@ def test_demo_on_a_lab_leaves_nothing() -> None:
             pids |= {p for p in table if _net(p) in netns.values()}
             for pid in pids:
                 ident = oracle.identity(pid)
-                if ident is not None:
-                    seen.setdefault(ident, _exe(pid))
+                exe = _exe(pid)
+                if ident is None or oracle.identity(pid) != ident:
+                    continue  # gone (or its pid reused) while read
+                # The latest sighting names it: a process caught between fork
+                # and exec is still its parent's python the first time.
+                if exe != "?" or ident not in seen:
+                    seen[ident] = exe
             time.sleep(0.05)
         rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
