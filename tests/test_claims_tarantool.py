@@ -17,7 +17,7 @@ import signal
 import stat
 import time
 import uuid
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 from conftest import connect_options, need_tarantool, wait_until
@@ -28,22 +28,10 @@ import remoteexec as rx
 from remoteexec.tarantool import ReplicaSet, TarantoolInstance
 
 pytestmark = pytest.mark.lab
+pytest_plugins = ["helpers.fixtures"]
 
 TIMEOUT = 10.0
 _ports = itertools.count(3510)
-
-
-@pytest.fixture(scope="module")
-def cm(request: pytest.FixtureRequest) -> Iterator[rx.Master]:
-    request.getfixturevalue("lab")
-    need_tarantool()
-    with rx.Master(heartbeat_timeout=5) as m:
-        yield m
-
-
-@pytest.fixture(scope="module")
-def hosts(lab: Any, cm: rx.Master) -> List[rx.Host]:
-    return cm.connect_all(lab.targets, **connect_options(lab))
 
 
 def wrapper(host: rx.Host, body: str) -> str:
@@ -173,7 +161,7 @@ def _pids_in(snapshot: str) -> Dict[int, int]:
 
 
 def test_replicas_are_started_before_the_leader(
-    lab: Any, hosts: List[rx.Host], cm: rx.Master
+    lab: Any, hosts: List[rx.Host], tt_master: rx.Master
 ) -> None:
     port = next(_ports)
     # Before it execs tarantool, each wrapper stores /proc/PID/stat of every
@@ -201,13 +189,13 @@ def test_replicas_are_started_before_the_leader(
             assert before_leader.get(r.pid) == born[r.name][0], (r.name, born)
     finally:
         rs.stop()
-    assert run_tarantools(cm.run_id) == []
+    assert run_tarantools(tt_master.run_id) == []
 
 
 # --- 7.12: status() fields -------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("cm")
+@pytest.mark.usefixtures("tt_master")
 def test_status_has_every_field_the_readme_lists(lab: Any, hosts: List[rx.Host]) -> None:
     port = next(_ports)
     rs = ReplicaSet("st%d" % port, members=[(h, port) for h in hosts], timeout=TIMEOUT)
@@ -268,7 +256,7 @@ def _files_holding(top: str, needle: bytes) -> List[str]:
     return hits
 
 
-@pytest.mark.usefixtures("cm")
+@pytest.mark.usefixtures("tt_master")
 def test_the_password_is_nowhere_on_the_hosts(lab: Any, hosts: List[rx.Host]) -> None:
     password = "RxPw-%s" % uuid.uuid4().hex
     needle = password.encode()

@@ -24,12 +24,13 @@ from typing import Any, Dict, Iterator, List
 
 import asynctnt
 import pytest
-from conftest import connect_options, need_tarantool, wait_until
+from conftest import connect_options, wait_until
 
 import remoteexec as rx
 from remoteexec.tarantool import ReplicaSet, TarantoolError, TarantoolInstance
 
 pytestmark = pytest.mark.lab
+pytest_plugins = ["helpers.fixtures"]
 
 SCHEMA = """
 box.schema.user.grant('guest', 'read,write', 'universe', nil, {if_not_exists = true})
@@ -101,19 +102,6 @@ def client(uri: str, request: str, *args: Any) -> List[List[Any]]:
 def follows(row: dict, peers: int) -> bool:
     links = list(row["upstream"].values()) + list(row["downstream"].values())
     return len(links) == 2 * peers and all(link["status"] == "follow" for link in links)
-
-
-@pytest.fixture(scope="module")
-def tt_master(request: pytest.FixtureRequest) -> Iterator[rx.Master]:
-    request.getfixturevalue("lab")
-    need_tarantool()
-    with rx.Master(heartbeat_timeout=5) as m:
-        yield m
-
-
-@pytest.fixture(scope="module")
-def hosts(lab: Any, tt_master: rx.Master) -> List[rx.Host]:
-    return tt_master.connect_all(lab.targets, **connect_options(lab))
 
 
 def stop_cleanly(rs: ReplicaSet, run_id: str) -> None:

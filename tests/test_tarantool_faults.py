@@ -130,6 +130,24 @@ def cut_from_peers(lab: Any, lost: int) -> None:
             lab.partition(lost, other)
 
 
+def isolate(lab: Any, rs: ReplicaSet, lost: int) -> None:
+    """Cut lab host ``lost`` from the other hosts and wait until the other
+    members see their links to its member broken both ways."""
+    cut_from_peers(lab, lost)
+    assert wait_until(lambda: links_down(rs, rs.members[lost]), 5), rs.status()["members"]
+
+
+def aborts_on_loss(
+    lab: Any, rs: ReplicaSet, what: str, call: Callable[[], Any], delay: float = 0.0
+) -> None:
+    """``call`` raises HostLost naming the last member, in time, when its lab
+    host is cut from the master ``delay`` s into it."""
+    lost = len(rs.members) - 1
+    error, took = lost_during(lab, lost, call, delay=delay)
+    print("\n%s, host %s lost: %.2f s" % (what, lab.hosts[lost].name, took))
+    check_lost(error, rs.members[lost], took)
+
+
 def links_down(rs: ReplicaSet, lost: TarantoolInstance) -> bool:
     """Every other member sees its links to ``lost`` broken both ways."""
     rows = [r for r in rs.status()["members"] if r["member"] != lost.name]
@@ -217,9 +235,7 @@ def test_wait_synced_aborts_when_a_members_host_is_lost(
     lab.partition(1, 0)
     lab.partition(2, 0)
     leader.eval("box.space.test:insert{1, 'x'}")
-    error, took = lost_during(lab, 2, lambda: rs.wait_synced(timeout=SET_TIMEOUT))
-    print("\nwait_synced, host lost: %.2f s" % took)
-    check_lost(error, lost, took)
+    aborts_on_loss(lab, rs, "wait_synced", lambda: rs.wait_synced(timeout=SET_TIMEOUT))
     assert lost.pid is None and leader.pid and behind.pid
     finish(lab, rs, fault_master.run_id)
 
@@ -230,12 +246,9 @@ def test_switchover_aborts_when_a_members_host_is_lost(
 ) -> None:
     rs = running
     old, new, lost = rs.members
-    cut_from_peers(lab, 2)
     # The new roles can never reach full mesh with `lost`: the final wait blocks.
-    assert wait_until(lambda: links_down(rs, lost), 5), rs.status()["members"]
-    error, took = lost_during(lab, 2, lambda: rs.switchover(new))
-    print("\nswitchover, host lost: %.2f s" % took)
-    check_lost(error, lost, took)
+    isolate(lab, rs, 2)
+    aborts_on_loss(lab, rs, "switchover", lambda: rs.switchover(new))
     assert rs.leader is new and new.eval("return box.info.ro") is False
     assert lost.pid is None and old.pid and new.pid
     finish(lab, rs, fault_master.run_id)
@@ -249,9 +262,7 @@ def test_restart_aborts_when_a_peers_host_is_lost(
     leader, restarted, lost = rs.members
     rs.kill(restarted)
     cut_from_peers(lab, 2)  # `restarted` waits for full mesh with `lost`: never comes
-    error, took = lost_during(lab, 2, lambda: rs.restart(restarted), delay=0.05)
-    print("\nrestart, a peer's host lost: %.2f s" % took)
-    check_lost(error, lost, took)
+    aborts_on_loss(lab, rs, "restart, a peer's", lambda: rs.restart(restarted), delay=0.05)
     assert restarted.pid is None and lost.pid is None and leader.pid
     # The member being restarted was killed, not left waiting.
     assert left_on(fault_master.run_id, lab.hosts[1]) == []
@@ -264,13 +275,10 @@ def test_resume_aborts_when_a_peers_host_is_lost(
 ) -> None:
     rs = running
     leader, resumed, lost = rs.members
-    cut_from_peers(lab, 2)
     # Paused once it saw its links to `lost` break: resumed, it waits for them.
-    assert wait_until(lambda: links_down(rs, lost), 5), rs.status()["members"]
+    isolate(lab, rs, 2)
     rs.pause(resumed)
-    error, took = lost_during(lab, 2, lambda: rs.resume(resumed), delay=0.05)
-    print("\nresume, a peer's host lost: %.2f s" % took)
-    check_lost(error, lost, took)
+    aborts_on_loss(lab, rs, "resume, a peer's", lambda: rs.resume(resumed), delay=0.05)
     assert not resumed.paused and resumed.pid and leader.pid and lost.pid is None
     finish(lab, rs, fault_master.run_id)
 
