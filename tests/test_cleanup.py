@@ -69,34 +69,20 @@ def _sigkill_master(proc) -> None:
     assert proc.wait(10) == -signal.SIGKILL
 
 
-def test_master_sigkill_local() -> None:
-    proc, info = spawn_master_script(None, "local")
+@pytest.mark.parametrize("kind", ["local", pytest.param("lab", marks=pytest.mark.lab)])
+def test_master_sigkill(request: pytest.FixtureRequest, kind: str) -> None:
+    lab = request.getfixturevalue("lab") if kind == "lab" else None
+    proc, info = spawn_master_script(lab, kind)
     try:
         run_id, contexts = info["run_id"], info["context_pids"]
-        assert wait_until(
-            lambda: len(run_pids(run_id, contexts)) >= SCRIPT_PIDS_PER_HOST, SETTLE
-        ), run_pids(run_id, contexts)
-        _sigkill_master(proc)
-        assert wait_until(lambda: not run_pids(run_id, contexts), SETTLE), oracle.describe(
-            run_pids(run_id, contexts)
-        )
-        assert wait_until(lambda: not any(_alive(p) for p in contexts), SETTLE)
-    finally:
-        _kill_script(proc)
-
-
-@pytest.mark.lab
-def test_master_sigkill_lab(lab) -> None:
-    proc, info = spawn_master_script(lab, "lab")
-    try:
-        run_id, contexts = info["run_id"], info["context_pids"]
-        assert len({_netns(c) for c in contexts}) == len(lab.targets), "one context per host"
+        hosts = len(lab.targets) if lab is not None else 1
+        assert len({_netns(c) for c in contexts}) == hosts, "one context per host"
         assert wait_until(
             lambda: all(
                 len(_on_host(run_id, contexts, c)) >= SCRIPT_PIDS_PER_HOST for c in contexts
             ),
             SETTLE,
-        ), "every host runs all its processes"
+        ), "every host runs all its processes: %s" % oracle.describe(run_pids(run_id, contexts))
         _sigkill_master(proc)
         assert wait_until(lambda: not run_pids(run_id, contexts), SETTLE), oracle.describe(
             run_pids(run_id, contexts)
