@@ -306,6 +306,23 @@ def _median(rounds: List[Dict[str, float]], phase: str) -> float:
     return c.Stats.of([r.get(phase, 0.0) for r in rounds]).median
 
 
+def _against_baseline(
+    report: c.Report,
+    label: str,
+    warm: List[Dict[str, float]],
+    base: List[Dict[str, float]],
+    phase: str,
+) -> None:
+    """The target: the median warm ``phase`` within FACTOR of the baseline's."""
+    w, b = _median(warm, phase), _median(base, phase)
+    report.target(
+        "%s / baseline (median)" % label,
+        "%.2fx (%s vs %s ms)" % (w / b, c.ms(w), c.ms(b)),
+        "≤ %gx" % FACTOR,
+        w <= FACTOR * b,
+    )
+
+
 def run() -> c.Report:
     report = c.lab_report(
         "Replica set start: 3 members on 3 lab hosts vs 3 local tarantools", ["asynctnt"]
@@ -391,13 +408,7 @@ def run() -> c.Report:
         ["phase", "baseline: local subprocess", "remoteexec warm", "warm / baseline", "cold"],
         rows,
     )
-    w_total, b_total = _median(warm, "total"), _median(base, "total")
-    report.target(
-        "warm start→full mesh / baseline (median)",
-        "%.2fx (%s vs %s ms)" % (w_total / b_total, c.ms(w_total), c.ms(b_total)),
-        "≤ %gx" % FACTOR,
-        w_total <= FACTOR * b_total,
-    )
+    _against_baseline(report, "warm start→full mesh", warm, base, "total")
     cold_total = _median(cold, "total")
     report.target(
         "cold connect+start→full mesh, 3 hosts (median)",
@@ -405,13 +416,7 @@ def run() -> c.Report:
         "< %g s" % COLD_LIMIT,
         cold_total < COLD_LIMIT,
     )
-    w_usable, b_usable = _median(warm, "usable"), _median(base, "usable")
-    report.target(
-        "warm start→usable by a client / baseline (median)",
-        "%.2fx (%s vs %s ms)" % (w_usable / b_usable, c.ms(w_usable), c.ms(b_usable)),
-        "≤ %gx" % FACTOR,
-        w_usable <= FACTOR * b_usable,
-    )
+    _against_baseline(report, "warm start→usable by a client", warm, base, "usable")
     gone = [r["gone"] for r in warm + cold]
     report.target(
         "stop call→ports closed and pids gone, whole set (worst of %d)" % len(gone),

@@ -163,7 +163,7 @@ def test_run_options_anywhere_before_the_command(lab) -> None:
 
 
 @pytest.mark.parametrize(
-    "args,message",
+    ("args", "message"),
     [
         (["local", "--bogus", "--", "true"], "unrecognized arguments: --bogus"),
         (["local", "uname", "-n"], "unrecognized arguments: -n"),

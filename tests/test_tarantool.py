@@ -27,6 +27,7 @@ import pytest
 from conftest import connect_options, wait_until
 
 import remoteexec as rx
+from remoteexec.lab import free_port
 from remoteexec.tarantool import ReplicaSet, TarantoolError, TarantoolInstance
 
 pytestmark = pytest.mark.lab
@@ -129,16 +130,22 @@ def make_set(hosts: List[rx.Host], tt_master: rx.Master) -> Iterator[Any]:
         return rs
 
     yield make
-    # Each test stops its sets itself (stop_cleanly); this stops what a failed
-    # test left, and an error here is reported, never swallowed.
+    # After the test, passed or failed: every set it made is stopped and this
+    # test's own oracle checks that nothing is left (stop_cleanly); an error
+    # here is the test's error, never swallowed.
     for rs in made:
         stop_cleanly(rs, tt_master.run_id)
 
 
-@pytest.fixture
-def clean_stop(tt_master: rx.Master) -> Any:
-    """``clean_stop(rs)``: the test's own stop, see :func:`stop_cleanly`."""
-    return lambda rs: stop_cleanly(rs, tt_master.run_id)
+@contextlib.contextmanager
+def paused(rs: ReplicaSet, member: TarantoolInstance) -> Iterator[float]:
+    """``member`` paused through the set for the block (yields when), resumed after."""
+    rs.pause(member)
+    at = time.monotonic()
+    try:
+        yield at
+    finally:
+        rs.resume(member)
 
 
 @pytest.fixture
@@ -150,7 +157,7 @@ def running_set(make_set: Any) -> ReplicaSet:
 
 
 # 1
-def test_full_mesh_across_three_hosts(make_set: Any, lab: Any, clean_stop: Any) -> None:
+def test_full_mesh_across_three_hosts(make_set: Any, lab: Any) -> None:
     rs = make_set()
     timings = rs.start()
     assert set(timings) >= {"spawn", "running", "full_mesh"}
@@ -165,23 +172,19 @@ def test_full_mesh_across_three_hosts(make_set: Any, lab: Any, clean_stop: Any) 
     assert all(r["status"] == "running" and follows(r, 2) for r in rows), rows
     assert rs.leader.version >= (2, 0, 0)
     assert len({m.pid for m in rs.members}) == 3
-    clean_stop(rs)
 
 
 # 2
-def test_insert_on_leader_read_on_replicas_with_asynctnt(
-    running_set: ReplicaSet, clean_stop: Any
-) -> None:
+def test_insert_on_leader_read_on_replicas_with_asynctnt(running_set: ReplicaSet) -> None:
     rs = running_set
     assert client(rs.leader.uri, "insert", "test", [1, "x"]) == [[1, "x"]]
     rs.wait_synced(timeout=5)
     for replica in rs.replicas:
         assert client(replica.uri, "select", "test", [1]) == [[1, "x"]], replica.name
-    clean_stop(rs)
 
 
 # 3
-def test_killed_replica_restarts_and_catches_up(running_set: ReplicaSet, clean_stop: Any) -> None:
+def test_killed_replica_restarts_and_catches_up(running_set: ReplicaSet) -> None:
     rs = running_set
     victim = rs.replicas[0]
     old_pid = victim.pid
@@ -194,44 +197,36 @@ def test_killed_replica_restarts_and_catches_up(running_set: ReplicaSet, clean_s
     assert len(client(victim.uri, "select", "test", [])) == 100
     row = next(r for r in rs.status()["members"] if r["member"] == victim.name)
     assert row["ro"] is True and follows(row, 2), row
-    clean_stop(rs)
 
 
 # 4
-def test_paused_replica_shows_in_status_and_recovers(
-    running_set: ReplicaSet, clean_stop: Any
-) -> None:
+def test_paused_replica_shows_in_status_and_recovers(running_set: ReplicaSet) -> None:
     rs = running_set
     leader, victim = rs.leader, rs.replicas[1]
-    rs.pause(victim)
-    paused = time.monotonic()
 
     def leader_sees_it() -> bool:
         row = next(r for r in rs.status()["members"] if r["member"] == leader.name)
         return row["downstream"].get(victim.name, {}).get("status") != "follow"
 
-    try:
+    with paused(rs, victim) as since:
         assert wait_until(leader_sees_it, 1.0, interval=0.02), rs.status()["members"]
         print(
             "\nleader's downstream left 'follow' %.0f ms after SIGSTOP"
-            % ((time.monotonic() - paused) * 1000)
+            % ((time.monotonic() - since) * 1000)
         )
         assert (
             next(r for r in rs.status()["members"] if r["member"] == victim.name)["status"]
             == "paused"
         )
-    finally:
-        rs.resume(victim)
     rows = rs.status()["members"]
     assert all(follows(r, 2) for r in rows), rows
     leader.eval("box.space.test:insert{7, 'after'}")
     rs.wait_synced(timeout=5)
     assert client(victim.uri, "select", "test", [7]) == [[7, "after"]]
-    clean_stop(rs)
 
 
 # 5
-def test_switchover(running_set: ReplicaSet, clean_stop: Any) -> None:
+def test_switchover(running_set: ReplicaSet) -> None:
     rs = running_set
     old, new = rs.leader, rs.replicas[0]
     rs.switchover(new)
@@ -247,7 +242,6 @@ def test_switchover(running_set: ReplicaSet, clean_stop: Any) -> None:
     rows = rs.status()["members"]
     assert [r["ro"] for r in rows] == [m is not new for m in rs.members]
     assert all(follows(r, 2) for r in rows), rows
-    clean_stop(rs)
 
 
 # 6
@@ -375,7 +369,7 @@ def test_master_sigkill_leaves_no_tarantool(lab: Any) -> None:
 
 
 # 10
-def test_collect_artifacts(make_set: Any, tmp_path: Any, clean_stop: Any) -> None:
+def test_collect_artifacts(make_set: Any, tmp_path: Any) -> None:
     rs = make_set(as_instances=True, user="repl", password=PASSWORD)
     rs.start()
     rs.leader.eval(SCHEMA + "box.space.test:insert{1, 'x'}")
@@ -396,7 +390,6 @@ def test_collect_artifacts(make_set: Any, tmp_path: Any, clean_stop: Any) -> Non
             assert PASSWORD.encode() not in f.read(), path
     assert PASSWORD not in repr(rs) + repr(rs.members) + repr(rs.status())
     assert repr(rs.leader.password) == "[secret]"
-    clean_stop(rs)
 
 
 def test_start_waits_for_a_slow_app_lua(hosts: List[rx.Host], lab: Any) -> None:
@@ -417,9 +410,7 @@ def test_start_waits_for_a_slow_app_lua(hosts: List[rx.Host], lab: Any) -> None:
 
 
 @pytest.mark.usefixtures("hosts")
-def test_second_start_leaves_the_running_set_alone(
-    running_set: ReplicaSet, clean_stop: Any
-) -> None:
+def test_second_start_leaves_the_running_set_alone(running_set: ReplicaSet) -> None:
     rs = running_set
     pids = [m.pid for m in rs.members]
     assert rs.start() == {}  # every member runs: nothing to do, as TarantoolInstance.start()
@@ -433,23 +424,16 @@ def test_second_start_leaves_the_running_set_alone(
     rs.restart(rs.replicas[1])
     with pytest.raises(ValueError, match="already started"):
         ReplicaSet("again", members=rs.members)
-    clean_stop(rs)
 
 
-def test_failed_switchover_keeps_the_old_leader_writable(
-    running_set: ReplicaSet, clean_stop: Any
-) -> None:
+def test_failed_switchover_keeps_the_old_leader_writable(running_set: ReplicaSet) -> None:
     rs = running_set
     old, target = rs.leader, rs.replicas[0]
-    rs.pause(target)
-    try:
-        started = time.monotonic()
+    with paused(rs, target) as started:
         with pytest.raises(TarantoolError, match="%s.*paused" % target.name):
             rs.switchover(target)
         # Checked before anything changes: refused at once, far from the timeout.
         assert time.monotonic() - started < rs.timeout / 2
-    finally:
-        rs.resume(target)
     assert rs.leader is old and old.eval("return box.info.ro") is False
     # A failure after the old leader turned read-only: the target hangs unnoticed.
     rs.timeout = 2.0
@@ -465,31 +449,25 @@ def test_failed_switchover_keeps_the_old_leader_writable(
     assert took < rs.timeout + LOAD_MARGIN, took
     assert rs.leader is old and old.eval("return box.info.ro") is False
     assert old.call("box.space.test:insert", [1, "x"]) == [1, "x"]
-    clean_stop(rs)
 
 
-def test_wait_synced_skips_a_paused_replica(running_set: ReplicaSet, clean_stop: Any) -> None:
+def test_wait_synced_skips_a_paused_replica(running_set: ReplicaSet) -> None:
     rs = running_set
     hung, other = rs.replicas[1], rs.replicas[0]
-    rs.pause(hung)
-    try:
+    with paused(rs, hung):
         rs.leader.eval("box.space.test:insert{1, 'x'}")
         started = time.monotonic()
         rs.wait_synced(timeout=3)
         # Waiting for the paused one would take the whole 3 s timeout.
         assert time.monotonic() - started < 3 / 2
         assert other.call("box.space.test:get", [1]) == [1, "x"]
-    finally:
-        rs.resume(hung)
     rs.wait_synced(timeout=3)
     assert hung.call("box.space.test:get", [1]) == [1, "x"]
-    rs.pause(rs.leader)
-    try:
-        with pytest.raises(TarantoolError, match="%s is paused" % rs.leader.name):
-            rs.wait_synced(timeout=3)
-    finally:
-        rs.resume(rs.leader)
-    clean_stop(rs)
+    with (
+        paused(rs, rs.leader),
+        pytest.raises(TarantoolError, match="%s is paused" % rs.leader.name),
+    ):
+        rs.wait_synced(timeout=3)
 
 
 def test_stop_reports_a_member_that_had_to_be_killed(
@@ -512,21 +490,13 @@ def test_stop_reports_a_member_that_had_to_be_killed(
     assert run_tarantools(tt_master.run_id) == []
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_start_is_bounded_even_by_a_hanging_binary(master: rx.Master, tmp_path: Any) -> None:
     # `tarantool --version` that never answers: the version check must fit the timeout.
     hang = tmp_path / "tarantool"
     hang.write_text("#!/bin/sh\nexec sleep 30\n")
     hang.chmod(0o755)
     one = TarantoolInstance(
-        on=master.local(), listen="127.0.0.1:%d" % _free_port(), tarantool=str(hang), timeout=1
+        on=master.local(), listen="127.0.0.1:%d" % free_port(), tarantool=str(hang), timeout=1
     )
     started = time.monotonic()
     with pytest.raises(rx.RemoteExecError):
@@ -537,7 +507,7 @@ def test_start_is_bounded_even_by_a_hanging_binary(master: rx.Master, tmp_path: 
 
 
 def test_collect_artifacts_survives_a_member_that_fails(master: rx.Master, tmp_path: Any) -> None:
-    rs = ReplicaSet("arts", members=[(master.local(), _free_port())], timeout=10)
+    rs = ReplicaSet("arts", members=[(master.local(), free_port())], timeout=10)
     rs.start()
     member = rs.members[0]
     rs.stop()
@@ -590,7 +560,7 @@ def test_ipv6_listen_gives_a_bracketed_uri(master: rx.Master) -> None:
         assert one.uri == uri
 
 
-def test_exit_with_an_exception_keeps_it(make_set: Any, clean_stop: Any) -> None:
+def test_exit_with_an_exception_keeps_it(make_set: Any) -> None:
     rs = make_set()
 
     def fail_inside() -> None:
@@ -604,10 +574,9 @@ def test_exit_with_an_exception_keeps_it(make_set: Any, clean_stop: Any) -> None
     with pytest.raises(ValueError, match="the test's own error"):
         fail_inside()
     assert all(m.pid is None for m in rs.members)
-    clean_stop(rs)
 
 
-def test_restart_while_another_member_is_down(running_set: ReplicaSet, clean_stop: Any) -> None:
+def test_restart_while_another_member_is_down(running_set: ReplicaSet) -> None:
     rs = running_set
     first, second = rs.replicas
     rs.kill(second)
@@ -624,12 +593,9 @@ def test_restart_while_another_member_is_down(running_set: ReplicaSet, clean_sto
     assert wait_until(lambda: all(follows(r, 2) for r in rs.status()["members"]), 2), rs.status()[
         "members"
     ]
-    clean_stop(rs)
 
 
-def test_restart_with_a_quorum_that_counts_a_down_peer_says_so(
-    make_set: Any, clean_stop: Any
-) -> None:
+def test_restart_with_a_quorum_that_counts_a_down_peer_says_so(make_set: Any) -> None:
     rs = make_set(box_cfg={"replication_connect_quorum": 3})
     rs.start()
     first, second = rs.replicas
@@ -640,10 +606,9 @@ def test_restart_with_a_quorum_that_counts_a_down_peer_says_so(
     text = str(info.value)
     assert "%s down while restarting %s" % (second.name, first.name) in text, text
     assert "orphan" in text and first.pid is None
-    clean_stop(rs)
 
 
-def test_resume_while_another_member_is_down(running_set: ReplicaSet, clean_stop: Any) -> None:
+def test_resume_while_another_member_is_down(running_set: ReplicaSet) -> None:
     rs = running_set
     hung, dead = rs.replicas
     rs.timeout = 3
@@ -657,18 +622,14 @@ def test_resume_while_another_member_is_down(running_set: ReplicaSet, clean_stop
     assert took < rs.timeout, took
     assert not hung.paused and hung.eval("return box.info.status") == "running"
     rs.pause(hung)
-    rs.pause(rs.leader)
-    try:
+    with paused(rs, rs.leader):
         rs.resume(hung)  # a paused peer is not waited for either
-    finally:
-        rs.resume(rs.leader)
     rs.restart(dead)
     # restart() waits for the member's own links; a peer's upstream to it may
     # still be 'sync' (catching up) for a moment: bounded wait for the rest.
     assert wait_until(lambda: all(follows(r, 2) for r in rs.status()["members"]), 2), rs.status()[
         "members"
     ]
-    clean_stop(rs)
 
 
 @contextlib.contextmanager
@@ -686,7 +647,7 @@ def _hung(host: rx.Host) -> Iterator[None]:
 def test_calls_to_a_hung_host_are_bounded_by_their_timeout(tmp_path: Any) -> None:
     # A heartbeat far longer than the test: the host is hung, never declared lost.
     with rx.Master(heartbeat_timeout=120) as m:
-        rs = ReplicaSet("hung", members=[(m.local(), _free_port())], timeout=10)
+        rs = ReplicaSet("hung", members=[(m.local(), free_port())], timeout=10)
         rs.start()
         one = rs.members[0]
         with _hung(one.on):

@@ -208,27 +208,22 @@ def test_start_aborts_when_a_members_host_is_lost(
 
 
 @pytest.fixture
-def running(request: pytest.FixtureRequest, fault_hosts: List[rx.Host]) -> ReplicaSet:
-    request.getfixturevalue("lab")
-    request.getfixturevalue("fault_master")
+def running(lab: Any, fault_master: rx.Master, fault_hosts: List[rx.Host]) -> Iterator[ReplicaSet]:
+    """A started set of three; after the test: heal, stop what is left (no
+    error), and check that no tarantool of the run is."""
     rs = make_set(fault_hosts)
     rs.start()
     rs.leader.eval(SCHEMA)
-    return rs
-
-
-def finish(lab: Any, rs: ReplicaSet, run_id: str) -> None:
-    """Heal, stop what is left (no error), and check that no tarantool of the run is."""
+    yield rs
     lab.heal()
     rs.stop()
+    run_id = fault_master.run_id
     gone = wait_until(lambda: not run_tarantool_netns(run_id), CLEANUP_BOUND)
     assert gone, run_tarantool_netns(run_id)
 
 
 @pytest.mark.lab
-def test_wait_synced_aborts_when_a_members_host_is_lost(
-    lab: Any, fault_master: rx.Master, running: ReplicaSet
-) -> None:
+def test_wait_synced_aborts_when_a_members_host_is_lost(lab: Any, running: ReplicaSet) -> None:
     rs = running
     leader, behind, lost = rs.members
     # Neither replica can catch up: both waits would last the whole timeout.
@@ -237,13 +232,10 @@ def test_wait_synced_aborts_when_a_members_host_is_lost(
     leader.eval("box.space.test:insert{1, 'x'}")
     aborts_on_loss(lab, rs, "wait_synced", lambda: rs.wait_synced(timeout=SET_TIMEOUT))
     assert lost.pid is None and leader.pid and behind.pid
-    finish(lab, rs, fault_master.run_id)
 
 
 @pytest.mark.lab
-def test_switchover_aborts_when_a_members_host_is_lost(
-    lab: Any, fault_master: rx.Master, running: ReplicaSet
-) -> None:
+def test_switchover_aborts_when_a_members_host_is_lost(lab: Any, running: ReplicaSet) -> None:
     rs = running
     old, new, lost = rs.members
     # The new roles can never reach full mesh with `lost`: the final wait blocks.
@@ -251,7 +243,6 @@ def test_switchover_aborts_when_a_members_host_is_lost(
     aborts_on_loss(lab, rs, "switchover", lambda: rs.switchover(new))
     assert rs.leader is new and new.eval("return box.info.ro") is False
     assert lost.pid is None and old.pid and new.pid
-    finish(lab, rs, fault_master.run_id)
 
 
 @pytest.mark.lab
@@ -266,13 +257,10 @@ def test_restart_aborts_when_a_peers_host_is_lost(
     assert restarted.pid is None and lost.pid is None and leader.pid
     # The member being restarted was killed, not left waiting.
     assert left_on(fault_master.run_id, lab.hosts[1]) == []
-    finish(lab, rs, fault_master.run_id)
 
 
 @pytest.mark.lab
-def test_resume_aborts_when_a_peers_host_is_lost(
-    lab: Any, fault_master: rx.Master, running: ReplicaSet
-) -> None:
+def test_resume_aborts_when_a_peers_host_is_lost(lab: Any, running: ReplicaSet) -> None:
     rs = running
     leader, resumed, lost = rs.members
     # Paused once it saw its links to `lost` break: resumed, it waits for them.
@@ -280,7 +268,6 @@ def test_resume_aborts_when_a_peers_host_is_lost(
     rs.pause(resumed)
     aborts_on_loss(lab, rs, "resume, a peer's", lambda: rs.resume(resumed), delay=0.05)
     assert not resumed.paused and resumed.pid and leader.pid and lost.pid is None
-    finish(lab, rs, fault_master.run_id)
 
 
 # --- work_dir ------------------------------------------------------------------------

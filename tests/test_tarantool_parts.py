@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional
 import pytest
 from conftest import TARANTOOL, need_tarantool
 
+from remoteexec.lab import free_port
 from remoteexec.tarantool.config import (
     DEFAULT_MEMTX_MEMORY,
     PASSWORD_ENV,
@@ -47,12 +48,6 @@ BOX_STATUS = box_status_lua()
 #: Time asserts compare against the bound a call is configured with, plus this
 #: allowance for a loaded 2-core machine (other suites run at the same time).
 LOAD_MARGIN = 1.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, step: float = 0.01) -> Any:
