@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Tuple
 import pytest
 from conftest import connect_options, need_tarantool, wait_until
 from helpers import oracle
-from test_tarantool import run_tarantools
+from test_tarantool import pid_of, run_tarantools, status_rows
 
 import remoteexec as rx
 from remoteexec.tarantool import ReplicaSet, TarantoolInstance
@@ -47,7 +47,7 @@ def wrapper(host: rx.Host, body: str) -> str:
 
 def ctl_dir(member: TarantoolInstance) -> str:
     """The instance's control directory on its host (its process's cwd)."""
-    return os.readlink("/proc/%d/cwd" % member.pid)
+    return os.readlink("/proc/%d/cwd" % pid_of(member))
 
 
 def mode(path: str) -> int:
@@ -102,7 +102,7 @@ def test_box_info_status_is_the_fallback_when_notify_socket_says_nothing(
     one.start()
     took = time.monotonic() - started
     try:
-        with open("/proc/%d/environ" % one.pid, "rb") as f:
+        with open("/proc/%d/environ" % pid_of(one), "rb") as f:
             assert b"NOTIFY_SOCKET" not in f.read()
         assert one.eval("return box.info.status") == "running"
         print("\nstarted without NOTIFY_SOCKET in %.2f s" % took)
@@ -176,7 +176,7 @@ def test_replicas_are_started_before_the_leader(
     try:
         # The moment each process came to exist (fork, before any of the
         # wrapper's own work, which load can delay): its start time.
-        born = {m.name: _born(m.pid) for m in rs.members}
+        born = {m.name: _born(pid_of(m)) for m in rs.members}
         print("\nfork order: %s" % sorted(born, key=born.__getitem__))
         leader = rs.leader
         i = rs.members.index(leader)
@@ -186,7 +186,7 @@ def test_replicas_are_started_before_the_leader(
             # Not later by the clock (ticks are 10 ms: equal is possible)...
             assert born[r.name][0] <= born[leader.name][0], born
             # ...and alive already when the leader's own wrapper looked.
-            assert before_leader.get(r.pid) == born[r.name][0], (r.name, born)
+            assert before_leader.get(pid_of(r)) == born[r.name][0], (r.name, born)
     finally:
         rs.stop()
     assert run_tarantools(tt_master.run_id) == []
@@ -203,7 +203,7 @@ def test_status_has_every_field_the_readme_lists(lab: Any, hosts: List[rx.Host])
     try:
         rs.leader.eval("box.schema.space.create('t'):create_index('pk'); box.space.t:insert{1}")
         rs.wait_synced(timeout=TIMEOUT)
-        rows = rs.status()["members"]
+        rows = status_rows(rs)
         assert [r["member"] for r in rows] == [m.name for m in rs.members]
         ids = set()
         for i, (row, m) in enumerate(zip(rows, rs.members)):
@@ -273,7 +273,7 @@ def test_the_password_is_nowhere_on_the_hosts(lab: Any, hosts: List[rx.Host]) ->
         rs.leader.eval("box.schema.space.create('t'):create_index('pk'); box.space.t:insert{1}")
         rs.wait_synced(timeout=TIMEOUT)
         # The replicas log in with it: it did reach tarantool.
-        assert all(r["status"] == "running" for r in rs.status()["members"])
+        assert all(r["status"] == "running" for r in status_rows(rs))
         assert needle not in repr(rs.status()).encode()
         for m in rs.members:
             assert needle not in m.log_tail(1000).encode()
@@ -305,7 +305,7 @@ def test_calls_to_a_hung_lab_host_end_within_their_timeout_plus_2s(lab: Any, wha
         rs = ReplicaSet("hung", members=[(host, next(_ports))], timeout=TIMEOUT)
         rs.start()
         one = rs.members[0]
-        pid = one.pid if what == "tarantool" else host.info["pid"]
+        pid: int = pid_of(one) if what == "tarantool" else host.info["pid"]
         assert os.readlink("/proc/%d/ns/net" % pid) != os.readlink("/proc/self/ns/net")
         os.kill(pid, signal.SIGSTOP)
         took = {}

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, cast
 
 import asynctnt
 import pytest
@@ -100,7 +100,19 @@ def client(uri: str, request: str, *args: Any) -> List[List[Any]]:
     return asyncio.run(go())
 
 
-def follows(row: dict, peers: int) -> bool:
+def status_rows(rs: ReplicaSet) -> List[Dict[str, Any]]:
+    """``rs.status()["members"]``: services.py types them as ServiceStatus, but
+    each row holds a member's fields (member, ro, upstream, downstream...)."""
+    return cast(List[Dict[str, Any]], rs.status()["members"])
+
+
+def pid_of(member: TarantoolInstance) -> int:
+    """The pid of a member that runs (a test error if it does not)."""
+    assert member.pid is not None, "%s does not run" % member.name
+    return member.pid
+
+
+def follows(row: Dict[str, Any], peers: int) -> bool:
     links = list(row["upstream"].values()) + list(row["downstream"].values())
     return len(links) == 2 * peers and all(link["status"] == "follow" for link in links)
 
@@ -150,7 +162,7 @@ def paused(rs: ReplicaSet, member: TarantoolInstance) -> Iterator[float]:
 
 @pytest.fixture
 def running_set(make_set: Any) -> ReplicaSet:
-    rs = make_set()
+    rs: ReplicaSet = make_set()
     rs.start()
     rs.leader.eval(SCHEMA)
     return rs
@@ -166,7 +178,7 @@ def test_full_mesh_across_three_hosts(make_set: Any, lab: Any) -> None:
     assert timings["total"] <= rs.timeout, timings
     assert [m.uri.rsplit(":", 1)[0] for m in rs.members] == [h.address for h in lab.hosts]
     assert rs.leader is rs.members[0] and rs.replicas == rs.members[1:]
-    rows = rs.status()["members"]
+    rows = status_rows(rs)
     assert [r["ro"] for r in rows] == [False, True, True]
     assert sorted(r["id"] for r in rows) == [1, 2, 3]
     assert all(r["status"] == "running" and follows(r, 2) for r in rows), rows
@@ -192,10 +204,10 @@ def test_killed_replica_restarts_and_catches_up(running_set: ReplicaSet) -> None
     assert victim.pid is None
     rs.leader.eval("for i = 1, 100 do box.space.test:insert{i, 'row'} end")
     rs.restart(victim)
-    assert victim.pid not in (None, old_pid)
+    assert pid_of(victim) != old_pid
     rs.wait_synced(timeout=5)
     assert len(client(victim.uri, "select", "test", [])) == 100
-    row = next(r for r in rs.status()["members"] if r["member"] == victim.name)
+    row = next(r for r in status_rows(rs) if r["member"] == victim.name)
     assert row["ro"] is True and follows(row, 2), row
 
 
@@ -205,20 +217,17 @@ def test_paused_replica_shows_in_status_and_recovers(running_set: ReplicaSet) ->
     leader, victim = rs.leader, rs.replicas[1]
 
     def leader_sees_it() -> bool:
-        row = next(r for r in rs.status()["members"] if r["member"] == leader.name)
-        return row["downstream"].get(victim.name, {}).get("status") != "follow"
+        row = next(r for r in status_rows(rs) if r["member"] == leader.name)
+        return bool(row["downstream"].get(victim.name, {}).get("status") != "follow")
 
     with paused(rs, victim) as since:
-        assert wait_until(leader_sees_it, 1.0, interval=0.02), rs.status()["members"]
+        assert wait_until(leader_sees_it, 1.0, interval=0.02), status_rows(rs)
         print(
             "\nleader's downstream left 'follow' %.0f ms after SIGSTOP"
             % ((time.monotonic() - since) * 1000)
         )
-        assert (
-            next(r for r in rs.status()["members"] if r["member"] == victim.name)["status"]
-            == "paused"
-        )
-    rows = rs.status()["members"]
+        assert next(r for r in status_rows(rs) if r["member"] == victim.name)["status"] == "paused"
+    rows = status_rows(rs)
     assert all(follows(r, 2) for r in rows), rows
     leader.eval("box.space.test:insert{7, 'after'}")
     rs.wait_synced(timeout=5)
@@ -239,7 +248,7 @@ def test_switchover(running_set: ReplicaSet) -> None:
     rs.wait_synced(timeout=5)
     for replica in rs.replicas:
         assert client(replica.uri, "select", "test", [1]) == [[1, "new"]], replica.name
-    rows = rs.status()["members"]
+    rows = status_rows(rs)
     assert [r["ro"] for r in rows] == [m is not new for m in rs.members]
     assert all(follows(r, 2) for r in rows), rows
 
@@ -351,8 +360,10 @@ def test_master_sigkill_leaves_no_tarantool(lab: Any) -> None:
         [sys.executable, *args], stdout=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        line = proc.stdout.readline() if ready else ""
+        out = proc.stdout
+        assert out is not None
+        ready, _, _ = select.select([out], [], [], 30)
+        line = out.readline() if ready else ""
         assert line.startswith("READY "), line
         info = json.loads(line[len("READY ") :])
         assert sorted(run_tarantools(info["run_id"])) == sorted(info["pids"])
@@ -437,14 +448,14 @@ def test_failed_switchover_keeps_the_old_leader_writable(running_set: ReplicaSet
     assert rs.leader is old and old.eval("return box.info.ro") is False
     # A failure after the old leader turned read-only: the target hangs unnoticed.
     rs.timeout = 2.0
-    os.kill(target.pid, signal.SIGSTOP)  # behind the set's back: not marked paused
+    os.kill(pid_of(target), signal.SIGSTOP)  # behind the set's back: not marked paused
     try:
         started = time.monotonic()
         with pytest.raises(rx.RemoteExecError, match=target.name):
             rs.switchover(target)
         took = time.monotonic() - started
     finally:
-        os.kill(target.pid, signal.SIGCONT)
+        os.kill(pid_of(target), signal.SIGCONT)
     print("\nfailed switchover: %.2f s" % took)
     assert took < rs.timeout + LOAD_MARGIN, took
     assert rs.leader is old and old.eval("return box.info.ro") is False
@@ -477,7 +488,7 @@ def test_stop_reports_a_member_that_had_to_be_killed(
     hung = rs.replicas[0]
     hung.timeout = 1.0  # its stop timeout: SIGKILL after 1 s
     # Hung behind the set's back (not rs.pause): SIGTERM stays pending.
-    os.kill(hung.pid, signal.SIGSTOP)
+    os.kill(pid_of(hung), signal.SIGSTOP)
     started = time.monotonic()
     with pytest.raises(rx.TimeoutExpired) as info:
         rs.stop()
@@ -566,8 +577,8 @@ def test_exit_with_an_exception_keeps_it(make_set: Any) -> None:
     def fail_inside() -> None:
         with rs:
             # Stop will fail for this member (it dies outside our control)...
-            os.kill(rs.replicas[0].pid, signal.SIGKILL)
-            assert wait_until(lambda: rs.status()["members"][1]["status"] == "unreachable", 3)
+            os.kill(pid_of(rs.replicas[0]), signal.SIGKILL)
+            assert wait_until(lambda: status_rows(rs)[1]["status"] == "unreachable", 3)
             # ...and must not replace the error that is already on its way.
             raise ValueError("the test's own error")
 
@@ -590,9 +601,7 @@ def test_restart_while_another_member_is_down(running_set: ReplicaSet) -> None:
     rs.restart(second)
     # restart() waits for the member's own links; a peer's upstream to it may
     # still be 'sync' (catching up) for a moment: bounded wait for the rest.
-    assert wait_until(lambda: all(follows(r, 2) for r in rs.status()["members"]), 2), rs.status()[
-        "members"
-    ]
+    assert wait_until(lambda: all(follows(r, 2) for r in status_rows(rs)), 2), status_rows(rs)
 
 
 def test_restart_with_a_quorum_that_counts_a_down_peer_says_so(make_set: Any) -> None:
@@ -627,9 +636,7 @@ def test_resume_while_another_member_is_down(running_set: ReplicaSet) -> None:
     rs.restart(dead)
     # restart() waits for the member's own links; a peer's upstream to it may
     # still be 'sync' (catching up) for a moment: bounded wait for the rest.
-    assert wait_until(lambda: all(follows(r, 2) for r in rs.status()["members"]), 2), rs.status()[
-        "members"
-    ]
+    assert wait_until(lambda: all(follows(r, 2) for r in status_rows(rs)), 2), status_rows(rs)
 
 
 @contextlib.contextmanager

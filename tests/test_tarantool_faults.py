@@ -19,7 +19,7 @@ import math
 import os
 import threading
 import time
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
 from conftest import connect_options, wait_until
@@ -60,7 +60,8 @@ def fault_master(lab: Any) -> Iterator[rx.Master]:
 
 @pytest.fixture
 def fault_hosts(lab: Any, fault_master: rx.Master) -> List[rx.Host]:
-    return fault_master.connect_all(lab.targets, **connect_options(lab))
+    connected: List[rx.Host] = fault_master.connect_all(lab.targets, **connect_options(lab))
+    return connected
 
 
 def make_set(hosts: List[rx.Host]) -> ReplicaSet:
@@ -97,10 +98,12 @@ def check_lost(error: BaseException, member: TarantoolInstance, took: float) -> 
     )
 
 
-def lost_during(lab: Any, lost: int, call: Callable[[], Any], delay: float = 0.0) -> tuple:
+def lost_during(
+    lab: Any, lost: int, call: Callable[[], Any], delay: float = 0.0
+) -> Tuple[BaseException, float]:
     """Run ``call``; cut lab host ``lost`` from the master ``delay`` s into it
     (at once: before). Returns (the error, seconds from the cut to the error)."""
-    cut: dict = {}
+    cut: Dict[str, float] = {}
 
     def partition() -> None:
         cut["at"] = time.monotonic()
@@ -150,7 +153,7 @@ def aborts_on_loss(
 
 def links_down(rs: ReplicaSet, lost: TarantoolInstance) -> bool:
     """Every other member sees its links to ``lost`` broken both ways."""
-    rows = [r for r in rs.status()["members"] if r["member"] != lost.name]
+    rows = [r for r in rs.member_rows() if r["member"] != lost.name]
     return all(
         r["upstream"].get(lost.name, {}).get("status") != "follow"
         and r["downstream"].get(lost.name, {}).get("status") != "follow"
@@ -176,7 +179,7 @@ def test_start_aborts_when_a_members_host_is_lost(
         m.app_lua = "require('fiber').sleep(1)"
     member = rs.members[lost]
     run_id = fault_master.run_id
-    cut: dict = {}
+    cut: Dict[str, float] = {}
 
     def partition() -> None:
         # "early": 50 ms into start(), while it checks the hosts or spawns;

@@ -25,4 +25,5 @@ def tt_master(request: pytest.FixtureRequest) -> Iterator[rx.Master]:
 @pytest.fixture(scope="module")
 def hosts(lab: Any, tt_master: rx.Master) -> List[rx.Host]:
     """The lab's three hosts, connected through :func:`tt_master`."""
-    return tt_master.connect_all(lab.targets, **connect_options(lab))
+    connected: List[rx.Host] = tt_master.connect_all(lab.targets, **connect_options(lab))
+    return connected
