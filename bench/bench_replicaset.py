@@ -38,7 +38,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import _common as c
 
@@ -139,8 +139,8 @@ def _wait_gone(uris: Sequence[str], pids: Sequence[Tuple[int, int]]) -> None:
 def _identities(pids: Sequence[Optional[int]]) -> List[Tuple[int, int]]:
     from tests.helpers import oracle
 
-    found = [oracle.identity(pid) for pid in pids if pid]
-    if len(found) != len(pids) or None in found:
+    found = [ident for ident in (oracle.identity(pid) for pid in pids if pid) if ident]
+    if len(found) != len(pids):
         raise RuntimeError("member pids not alive before stop: %s" % (pids,))
     return found
 
@@ -148,7 +148,7 @@ def _identities(pids: Sequence[Optional[int]]) -> List[Tuple[int, int]]:
 # -- baseline: plain subprocess on this machine -------------------------------
 
 
-def _baseline_once(version: tuple, root: str) -> Dict[str, float]:
+def _baseline_once(version: Tuple[int, ...], root: str) -> Dict[str, float]:
     from remoteexec.tarantool.config import box_cfg_for, render_init_lua
     from remoteexec.target import tarantool as tt
 
@@ -157,7 +157,7 @@ def _baseline_once(version: tuple, root: str) -> Dict[str, float]:
     members: List[Dict[str, Any]] = []
     for i, uri in enumerate(uris):
         work = tempfile.mkdtemp(prefix="m%d-" % i, dir=root)
-        member = {"dir": work, "uuid": str(uuid.uuid4()), "ro": i != 0}
+        member: Dict[str, Any] = {"dir": work, "uuid": str(uuid.uuid4()), "ro": i != 0}
         cfg = box_cfg_for(
             version,
             listen=uri,
@@ -285,7 +285,8 @@ def _remote_once(hosts: List[Any], port: int) -> Dict[str, float]:
 
 def _connect(master: Any, lab: Any) -> List[Any]:
     """Every lab host, in parallel, with strict host key checking (as the tests)."""
-    return master.connect_all(lab.targets, **c.connect_options(lab))
+    hosts: List[Any] = master.connect_all(lab.targets, **c.connect_options(lab))
+    return hosts
 
 
 def _cold_once(lab: Any, port: int) -> Dict[str, float]:
@@ -304,6 +305,23 @@ def _cold_once(lab: Any, port: int) -> Dict[str, float]:
 
 def _median(rounds: List[Dict[str, float]], phase: str) -> float:
     return c.Stats.of([r.get(phase, 0.0) for r in rounds]).median
+
+
+def _against_baseline(
+    report: c.Report,
+    label: str,
+    warm: List[Dict[str, float]],
+    base: List[Dict[str, float]],
+    phase: str,
+) -> None:
+    """The target: the median warm ``phase`` within FACTOR of the baseline's."""
+    w, b = _median(warm, phase), _median(base, phase)
+    report.target(
+        "%s / baseline (median)" % label,
+        "%.2fx (%s vs %s ms)" % (w / b, c.ms(w), c.ms(b)),
+        "≤ %gx" % FACTOR,
+        w <= FACTOR * b,
+    )
 
 
 def run() -> c.Report:
@@ -336,7 +354,7 @@ def run() -> c.Report:
                 _remote_once(hosts, next(ports))  # warm-up: facts cached, code imported
                 _baseline_once(version, root)
                 for i in range(ROUNDS):
-                    pair = [
+                    pair: List[Callable[[], None]] = [
                         lambda: warm.append(_remote_once(hosts, next(ports))),
                         lambda: base.append(_baseline_once(version, root)),
                     ]
@@ -391,13 +409,7 @@ def run() -> c.Report:
         ["phase", "baseline: local subprocess", "remoteexec warm", "warm / baseline", "cold"],
         rows,
     )
-    w_total, b_total = _median(warm, "total"), _median(base, "total")
-    report.target(
-        "warm start→full mesh / baseline (median)",
-        "%.2fx (%s vs %s ms)" % (w_total / b_total, c.ms(w_total), c.ms(b_total)),
-        "≤ %gx" % FACTOR,
-        w_total <= FACTOR * b_total,
-    )
+    _against_baseline(report, "warm start→full mesh", warm, base, "total")
     cold_total = _median(cold, "total")
     report.target(
         "cold connect+start→full mesh, 3 hosts (median)",
@@ -405,13 +417,7 @@ def run() -> c.Report:
         "< %g s" % COLD_LIMIT,
         cold_total < COLD_LIMIT,
     )
-    w_usable, b_usable = _median(warm, "usable"), _median(base, "usable")
-    report.target(
-        "warm start→usable by a client / baseline (median)",
-        "%.2fx (%s vs %s ms)" % (w_usable / b_usable, c.ms(w_usable), c.ms(b_usable)),
-        "≤ %gx" % FACTOR,
-        w_usable <= FACTOR * b_usable,
-    )
+    _against_baseline(report, "warm start→usable by a client", warm, base, "usable")
     gone = [r["gone"] for r in warm + cold]
     report.target(
         "stop call→ports closed and pids gone, whole set (worst of %d)" % len(gone),

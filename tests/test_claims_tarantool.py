@@ -17,32 +17,21 @@ import signal
 import stat
 import time
 import uuid
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List, Tuple
 
 import pytest
 from conftest import connect_options, need_tarantool, wait_until
-from test_tarantool import run_tarantools
+from helpers import oracle
+from test_tarantool import pid_of, run_tarantools, status_rows
 
 import remoteexec as rx
 from remoteexec.tarantool import ReplicaSet, TarantoolInstance
 
 pytestmark = pytest.mark.lab
+pytest_plugins = ["helpers.fixtures"]
 
 TIMEOUT = 10.0
 _ports = itertools.count(3510)
-
-
-@pytest.fixture(scope="module")
-def cm(request: pytest.FixtureRequest) -> Iterator[rx.Master]:
-    request.getfixturevalue("lab")
-    need_tarantool()
-    with rx.Master(heartbeat_timeout=5) as m:
-        yield m
-
-
-@pytest.fixture(scope="module")
-def hosts(lab: Any, cm: rx.Master) -> List[rx.Host]:
-    return cm.connect_all(lab.targets, **connect_options(lab))
 
 
 def wrapper(host: rx.Host, body: str) -> str:
@@ -58,7 +47,7 @@ def wrapper(host: rx.Host, body: str) -> str:
 
 def ctl_dir(member: TarantoolInstance) -> str:
     """The instance's control directory on its host (its process's cwd)."""
-    return os.readlink("/proc/%d/cwd" % member.pid)
+    return os.readlink("/proc/%d/cwd" % pid_of(member))
 
 
 def mode(path: str) -> int:
@@ -113,7 +102,7 @@ def test_box_info_status_is_the_fallback_when_notify_socket_says_nothing(
     one.start()
     took = time.monotonic() - started
     try:
-        with open("/proc/%d/environ" % one.pid, "rb") as f:
+        with open("/proc/%d/environ" % pid_of(one), "rb") as f:
             assert b"NOTIFY_SOCKET" not in f.read()
         assert one.eval("return box.info.status") == "running"
         print("\nstarted without NOTIFY_SOCKET in %.2f s" % took)
@@ -153,37 +142,60 @@ def test_a_previous_runs_instance_on_the_port_is_never_taken_for_ours(
 # --- 7.12: replicas started before the leader -----------------------------------------
 
 
+def _born(pid: int) -> Tuple[int, int]:
+    """When ``pid`` was forked, as far as /proc tells: its start time in clock
+    ticks after boot (one kernel: comparable across lab hosts), then the pid."""
+    st = oracle.stat(pid)
+    assert st is not None, "process %d is gone" % pid
+    return st.start, pid
+
+
+def _pids_in(snapshot: str) -> Dict[int, int]:
+    """pid -> start time, from lines of /proc/PID/stat concatenated."""
+    found = {}
+    for line in snapshot.splitlines():
+        fields = line[line.rfind(")") + 2 :].split()
+        if len(fields) > 19:
+            found[int(line.split(" ", 1)[0])] = int(fields[19])
+    return found
+
+
 def test_replicas_are_started_before_the_leader(
-    lab: Any, hosts: List[rx.Host], cm: rx.Master
+    lab: Any, hosts: List[rx.Host], tt_master: rx.Master
 ) -> None:
     port = next(_ports)
+    # Before it execs tarantool, each wrapper stores /proc/PID/stat of every
+    # process alive at that moment: what existed before this one did.
+    snapshot = 'cat /proc/[0-9]*/stat > "$PWD/procs" 2>/dev/null'
     members = [
-        TarantoolInstance(
-            on=h, listen=port, timeout=TIMEOUT, tarantool=wrapper(h, 'date +%s%N > "$PWD/exec_ns"')
-        )
+        TarantoolInstance(on=h, listen=port, timeout=TIMEOUT, tarantool=wrapper(h, snapshot))
         for h in hosts
     ]
     rs = ReplicaSet("order%d" % port, members=members, replication_timeout=0.1, timeout=TIMEOUT)
     rs.start()
     try:
-        # When each process was exec'd, stamped by the host's own wrapper
-        # (one kernel: one CLOCK_REALTIME), read from the host's files.
-        stamps = {}
-        for i, m in enumerate(rs.members):
-            with open(os.path.join(lab.hosts[i].path(ctl_dir(m)), "exec_ns")) as f:
-                stamps[m.name] = int(f.read())
-        print("\nexec order: %s" % sorted(stamps, key=stamps.get))
-        leader = stamps[rs.leader.name]
-        assert all(stamps[r.name] < leader for r in rs.replicas), stamps
+        # The moment each process came to exist (fork, before any of the
+        # wrapper's own work, which load can delay): its start time.
+        born = {m.name: _born(pid_of(m)) for m in rs.members}
+        print("\nfork order: %s" % sorted(born, key=born.__getitem__))
+        leader = rs.leader
+        i = rs.members.index(leader)
+        with open(os.path.join(lab.hosts[i].path(ctl_dir(leader)), "procs")) as f:
+            before_leader = _pids_in(f.read())
+        for r in rs.replicas:
+            # Not later by the clock (ticks are 10 ms: equal is possible)...
+            assert born[r.name][0] <= born[leader.name][0], born
+            # ...and alive already when the leader's own wrapper looked.
+            assert before_leader.get(pid_of(r)) == born[r.name][0], (r.name, born)
     finally:
         rs.stop()
-    assert run_tarantools(cm.run_id) == []
+    assert run_tarantools(tt_master.run_id) == []
 
 
 # --- 7.12: status() fields -------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("cm")
+@pytest.mark.usefixtures("tt_master")
 def test_status_has_every_field_the_readme_lists(lab: Any, hosts: List[rx.Host]) -> None:
     port = next(_ports)
     rs = ReplicaSet("st%d" % port, members=[(h, port) for h in hosts], timeout=TIMEOUT)
@@ -191,7 +203,7 @@ def test_status_has_every_field_the_readme_lists(lab: Any, hosts: List[rx.Host])
     try:
         rs.leader.eval("box.schema.space.create('t'):create_index('pk'); box.space.t:insert{1}")
         rs.wait_synced(timeout=TIMEOUT)
-        rows = rs.status()["members"]
+        rows = status_rows(rs)
         assert [r["member"] for r in rows] == [m.name for m in rs.members]
         ids = set()
         for i, (row, m) in enumerate(zip(rows, rs.members)):
@@ -244,7 +256,7 @@ def _files_holding(top: str, needle: bytes) -> List[str]:
     return hits
 
 
-@pytest.mark.usefixtures("cm")
+@pytest.mark.usefixtures("tt_master")
 def test_the_password_is_nowhere_on_the_hosts(lab: Any, hosts: List[rx.Host]) -> None:
     password = "RxPw-%s" % uuid.uuid4().hex
     needle = password.encode()
@@ -261,7 +273,7 @@ def test_the_password_is_nowhere_on_the_hosts(lab: Any, hosts: List[rx.Host]) ->
         rs.leader.eval("box.schema.space.create('t'):create_index('pk'); box.space.t:insert{1}")
         rs.wait_synced(timeout=TIMEOUT)
         # The replicas log in with it: it did reach tarantool.
-        assert all(r["status"] == "running" for r in rs.status()["members"])
+        assert all(r["status"] == "running" for r in status_rows(rs))
         assert needle not in repr(rs.status()).encode()
         for m in rs.members:
             assert needle not in m.log_tail(1000).encode()
@@ -293,7 +305,7 @@ def test_calls_to_a_hung_lab_host_end_within_their_timeout_plus_2s(lab: Any, wha
         rs = ReplicaSet("hung", members=[(host, next(_ports))], timeout=TIMEOUT)
         rs.start()
         one = rs.members[0]
-        pid = one.pid if what == "tarantool" else host.info["pid"]
+        pid: int = pid_of(one) if what == "tarantool" else host.info["pid"]
         assert os.readlink("/proc/%d/ns/net" % pid) != os.readlink("/proc/self/ns/net")
         os.kill(pid, signal.SIGSTOP)
         took = {}

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
+from typing import Any, List
 
 import pytest
 from conftest import (
@@ -35,7 +37,7 @@ def _netns(pid: int) -> str:
         return ""
 
 
-def _on_host(run_id: str, contexts: list, context_pid: int) -> list:
+def _on_host(run_id: str, contexts: List[int], context_pid: int) -> List[int]:
     """Live pids of ``run_id`` (by the tests' /proc oracle) on the host whose
     context is ``context_pid``: in its network namespace."""
     where = _netns(context_pid)
@@ -56,47 +58,33 @@ SETTLE = 15.0
 AT_ONCE = 2.0
 
 
-def _kill_script(proc) -> None:
+def _kill_script(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
 
 
-def _sigkill_master(proc) -> None:
+def _sigkill_master(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the master script and check it died of it, not before."""
     assert proc.poll() is None, "the master script exited before it was killed"
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(10) == -signal.SIGKILL
 
 
-def test_master_sigkill_local() -> None:
-    proc, info = spawn_master_script(None, "local")
+@pytest.mark.parametrize("kind", ["local", pytest.param("lab", marks=pytest.mark.lab)])
+def test_master_sigkill(request: pytest.FixtureRequest, kind: str) -> None:
+    lab = request.getfixturevalue("lab") if kind == "lab" else None
+    proc, info = spawn_master_script(lab, kind)
     try:
         run_id, contexts = info["run_id"], info["context_pids"]
-        assert wait_until(
-            lambda: len(run_pids(run_id, contexts)) >= SCRIPT_PIDS_PER_HOST, SETTLE
-        ), run_pids(run_id, contexts)
-        _sigkill_master(proc)
-        assert wait_until(lambda: not run_pids(run_id, contexts), SETTLE), oracle.describe(
-            run_pids(run_id, contexts)
-        )
-        assert wait_until(lambda: not any(_alive(p) for p in contexts), SETTLE)
-    finally:
-        _kill_script(proc)
-
-
-@pytest.mark.lab
-def test_master_sigkill_lab(lab) -> None:
-    proc, info = spawn_master_script(lab, "lab")
-    try:
-        run_id, contexts = info["run_id"], info["context_pids"]
-        assert len({_netns(c) for c in contexts}) == len(lab.targets), "one context per host"
+        hosts = len(lab.targets) if lab is not None else 1
+        assert len({_netns(c) for c in contexts}) == hosts, "one context per host"
         assert wait_until(
             lambda: all(
                 len(_on_host(run_id, contexts, c)) >= SCRIPT_PIDS_PER_HOST for c in contexts
             ),
             SETTLE,
-        ), "every host runs all its processes"
+        ), "every host runs all its processes: %s" % oracle.describe(run_pids(run_id, contexts))
         _sigkill_master(proc)
         assert wait_until(lambda: not run_pids(run_id, contexts), SETTLE), oracle.describe(
             run_pids(run_id, contexts)
@@ -107,7 +95,7 @@ def test_master_sigkill_lab(lab) -> None:
 
 
 @pytest.mark.lab
-def test_ssh_client_killed(lab) -> None:
+def test_ssh_client_killed(lab: Any) -> None:
     with rx.Master(heartbeat_timeout=5) as m:
         host = m.connect(lab.targets[1], **connect_options(lab))
         ex = rx.OutputExecutor(
@@ -134,7 +122,7 @@ def test_ssh_client_killed(lab) -> None:
 
 
 @pytest.mark.lab
-def test_silent_partition(lab) -> None:
+def test_silent_partition(lab: Any) -> None:
     heartbeat = 3.0
     with rx.Master(heartbeat_timeout=heartbeat) as m:
         host = m.connect(lab.targets[2], **connect_options(lab))
@@ -170,7 +158,7 @@ def test_silent_partition(lab) -> None:
 
 
 @pytest.mark.lab
-def test_ctrl_c_unwinds_and_cleans_up(lab) -> None:
+def test_ctrl_c_unwinds_and_cleans_up(lab: Any) -> None:
     """SIGINT to the script's process group: the ssh clients are in their
     own group, so Master.__exit__ still reaches the host and cleans up."""
     proc, info = spawn_master_script(lab, None, script="interrupted_master.py")

@@ -20,16 +20,18 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, cast
 
 import asynctnt
 import pytest
-from conftest import connect_options, need_tarantool, wait_until
+from conftest import connect_options, wait_until
 
 import remoteexec as rx
+from remoteexec.lab import free_port
 from remoteexec.tarantool import ReplicaSet, TarantoolError, TarantoolInstance
 
 pytestmark = pytest.mark.lab
+pytest_plugins = ["helpers.fixtures"]
 
 SCHEMA = """
 box.schema.user.grant('guest', 'read,write', 'universe', nil, {if_not_exists = true})
@@ -98,22 +100,21 @@ def client(uri: str, request: str, *args: Any) -> List[List[Any]]:
     return asyncio.run(go())
 
 
-def follows(row: dict, peers: int) -> bool:
+def status_rows(rs: ReplicaSet) -> List[Dict[str, Any]]:
+    """``rs.status()["members"]``: services.py types them as ServiceStatus, but
+    each row holds a member's fields (member, ro, upstream, downstream...)."""
+    return cast(List[Dict[str, Any]], rs.status()["members"])
+
+
+def pid_of(member: TarantoolInstance) -> int:
+    """The pid of a member that runs (a test error if it does not)."""
+    assert member.pid is not None, "%s does not run" % member.name
+    return member.pid
+
+
+def follows(row: Dict[str, Any], peers: int) -> bool:
     links = list(row["upstream"].values()) + list(row["downstream"].values())
     return len(links) == 2 * peers and all(link["status"] == "follow" for link in links)
-
-
-@pytest.fixture(scope="module")
-def tt_master(request: pytest.FixtureRequest) -> Iterator[rx.Master]:
-    request.getfixturevalue("lab")
-    need_tarantool()
-    with rx.Master(heartbeat_timeout=5) as m:
-        yield m
-
-
-@pytest.fixture(scope="module")
-def hosts(lab: Any, tt_master: rx.Master) -> List[rx.Host]:
-    return tt_master.connect_all(lab.targets, **connect_options(lab))
 
 
 def stop_cleanly(rs: ReplicaSet, run_id: str) -> None:
@@ -141,28 +142,34 @@ def make_set(hosts: List[rx.Host], tt_master: rx.Master) -> Iterator[Any]:
         return rs
 
     yield make
-    # Each test stops its sets itself (stop_cleanly); this stops what a failed
-    # test left, and an error here is reported, never swallowed.
+    # After the test, passed or failed: every set it made is stopped and this
+    # test's own oracle checks that nothing is left (stop_cleanly); an error
+    # here is the test's error, never swallowed.
     for rs in made:
         stop_cleanly(rs, tt_master.run_id)
 
 
-@pytest.fixture
-def clean_stop(tt_master: rx.Master) -> Any:
-    """``clean_stop(rs)``: the test's own stop, see :func:`stop_cleanly`."""
-    return lambda rs: stop_cleanly(rs, tt_master.run_id)
+@contextlib.contextmanager
+def paused(rs: ReplicaSet, member: TarantoolInstance) -> Iterator[float]:
+    """``member`` paused through the set for the block (yields when), resumed after."""
+    rs.pause(member)
+    at = time.monotonic()
+    try:
+        yield at
+    finally:
+        rs.resume(member)
 
 
 @pytest.fixture
 def running_set(make_set: Any) -> ReplicaSet:
-    rs = make_set()
+    rs: ReplicaSet = make_set()
     rs.start()
     rs.leader.eval(SCHEMA)
     return rs
 
 
 # 1
-def test_full_mesh_across_three_hosts(make_set: Any, lab: Any, clean_stop: Any) -> None:
+def test_full_mesh_across_three_hosts(make_set: Any, lab: Any) -> None:
     rs = make_set()
     timings = rs.start()
     assert set(timings) >= {"spawn", "running", "full_mesh"}
@@ -171,29 +178,25 @@ def test_full_mesh_across_three_hosts(make_set: Any, lab: Any, clean_stop: Any) 
     assert timings["total"] <= rs.timeout, timings
     assert [m.uri.rsplit(":", 1)[0] for m in rs.members] == [h.address for h in lab.hosts]
     assert rs.leader is rs.members[0] and rs.replicas == rs.members[1:]
-    rows = rs.status()["members"]
+    rows = status_rows(rs)
     assert [r["ro"] for r in rows] == [False, True, True]
     assert sorted(r["id"] for r in rows) == [1, 2, 3]
     assert all(r["status"] == "running" and follows(r, 2) for r in rows), rows
     assert rs.leader.version >= (2, 0, 0)
     assert len({m.pid for m in rs.members}) == 3
-    clean_stop(rs)
 
 
 # 2
-def test_insert_on_leader_read_on_replicas_with_asynctnt(
-    running_set: ReplicaSet, clean_stop: Any
-) -> None:
+def test_insert_on_leader_read_on_replicas_with_asynctnt(running_set: ReplicaSet) -> None:
     rs = running_set
     assert client(rs.leader.uri, "insert", "test", [1, "x"]) == [[1, "x"]]
     rs.wait_synced(timeout=5)
     for replica in rs.replicas:
         assert client(replica.uri, "select", "test", [1]) == [[1, "x"]], replica.name
-    clean_stop(rs)
 
 
 # 3
-def test_killed_replica_restarts_and_catches_up(running_set: ReplicaSet, clean_stop: Any) -> None:
+def test_killed_replica_restarts_and_catches_up(running_set: ReplicaSet) -> None:
     rs = running_set
     victim = rs.replicas[0]
     old_pid = victim.pid
@@ -201,49 +204,38 @@ def test_killed_replica_restarts_and_catches_up(running_set: ReplicaSet, clean_s
     assert victim.pid is None
     rs.leader.eval("for i = 1, 100 do box.space.test:insert{i, 'row'} end")
     rs.restart(victim)
-    assert victim.pid not in (None, old_pid)
+    assert pid_of(victim) != old_pid
     rs.wait_synced(timeout=5)
     assert len(client(victim.uri, "select", "test", [])) == 100
-    row = next(r for r in rs.status()["members"] if r["member"] == victim.name)
+    row = next(r for r in status_rows(rs) if r["member"] == victim.name)
     assert row["ro"] is True and follows(row, 2), row
-    clean_stop(rs)
 
 
 # 4
-def test_paused_replica_shows_in_status_and_recovers(
-    running_set: ReplicaSet, clean_stop: Any
-) -> None:
+def test_paused_replica_shows_in_status_and_recovers(running_set: ReplicaSet) -> None:
     rs = running_set
     leader, victim = rs.leader, rs.replicas[1]
-    rs.pause(victim)
-    paused = time.monotonic()
 
     def leader_sees_it() -> bool:
-        row = next(r for r in rs.status()["members"] if r["member"] == leader.name)
-        return row["downstream"].get(victim.name, {}).get("status") != "follow"
+        row = next(r for r in status_rows(rs) if r["member"] == leader.name)
+        return bool(row["downstream"].get(victim.name, {}).get("status") != "follow")
 
-    try:
-        assert wait_until(leader_sees_it, 1.0, interval=0.02), rs.status()["members"]
+    with paused(rs, victim) as since:
+        assert wait_until(leader_sees_it, 1.0, interval=0.02), status_rows(rs)
         print(
             "\nleader's downstream left 'follow' %.0f ms after SIGSTOP"
-            % ((time.monotonic() - paused) * 1000)
+            % ((time.monotonic() - since) * 1000)
         )
-        assert (
-            next(r for r in rs.status()["members"] if r["member"] == victim.name)["status"]
-            == "paused"
-        )
-    finally:
-        rs.resume(victim)
-    rows = rs.status()["members"]
+        assert next(r for r in status_rows(rs) if r["member"] == victim.name)["status"] == "paused"
+    rows = status_rows(rs)
     assert all(follows(r, 2) for r in rows), rows
     leader.eval("box.space.test:insert{7, 'after'}")
     rs.wait_synced(timeout=5)
     assert client(victim.uri, "select", "test", [7]) == [[7, "after"]]
-    clean_stop(rs)
 
 
 # 5
-def test_switchover(running_set: ReplicaSet, clean_stop: Any) -> None:
+def test_switchover(running_set: ReplicaSet) -> None:
     rs = running_set
     old, new = rs.leader, rs.replicas[0]
     rs.switchover(new)
@@ -256,10 +248,9 @@ def test_switchover(running_set: ReplicaSet, clean_stop: Any) -> None:
     rs.wait_synced(timeout=5)
     for replica in rs.replicas:
         assert client(replica.uri, "select", "test", [1]) == [[1, "new"]], replica.name
-    rows = rs.status()["members"]
+    rows = status_rows(rs)
     assert [r["ro"] for r in rows] == [m is not new for m in rs.members]
     assert all(follows(r, 2) for r in rows), rows
-    clean_stop(rs)
 
 
 # 6
@@ -369,8 +360,10 @@ def test_master_sigkill_leaves_no_tarantool(lab: Any) -> None:
         [sys.executable, *args], stdout=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        line = proc.stdout.readline() if ready else ""
+        out = proc.stdout
+        assert out is not None
+        ready, _, _ = select.select([out], [], [], 30)
+        line = out.readline() if ready else ""
         assert line.startswith("READY "), line
         info = json.loads(line[len("READY ") :])
         assert sorted(run_tarantools(info["run_id"])) == sorted(info["pids"])
@@ -387,7 +380,7 @@ def test_master_sigkill_leaves_no_tarantool(lab: Any) -> None:
 
 
 # 10
-def test_collect_artifacts(make_set: Any, tmp_path: Any, clean_stop: Any) -> None:
+def test_collect_artifacts(make_set: Any, tmp_path: Any) -> None:
     rs = make_set(as_instances=True, user="repl", password=PASSWORD)
     rs.start()
     rs.leader.eval(SCHEMA + "box.space.test:insert{1, 'x'}")
@@ -408,7 +401,6 @@ def test_collect_artifacts(make_set: Any, tmp_path: Any, clean_stop: Any) -> Non
             assert PASSWORD.encode() not in f.read(), path
     assert PASSWORD not in repr(rs) + repr(rs.members) + repr(rs.status())
     assert repr(rs.leader.password) == "[secret]"
-    clean_stop(rs)
 
 
 def test_start_waits_for_a_slow_app_lua(hosts: List[rx.Host], lab: Any) -> None:
@@ -429,9 +421,7 @@ def test_start_waits_for_a_slow_app_lua(hosts: List[rx.Host], lab: Any) -> None:
 
 
 @pytest.mark.usefixtures("hosts")
-def test_second_start_leaves_the_running_set_alone(
-    running_set: ReplicaSet, clean_stop: Any
-) -> None:
+def test_second_start_leaves_the_running_set_alone(running_set: ReplicaSet) -> None:
     rs = running_set
     pids = [m.pid for m in rs.members]
     assert rs.start() == {}  # every member runs: nothing to do, as TarantoolInstance.start()
@@ -445,63 +435,50 @@ def test_second_start_leaves_the_running_set_alone(
     rs.restart(rs.replicas[1])
     with pytest.raises(ValueError, match="already started"):
         ReplicaSet("again", members=rs.members)
-    clean_stop(rs)
 
 
-def test_failed_switchover_keeps_the_old_leader_writable(
-    running_set: ReplicaSet, clean_stop: Any
-) -> None:
+def test_failed_switchover_keeps_the_old_leader_writable(running_set: ReplicaSet) -> None:
     rs = running_set
     old, target = rs.leader, rs.replicas[0]
-    rs.pause(target)
-    try:
-        started = time.monotonic()
+    with paused(rs, target) as started:
         with pytest.raises(TarantoolError, match="%s.*paused" % target.name):
             rs.switchover(target)
         # Checked before anything changes: refused at once, far from the timeout.
         assert time.monotonic() - started < rs.timeout / 2
-    finally:
-        rs.resume(target)
     assert rs.leader is old and old.eval("return box.info.ro") is False
     # A failure after the old leader turned read-only: the target hangs unnoticed.
     rs.timeout = 2.0
-    os.kill(target.pid, signal.SIGSTOP)  # behind the set's back: not marked paused
+    os.kill(pid_of(target), signal.SIGSTOP)  # behind the set's back: not marked paused
     try:
         started = time.monotonic()
         with pytest.raises(rx.RemoteExecError, match=target.name):
             rs.switchover(target)
         took = time.monotonic() - started
     finally:
-        os.kill(target.pid, signal.SIGCONT)
+        os.kill(pid_of(target), signal.SIGCONT)
     print("\nfailed switchover: %.2f s" % took)
     assert took < rs.timeout + LOAD_MARGIN, took
     assert rs.leader is old and old.eval("return box.info.ro") is False
     assert old.call("box.space.test:insert", [1, "x"]) == [1, "x"]
-    clean_stop(rs)
 
 
-def test_wait_synced_skips_a_paused_replica(running_set: ReplicaSet, clean_stop: Any) -> None:
+def test_wait_synced_skips_a_paused_replica(running_set: ReplicaSet) -> None:
     rs = running_set
     hung, other = rs.replicas[1], rs.replicas[0]
-    rs.pause(hung)
-    try:
+    with paused(rs, hung):
         rs.leader.eval("box.space.test:insert{1, 'x'}")
         started = time.monotonic()
         rs.wait_synced(timeout=3)
         # Waiting for the paused one would take the whole 3 s timeout.
         assert time.monotonic() - started < 3 / 2
         assert other.call("box.space.test:get", [1]) == [1, "x"]
-    finally:
-        rs.resume(hung)
     rs.wait_synced(timeout=3)
     assert hung.call("box.space.test:get", [1]) == [1, "x"]
-    rs.pause(rs.leader)
-    try:
-        with pytest.raises(TarantoolError, match="%s is paused" % rs.leader.name):
-            rs.wait_synced(timeout=3)
-    finally:
-        rs.resume(rs.leader)
-    clean_stop(rs)
+    with (
+        paused(rs, rs.leader),
+        pytest.raises(TarantoolError, match="%s is paused" % rs.leader.name),
+    ):
+        rs.wait_synced(timeout=3)
 
 
 def test_stop_reports_a_member_that_had_to_be_killed(
@@ -511,7 +488,7 @@ def test_stop_reports_a_member_that_had_to_be_killed(
     hung = rs.replicas[0]
     hung.timeout = 1.0  # its stop timeout: SIGKILL after 1 s
     # Hung behind the set's back (not rs.pause): SIGTERM stays pending.
-    os.kill(hung.pid, signal.SIGSTOP)
+    os.kill(pid_of(hung), signal.SIGSTOP)
     started = time.monotonic()
     with pytest.raises(rx.TimeoutExpired) as info:
         rs.stop()
@@ -524,21 +501,13 @@ def test_stop_reports_a_member_that_had_to_be_killed(
     assert run_tarantools(tt_master.run_id) == []
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_start_is_bounded_even_by_a_hanging_binary(master: rx.Master, tmp_path: Any) -> None:
     # `tarantool --version` that never answers: the version check must fit the timeout.
     hang = tmp_path / "tarantool"
     hang.write_text("#!/bin/sh\nexec sleep 30\n")
     hang.chmod(0o755)
     one = TarantoolInstance(
-        on=master.local(), listen="127.0.0.1:%d" % _free_port(), tarantool=str(hang), timeout=1
+        on=master.local(), listen="127.0.0.1:%d" % free_port(), tarantool=str(hang), timeout=1
     )
     started = time.monotonic()
     with pytest.raises(rx.RemoteExecError):
@@ -549,7 +518,7 @@ def test_start_is_bounded_even_by_a_hanging_binary(master: rx.Master, tmp_path: 
 
 
 def test_collect_artifacts_survives_a_member_that_fails(master: rx.Master, tmp_path: Any) -> None:
-    rs = ReplicaSet("arts", members=[(master.local(), _free_port())], timeout=10)
+    rs = ReplicaSet("arts", members=[(master.local(), free_port())], timeout=10)
     rs.start()
     member = rs.members[0]
     rs.stop()
@@ -602,24 +571,23 @@ def test_ipv6_listen_gives_a_bracketed_uri(master: rx.Master) -> None:
         assert one.uri == uri
 
 
-def test_exit_with_an_exception_keeps_it(make_set: Any, clean_stop: Any) -> None:
+def test_exit_with_an_exception_keeps_it(make_set: Any) -> None:
     rs = make_set()
 
     def fail_inside() -> None:
         with rs:
             # Stop will fail for this member (it dies outside our control)...
-            os.kill(rs.replicas[0].pid, signal.SIGKILL)
-            assert wait_until(lambda: rs.status()["members"][1]["status"] == "unreachable", 3)
+            os.kill(pid_of(rs.replicas[0]), signal.SIGKILL)
+            assert wait_until(lambda: status_rows(rs)[1]["status"] == "unreachable", 3)
             # ...and must not replace the error that is already on its way.
             raise ValueError("the test's own error")
 
     with pytest.raises(ValueError, match="the test's own error"):
         fail_inside()
     assert all(m.pid is None for m in rs.members)
-    clean_stop(rs)
 
 
-def test_restart_while_another_member_is_down(running_set: ReplicaSet, clean_stop: Any) -> None:
+def test_restart_while_another_member_is_down(running_set: ReplicaSet) -> None:
     rs = running_set
     first, second = rs.replicas
     rs.kill(second)
@@ -633,15 +601,10 @@ def test_restart_while_another_member_is_down(running_set: ReplicaSet, clean_sto
     rs.restart(second)
     # restart() waits for the member's own links; a peer's upstream to it may
     # still be 'sync' (catching up) for a moment: bounded wait for the rest.
-    assert wait_until(lambda: all(follows(r, 2) for r in rs.status()["members"]), 2), rs.status()[
-        "members"
-    ]
-    clean_stop(rs)
+    assert wait_until(lambda: all(follows(r, 2) for r in status_rows(rs)), 2), status_rows(rs)
 
 
-def test_restart_with_a_quorum_that_counts_a_down_peer_says_so(
-    make_set: Any, clean_stop: Any
-) -> None:
+def test_restart_with_a_quorum_that_counts_a_down_peer_says_so(make_set: Any) -> None:
     rs = make_set(box_cfg={"replication_connect_quorum": 3})
     rs.start()
     first, second = rs.replicas
@@ -652,10 +615,9 @@ def test_restart_with_a_quorum_that_counts_a_down_peer_says_so(
     text = str(info.value)
     assert "%s down while restarting %s" % (second.name, first.name) in text, text
     assert "orphan" in text and first.pid is None
-    clean_stop(rs)
 
 
-def test_resume_while_another_member_is_down(running_set: ReplicaSet, clean_stop: Any) -> None:
+def test_resume_while_another_member_is_down(running_set: ReplicaSet) -> None:
     rs = running_set
     hung, dead = rs.replicas
     rs.timeout = 3
@@ -669,18 +631,12 @@ def test_resume_while_another_member_is_down(running_set: ReplicaSet, clean_stop
     assert took < rs.timeout, took
     assert not hung.paused and hung.eval("return box.info.status") == "running"
     rs.pause(hung)
-    rs.pause(rs.leader)
-    try:
+    with paused(rs, rs.leader):
         rs.resume(hung)  # a paused peer is not waited for either
-    finally:
-        rs.resume(rs.leader)
     rs.restart(dead)
     # restart() waits for the member's own links; a peer's upstream to it may
     # still be 'sync' (catching up) for a moment: bounded wait for the rest.
-    assert wait_until(lambda: all(follows(r, 2) for r in rs.status()["members"]), 2), rs.status()[
-        "members"
-    ]
-    clean_stop(rs)
+    assert wait_until(lambda: all(follows(r, 2) for r in status_rows(rs)), 2), status_rows(rs)
 
 
 @contextlib.contextmanager
@@ -698,7 +654,7 @@ def _hung(host: rx.Host) -> Iterator[None]:
 def test_calls_to_a_hung_host_are_bounded_by_their_timeout(tmp_path: Any) -> None:
     # A heartbeat far longer than the test: the host is hung, never declared lost.
     with rx.Master(heartbeat_timeout=120) as m:
-        rs = ReplicaSet("hung", members=[(m.local(), _free_port())], timeout=10)
+        rs = ReplicaSet("hung", members=[(m.local(), free_port())], timeout=10)
         rs.start()
         one = rs.members[0]
         with _hung(one.on):

@@ -19,7 +19,7 @@ import math
 import os
 import threading
 import time
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
 from conftest import connect_options, wait_until
@@ -60,7 +60,8 @@ def fault_master(lab: Any) -> Iterator[rx.Master]:
 
 @pytest.fixture
 def fault_hosts(lab: Any, fault_master: rx.Master) -> List[rx.Host]:
-    return fault_master.connect_all(lab.targets, **connect_options(lab))
+    connected: List[rx.Host] = fault_master.connect_all(lab.targets, **connect_options(lab))
+    return connected
 
 
 def make_set(hosts: List[rx.Host]) -> ReplicaSet:
@@ -97,10 +98,12 @@ def check_lost(error: BaseException, member: TarantoolInstance, took: float) -> 
     )
 
 
-def lost_during(lab: Any, lost: int, call: Callable[[], Any], delay: float = 0.0) -> tuple:
+def lost_during(
+    lab: Any, lost: int, call: Callable[[], Any], delay: float = 0.0
+) -> Tuple[BaseException, float]:
     """Run ``call``; cut lab host ``lost`` from the master ``delay`` s into it
     (at once: before). Returns (the error, seconds from the cut to the error)."""
-    cut: dict = {}
+    cut: Dict[str, float] = {}
 
     def partition() -> None:
         cut["at"] = time.monotonic()
@@ -130,9 +133,27 @@ def cut_from_peers(lab: Any, lost: int) -> None:
             lab.partition(lost, other)
 
 
+def isolate(lab: Any, rs: ReplicaSet, lost: int) -> None:
+    """Cut lab host ``lost`` from the other hosts and wait until the other
+    members see their links to its member broken both ways."""
+    cut_from_peers(lab, lost)
+    assert wait_until(lambda: links_down(rs, rs.members[lost]), 5), rs.status()["members"]
+
+
+def aborts_on_loss(
+    lab: Any, rs: ReplicaSet, what: str, call: Callable[[], Any], delay: float = 0.0
+) -> None:
+    """``call`` raises HostLost naming the last member, in time, when its lab
+    host is cut from the master ``delay`` s into it."""
+    lost = len(rs.members) - 1
+    error, took = lost_during(lab, lost, call, delay=delay)
+    print("\n%s, host %s lost: %.2f s" % (what, lab.hosts[lost].name, took))
+    check_lost(error, rs.members[lost], took)
+
+
 def links_down(rs: ReplicaSet, lost: TarantoolInstance) -> bool:
     """Every other member sees its links to ``lost`` broken both ways."""
-    rows = [r for r in rs.status()["members"] if r["member"] != lost.name]
+    rows = [r for r in rs.member_rows() if r["member"] != lost.name]
     return all(
         r["upstream"].get(lost.name, {}).get("status") != "follow"
         and r["downstream"].get(lost.name, {}).get("status") != "follow"
@@ -158,7 +179,7 @@ def test_start_aborts_when_a_members_host_is_lost(
         m.app_lua = "require('fiber').sleep(1)"
     member = rs.members[lost]
     run_id = fault_master.run_id
-    cut: dict = {}
+    cut: Dict[str, float] = {}
 
     def partition() -> None:
         # "early": 50 ms into start(), while it checks the hosts or spawns;
@@ -190,55 +211,41 @@ def test_start_aborts_when_a_members_host_is_lost(
 
 
 @pytest.fixture
-def running(request: pytest.FixtureRequest, fault_hosts: List[rx.Host]) -> ReplicaSet:
-    request.getfixturevalue("lab")
-    request.getfixturevalue("fault_master")
+def running(lab: Any, fault_master: rx.Master, fault_hosts: List[rx.Host]) -> Iterator[ReplicaSet]:
+    """A started set of three; after the test: heal, stop what is left (no
+    error), and check that no tarantool of the run is."""
     rs = make_set(fault_hosts)
     rs.start()
     rs.leader.eval(SCHEMA)
-    return rs
-
-
-def finish(lab: Any, rs: ReplicaSet, run_id: str) -> None:
-    """Heal, stop what is left (no error), and check that no tarantool of the run is."""
+    yield rs
     lab.heal()
     rs.stop()
+    run_id = fault_master.run_id
     gone = wait_until(lambda: not run_tarantool_netns(run_id), CLEANUP_BOUND)
     assert gone, run_tarantool_netns(run_id)
 
 
 @pytest.mark.lab
-def test_wait_synced_aborts_when_a_members_host_is_lost(
-    lab: Any, fault_master: rx.Master, running: ReplicaSet
-) -> None:
+def test_wait_synced_aborts_when_a_members_host_is_lost(lab: Any, running: ReplicaSet) -> None:
     rs = running
     leader, behind, lost = rs.members
     # Neither replica can catch up: both waits would last the whole timeout.
     lab.partition(1, 0)
     lab.partition(2, 0)
     leader.eval("box.space.test:insert{1, 'x'}")
-    error, took = lost_during(lab, 2, lambda: rs.wait_synced(timeout=SET_TIMEOUT))
-    print("\nwait_synced, host lost: %.2f s" % took)
-    check_lost(error, lost, took)
+    aborts_on_loss(lab, rs, "wait_synced", lambda: rs.wait_synced(timeout=SET_TIMEOUT))
     assert lost.pid is None and leader.pid and behind.pid
-    finish(lab, rs, fault_master.run_id)
 
 
 @pytest.mark.lab
-def test_switchover_aborts_when_a_members_host_is_lost(
-    lab: Any, fault_master: rx.Master, running: ReplicaSet
-) -> None:
+def test_switchover_aborts_when_a_members_host_is_lost(lab: Any, running: ReplicaSet) -> None:
     rs = running
     old, new, lost = rs.members
-    cut_from_peers(lab, 2)
     # The new roles can never reach full mesh with `lost`: the final wait blocks.
-    assert wait_until(lambda: links_down(rs, lost), 5), rs.status()["members"]
-    error, took = lost_during(lab, 2, lambda: rs.switchover(new))
-    print("\nswitchover, host lost: %.2f s" % took)
-    check_lost(error, lost, took)
+    isolate(lab, rs, 2)
+    aborts_on_loss(lab, rs, "switchover", lambda: rs.switchover(new))
     assert rs.leader is new and new.eval("return box.info.ro") is False
     assert lost.pid is None and old.pid and new.pid
-    finish(lab, rs, fault_master.run_id)
 
 
 @pytest.mark.lab
@@ -249,30 +256,21 @@ def test_restart_aborts_when_a_peers_host_is_lost(
     leader, restarted, lost = rs.members
     rs.kill(restarted)
     cut_from_peers(lab, 2)  # `restarted` waits for full mesh with `lost`: never comes
-    error, took = lost_during(lab, 2, lambda: rs.restart(restarted), delay=0.05)
-    print("\nrestart, a peer's host lost: %.2f s" % took)
-    check_lost(error, lost, took)
+    aborts_on_loss(lab, rs, "restart, a peer's", lambda: rs.restart(restarted), delay=0.05)
     assert restarted.pid is None and lost.pid is None and leader.pid
     # The member being restarted was killed, not left waiting.
     assert left_on(fault_master.run_id, lab.hosts[1]) == []
-    finish(lab, rs, fault_master.run_id)
 
 
 @pytest.mark.lab
-def test_resume_aborts_when_a_peers_host_is_lost(
-    lab: Any, fault_master: rx.Master, running: ReplicaSet
-) -> None:
+def test_resume_aborts_when_a_peers_host_is_lost(lab: Any, running: ReplicaSet) -> None:
     rs = running
     leader, resumed, lost = rs.members
-    cut_from_peers(lab, 2)
     # Paused once it saw its links to `lost` break: resumed, it waits for them.
-    assert wait_until(lambda: links_down(rs, lost), 5), rs.status()["members"]
+    isolate(lab, rs, 2)
     rs.pause(resumed)
-    error, took = lost_during(lab, 2, lambda: rs.resume(resumed), delay=0.05)
-    print("\nresume, a peer's host lost: %.2f s" % took)
-    check_lost(error, lost, took)
+    aborts_on_loss(lab, rs, "resume, a peer's", lambda: rs.resume(resumed), delay=0.05)
     assert not resumed.paused and resumed.pid and leader.pid and lost.pid is None
-    finish(lab, rs, fault_master.run_id)
 
 
 # --- work_dir ------------------------------------------------------------------------

@@ -21,11 +21,12 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 from conftest import TARANTOOL, need_tarantool
 
+from remoteexec.lab import free_port
 from remoteexec.tarantool.config import (
     DEFAULT_MEMTX_MEMORY,
     PASSWORD_ENV,
@@ -42,17 +43,13 @@ from remoteexec.target import tarantool as tt
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The box status Lua the master sends with every box_status call.
 BOX_STATUS = box_status_lua()
+#: A tarantool version as tarantool_version() reports it: (major, minor, patch...).
+Version = Tuple[int, ...]
 
 
 #: Time asserts compare against the bound a call is configured with, plus this
 #: allowance for a loaded 2-core machine (other suites run at the same time).
 LOAD_MARGIN = 1.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, step: float = 0.01) -> Any:
@@ -196,7 +193,7 @@ ROUND_TRIP_CASES: Dict[str, Any] = {
 }
 
 
-def run_lua(script: str, timeout: float = 20.0) -> subprocess.CompletedProcess:
+def run_lua(script: str, timeout: float = 20.0) -> subprocess.CompletedProcess[bytes]:
     binary = need_tarantool()
     with tempfile.TemporaryDirectory(prefix="rx-lua-") as tmp:
         path = os.path.join(tmp, "script.lua")
@@ -490,7 +487,7 @@ class Instance:
         self.probe_socket = os.path.join(self.dir, "p.sock")
         self.log = os.path.join(self.dir, "tarantool.log")
         self.out = os.path.join(self.dir, "out.log")
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: Optional[subprocess.Popen[bytes]] = None
         self.notify: Optional[tt.NotifyListener] = None
         self.started_at = 0.0
 
@@ -527,13 +524,15 @@ class Instance:
         assert ok, (self.notify.history, tt.log_lines(self.log), tt.log_lines(self.out))
         return self.notify.history[-1][0] - self.started_at
 
-    def probe(self, lua: str, *args: Any, timeout: float = 5.0) -> dict:
-        return tt.probe(self.probe_socket, lua, args, timeout)
+    def probe(self, lua: str, *args: Any, timeout: float = 5.0) -> Dict[str, Any]:
+        reply: Dict[str, Any] = tt.probe(self.probe_socket, lua, args, timeout)
+        return reply
 
     def eval(self, lua: str, *args: Any) -> List[Any]:
         reply = self.probe(lua, *args)
         assert reply["ok"], reply
-        return reply["result"]
+        result: List[Any] = reply["result"]
+        return result
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -562,13 +561,13 @@ def instances() -> Any:
 
 
 @pytest.fixture(scope="module")
-def version() -> tuple:
+def version() -> Version:
     found = tt.tarantool_version(need_tarantool())
     assert found["ok"], found
     return tuple(found["version"])
 
 
-def test_single_instance(instances: Any, version: tuple) -> None:
+def test_single_instance(instances: Any, version: Version) -> None:
     one = instances("one")
     cfg = box_cfg_for(version, listen="127.0.0.1:0", work_dir=one.dir, proc_title="rx-one")
     one.render(
@@ -657,7 +656,9 @@ def test_single_instance(instances: Any, version: tuple) -> None:
     assert tt.probe(one.probe_socket, "return 1")["error"]["kind"] == "connect"
 
 
-def test_bad_box_cfg_key_fails_fast_with_tarantools_message(instances: Any, version: tuple) -> None:
+def test_bad_box_cfg_key_fails_fast_with_tarantools_message(
+    instances: Any, version: Version
+) -> None:
     bad = instances("bad")
     cfg = box_cfg_for(
         version, listen="127.0.0.1:0", work_dir=bad.dir, user_box_cfg={"no_such_option": 1}
@@ -677,7 +678,7 @@ def test_bad_box_cfg_key_fails_fast_with_tarantools_message(instances: Any, vers
     assert bad.notify is not None and not bad.notify.ready
 
 
-def test_probe_answers_while_box_cfg_hangs(instances: Any, version: tuple) -> None:
+def test_probe_answers_while_box_cfg_hangs(instances: Any, version: Version) -> None:
     """Peers that never answer: box.cfg waits, the probe still works, then exit."""
     lonely = instances("lonely")
     dead = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
@@ -708,7 +709,7 @@ def test_probe_answers_while_box_cfg_hangs(instances: Any, version: tuple) -> No
     assert any("failed to connect to one or more replicas" in line for line in lines), lines
 
 
-def test_notify_socket_abstract_name(instances: Any, version: tuple) -> None:
+def test_notify_socket_abstract_name(instances: Any, version: Version) -> None:
     """Tarantool also talks to '@name' (abstract) sockets, NUL-padded to 108 bytes."""
     inst = instances("abstract")
     inst.render(
@@ -730,7 +731,7 @@ def test_notify_socket_abstract_name(instances: Any, version: tuple) -> None:
     assert inst.eval("return box.info.listen, box.cfg.listen") == [None, None]
 
 
-def _mesh_cfgs(version: tuple, members: List[Any], **extra: Any) -> List[dict]:
+def _mesh_cfgs(version: Version, members: List[Any], **extra: Any) -> List[Dict[str, Any]]:
     """box.cfg of each member of a loopback set; the first one is writable."""
     uris = [f"127.0.0.1:{free_port()}" for _ in members]
     return [
@@ -747,7 +748,7 @@ def _mesh_cfgs(version: tuple, members: List[Any], **extra: Any) -> List[dict]:
     ]
 
 
-def test_replica_set_full_mesh(instances: Any, version: tuple) -> None:
+def test_replica_set_full_mesh(instances: Any, version: Version) -> None:
     password = "S3cr3t-pa55word!"
     members = [instances(f"m{i}") for i in range(3)]
     cfgs = _mesh_cfgs(version, members)
@@ -760,7 +761,7 @@ def test_replica_set_full_mesh(instances: Any, version: tuple) -> None:
         member.spawn(env={PASSWORD_ENV: password})
     ready = [member.wait_ready(10) for member in members]
 
-    def full_mesh() -> Optional[List[dict]]:
+    def full_mesh() -> Optional[List[Dict[str, Any]]]:
         statuses = [tt.box_status(m.probe_socket, BOX_STATUS, 1.0) for m in members]
         for st in statuses:
             if not st.get("ok") or st["status"] != "running":
@@ -794,12 +795,12 @@ def test_replica_set_full_mesh(instances: Any, version: tuple) -> None:
     target = leader.eval("return box.info.lsn")[0]
     leader_id = statuses[0]["id"]
     for replica in replicas:
-        assert wait_for(
-            lambda r=replica: (
-                tt.box_status(r.probe_socket, BOX_STATUS)["vclock"].get(leader_id, 0) >= target
-            ),
-            5,
-        )
+
+        def caught_up(r: Any = replica) -> bool:
+            vclock = tt.box_status(r.probe_socket, BOX_STATUS)["vclock"]
+            return bool(vclock.get(leader_id, 0) >= target)
+
+        assert wait_for(caught_up, 5)
         assert replica.eval("return box.space.t:get{1}") == [[1, "x"]]
         err = replica.probe("return box.space.t:insert{2}")
         assert err["ok"] is False and "read-only" in err["error"]["message"]
@@ -817,7 +818,7 @@ def test_replica_set_full_mesh(instances: Any, version: tuple) -> None:
     }
 
 
-def test_init_lua_refusals(instances: Any, version: tuple) -> None:
+def test_init_lua_refusals(instances: Any, version: Version) -> None:
     """App errors, a probe socket someone else serves and an unusable password."""
     app = instances("app")
     app.render(
@@ -855,7 +856,7 @@ def test_init_lua_refusals(instances: Any, version: tuple) -> None:
     assert "characters a URI cannot carry" in out and password not in out
 
 
-def test_orphan_sends_ready_but_is_not_running(instances: Any, version: tuple) -> None:
+def test_orphan_sends_ready_but_is_not_running(instances: Any, version: Version) -> None:
     """A member restarted while its peer is down: READY=1 comes with STATUS=orphan."""
     members = [instances("o0"), instances("o1")]
     for member, cfg in zip(members, _mesh_cfgs(version, members, replication_connect_timeout=0.5)):
@@ -881,7 +882,7 @@ def test_orphan_sends_ready_but_is_not_running(instances: Any, version: tuple) -
 
 
 def test_wait_vclock_reports_last_vclock_and_last_error_apart(
-    instances: Any, version: tuple
+    instances: Any, version: Version
 ) -> None:
     one = instances("vc")
     one.render(box_cfg=box_cfg_for(version, listen="127.0.0.1:0", work_dir=one.dir))
@@ -902,7 +903,7 @@ def test_wait_vclock_reports_last_vclock_and_last_error_apart(
     assert isinstance(reply["error"]["vclock"], dict)
 
 
-def test_none_arguments_arrive_as_nil(instances: Any, version: tuple) -> None:
+def test_none_arguments_arrive_as_nil(instances: Any, version: Version) -> None:
     one = instances("nil")
     one.render(box_cfg=box_cfg_for(version, listen="127.0.0.1:0", work_dir=one.dir))
     one.spawn()

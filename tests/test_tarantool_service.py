@@ -5,24 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 from conftest import connect_options, need_tarantool, wait_until
 
 import remoteexec as rx
+from remoteexec.lab import free_port
 from remoteexec.services import Service
 from remoteexec.tarantool import ReplicaSet, TarantoolInstance
 
 TIMEOUT = 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Later:
