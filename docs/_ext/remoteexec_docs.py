@@ -26,7 +26,6 @@ import os
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from docutils import nodes
-from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
@@ -169,6 +168,8 @@ def type_text(kind: Any) -> str:
     """A stack file value's type, in words, from its ``remoteexec.stack.schema`` type."""
     schema = importlib.import_module("remoteexec.stack.schema")
     if isinstance(kind, schema.Str):
+        if kind.pattern == schema.NAME_PATTERN:
+            return "NAME"
         return "string" + (": %s" % kind.pattern_doc if kind.pattern_doc else "")
     if isinstance(kind, schema.Int):
         low = "" if kind.minimum is None else str(kind.minimum)
@@ -179,14 +180,16 @@ def type_text(kind: Any) -> str:
     if isinstance(kind, schema.Bool):
         return "boolean"
     if isinstance(kind, schema.Enum):
-        return "one of " + ", ".join("``%s``" % v for v in kind.values)
+        return "one of " + ", ".join(repr(v) for v in kind.values)
     if isinstance(kind, schema.AnyValue):
         return "any value"
     if isinstance(kind, schema.ListOf):
         empty = "" if kind.min_items else ", may be empty"
         return "array of %s%s" % (type_text(kind.item), empty)
     if isinstance(kind, schema.MapOf):
-        return "table: %s = %s" % (kind.key_doc, type_text(kind.value))
+        key = "NAME" if kind.key_pattern == schema.NAME_PATTERN else kind.key_doc
+        key = key if kind.key_pattern else "any key"
+        return "table: %s = %s" % (key, type_text(kind.value))
     if isinstance(kind, schema.Table):
         return "table (below)"
     if isinstance(kind, schema.OneOf):
@@ -201,16 +204,23 @@ def stack_file_sections(
     schema = importlib.import_module("remoteexec.stack.schema")
     rows = [(key, type_text(f.type), f.required, f.doc) for key, f in table.fields.items()]
     yield header, rows
+    inner = "" if header == "top level" else header.strip("[]") + "."
     for key, f in table.fields.items():
-        inner = header.strip("[]") + "." if header != "top level" else ""
         if isinstance(f.type, schema.Table):
             yield from stack_file_sections(f.type, "[%s%s]" % (inner, key))
         elif isinstance(f.type, schema.MapOf) and isinstance(f.type.value, schema.Table):
             yield from stack_file_sections(f.type.value, "[%s%s.NAME]" % (inner, key))
 
 
-def _cell(text: str) -> str:
-    return text.replace("*", "\\*").replace("|", "\\|")
+def _row(*cells: nodes.Node) -> nodes.row:
+    row = nodes.row()
+    for cell in cells:
+        row += nodes.entry("", cell)
+    return row
+
+
+def _text(text: str) -> nodes.paragraph:
+    return nodes.paragraph(text, text)
 
 
 class StackFileReference(SphinxDirective):
@@ -220,21 +230,25 @@ class StackFileReference(SphinxDirective):
 
     def run(self) -> List[nodes.Node]:
         schema = importlib.import_module("remoteexec.stack.schema")
-        lines: List[str] = []
+        self.env.note_dependency(schema.__file__)  # rebuilt when the definitions change
+        out: List[nodes.Node] = []
         for header, rows in stack_file_sections(schema.TOP, "top level"):
-            lines += [".. rubric:: %s" % header, ""]
-            lines += [".. list-table::", "   :header-rows: 1", "   :widths: 20 30 50", ""]
-            lines += ["   * - key", "     - type", "     - meaning"]
+            out.append(nodes.rubric("", "", nodes.literal(header, header)))
+            group = nodes.tgroup(cols=3)
+            for width in (22, 30, 48):
+                group += nodes.colspec(colwidth=width)
+            head = nodes.thead()
+            head += _row(_text("key"), _text("type"), _text("meaning"))
+            group += head
+            body = nodes.tbody()
             for key, kind, required, doc in rows:
-                lines += [
-                    "   * - ``%s``%s" % (key, " (required)" if required else ""),
-                    "     - %s" % _cell(kind),
-                    "     - %s" % _cell(doc),
-                ]
-            lines.append("")
-        container = nodes.container()
-        self.state.nested_parse(StringList(lines, source="remoteexec.stack.schema"), 0, container)
-        return list(container.children)
+                name = nodes.paragraph("", "", nodes.literal(key, key))
+                if required:
+                    name += nodes.Text(" (required)")
+                body += _row(name, _text(kind), _text(doc))
+            group += body
+            out.append(nodes.table("", group))
+        return out
 
 
 def check_schema_file(_app: Sphinx, _env: Any) -> None:
