@@ -230,7 +230,7 @@ class StackFileReference(SphinxDirective):
 
     def run(self) -> List[nodes.Node]:
         schema = importlib.import_module("remoteexec.stack.schema")
-        self.env.note_dependency(schema.__file__)  # rebuilt when the definitions change
+        self.env.note_dependency(str(schema.__file__))  # rebuilt when the definitions change
         out: List[nodes.Node] = []
         for header, rows in stack_file_sections(schema.TOP, "top level"):
             out.append(nodes.rubric("", "", nodes.literal(header, header)))
@@ -254,7 +254,7 @@ class StackFileReference(SphinxDirective):
 def check_schema_file(_app: Sphinx, _env: Any) -> None:
     """Warn when the shipped ``stack.schema.json`` is not what the definitions render."""
     schema = importlib.import_module("remoteexec.stack.schema")
-    path = os.path.join(os.path.dirname(schema.__file__), "stack.schema.json")
+    path = os.path.join(os.path.dirname(str(schema.__file__)), "stack.schema.json")
     with open(path, encoding="utf-8") as f:
         shipped = f.read()
     if shipped != schema.render():
