@@ -2,6 +2,11 @@
 
 - ``cli-reference``: a directive that renders the ``remoteexec`` command line
   from its argparse parser, every subcommand with its usage and arguments.
+- ``stack-file-reference``: a directive that renders the stack file's keys,
+  one table per section, from the definitions in
+  ``remoteexec.stack.schema`` (the ones the checker and the JSON Schema
+  use); and a warning when the shipped ``stack.schema.json`` is not what
+  those definitions render.
 - API coverage: every name in the ``__all__`` of the stable public modules
   must be documented somewhere (by object identity, so a class documented as
   ``remoteexec.TCPExecutor`` covers ``remoteexec.executors.TCPExecutor``);
@@ -36,6 +41,7 @@ STABLE_MODULES = (
     "remoteexec.services",
     "remoteexec.tarantool",
     "remoteexec.lab",
+    "remoteexec.stack",
 )
 #: Languages of code blocks that must be doctest nodes.
 PYTHON_LANGUAGES = ("python", "python3", "py", "pycon")
@@ -155,6 +161,111 @@ class CliReference(SphinxDirective):
             self._command(out, sub, path + " " + name, help_text)
 
 
+# -- the stack file -----------------------------------------------------------
+
+
+def type_text(kind: Any) -> str:
+    """A stack file value's type, in words, from its ``remoteexec.stack.schema`` type."""
+    schema = importlib.import_module("remoteexec.stack.schema")
+    if isinstance(kind, schema.Str):
+        if kind.pattern == schema.NAME_PATTERN:
+            return "NAME"
+        return "string" + (": %s" % kind.pattern_doc if kind.pattern_doc else "")
+    if isinstance(kind, schema.Int):
+        low = "" if kind.minimum is None else str(kind.minimum)
+        high = "" if kind.maximum is None else str(kind.maximum)
+        return "integer" + (" %s..%s" % (low, high) if low or high else "")
+    if isinstance(kind, schema.Seconds):
+        return "seconds (a number > 0)"
+    if isinstance(kind, schema.Bool):
+        return "boolean"
+    if isinstance(kind, schema.Enum):
+        return "one of " + ", ".join(repr(v) for v in kind.values)
+    if isinstance(kind, schema.AnyValue):
+        return "any value"
+    if isinstance(kind, schema.ListOf):
+        empty = "" if kind.min_items else ", may be empty"
+        return "array of %s%s" % (type_text(kind.item), empty)
+    if isinstance(kind, schema.MapOf):
+        key = "NAME" if kind.key_pattern == schema.NAME_PATTERN else kind.key_doc
+        key = key if kind.key_pattern else "any key"
+        return "table: %s = %s" % (key, type_text(kind.value))
+    if isinstance(kind, schema.Table):
+        return "table (below)"
+    if isinstance(kind, schema.OneOf):
+        return " or ".join(type_text(option) for option in kind.options)
+    raise TypeError("no words for stack file type %r: add it to type_text()" % (kind,))
+
+
+def stack_file_sections(
+    table: Any, header: str
+) -> Iterator[Tuple[str, List[Tuple[str, str, bool, str]]]]:
+    """(section header, [(key, type, required, meaning)]) of ``table`` and the tables in it."""
+    schema = importlib.import_module("remoteexec.stack.schema")
+    rows = [(key, type_text(f.type), f.required, f.doc) for key, f in table.fields.items()]
+    yield header, rows
+    inner = "" if header == "top level" else header.strip("[]") + "."
+    for key, f in table.fields.items():
+        if isinstance(f.type, schema.Table):
+            yield from stack_file_sections(f.type, "[%s%s]" % (inner, key))
+        elif isinstance(f.type, schema.MapOf) and isinstance(f.type.value, schema.Table):
+            yield from stack_file_sections(f.type.value, "[%s%s.NAME]" % (inner, key))
+
+
+def _row(*cells: nodes.Node) -> nodes.row:
+    row = nodes.row()
+    for cell in cells:
+        row += nodes.entry("", cell)
+    return row
+
+
+def _text(text: str) -> nodes.paragraph:
+    return nodes.paragraph(text, text)
+
+
+class StackFileReference(SphinxDirective):
+    """``.. stack-file-reference::`` — every key of a stack file, from its schema."""
+
+    has_content = False
+
+    def run(self) -> List[nodes.Node]:
+        schema = importlib.import_module("remoteexec.stack.schema")
+        self.env.note_dependency(str(schema.__file__))  # rebuilt when the definitions change
+        out: List[nodes.Node] = []
+        for header, rows in stack_file_sections(schema.TOP, "top level"):
+            out.append(nodes.rubric("", "", nodes.literal(header, header)))
+            group = nodes.tgroup(cols=3)
+            for width in (22, 30, 48):
+                group += nodes.colspec(colwidth=width)
+            head = nodes.thead()
+            head += _row(_text("key"), _text("type"), _text("meaning"))
+            group += head
+            body = nodes.tbody()
+            for key, kind, required, doc in rows:
+                name = nodes.paragraph("", "", nodes.literal(key, key))
+                if required:
+                    name += nodes.Text(" (required)")
+                body += _row(name, _text(kind), _text(doc))
+            group += body
+            out.append(nodes.table("", group))
+        return out
+
+
+def check_schema_file(_app: Sphinx, _env: Any) -> None:
+    """Warn when the shipped ``stack.schema.json`` is not what the definitions render."""
+    schema = importlib.import_module("remoteexec.stack.schema")
+    path = os.path.join(os.path.dirname(str(schema.__file__)), "stack.schema.json")
+    with open(path, encoding="utf-8") as f:
+        shipped = f.read()
+    if shipped != schema.render():
+        LOG.warning(
+            "%s is not what remoteexec.stack.schema renders: regenerate it with"
+            " python -m remoteexec.stack.schema > %s",
+            path,
+            path,
+        )
+
+
 # -- API coverage -------------------------------------------------------------
 
 
@@ -220,6 +331,8 @@ def check_examples_tested(app: Sphinx, doctree: nodes.document) -> None:
 
 def setup(app: Sphinx) -> Dict[str, Any]:
     app.add_directive("cli-reference", CliReference)
+    app.add_directive("stack-file-reference", StackFileReference)
+    app.connect("env-check-consistency", check_schema_file)
     app.connect("env-check-consistency", check_api_coverage)
     app.connect("doctree-read", check_examples_tested)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
