@@ -40,7 +40,7 @@ from typing import Any, Dict, List, Tuple
 
 import _common as c
 
-ROUNDS = 15
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))
 CRITICAL_FACTOR = 1.15
 SEQUENTIAL_FACTOR = 1.8
 DOWN_LIMIT = 0.3
