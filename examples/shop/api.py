@@ -3,7 +3,9 @@
 GET /health answers 200 only when the whole chain answers: this service, every
 router it was given, and each router's net.box connection to the storage
 replica set. GET /price/<item> returns the item's price; PUT /price/<item>/<n>
-sets it (the router writes it on the storage leader). ``--router`` is
+sets it (the router writes it on the storage leader); PUT /cart/<user>/<item>
+adds the item to the user's cart (the router reads the price from storage and
+adds it to the cart in the sessions replica set) and returns the cart's total. ``--router`` is
 ``HOST:PORT``, or ``HOST,HOST,...:PORT`` for a group of routers on one port
 (what ``${router.host}`` gives for a router on several hosts); requests go to
 the routers in turn. Standard library only.
@@ -41,7 +43,7 @@ def handler(targets):
     turn = itertools.cycle(targets)
     lock = threading.Lock()
 
-    def answer(line, router=None):
+    def answer(line, router=None, fields=("item", "price")):
         if router is None:
             with lock:
                 router = next(turn)
@@ -52,8 +54,8 @@ def handler(targets):
             return 503, {"error": "%s: %s" % (where, e)}
         if not reply or reply.startswith("ERR"):
             return 503, {"error": "%s: %s" % (where, reply or "no answer")}
-        name, _, price = reply.partition(" ")
-        return 200, {"item": name, "price": int(price), "router": where}
+        key, _, value = reply.partition(" ")
+        return 200, {fields[0]: key, fields[1]: int(value), "router": where}
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def reply(self, code, body):
@@ -81,11 +83,14 @@ def handler(targets):
         do_HEAD = do_GET
 
         def do_PUT(self):
-            item, _, price = self.path[len("/price/") :].partition("/")
-            if not self.path.startswith("/price/") or not price.isdigit():
-                self.reply(404, {"error": "try PUT /price/<item>/<price>"})
+            kind, _, rest = self.path.lstrip("/").partition("/")
+            key, _, value = rest.partition("/")
+            if kind == "price" and key and value.isdigit():
+                self.reply(*answer("PUT %s %s" % (key, value)))
+            elif kind == "cart" and key and value and "/" not in value:
+                self.reply(*answer("ADD %s %s" % (key, value), fields=("user", "total")))
             else:
-                self.reply(*answer("PUT %s %s" % (item, price)))
+                self.reply(404, {"error": "try PUT /price/<item>/<price> or /cart/<user>/<item>"})
 
         def log_message(self, fmt, *args):
             print("api: " + fmt % args, flush=True)

@@ -29,7 +29,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import remoteexec as rx
 from remoteexec.target import procs
@@ -39,21 +39,21 @@ PY = "/usr/bin/python3" if shutil.which("/usr/bin/python3") else sys.executable
 #: The example files, relative to the checkout's root (the package's parent).
 LAB_FILE = os.path.join("examples", "shop.toml")
 LOCAL_FILE = os.path.join("examples", "shop-local.toml")
-#: What the demo writes through the chain and reads back on a replica.
-ITEM, PRICE = "kiwi", 7
-#: The probe run on a host other than the api's: the chain, seen from there.
+#: What the demo writes through the chain and reads back on replicas.
+ITEM, PRICE, USER = "kiwi", 7, "ann"
+#: The probe run on a host other than the api's: each (method, url) of
+#: argv[1] (JSON) asked in turn, printed as [[status, body], ...].
 PROBE = """
-import json, sys, urllib.request
-base = sys.argv[1]
-def call(method, path):
-    req = urllib.request.Request(base + path, method=method)
+import json, sys, urllib.error, urllib.request
+out = []
+for method, url in json.loads(sys.argv[1]):
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
+        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=10) as r:
+            out.append([r.status, json.loads(r.read())])
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b'{}')
-print(json.dumps([call('GET', '/health'), call('PUT', '/price/%s/%d'), call('GET', '/price/%s')]))
-""" % (ITEM, PRICE, ITEM)
+        out.append([e.code, json.loads(e.read() or b'{}')])
+print(json.dumps(out))
+"""
 
 
 class DemoError(Exception):
@@ -161,33 +161,58 @@ def _status(stack: rx.Stack) -> None:
         )
 
 
-def _prove(stack: rx.Stack, lab: Any, hosts: Dict[str, rx.Host]) -> None:
-    """The chain from another host: api → router → storage leader, then a
-    write through it read back on a replica. DemoError if any link fails."""
-    api = stack["api"].service
-    api_host = api.on
-    port = int(api.port)
-    base = "http://%s:%d" % (_address(lab, api_host, hosts), port)
-    client = next((h for h in hosts.values() if h is not api_host), api_host)
-    result = client.run([PY, "-c", PROBE, base], timeout=30)
+def _ask(client: rx.Host, requests: List[Tuple[str, str]]) -> List[Tuple[int, Any]]:
+    """Each (method, url) asked from ``client``, printed; [(status, body), ...]."""
+    result = client.run([PY, "-c", PROBE, json.dumps(requests)], timeout=60)
     if result.returncode != 0:
         raise DemoError("the probe on %s failed: %s" % (client.name, result.stderr.strip()))
-    (health_code, health), (put_code, put), (get_code, got) = json.loads(result.stdout)
-    _say("from %s to the api at %s:" % (client.name, base))
-    _say("  GET /health -> %d %s" % (health_code, json.dumps(health)))
-    if health_code != 200 or health.get("price") != 3:
-        raise DemoError("api /health through router and storage failed: %s" % health)
-    _say("  PUT /price/%s/%d -> %d %s" % (ITEM, PRICE, put_code, json.dumps(put)))
-    _say("  GET /price/%s -> %d %s" % (ITEM, get_code, json.dumps(got)))
-    if (put_code, get_code, got.get("price")) != (200, 200, PRICE):
-        raise DemoError("a write through api -> router -> storage was not read back: %s" % got)
-    storage = stack["storage"].service
-    storage.wait_synced(timeout=10)
-    replica = storage.replicas[-1]
-    row, read_only = replica.eval("return box.space.goods:get(...), box.info.ro", ITEM)
-    _say("  on the storage replica %s (read-only %s): %s" % (replica.uri, read_only, row))
-    if list(row or []) != [ITEM, PRICE] or read_only is not True:
-        raise DemoError("the write did not reach the replica %s: %r" % (replica.uri, row))
+    answers = [(int(code), body) for code, body in json.loads(result.stdout)]
+    for (method, url), (code, body) in zip(requests, answers):
+        _say("  %-4s %-40s -> %d %s" % (method, url, code, json.dumps(body)))
+    return answers
+
+
+def _read_back(stack: rx.Stack, name: str, lua: str, key: str, want: List[Any]) -> None:
+    """``lua`` on the last replica of replica set ``name`` once it caught up."""
+    replica_set = stack[name].service
+    replica_set.wait_synced(timeout=10)
+    replica = replica_set.replicas[-1]
+    row, read_only = replica.eval(lua + ", box.info.ro", key)
+    _say("  on the %s replica %s (read-only %s): %s" % (name, replica.uri, read_only, row))
+    if list(row or []) != want or read_only is not True:
+        raise DemoError("the write did not reach the %s replica %s: %r" % (name, replica.uri, row))
+
+
+def _prove(stack: rx.Stack, lab: Any, hosts: Dict[str, rx.Host]) -> None:
+    """The chain from another host: every api's /health (api → router →
+    storage leader), then writes through the last api read back on replicas
+    of both replica sets. DemoError if any link fails."""
+    handle = stack["api"]
+    apis = [m.service for m in handle.members] or [handle.service]
+    bases = ["http://%s:%d" % (_address(lab, a.on, hosts), int(a.port)) for a in apis]
+    client = next((h for h in hosts.values() if h is not apis[-1].on), apis[-1].on)
+    last = bases[-1]
+    _say("from %s to the api%s:" % (client.name, "s" if len(apis) > 1 else ""))
+    answers = _ask(
+        client,
+        [("GET", base + "/health") for base in bases]
+        + [
+            ("PUT", "%s/price/%s/%d" % (last, ITEM, PRICE)),
+            ("GET", "%s/price/%s" % (last, ITEM)),
+            ("PUT", "%s/cart/%s/%s" % (last, USER, ITEM)),
+            ("PUT", "%s/cart/%s/apple" % (last, USER)),
+        ],
+    )
+    health, writes = answers[: len(bases)], answers[len(bases) :]
+    for base, (code, body) in zip(bases, health):
+        if code != 200 or body.get("price") != 3:
+            raise DemoError("%s/health (api -> router -> storage) failed: %s" % (base, body))
+    got = [(code, body.get("price", body.get("total"))) for code, body in writes]
+    want = [(200, PRICE), (200, PRICE), (200, PRICE), (200, PRICE + 3)]
+    if got != want:
+        raise DemoError("writes through api -> router -> replica sets: %s, not %s" % (got, want))
+    _read_back(stack, "storage", "return box.space.goods:get(...)", ITEM, [ITEM, PRICE])
+    _read_back(stack, "sessions", "return box.space.carts:get(...)", USER, [USER, PRICE + 3])
 
 
 def _pids(stack: rx.Stack) -> List[int]:
