@@ -87,16 +87,24 @@ def run_demo(*args: str, at_least: int, module: str = "remoteexec") -> Tuple[int
     return code, demo.text
 
 
-def assert_the_chain_was_proven(out: str) -> None:
-    # Every tier came up, in dependency order.
-    order = [re.search(r"^  ready +%s " % s, out, re.M) for s in ("storage", "router", "api")]
-    assert all(order), out
-    assert [m.start() for m in order if m] == sorted(m.start() for m in order if m), out
-    # From another host, through the api: the router's answer from storage...
-    assert re.search(r'GET /health -> 200 .*"price": 3, "router": "router ', out), out
-    # ...a write through api -> router -> leader, read back on a read-only replica.
-    assert re.search(r"PUT /price/kiwi/7 -> 200", out), out
+def assert_the_chain_was_proven(out: str, apis: int) -> None:
+    # Every tier came up, each after what it depends on.
+    at = {}
+    for service in ("storage", "sessions", "router", "api"):
+        found = [m.start() for m in re.finditer(r"^  ready +%s(\.\d)? " % service, out, re.M)]
+        assert found, (service, out)
+        at[service] = (min(found), max(found))
+    assert max(at["storage"][1], at["sessions"][1]) < at["router"][0] < at["api"][0], out
+    # Every api answers /health, from another host, with the price the router
+    # read from storage...
+    health = re.findall(r'GET +http://\S+/health +-> 200 .*"price": 3, "router": "router ', out)
+    assert len(health) == apis, out
+    # ...and writes through api -> router -> both leaders are read back on a
+    # read-only replica of each replica set.
+    assert re.search(r"PUT +http://\S+/price/kiwi/7 +-> 200", out), out
+    assert re.search(r'PUT +http://\S+/cart/ann/apple +-> 200 \{"user": "ann", "total": 10', out)
     assert re.search(r"on the storage replica \S+ \(read-only True\): \['kiwi', 7\]", out), out
+    assert re.search(r"on the sessions replica \S+ \(read-only True\): \['ann', 10\]", out), out
     # down() stopped the stack itself (closing the master would kill it too).
     assert re.search(r"^down in \d+ ms$", out, re.M), out
     assert "torn down: 0 processes of this run left" in out
@@ -107,11 +115,11 @@ def test_demo_on_a_lab_exits_0_and_leaves_nothing() -> None:
     """The README's command: examples/shop.toml on 3 lab hosts."""
     need_lab()
     need_tarantool()
-    # 3 storage members, the router, the api.
-    code, out = run_demo("demo", at_least=5)
+    # 2 x 3 replica set members, the router, 3 apis.
+    code, out = run_demo("demo", at_least=10)
     assert code == 0, out
     assert "examples/shop.toml" in out and re.search(r"^lab \S+: root@", out, re.M), out
-    assert_the_chain_was_proven(out)
+    assert_the_chain_was_proven(out, apis=3)
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     lab = re.search(r"^lab (\S+):", out, re.M)
     assert lab is not None and "rxl-%s-" % lab.group(1) not in netns
@@ -120,10 +128,11 @@ def test_demo_on_a_lab_exits_0_and_leaves_nothing() -> None:
 def test_demo_local_exits_0_and_leaves_nothing() -> None:
     """``--local``: examples/shop-local.toml on three local contexts."""
     need_tarantool()
-    code, out = run_demo("demo", "--local", at_least=5)
+    # 2 x 3 replica set members, the router, the api.
+    code, out = run_demo("demo", "--local", at_least=8)
     assert code == 0, out
     assert "examples/shop-local.toml" in out and "(local contexts)" in out, out
-    assert_the_chain_was_proven(out)
+    assert_the_chain_was_proven(out, apis=1)
 
 
 def test_a_broken_tier_fails_the_demo_naming_service_and_host(tmp_path: Any) -> None:
@@ -136,8 +145,8 @@ def test_a_broken_tier_fails_the_demo_naming_service_and_host(tmp_path: Any) -> 
     assert '"--port", "8090"' in text
     path = tmp_path / "broken.toml"
     path.write_text(text.replace('"--port", "8090"', '"--port", "not-a-port"'))
-    # The storage members and the router were up when the api failed.
-    code, out = run_demo("--local", str(path), at_least=4, module="remoteexec.cli.demo")
+    # The replica sets and the router were up when the api failed.
+    code, out = run_demo("--local", str(path), at_least=7, module="remoteexec.cli.demo")
     assert code == 1, out
     assert re.search(r"^demo failed: \[c\] stack shop-local: service api failed", out, re.M), out
     assert "invalid int value: 'not-a-port'" in out, "the api's own output is shown"
