@@ -33,7 +33,7 @@ import os
 import shutil
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Set, Tuple
 
 import _common as c
 
@@ -52,7 +52,7 @@ def _build(hosts: Mapping[str, Any]) -> Tuple[Any, List[List[str]]]:
     stack = rx.Stack.from_file(EXAMPLE, hosts=hosts)
     deps = stack.dependencies()
     waves: List[List[str]] = []
-    done: set = set()
+    done: Set[str] = set()
     for _ in range(len(deps)):  # bounded: each wave takes at least one service
         wave = [n for n in deps if n not in done and set(deps[n]) <= done]
         if not wave:
@@ -179,7 +179,7 @@ def _measure() -> Tuple[List[Dict[str, float]], ...]:
             hosts = {n: opened[i % len(opened)] for i, n in enumerate(names)}
             _stack_once(hosts)  # warm-up: facts cached, code imported
             for i in range(ROUNDS):
-                steps = [
+                steps: List[Callable[[], None]] = [
                     lambda: stacked.append(_stack_once(hosts)),
                     lambda: alone.append(_alone_once(hosts)),
                     lambda: by_hand.append(_by_hand_once(hosts)),
