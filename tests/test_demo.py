@@ -151,3 +151,13 @@ def test_a_broken_tier_fails_the_demo_naming_service_and_host(tmp_path: Any) -> 
     assert re.search(r"^demo failed: \[c\] stack shop-local: service api failed", out, re.M), out
     assert "invalid int value: 'not-a-port'" in out, "the api's own output is shown"
     assert "torn down: 0 processes of this run left" in out
+
+
+def test_a_missing_example_is_a_clear_error() -> None:
+    """Outside a checkout the example is not there: the error says where it
+    was looked for and how the demo is meant to run."""
+    from remoteexec.cli import demo
+
+    with pytest.raises(demo.DemoError, match=r"examples/nope\.toml is not at /\S+/examples/nope"):
+        demo.examples_path(os.path.join("examples", "nope.toml"))
+    assert demo.examples_path(demo.LAB_FILE) == os.path.join(REPO, "examples", "shop.toml")
