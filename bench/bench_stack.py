@@ -1,119 +1,77 @@
-"""Stack up/down: a 3-tier stack on 3 lab hosts vs its critical path and a sequential start.
+"""Stack up/down: the example (examples/shop.toml) on 3 lab hosts vs its
+critical path and a sequential start of the same services.
 
-The stack (7 services, each tier using the one below it):
-
-- ``storage``: a 3-member replica set, one member per host (replication_timeout 0.1 s);
-- ``router``: one Tarantool instance per host (a group, ``on=[a, b, c]``),
-  ``listen=0.0.0.0:0``, whose app connects to the storage leader through
-  net.box at start (the leader's URI reaches it through a reference);
-- ``api``: one Python HTTP server per host (a group), which connects to
-  every router (their URIs, picked at start, through a reference) before it
-  serves ``/health``; ready when the health URL answers 200.
+The stack is the shipped example itself, loaded with
+``Stack.from_file(path, hosts=...)`` (its hosts a, b, c on the lab's three
+hosts), every tier using the one below it: the ``storage`` replica set, the
+``router`` that reads and writes it through net.box, the ``api`` whose
+``/health`` asks the router. See examples/shop.toml.
 
 Measured in the same run, rounds alternating:
 
 - ``up``: ``Stack.up()`` until every service is ready;
 - each service started alone with the same API (``service.start()``), one
   after another in dependency order, each timed: the **critical path** is
-  the sum over the tiers of the slowest service in the tier (what a perfect
+  the longest dependency path weighted by those times (what a perfect
   scheduler could reach), **sequential** the sum of them all (what starting
   the services one after another takes);
+- ``by hand``: the same services started wave by wave, each wave's at once
+  from threads (the best plan, known in advance, without a graph);
 - ``down``: ``Stack.down()`` of the started stack.
-
-- ``by hand``: the same services started tier by tier, each tier's at once
-  from threads (the best plan, known in advance, without a graph).
 
 Targets: up ≤ 1.15x the critical path and ≤ 1.15x by hand, up at least
 1.8x faster than sequential (median rounds), down ≤ 0.3 s (median).
 
-Run: ``python bench/bench_stack.py`` (needs root for the lab).
+Run: ``python bench/bench_stack.py`` (needs root for the lab);
+``BENCH_ROUNDS=N`` changes the number of rounds.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import shutil
+import threading
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Set, Tuple
 
 import _common as c
 
-ROUNDS = 15
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))
 CRITICAL_FACTOR = 1.15
 SEQUENTIAL_FACTOR = 1.8
 DOWN_LIMIT = 0.3
-API_PORT = 8080
-#: The router's app: it reads the storage leader through net.box at start.
-ROUTER_LUA = """
-local conn = require('net.box').connect(params.storage, {wait_connected = 10})
-assert(conn:ping(), 'storage unreachable: ' .. tostring(params.storage))
-rawset(_G, 'storage_conn', conn)
-"""
-#: The api: connects to every router, then serves /health.
-API_PY = """
-import http.server, socket, sys
-for uri in sys.argv[1].split(','):
-    host, port = uri.rsplit(':', 1)
-    socket.create_connection((host, int(port)), timeout=5).close()
-class Health(http.server.BaseHTTPRequestHandler):
-    def do_HEAD(self):
-        self.send_response(200); self.send_header('Content-Length', '0'); self.end_headers()
-    do_GET = do_HEAD
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(('0.0.0.0', int(sys.argv[2])), Health).serve_forever()
-"""
+EXAMPLE = os.path.join(c.REPO_ROOT, "examples", "shop.toml")
 
 
-def _build(hosts: List[Any], port: int) -> Tuple[Any, Dict[str, List[Any]]]:
-    """The stack, and its services by tier (for the alone-and-sequential runs)."""
+def _build(hosts: Mapping[str, Any]) -> Tuple[Any, List[List[str]]]:
+    """The example's stack on ``hosts`` (file host name → Host), and its
+    services in start waves (groups as their members)."""
     import remoteexec as rx
-    from remoteexec.stack import Stack
-    from remoteexec.tarantool import ReplicaSet, TarantoolInstance
 
-    stack = Stack("bench%d" % port)
-    storage = stack.add(
-        ReplicaSet(
-            "storage",
-            members=[(h, port) for h in hosts],
-            replication_timeout=0.1,
-            box_cfg={
-                "memtx_memory": 32 * 1024 * 1024,
-            },
-            timeout=20,
-        ),
-        name="storage",
-    )
-    router = stack.add(
-        lambda h: TarantoolInstance(
-            on=h,
-            listen="0.0.0.0:0",
-            app_lua=ROUTER_LUA,
-            app_params={"storage": storage.ref("leader.uri")},
-            box_cfg={"memtx_memory": 32 * 1024 * 1024},
-            timeout=20,
-        ),
-        name="router",
-        on=hosts,
-    )
-    api = stack.add(
-        lambda h: rx.HTTPExecutor(
-            [c.PY, "-c", API_PY, router.ref("uri"), str(API_PORT)],
-            url="http://127.0.0.1:%d/health" % API_PORT,
-            on=h,
-            timeout=20,
-            sleep=0.01,
-        ),
-        name="api",
-        on=hosts,
-    )
-    tiers = {
-        "storage": [storage.service],
-        "router": [m.service for m in router.members],
-        "api": [m.service for m in api.members],
-    }
-    return stack, tiers
+    stack = rx.Stack.from_file(EXAMPLE, hosts=hosts)
+    deps = stack.dependencies()
+    waves: List[List[str]] = []
+    done: Set[str] = set()
+    for _ in range(len(deps)):  # bounded: each wave takes at least one service
+        wave = [n for n in deps if n not in done and set(deps[n]) <= done]
+        if not wave:
+            break
+        waves.append(wave)
+        done.update(wave)
+    return stack, waves
+
+
+def _critical(deps: Mapping[str, Mapping[str, str]], took: Mapping[str, float]) -> float:
+    """The longest dependency path, each service weighted by ``took``."""
+    finish: Dict[str, float] = {}
+    for _ in range(len(deps) + 1):  # bounded: each pass settles at least one service
+        for name, needs in deps.items():
+            if name not in finish and all(d in finish for d in needs):
+                finish[name] = took[name] + max((finish[d] for d in needs), default=0.0)
+        if len(finish) == len(deps):
+            break
+    return max(finish.values())
 
 
 def _latency(stack: Any, events: List[Any]) -> float:
@@ -127,8 +85,8 @@ def _latency(stack: Any, events: List[Any]) -> float:
     return max(gaps)
 
 
-def _stack_once(hosts: List[Any], port: int) -> Dict[str, float]:
-    stack, _ = _build(hosts, port)
+def _stack_once(hosts: Mapping[str, Any]) -> Dict[str, float]:
+    stack, _ = _build(hosts)
     events: List[Any] = []
     stack.subscribe(events.append)
     t0 = time.perf_counter()
@@ -144,38 +102,34 @@ def _stack_once(hosts: List[Any], port: int) -> Dict[str, float]:
     return {"up": up, "down": time.perf_counter() - t0, "latency": _latency(stack, events)}
 
 
-def _alone_once(hosts: List[Any], port: int) -> Dict[str, float]:
+def _alone_once(hosts: Mapping[str, Any]) -> Dict[str, float]:
     """Each service started alone, one after another; critical path and sequential."""
-    stack, tiers = _build(hosts, port)
-    stack.validate()
+    stack, waves = _build(hosts)
     started: List[Any] = []
-    per_tier: Dict[str, List[float]] = {}
+    took: Dict[str, float] = {}
     try:
-        for tier, services in tiers.items():
-            for service in services:
+        for wave in waves:
+            for name in wave:
+                service = stack[name].service
                 t0 = time.perf_counter()
                 service.start()
-                per_tier.setdefault(tier, []).append(time.perf_counter() - t0)
+                took[name] = time.perf_counter() - t0
                 started.append(service)
     finally:
         for service in reversed(started):
             with contextlib.suppress(Exception):
                 service.stop()
-    out = {"critical": sum(max(v) for v in per_tier.values())}
-    out["sequential"] = sum(sum(v) for v in per_tier.values())
-    for tier, values in per_tier.items():
-        out["alone " + tier] = max(values)
+    out = {"critical": _critical(stack.dependencies(), took), "sequential": sum(took.values())}
+    for name, seconds in took.items():
+        out["alone " + name] = seconds
     return out
 
 
-def _by_hand_once(hosts: List[Any], port: int) -> Dict[str, float]:
+def _by_hand_once(hosts: Mapping[str, Any]) -> Dict[str, float]:
     """The same services started by hand with the best plan known in advance:
-    each tier's services at once (a thread each), the next tier when all are
+    each wave's services at once (a thread each), the next wave when all are
     ready. What the stack's scheduling adds is the difference."""
-    import threading
-
-    stack, tiers = _build(hosts, port)
-    stack.validate()
+    stack, waves = _build(hosts)
     started: List[Any] = []
     errors: List[BaseException] = []
 
@@ -188,8 +142,8 @@ def _by_hand_once(hosts: List[Any], port: int) -> Dict[str, float]:
 
     t0 = time.perf_counter()
     try:
-        for services in tiers.values():
-            threads = [threading.Thread(target=start, args=(s,)) for s in services]
+        for wave in waves:
+            threads = [threading.Thread(target=start, args=(stack[n].service,)) for n in wave]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -207,30 +161,28 @@ def _median(rounds: List[Dict[str, float]], key: str) -> float:
     return c.Stats.of([r[key] for r in rounds]).median
 
 
-def run() -> c.Report:
-    report = c.lab_report("Stack: 3 tiers, 7 services on 3 lab hosts")
-    if report.skipped:
-        return report
-    if shutil.which("tarantool") is None:
-        report.skipped = "tarantool is not installed"
-        return report
+def _measure() -> Tuple[List[Dict[str, float]], ...]:
+    """Rounds of up/down, alone and by hand, alternating, on a fresh lab."""
     import remoteexec as rx
     from remoteexec.lab import Lab
+    from remoteexec.stack import file as stackfile
 
-    ports = itertools.count(3501)
+    names = list(stackfile.read(EXAMPLE).hosts)
     stacked: List[Dict[str, float]] = []
     alone: List[Dict[str, float]] = []
     by_hand: List[Dict[str, float]] = []
     with Lab(hosts=3) as lab:
         c.progress("lab %s up: %s" % (lab.name, ", ".join(lab.targets)))
         with rx.Master(heartbeat_timeout=10) as master:
-            hosts = master.connect_all(lab.targets, **c.connect_options(lab))
-            _stack_once(hosts, next(ports))  # warm-up: facts cached, code imported
+            opened = master.connect_all(lab.targets, **c.connect_options(lab))
+            # File host i on lab host i mod 3, as `remoteexec up --lab 3` maps them.
+            hosts = {n: opened[i % len(opened)] for i, n in enumerate(names)}
+            _stack_once(hosts)  # warm-up: facts cached, code imported
             for i in range(ROUNDS):
-                steps = [
-                    lambda: stacked.append(_stack_once(hosts, next(ports))),
-                    lambda: alone.append(_alone_once(hosts, next(ports))),
-                    lambda: by_hand.append(_by_hand_once(hosts, next(ports))),
+                steps: List[Callable[[], None]] = [
+                    lambda: stacked.append(_stack_once(hosts)),
+                    lambda: alone.append(_alone_once(hosts)),
+                    lambda: by_hand.append(_by_hand_once(hosts)),
                 ]
                 for step in steps[i % 3 :] + steps[: i % 3]:
                     step()
@@ -246,44 +198,61 @@ def run() -> c.Report:
                         stacked[-1]["down"],
                     )
                 )
+    return stacked, alone, by_hand
+
+
+def run() -> c.Report:
+    from remoteexec.stack import file as stackfile
+
+    topology = stackfile.read(EXAMPLE)
+    count = sum(len(s.hosts) if s.kind == "process" else 1 for s in topology.services.values())
+    report = c.lab_report(
+        "Stack: the example (%s, %d services) on 3 lab hosts"
+        % (os.path.relpath(EXAMPLE, c.REPO_ROOT), count)
+    )
+    if report.skipped:
+        return report
+    if shutil.which("tarantool") is None:
+        report.skipped = "tarantool is not installed"
+        return report
+    stacked, alone, by_hand = _measure()
     up, critical = _median(stacked, "up"), _median(alone, "critical")
     sequential, down = _median(alone, "sequential"), _median(stacked, "down")
     hand = _median(by_hand, "by_hand")
     latency = max(r["latency"] for r in stacked)
+    services = [k[len("alone ") :] for k in alone[0] if k.startswith("alone ")]
     report.text(
-        "storage: a 3-member replica set (one member per host); router: a Tarantool "
-        "instance per host on port 0, whose app reaches the storage leader through "
-        "net.box (a reference carries the URI); api: a Python HTTP server per host "
-        "that connects to every router (their ports, picked at start, by reference) "
-        "before it serves /health. Medians of %d rounds of each, alternating. "
-        "Critical path and sequential come from the same runs: each service started "
-        "alone with `start()`, one after another in dependency order; critical = the "
-        "slowest of each tier, summed; sequential = all of them, summed. By hand: the "
-        "same services, each tier's started at once from threads, tier after tier: "
-        "the best plan known in advance, with no graph; up / by hand is what the "
-        "stack's scheduling adds. The 3 lab hosts share this machine's %s CPUs, so "
-        "services started together contend for them: a tier started at once takes "
-        "longer than its slowest service alone, which the critical path does not "
-        "count. The scheduling delay is read from the stack's own events: the worst "
-        "gap, over all rounds, between a service's last dependency being ready and its "
-        "start. Bootstrap of the replica set moves in steps of replication_timeout "
-        "(0.1 s), so single rounds vary by that much. No scheduler can make "
-        "sequential / up exceed sequential / critical path (the ceiling row): the "
-        "replica set, one tier on its own, is most of the critical path." % (ROUNDS, os.cpu_count())
+        "The example itself, `%s` loaded with `Stack.from_file(path, hosts=...)`, its "
+        "hosts a, b, c on the lab's three: start waves %s. Medians of %d rounds of each, "
+        "alternating. Critical path and sequential come from the same runs: each service "
+        "started alone with `start()`, one after another in dependency order; critical = "
+        "the longest dependency path weighted by those times; sequential = all of them, "
+        "summed. By hand: the same services, each wave's started at once from threads, "
+        "wave after wave: the best plan known in advance, with no graph; up / by hand is "
+        "what the stack's scheduling adds. The 3 lab hosts share this machine's %s CPUs, "
+        "so services started together contend for them, which the critical path does not "
+        "count. The scheduling delay is read from the stack's own events: the worst gap, "
+        "over all rounds, between a service's last dependency being ready and its start. "
+        "Bootstrap of the replica set moves in steps of replication_timeout (0.1 s), so "
+        "single rounds vary by that much. No scheduler can make sequential / up exceed "
+        "sequential / critical path (the ceiling row)."
+        % (
+            os.path.relpath(EXAMPLE, c.REPO_ROOT),
+            " → ".join("[%s]" % ", ".join(w) for w in topology.waves()),
+            ROUNDS,
+            os.cpu_count(),
+        )
     )
     rows = [
         ("stack up()", c.ms(up)),
-        ("by hand, tier by tier in parallel", c.ms(hand)),
+        ("by hand, wave by wave in parallel", c.ms(hand)),
         ("critical path", c.ms(critical)),
         ("sequential", c.ms(sequential)),
         ("ceiling of sequential / up: sequential / critical path", c.ratio(sequential, critical)),
         ("stack down()", c.ms(down)),
         ("scheduling delay: dependency ready → dependent starting (worst)", c.ms(latency)),
     ]
-    rows += [
-        ("alone: slowest " + tier, c.ms(_median(alone, "alone " + tier)))
-        for tier in ("storage", "router", "api")
-    ]
+    rows += [("alone: " + name, c.ms(_median(alone, "alone " + name))) for name in services]
     report.table(["phase", "median ms"], rows)
     report.target(
         "up / critical path (median)",
@@ -292,7 +261,7 @@ def run() -> c.Report:
         up <= CRITICAL_FACTOR * critical,
     )
     report.target(
-        "up / by hand, tiers in parallel (median): what the graph adds",
+        "up / by hand, waves in parallel (median): what the graph adds",
         "%.2fx (%s vs %s ms)" % (up / hand, c.ms(up), c.ms(hand)),
         "≤ %gx" % CRITICAL_FACTOR,
         up <= CRITICAL_FACTOR * hand,

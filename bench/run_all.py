@@ -2,9 +2,10 @@
 
     python bench/run_all.py
 
-Runs bench_commands, bench_executor and, when bench/bench_replicaset.py
-exists and has ``main()``, bench_replicaset; each makes and removes its own
-lab (needs root). The markdown is printed and written to docs/benchmarks.md.
+Runs bench_commands, bench_executor and the optional ones (bench_replicaset,
+bench_stack: the example stack) when their file exists and has ``main()``;
+each makes and removes its own lab (needs root). The markdown is printed and
+written to docs/benchmarks.md.
 Exit status: 0 when every target passed, 1 when one was missed, 2 when a
 benchmark was skipped (what it needs is not installed or not possible here:
 printed as SKIPPED with the reason), 3 when a benchmark crashed (printed as
@@ -29,7 +30,7 @@ from typing import List, Optional, Tuple
 import _common as c
 
 BENCHES = ("bench_commands", "bench_executor")
-OPTIONAL = ("bench_replicaset",)
+OPTIONAL = ("bench_replicaset", "bench_stack")
 OUTPUT = os.path.join(c.REPO_ROOT, "docs", "benchmarks.md")
 README = os.path.join(c.REPO_ROOT, "README.md")
 #: The README quotes bench_commands' figures between these marks; each run rewrites them.

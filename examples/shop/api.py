@@ -1,21 +1,34 @@
 """Tier 3: an HTTP service that asks the router (tier 2) for prices.
 
-GET /health answers 200 only when the whole chain answers: this service, the
-router on its host, and the router's net.box connection to the storage
-replica set. GET /price/<item> returns the item's price. Standard library only.
+GET /health answers 200 only when the whole chain answers: this service, every
+router it was given, and each router's net.box connection to the storage
+replica set. GET /price/<item> returns the item's price; PUT /price/<item>/<n>
+sets it (the router writes it on the storage leader); PUT /cart/<user>/<item>
+adds the item to the user's cart (the router reads the price from storage and
+adds it to the cart in the sessions replica set) and returns the cart's total. ``--router`` is
+``HOST:PORT``, or ``HOST,HOST,...:PORT`` for a group of routers on one port
+(what ``${router.host}`` gives for a router on several hosts); requests go to
+the routers in turn. Standard library only.
 """
 
 import argparse
 import http.server
+import itertools
 import json
 import socket
+import threading
 
 
-def ask(router, item, timeout=2.0):
-    """The router's answer to ``GET item``, e.g. ``"apple 3"``."""
-    host, _, port = router.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=timeout) as conn:
-        conn.sendall(b"GET " + item.encode() + b"\n")
+def routers(spec):
+    """``"h1,h2:3380"`` -> ``[("h1", 3380), ("h2", 3380)]``."""
+    hosts, _, port = spec.rpartition(":")
+    return [(host, int(port)) for host in hosts.split(",") if host]
+
+
+def ask(router, line, timeout=2.0):
+    """The router's one-line answer to ``line``, e.g. ``"apple 3"``."""
+    with socket.create_connection(router, timeout=timeout) as conn:
+        conn.sendall(line.encode() + b"\n")
         conn.settimeout(timeout)
         data = b""
         while not data.endswith(b"\n"):
@@ -26,7 +39,24 @@ def ask(router, item, timeout=2.0):
     return data.decode().strip()
 
 
-def handler(router):
+def handler(targets):
+    turn = itertools.cycle(targets)
+    lock = threading.Lock()
+
+    def answer(line, router=None, fields=("item", "price")):
+        if router is None:
+            with lock:
+                router = next(turn)
+        where = "router %s:%d" % router
+        try:
+            reply = ask(router, line)
+        except OSError as e:
+            return 503, {"error": "%s: %s" % (where, e)}
+        if not reply or reply.startswith("ERR"):
+            return 503, {"error": "%s: %s" % (where, reply or "no answer")}
+        key, _, value = reply.partition(" ")
+        return 200, {fields[0]: key, fields[1]: int(value), "router": where}
+
     class Handler(http.server.BaseHTTPRequestHandler):
         def reply(self, code, body):
             data = json.dumps(body).encode() + b"\n"
@@ -37,26 +67,30 @@ def handler(router):
             if self.command != "HEAD":
                 self.wfile.write(data)
 
-        def answer(self, item):
-            try:
-                line = ask(router, item)
-            except OSError as e:
-                return 503, {"error": "router %s: %s" % (router, e)}
-            if line.startswith("ERR"):
-                return 503, {"error": line}
-            name, _, price = line.partition(" ")
-            return 200, {"item": name, "price": int(price)}
-
         def do_GET(self):
             if self.path == "/health":
-                code, body = self.answer("apple")
-                self.reply(code, {"ok": code == 200, **body})
+                checks = [answer("GET apple", router) for router in targets]
+                bad = [body for code, body in checks if code != 200]
+                self.reply(
+                    503 if bad else 200,
+                    {"ok": not bad, "routers": len(checks), **(bad[0] if bad else checks[0][1])},
+                )
             elif self.path.startswith("/price/"):
-                self.reply(*self.answer(self.path[len("/price/") :]))
+                self.reply(*answer("GET " + self.path[len("/price/") :]))
             else:
                 self.reply(404, {"error": "try /health or /price/<item>"})
 
         do_HEAD = do_GET
+
+        def do_PUT(self):
+            kind, _, rest = self.path.lstrip("/").partition("/")
+            key, _, value = rest.partition("/")
+            if kind == "price" and key and value.isdigit():
+                self.reply(*answer("PUT %s %s" % (key, value)))
+            elif kind == "cart" and key and value and "/" not in value:
+                self.reply(*answer("ADD %s %s" % (key, value), fields=("user", "total")))
+            else:
+                self.reply(404, {"error": "try PUT /price/<item>/<price> or /cart/<user>/<item>"})
 
         def log_message(self, fmt, *args):
             print("api: " + fmt % args, flush=True)
@@ -66,11 +100,12 @@ def handler(router):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--router", required=True, help="host:port of the router's text port")
+    parser.add_argument("--router", required=True, help="HOST[,HOST...]:PORT of the routers")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
-    server = http.server.ThreadingHTTPServer(("0.0.0.0", args.port), handler(args.router))
-    print("api: listening on :%d, router at %s" % (args.port, args.router), flush=True)
+    targets = routers(args.router)
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", args.port), handler(targets))
+    print("api: listening on :%d, routers %s" % (args.port, args.router), flush=True)
     server.serve_forever()
 
 
