@@ -471,8 +471,9 @@ def test_the_example_runs_on_a_lab_and_sigint_leaves_nothing(cli: Any) -> None:
     proc = cli("up", EXAMPLE, "--lab", "3", "--json")
     run = run_of(proc)
     up = proc.event(type="result", result="up")
-    assert set(up["timings"]) == {"storage", "router", "api"}
-    proc.event(type="log", service="api", line='api: "HEAD /health HTTP/1.1" 200 -')
+    assert set(up["timings"]) == {"storage", "sessions", "router", "api.1", "api.2", "api.3"}
+    for api in ("api.1", "api.2", "api.3"):
+        proc.event(type="log", service=api, line='api: "HEAD /health HTTP/1.1" 200 -')
     lab = proc.event(type="message")["text"].split()[1].rstrip(":")
     with left_nothing(run["run_id"], run["contexts"], at_least=4, timeout=20):
         assert proc.interrupt(120) == 130, proc.text()

@@ -260,9 +260,10 @@ def test_key_lines_finds_headers_dotted_and_inline_keys() -> None:
 
 def test_the_example_is_valid_and_three_tiers_on_three_hosts() -> None:
     topology = stackfile.read(EXAMPLE)
-    assert topology.waves() == [["storage"], ["router"], ["api"]]
+    assert topology.waves() == [["storage", "sessions"], ["router"], ["api"]]
     hosts = {name: s.hosts for name, s in topology.services.items()}
-    assert hosts == {"storage": ["a", "b", "c"], "router": ["b"], "api": ["c"]}
+    abc = ["a", "b", "c"]
+    assert hosts == {"storage": abc, "sessions": abc, "router": ["b"], "api": abc}
     assert topology.services["router"].app_source.count("net.box") >= 1
 
 
