@@ -349,16 +349,6 @@ def test_one_definition_on_several_hosts(hosts: List[rx.Host]) -> None:
         assert "== api.2 ==" in stack.logs("api")
 
 
-class OwnPort:
-    """The port a TCPExecutor with port=0 picked, for its own command."""
-
-    def __init__(self) -> None:
-        self.executor: Any = None
-
-    def resolve(self) -> str:
-        return str(self.executor.port)
-
-
 FETCH = "import sys, urllib.request; print('got', urllib.request.urlopen(sys.argv[1]).status)"
 
 
@@ -366,12 +356,12 @@ FETCH = "import sys, urllib.request; print('got', urllib.request.urlopen(sys.arg
 def test_an_executor_port_picked_at_start_reaches_a_job_on_another_host(
     hosts: List[rx.Host],
 ) -> None:
+    """port=0: the port is picked on a at start; the server learns it through
+    OwnPort, the job on b through the stack's reference to web's uri."""
     a, b, _ = hosts
-    own = OwnPort()
     web = rx.TCPExecutor(
-        [PY, HELPER, "http", "0.0.0.0", own], host="0.0.0.0", port=0, on=a, timeout=30
+        [PY, HELPER, "http", "0.0.0.0", rx.OwnPort()], host="0.0.0.0", port=0, on=a, timeout=30
     )
-    own.executor = web
     stack = Stack("ports")
     handle = stack.add(web, name="web")
     fetch = rx.SimpleExecutor([PY, "-c", FETCH, "http://" + handle.ref("uri") + "/"], on=b)
