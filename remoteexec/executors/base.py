@@ -72,15 +72,13 @@ from remoteexec.errors import (
     ProcessExitedWithError,
     TimeoutExpired,
 )
-from remoteexec.errors import (
-    Command as Command,
-)
 from remoteexec.host import BROKER_THREAD, Host
 from remoteexec.supervisor_client import SupervisorClient
 from remoteexec.target import files
 from remoteexec.target.protocol import (
     RESTART_POLICIES,
     TAIL_LINES,
+    Command,
     ProcInfo,
     exited_text,
     timed_out_text,

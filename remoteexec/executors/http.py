@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
 from remoteexec import services
-from remoteexec.errors import Command
+from remoteexec.target.protocol import Command
 from remoteexec.waits import HTTP, HTTP_SCHEMES, TCP
 
 from .base import ExecutorStatus, SimpleExecutor

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 from remoteexec import arguments, services
-from remoteexec.errors import Command
+from remoteexec.target.protocol import Command
 from remoteexec.waits import TCP
 
 from .base import Executor
