@@ -224,6 +224,15 @@ class SimpleExecutor:
         self._readers: Dict[str, LogReader] = {}
         self._endtime: Optional[float] = None
 
+    def set_restart(
+        self, restart: str = "no", max_restarts: int = 3, restart_backoff: float = 1.0
+    ) -> None:
+        """Set the restart policy (as the constructor's arguments), from the
+        next start(): the host's supervisor restarts a process that exits
+        non-zero after start, with no round trip to the master (a stack
+        hands its ``restart=`` here)."""
+        self._restart = _restart_policy(restart, max_restarts, restart_backoff)
+
     def _set_command(self, command: Any) -> None:
         """Check ``command`` and set ``command`` (str) and ``command_parts``."""
         checked = arguments.command(command)
