@@ -198,8 +198,8 @@ class SimpleExecutor:
         self._stderr_mode = "separate" if stderr is subprocess.PIPE else "merge"
         self._cwd = os.fspath(cwd) if cwd is not None else None
         self._shell = shell
-        self._timeout = float(arguments.seconds("timeout", timeout))  # type: ignore[arg-type]
-        self._sleep = float(arguments.seconds("sleep", sleep))  # type: ignore[arg-type]
+        self._timeout = float(arguments.seconds("timeout", timeout))
+        self._sleep = float(arguments.seconds("sleep", sleep))
         self._stop_signal = _signum(stop_signal)
         self._kill_signal = _signum(kill_signal)
         self._expected_returncode = expected_returncode

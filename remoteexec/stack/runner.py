@@ -191,8 +191,8 @@ class Stack:
         if not isinstance(name, str) or not name.strip():
             raise ValueError("a stack needs a name, got %r" % (name,))
         self.name = name
-        self.stop_timeout = float(arguments.seconds("stop_timeout", stop_timeout))  # type: ignore[arg-type]
-        self.poll = float(arguments.seconds("poll", poll))  # type: ignore[arg-type]
+        self.stop_timeout = float(arguments.seconds("stop_timeout", stop_timeout))
+        self.poll = float(arguments.seconds("poll", poll))
         self._entries: Dict[str, _Entry] = {}
         self._handles: Dict[str, Handle] = {}
         self._events = Subscribers()
@@ -258,8 +258,8 @@ class Stack:
             job=bool(job),
             restart=restart,
             max_restarts=max_restarts,
-            backoff=float(backoff),  # type: ignore[arg-type]
-            timeout=float(limit),  # type: ignore[arg-type]
+            backoff=float(backoff),
+            timeout=float(limit),
         )
         if on is None:
             handle = Handle(self, self._new_name(name, service), self._checked(service, name))
