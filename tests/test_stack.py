@@ -376,12 +376,14 @@ def test_an_executor_port_picked_at_start_reaches_a_job_on_another_host(
 
 @pytest.mark.usefixtures("nothing_left")
 def test_on_failure_restarts_up_to_max_restarts(hosts: List[rx.Host]) -> None:
-    """A service killed after it was ready is started again (once: max_restarts=1);
-    killed again, its exit is final, in the events and in status()."""
+    """A service killed after it was ready is started again (once: max_restarts=1),
+    by its host's supervisor; killed again, its exit is final, in the events and
+    in status()."""
     _, _, c = hosts
     stack = Stack("flaky", poll=0.1)
     rec = Recorder(stack)
-    stack.add(http(c), name="web", restart="on-failure", max_restarts=1, restart_backoff=0.1)
+    web = http(c)
+    stack.add(web, name="web", restart="on-failure", max_restarts=1, restart_backoff=0.1)
     with stack:
         first = stack.status()[0]["pid"]
         os.kill(first, signal.SIGKILL)
@@ -391,6 +393,9 @@ def test_on_failure_restarts_up_to_max_restarts(hosts: List[rx.Host]) -> None:
         row = stack.status()[0]
         assert row["state"] == "ready" and row["pid"] not in (None, first)
         assert row["restarts"] == 1
+        # An executor takes the policy (set_restart): its host's supervisor
+        # restarted it, under the same start, not the stack from the master.
+        assert web.status()["restarts"] == 1
         os.kill(row["pid"], signal.SIGKILL)
         assert wait_until(lambda: rec.kinds("web")[-1] == "exited", 5), rec.events
         assert rec.events[-1].final is True
