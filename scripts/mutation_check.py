@@ -460,6 +460,26 @@ MUTATIONS = (
         ("tests/test_connect.py::test_check_host_keys_ignore_connects_to_an_unknown_key",),
         "check_host_keys='ignore' still enforces known_hosts",
     ),
+    # --- the Stack issue (10): port 0 on an executor, restarts by the host
+    Mutation(
+        "port-zero-not-picked",
+        "remoteexec/executors/tcp.py",
+        "self.port = self.supervisor.free_port(self.host)",
+        "self.port = self.port",
+        (
+            "tests/test_executors.py::test_port_zero_is_picked_on_the_host_at_start[lab-tcp]",
+            "tests/test_executors.py::test_port_zero_is_picked_on_the_host_at_start[lab-http]",
+        ),
+        "port=0 is not replaced by a free port of the host at start",
+    ),
+    Mutation(
+        "stack-restart-from-the-master",
+        "remoteexec/stack/adapt.py",
+        'method = getattr(service, "set_restart", None)',
+        "method = None",
+        ("tests/test_stack.py::test_on_failure_restarts_up_to_max_restarts",),
+        "the stack keeps restart= to itself: executors restarted from the master",
+    ),
     Mutation(
         "lab-down-all-keeps-labs-in-use",
         "remoteexec/lab/machine.py",
