@@ -114,6 +114,14 @@ class Handle:
         return [h.name for h in self.service.hosts]
 
 
+def _came_up(thread: threading.Thread, within: float = 1.0) -> bool:
+    """Whether ``thread`` runs (or ran), after a start() that was interrupted."""
+    deadline = time.monotonic() + within
+    while thread.ident is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return thread.ident is not None
+
+
 #: What the stack reads of a service: the :class:`~remoteexec.services.Service` interface.
 SERVICE_INTERFACE = (
     "name",
@@ -497,21 +505,27 @@ class Stack:
         give_up = time.monotonic() + bound
         with self._cond:
             for _ in range(int(bound / self.poll) + 4 * len(part) + 10):
-                if not run.failure and self._exits:
-                    run.failure.append(self._exits[0])
-                if run.interrupted is not None and not run.failure:
-                    run.failure.append(("", run.interrupted))
-                if not run.failure:
-                    for name in graph.order(part):
-                        entry = self._entries[name]
-                        if entry.state == "pending" and self._met(part[name]):
-                            self._launch(entry, run, name in waiting_started)
-                pending = [n for n in part if self._entries[n].state == "pending"]
-                if not run.inflight and (run.failure or not pending):
-                    break
-                if time.monotonic() > give_up:
-                    run.failure.append(("", RemoteExecError("the start took over %gs" % bound)))
-                    break
+                try:
+                    if not run.failure and self._exits:
+                        run.failure.append(self._exits[0])
+                    if run.interrupted is not None and not run.failure:
+                        run.failure.append(("", run.interrupted))
+                    if not run.failure:
+                        for name in graph.order(part):
+                            entry = self._entries[name]
+                            if entry.state == "pending" and self._met(part[name]):
+                                self._launch(entry, run, name in waiting_started)
+                    pending = [n for n in part if self._entries[n].state == "pending"]
+                    if not run.inflight and (run.failure or not pending):
+                        break
+                    if time.monotonic() > give_up:
+                        error = RemoteExecError("the start took over %gs" % bound)
+                        run.failure.append(("", error))
+                        break
+                except BaseException as e:  # Ctrl-C between two waits: as in _wait()
+                    if run.interrupted is None:
+                        run.interrupted = e
+                    continue
                 self._wait(run)
         if run.interrupted is not None and run.failure[0][1] is not run.interrupted:
             run.failure.insert(0, ("", run.interrupted))
@@ -525,12 +539,21 @@ class Stack:
     def _launch(self, entry: _Entry, run: _Run, probe_started: bool) -> None:
         entry.state, entry.since, entry.t0 = "starting", time.time(), time.monotonic()
         run.inflight.add(entry.name)
-        threading.Thread(
+        thread = threading.Thread(
             target=self._start_one,
             args=(entry, run, probe_started),
             name="stack-start-%s" % entry.name,
             daemon=True,
-        ).start()
+        )
+        try:
+            thread.start()
+        except BaseException:
+            # Ctrl-C inside start(): the start runs (and ends) if the thread
+            # came up; if it never did, nothing started.
+            if not _came_up(thread):
+                run.inflight.discard(entry.name)
+                entry.state = "pending"
+            raise
 
     def _start_one(self, entry: _Entry, run: _Run, probe_started: bool) -> None:
         self._emit("starting", entry)
