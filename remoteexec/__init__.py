@@ -21,6 +21,7 @@ _EXPORTS = {
     "UnixSocketExecutor": "remoteexec.executors",
     "HTTPExecutor": "remoteexec.executors",
     "PidExecutor": "remoteexec.executors",
+    "OwnPort": "remoteexec.executors",
     "waits": "remoteexec",
     "RemoteExecError": "remoteexec.errors",
     "ExecutorError": "remoteexec.errors",

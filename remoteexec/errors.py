@@ -16,19 +16,11 @@ full values.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, Union
+from typing import Any, Dict, List, Mapping, Optional, Type
 
 from remoteexec.arguments import bounded
-
-Command = Union[str, Sequence[str]]
-
-
-def _command_text(command: Optional[Command]) -> Optional[str]:
-    if command is None or isinstance(command, str):
-        return command
-    import shlex
-
-    return " ".join(shlex.quote(str(part)) for part in command)
+from remoteexec.target import protocol
+from remoteexec.target.protocol import Command
 
 
 class RemoteExecError(Exception):
@@ -67,7 +59,7 @@ class RemoteExecError(Exception):
     def command_text(self) -> Optional[str]:
         """The command as one shell-quoted line, bounded, for messages
         (``.command`` keeps it whole)."""
-        text = _command_text(self.command)
+        text = protocol.command_text(self.command)
         return None if text is None else bounded(text)
 
     def __reduce__(self) -> Any:

@@ -64,9 +64,10 @@ class UnixSocket(Wait):
         return [{"kind": "unix", "path": self.path}]
 
 
-def split_url(url: str) -> Tuple[SplitResult, str, int]:
+def split_url(url: str, *, allow_zero_port: bool = False) -> Tuple[SplitResult, str, int]:
     """``url`` split, with its host name and port (the scheme's default when
-    it has none); a ValueError naming the URL when it cannot be probed."""
+    it has none; 0, "pick one at start", only with ``allow_zero_port``); a
+    ValueError naming the URL when it cannot be probed."""
     if not isinstance(url, str):
         raise TypeError("url must be a str, got %s" % arguments.bounded(repr(url), 100))
     shown = arguments.bounded(url, 200)
@@ -81,7 +82,11 @@ def split_url(url: str) -> Tuple[SplitResult, str, int]:
         raise ValueError("url %s: the port must be in 1-65535 (%s)" % (shown, e)) from None
     if port is None:
         return parts, parts.hostname, HTTP_SCHEMES[parts.scheme]
-    return parts, parts.hostname, arguments.port("url %s: the port" % shown, port)
+    return (
+        parts,
+        parts.hostname,
+        arguments.port("url %s: the port" % shown, port, allow_zero=allow_zero_port),
+    )
 
 
 def regex(name: str, pattern: Any) -> str:
@@ -103,7 +108,8 @@ class HTTP(Wait):
     ``https`` URLs are verified against the host's default CA store, or
     against ``ca_file`` (a PEM file ON THE HOST) when given; ``verify=False``
     skips verification (self-signed test services). The request, TLS
-    included, is made on the host.
+    included, is made on the host. ``allow_zero_port``: the URL may name
+    port 0, for an executor that picks the port at start.
     """
 
     def __init__(
@@ -117,8 +123,9 @@ class HTTP(Wait):
         *,
         verify: bool = True,
         ca_file: Union[str, os.PathLike[str], None] = None,
+        allow_zero_port: bool = False,
     ) -> None:
-        self.parts, self.host, self.port = split_url(url)
+        self.parts, self.host, self.port = split_url(url, allow_zero_port=allow_zero_port)
         self.url, self.method = url, method
         self.status = regex("status", str(status))
         self.payload = dict(payload) if payload else None

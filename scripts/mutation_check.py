@@ -130,7 +130,7 @@ MUTATIONS = (
         "remoteexec/errors.py",
         "output_tail=self.output_tail,\n            **self.details,",
         "output_tail=self.output_tail,",
-        ("tests/test_errors.py::test_pickle_round_trip_keeps_every_attribute",),
+        ("tests/unit/test_errors.py::test_pickle_round_trip_keeps_every_attribute",),
         "errors lose their details (owner_pid, escalated, failures...) when pickled",
     ),
     Mutation(
@@ -360,7 +360,7 @@ MUTATIONS = (
     ),
     Mutation(
         "host-lost-early",
-        "remoteexec/host.py",
+        "remoteexec/heartbeat.py",
         "if now - self.last_ack > timeout:",
         "if now - self.last_ack > timeout / 2:",
         (
@@ -390,7 +390,7 @@ MUTATIONS = (
     ),
     Mutation(
         "tarantool-no-box-info-fallback",
-        "remoteexec/target/tarantool.py",
+        "remoteexec/target/tarantool/instance.py",
         "if not listener.running and time.monotonic() - started < 1.0:",
         "if not listener.running:",
         (
@@ -408,7 +408,7 @@ MUTATIONS = (
     ),
     Mutation(
         "tarantool-files-not-private",
-        "remoteexec/tarantool/config.py",
+        "remoteexec/tarantool/lua/init.lua",
         " ffi.C.umask(63) end",
         " end",
         (
@@ -419,8 +419,8 @@ MUTATIONS = (
     Mutation(
         "tarantool-no-port-precheck",
         "remoteexec/tarantool/instance.py",
-        'pre_check = [{"kind": "tcp", "host": address, "port": port}]',
-        "pre_check = []",
+        "refuse_if = TCP(address, port)",
+        "refuse_if = None",
         (
             "tests/test_claims_tarantool.py::test_a_previous_runs_instance_on_the_port_is_never_taken_for_ours",
         ),
@@ -436,7 +436,7 @@ MUTATIONS = (
     ),
     Mutation(
         "tarantool-calls-wait-longer",
-        "remoteexec/tarantool/instance.py",
+        "remoteexec/tarantool/shared.py",
         "SLACK = 2.0",
         "SLACK = 5.0",
         (
@@ -460,11 +460,31 @@ MUTATIONS = (
         ("tests/test_connect.py::test_check_host_keys_ignore_connects_to_an_unknown_key",),
         "check_host_keys='ignore' still enforces known_hosts",
     ),
+    # --- the Stack issue (10): port 0 on an executor, restarts by the host
+    Mutation(
+        "port-zero-not-picked",
+        "remoteexec/executors/tcp.py",
+        "self.port = self.supervisor.free_port(self.host)",
+        "self.port = self.port",
+        (
+            "tests/test_executors.py::test_port_zero_is_picked_on_the_host_at_start[lab-tcp]",
+            "tests/test_executors.py::test_port_zero_is_picked_on_the_host_at_start[lab-http]",
+        ),
+        "port=0 is not replaced by a free port of the host at start",
+    ),
+    Mutation(
+        "stack-restart-from-the-master",
+        "remoteexec/stack/adapt.py",
+        'method = getattr(service, "set_restart", None)',
+        "method = None",
+        ("tests/test_stack.py::test_on_failure_restarts_up_to_max_restarts",),
+        "the stack keeps restart= to itself: executors restarted from the master",
+    ),
     Mutation(
         "lab-down-all-keeps-labs-in-use",
-        "remoteexec/lab/_lab.py",
-        "if not all and _owner_alive(st):",
-        "if _owner_alive(st):",
+        "remoteexec/lab/machine.py",
+        "if not all and owner_alive(st):",
+        "if owner_alive(st):",
         ("tests/test_lab.py::test_cli_lab_commands_and_down_all_in_a_sandbox",),
         "lab down --all skips labs whose creator still runs (run in the test's sandbox)",
     ),
@@ -527,9 +547,24 @@ print(theirs)
 """
 
 
+def _module_file(copy: str, path: str) -> str:
+    """The Python file that stands for ``path`` in the copy: itself, or for a
+    data file (Lua) the ``__init__.py`` of the package that reads it."""
+    if path.endswith(".py"):
+        return path
+    folder = os.path.dirname(path)
+    while folder and not os.path.isfile(os.path.join(copy, folder, "__init__.py")):
+        folder = os.path.dirname(folder)
+    return os.path.join(folder, "__init__.py")
+
+
 def _verify_imports(copy: str, m: Mutation) -> None:
-    """The master and a local context both run the copy's (mutated) module."""
-    module = m.path[: -len(".py")].replace("/", ".")
+    """The master and a local context both run the copy's (mutated) module
+    (for a data file, the copy's package that reads it)."""
+    source = _module_file(copy, m.path)
+    module = source[: -len(".py")].replace("/", ".")
+    if module.endswith(".__init__"):
+        module = module[: -len(".__init__")]
     r = subprocess.run(
         [sys.executable, "-c", _PROBE, module],
         cwd=copy,
@@ -539,7 +574,7 @@ def _verify_imports(copy: str, m: Mutation) -> None:
         timeout=60,
     )
     paths = r.stdout.split()
-    expected = os.path.realpath(os.path.join(copy, m.path))
+    expected = os.path.realpath(os.path.join(copy, source))
     if r.returncode != 0 or len(paths) != 2 or any(os.path.realpath(p) != expected for p in paths):
         raise SystemExit(
             "mutation %s: the copy's %s is not what runs (master, local context: %s)\n%s"

@@ -10,6 +10,7 @@ import time
 
 import pytest
 from conftest import (
+    HELPER,
     PY,
     Place,
     context_pids,
@@ -106,6 +107,27 @@ def test_http_executor(place: Place) -> None:
     ) as ex:
         assert ex.running()
         assert "serving" in ex.output_tail()
+
+
+@pytest.mark.parametrize("kind", ["tcp", "http"])
+def test_port_zero_is_picked_on_the_host_at_start(place: Place, kind: str) -> None:
+    """port 0: a port free on the host is picked at start(), before the command
+    is resolved (OwnPort gives it to the server), and shown in endpoints."""
+    command = [PY, HELPER, "http", "127.0.0.1", rx.OwnPort()]
+    if kind == "tcp":
+        ex: rx.TCPExecutor = rx.TCPExecutor(
+            command, host="127.0.0.1", port=0, on=place.host, timeout=20
+        )
+    else:
+        ex = rx.HTTPExecutor(command, url="http://127.0.0.1:0/", on=place.host, timeout=20)
+    assert ex.endpoints["port"] is None
+    with ex:
+        port = ex.port
+        assert port != 0 and ex.endpoints["port"] == str(port)
+        assert str(port) in ex.command_parts
+        if kind == "http":
+            assert ex.endpoints["url"] == "http://127.0.0.1:%d/" % port
+        ex.wait_for(waits.TCP("127.0.0.1", port))
 
 
 def test_http_executor_status_mismatch_times_out(place: Place) -> None:

@@ -349,16 +349,6 @@ def test_one_definition_on_several_hosts(hosts: List[rx.Host]) -> None:
         assert "== api.2 ==" in stack.logs("api")
 
 
-class OwnPort:
-    """The port a TCPExecutor with port=0 picked, for its own command."""
-
-    def __init__(self) -> None:
-        self.executor: Any = None
-
-    def resolve(self) -> str:
-        return str(self.executor.port)
-
-
 FETCH = "import sys, urllib.request; print('got', urllib.request.urlopen(sys.argv[1]).status)"
 
 
@@ -366,12 +356,12 @@ FETCH = "import sys, urllib.request; print('got', urllib.request.urlopen(sys.arg
 def test_an_executor_port_picked_at_start_reaches_a_job_on_another_host(
     hosts: List[rx.Host],
 ) -> None:
+    """port=0: the port is picked on a at start; the server learns it through
+    OwnPort, the job on b through the stack's reference to web's uri."""
     a, b, _ = hosts
-    own = OwnPort()
     web = rx.TCPExecutor(
-        [PY, HELPER, "http", "0.0.0.0", own], host="0.0.0.0", port=0, on=a, timeout=30
+        [PY, HELPER, "http", "0.0.0.0", rx.OwnPort()], host="0.0.0.0", port=0, on=a, timeout=30
     )
-    own.executor = web
     stack = Stack("ports")
     handle = stack.add(web, name="web")
     fetch = rx.SimpleExecutor([PY, "-c", FETCH, "http://" + handle.ref("uri") + "/"], on=b)
@@ -386,12 +376,14 @@ def test_an_executor_port_picked_at_start_reaches_a_job_on_another_host(
 
 @pytest.mark.usefixtures("nothing_left")
 def test_on_failure_restarts_up_to_max_restarts(hosts: List[rx.Host]) -> None:
-    """A service killed after it was ready is started again (once: max_restarts=1);
-    killed again, its exit is final, in the events and in status()."""
+    """A service killed after it was ready is started again (once: max_restarts=1),
+    by its host's supervisor; killed again, its exit is final, in the events and
+    in status()."""
     _, _, c = hosts
     stack = Stack("flaky", poll=0.1)
     rec = Recorder(stack)
-    stack.add(http(c), name="web", restart="on-failure", max_restarts=1, restart_backoff=0.1)
+    web = http(c)
+    stack.add(web, name="web", restart="on-failure", max_restarts=1, restart_backoff=0.1)
     with stack:
         first = stack.status()[0]["pid"]
         os.kill(first, signal.SIGKILL)
@@ -401,6 +393,9 @@ def test_on_failure_restarts_up_to_max_restarts(hosts: List[rx.Host]) -> None:
         row = stack.status()[0]
         assert row["state"] == "ready" and row["pid"] not in (None, first)
         assert row["restarts"] == 1
+        # An executor takes the policy (set_restart): its host's supervisor
+        # restarted it, under the same start, not the stack from the master.
+        assert web.status()["restarts"] == 1
         os.kill(row["pid"], signal.SIGKILL)
         assert wait_until(lambda: rec.kinds("web")[-1] == "exited", 5), rec.events
         assert rec.events[-1].final is True

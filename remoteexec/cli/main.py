@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from remoteexec import arguments
 
@@ -28,9 +28,9 @@ def _seconds(text: str) -> float:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import remoteexec as rx
+    from remoteexec.master import Master
 
-    with rx.Master() as master:
+    with Master() as master:
         if args.target == "local":
             host = master.local()
         else:
@@ -41,12 +41,13 @@ def _run(args: argparse.Namespace) -> int:
                 python=args.python,
             )
         result = host.run(args.command, timeout=args.timeout)
-    sys.stdout.write(result.stdout)
-    sys.stderr.write(result.stderr)
+    for stream, data in ((sys.stdout, result.stdout), (sys.stderr, result.stderr)):
+        # text=True (the default) gives str; bytes only if that ever changes.
+        stream.write(data if isinstance(data, str) else data.decode("utf-8", "replace"))
     return result.returncode
 
 
-def _split_command(argv: List[str]) -> tuple:
+def _split_command(argv: List[str]) -> Tuple[List[str], Optional[List[str]]]:
     """``run``/``exec`` argv cut at the first ``--``: (what argparse parses, the
     command after it or None). argparse alone would let the command's
     positionals swallow the options after TARGET."""

@@ -8,13 +8,14 @@ from .base import Executor, SimpleExecutor
 from .http import HTTPExecutor
 from .output import OutputExecutor
 from .pid import PidExecutor
-from .tcp import TCPExecutor
+from .tcp import OwnPort, TCPExecutor
 from .unixsocket import UnixSocketExecutor
 
 __all__ = [
     "Executor",
     "HTTPExecutor",
     "OutputExecutor",
+    "OwnPort",
     "PidExecutor",
     "SimpleExecutor",
     "TCPExecutor",

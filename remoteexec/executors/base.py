@@ -72,15 +72,13 @@ from remoteexec.errors import (
     ProcessExitedWithError,
     TimeoutExpired,
 )
-from remoteexec.errors import (
-    Command as Command,
-)
 from remoteexec.host import BROKER_THREAD, Host
 from remoteexec.supervisor_client import SupervisorClient
 from remoteexec.target import files
 from remoteexec.target.protocol import (
     RESTART_POLICIES,
     TAIL_LINES,
+    Command,
     ProcInfo,
     exited_text,
     timed_out_text,
@@ -200,8 +198,8 @@ class SimpleExecutor:
         self._stderr_mode = "separate" if stderr is subprocess.PIPE else "merge"
         self._cwd = os.fspath(cwd) if cwd is not None else None
         self._shell = shell
-        self._timeout = float(arguments.seconds("timeout", timeout))  # type: ignore[arg-type]
-        self._sleep = float(arguments.seconds("sleep", sleep))  # type: ignore[arg-type]
+        self._timeout = float(arguments.seconds("timeout", timeout))
+        self._sleep = float(arguments.seconds("sleep", sleep))
         self._stop_signal = _signum(stop_signal)
         self._kill_signal = _signum(kill_signal)
         self._expected_returncode = expected_returncode
@@ -225,6 +223,15 @@ class SimpleExecutor:
         self._process: Optional[RemoteProcess] = None
         self._readers: Dict[str, LogReader] = {}
         self._endtime: Optional[float] = None
+
+    def set_restart(
+        self, restart: str = "no", max_restarts: int = 3, restart_backoff: float = 1.0
+    ) -> None:
+        """Set the restart policy (as the constructor's arguments), from the
+        next start(): the host's supervisor restarts a process that exits
+        non-zero after start, with no round trip to the master (a stack
+        hands its ``restart=`` here)."""
+        self._restart = _restart_policy(restart, max_restarts, restart_backoff)
 
     def _set_command(self, command: Any) -> None:
         """Check ``command`` and set ``command`` (str) and ``command_parts``."""

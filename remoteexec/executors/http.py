@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from typing import Any, Callable, Dict, List, Optional, Union
+from urllib.parse import urlsplit, urlunsplit
 
 from remoteexec import services
-from remoteexec.errors import Command
+from remoteexec.target.protocol import Command
 from remoteexec.waits import HTTP, HTTP_SCHEMES, TCP
 
 from .base import ExecutorStatus, SimpleExecutor
@@ -14,6 +15,13 @@ from .tcp import TCPExecutor
 
 #: What a Deferred URL stands for until start() resolves it.
 PLACEHOLDER_URL = "http://url-known-at-start.invalid/"
+
+
+def with_port(url: str, port: int) -> str:
+    """``url`` (which names port 0) with ``port`` in its place."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit(":", 1)[0] + ":%d" % port
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class StatusPattern(str):
@@ -36,7 +44,8 @@ class HTTPExecutor(TCPExecutor):
     verifying the certificate against the host's CA store, or ``ca_file`` (a
     PEM file on the host), unless ``verify=False``. Before start, the URL's
     TCP port (80/443 when it names none) must be free (AlreadyRunning
-    otherwise, naming the owner pid where visible).
+    otherwise, naming the owner pid where visible). A URL with port 0 has
+    a free port picked on the host at each start() (see :class:`TCPExecutor`).
     """
 
     #: mirakuru's attribute: the port of an http URL that names none
@@ -68,6 +77,7 @@ class HTTPExecutor(TCPExecutor):
             "request_timeout": request_timeout,
             "verify": verify,
             "ca_file": ca_file,
+            "allow_zero_port": True,
         }
         deferred = bool(services.deferred_in(url))
         self._set_wait(PLACEHOLDER_URL if deferred else url)
@@ -87,9 +97,12 @@ class HTTPExecutor(TCPExecutor):
         self.host, self.port = self._wait.host, self._wait.port
 
     def _prepare(self) -> None:
-        if services.deferred_in(self._raw_url):
-            self._set_wait(services.resolve(self._raw_url))
+        url = services.resolve(self._raw_url)
+        self._set_wait(url)
+        self.picks_port = self.port == 0
         super()._prepare()
+        if self.picks_port:
+            self._set_wait(with_port(url, self.port))
 
     # mirakuru's str attribute, and the Service's status()
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from remoteexec.errors import Command
+from remoteexec.target.protocol import Command
 from remoteexec.waits import Banner, regex
 
 from .base import SimpleExecutor

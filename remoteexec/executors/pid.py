@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List
 
-from remoteexec.errors import Command
+from remoteexec.target.protocol import Command
 from remoteexec.waits import File
 
 from .base import Executor

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from remoteexec import arguments
-from remoteexec.errors import Command
+from remoteexec.target.protocol import Command
 from remoteexec.waits import UnixSocket
 
 from .base import Executor

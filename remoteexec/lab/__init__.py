@@ -56,18 +56,9 @@ scripts share to run services next to lab hosts and to connect to them.
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 from .errors import LabError
 from .hosts import LabHost
 from .lab import MASTER, Lab
 from .network import free_port
 
-__all__ = ["MASTER", "Lab", "LabError", "LabHost", "cli", "free_port"]
-
-
-def cli(argv: Optional[List[str]] = None) -> int:
-    """Run the ``python -m remoteexec.lab`` command line with ``argv``; return exit code."""
-    from remoteexec.cli.lab import main
-
-    return main(argv)
+__all__ = ["MASTER", "Lab", "LabError", "LabHost", "free_port"]

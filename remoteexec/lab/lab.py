@@ -19,13 +19,15 @@ import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
+from remoteexec.target.files import write_private
+
 from . import machine, naming, network, partitions, requirements, sshd, subnets, teardown
 from .errors import LabError
 from .hosts import HostRef, LabHost, plan_hosts
 from .ownership import OWNERS
 from .partitions import MASTER
 from .processes import proc_start_time
-from .registry import REGISTRY, STATE_VERSION, State, ensure_private_dir, write_private
+from .registry import REGISTRY, STATE_VERSION, State, ensure_private_dir
 
 __all__ = ["MASTER", "MAX_HOSTS", "Lab"]
 

@@ -12,9 +12,10 @@ import contextlib
 import fcntl
 import json
 import os
-import threading
 import time
 from typing import Any, Dict, Iterator
+
+from remoteexec.target.files import write_private
 
 from .errors import LabError
 
@@ -25,7 +26,6 @@ __all__ = [
     "Registry",
     "State",
     "ensure_private_dir",
-    "write_private",
 ]
 
 STATE_DIR = "/run/remoteexec-lab"
@@ -41,21 +41,6 @@ def ensure_private_dir(path: str) -> None:
     """Make ``path`` (and parents) and set it to 0700, even if it existed."""
     os.makedirs(path, mode=0o700, exist_ok=True)
     os.chmod(path, 0o700)
-
-
-def write_private(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically with mode 0600: a reader (another
-    process listing labs) sees the old file or the new one, never half of one."""
-    tmp = f"{path}.tmp{os.getpid()}.{threading.get_ident()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _flock(fd: int, timeout: float, interval: float) -> bool:

@@ -33,7 +33,8 @@ from remoteexec.stack.schema import Problem, did_you_mean
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.9/3.10 only
-    import tomli as tomllib
+    # tomli is installed on 3.9/3.10 only; mypy checks this branch everywhere.
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 if TYPE_CHECKING:
     from remoteexec.host import Host

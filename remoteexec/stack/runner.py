@@ -9,7 +9,6 @@ independent services start at once, on one host or across hosts.
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
 import threading
 import time
@@ -98,13 +97,13 @@ class Handle:
     def endpoint_names(self) -> Collection[str]:
         if self.members:
             return self.members[0].endpoint_names()
-        return list(adapt.endpoints(self.service))
+        return list(self.service.endpoints)
 
     def endpoint(self, key: str) -> Optional[str]:
         if self.members:
             values = [m.endpoint(key) for m in self.members]
             return None if any(v is None for v in values) else ",".join(map(str, values))
-        value = adapt.endpoints(self.service).get(key)
+        value = self.service.endpoints.get(key)
         return None if value is None else str(value)
 
     @property
@@ -112,7 +111,31 @@ class Handle:
         """The names of the hosts it runs on."""
         if self.members:
             return [h for m in self.members for h in m.hosts]
-        return adapt.host_names(self.service)
+        return [h.name for h in self.service.hosts]
+
+
+def _came_up(thread: threading.Thread, within: float = 1.0) -> bool:
+    """Whether ``thread`` runs (or ran), after a start() that was interrupted."""
+    deadline = time.monotonic() + within
+    while thread.ident is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return thread.ident is not None
+
+
+#: What the stack reads of a service: the :class:`~remoteexec.services.Service` interface.
+SERVICE_INTERFACE = (
+    "name",
+    "hosts",
+    "start",
+    "stop",
+    "kill",
+    "running",
+    "status",
+    "log_tail",
+    "endpoints",
+    "inputs",
+    "artifacts",
+)
 
 
 @dataclass
@@ -176,8 +199,8 @@ class Stack:
         if not isinstance(name, str) or not name.strip():
             raise ValueError("a stack needs a name, got %r" % (name,))
         self.name = name
-        self.stop_timeout = float(arguments.seconds("stop_timeout", stop_timeout))  # type: ignore[arg-type]
-        self.poll = float(arguments.seconds("poll", poll))  # type: ignore[arg-type]
+        self.stop_timeout = float(arguments.seconds("stop_timeout", stop_timeout))
+        self.poll = float(arguments.seconds("poll", poll))
         self._entries: Dict[str, _Entry] = {}
         self._handles: Dict[str, Handle] = {}
         self._events = Subscribers()
@@ -243,8 +266,8 @@ class Stack:
             job=bool(job),
             restart=restart,
             max_restarts=max_restarts,
-            backoff=float(backoff),  # type: ignore[arg-type]
-            timeout=float(limit),  # type: ignore[arg-type]
+            backoff=float(backoff),
+            timeout=float(limit),
         )
         if on is None:
             handle = Handle(self, self._new_name(name, service), self._checked(service, name))
@@ -298,10 +321,12 @@ class Stack:
         return name
 
     def _checked(self, service: Any, name: Optional[str]) -> Any:
-        missing = [m for m in ("start", "stop") if not callable(getattr(service, m, None))]
+        has = set(dir(service))  # dir(): no property is evaluated
+        missing = [m for m in SERVICE_INTERFACE if m not in has]
         if missing:
             raise TypeError(
-                "service %s: %r is not a service (no %s())" % (name, service, ", ".join(missing))
+                "service %s: %r is not a Service (remoteexec.services): it has no %s"
+                % (name, service, ", ".join(missing))
             )
         if any(e.service is service for e in self._entries.values()):
             raise ValueError("%r is in stack %s already" % (service, self.name))
@@ -391,7 +416,7 @@ class Stack:
             for dep, condition in entry.declared.items():
                 for member in self._expand(dep, "service %r depends_on" % name):
                     deps[member] = condition or self._default(member)
-            for ref in refs_in(deferred_in(adapt.inputs(entry.service))):
+            for ref in refs_in(deferred_in(list(entry.service.inputs()))):
                 target = ref.bind()[0].name
                 for member in self._expand(target, "service %r: %r" % (name, ref)):
                     if member == name or self._entries[member].group == name:
@@ -480,21 +505,27 @@ class Stack:
         give_up = time.monotonic() + bound
         with self._cond:
             for _ in range(int(bound / self.poll) + 4 * len(part) + 10):
-                if not run.failure and self._exits:
-                    run.failure.append(self._exits[0])
-                if run.interrupted is not None and not run.failure:
-                    run.failure.append(("", run.interrupted))
-                if not run.failure:
-                    for name in graph.order(part):
-                        entry = self._entries[name]
-                        if entry.state == "pending" and self._met(part[name]):
-                            self._launch(entry, run, name in waiting_started)
-                pending = [n for n in part if self._entries[n].state == "pending"]
-                if not run.inflight and (run.failure or not pending):
-                    break
-                if time.monotonic() > give_up:
-                    run.failure.append(("", RemoteExecError("the start took over %gs" % bound)))
-                    break
+                try:
+                    if not run.failure and self._exits:
+                        run.failure.append(self._exits[0])
+                    if run.interrupted is not None and not run.failure:
+                        run.failure.append(("", run.interrupted))
+                    if not run.failure:
+                        for name in graph.order(part):
+                            entry = self._entries[name]
+                            if entry.state == "pending" and self._met(part[name]):
+                                self._launch(entry, run, name in waiting_started)
+                    pending = [n for n in part if self._entries[n].state == "pending"]
+                    if not run.inflight and (run.failure or not pending):
+                        break
+                    if time.monotonic() > give_up:
+                        error = RemoteExecError("the start took over %gs" % bound)
+                        run.failure.append(("", error))
+                        break
+                except BaseException as e:  # Ctrl-C between two waits: as in _wait()
+                    if run.interrupted is None:
+                        run.interrupted = e
+                    continue
                 self._wait(run)
         if run.interrupted is not None and run.failure[0][1] is not run.interrupted:
             run.failure.insert(0, ("", run.interrupted))
@@ -508,12 +539,21 @@ class Stack:
     def _launch(self, entry: _Entry, run: _Run, probe_started: bool) -> None:
         entry.state, entry.since, entry.t0 = "starting", time.time(), time.monotonic()
         run.inflight.add(entry.name)
-        threading.Thread(
+        thread = threading.Thread(
             target=self._start_one,
             args=(entry, run, probe_started),
             name="stack-start-%s" % entry.name,
             daemon=True,
-        ).start()
+        )
+        try:
+            thread.start()
+        except BaseException:
+            # Ctrl-C inside start(): the start runs (and ends) if the thread
+            # came up; if it never did, nothing started.
+            if not _came_up(thread):
+                run.inflight.discard(entry.name)
+                entry.state = "pending"
+            raise
 
     def _start_one(self, entry: _Entry, run: _Run, probe_started: bool) -> None:
         self._emit("starting", entry)
@@ -576,7 +616,7 @@ class Stack:
             wait = min(wait * 2, self.poll)
             if entry.state == "starting":
                 try:
-                    got = adapt.status(entry.service)
+                    got = entry.service.status()
                 except RemoteExecError:
                     continue
                 if adapt.process_runs(got):
@@ -837,9 +877,9 @@ class Stack:
     def _look(self, entry: _Entry) -> None:
         """One look at a ready service: cheap (``running()``) unless it is down."""
         if not entry.supervised:
-            if adapt.running(entry.service) or entry.state != "ready":
+            if entry.service.running() or entry.state != "ready":
                 return
-            got: Dict[str, Any] = dict(adapt.status(entry.service))
+            got: Dict[str, Any] = dict(entry.service.status())
             if not adapt.restarted_by_host(got, entry.restarts):
                 self._exited(entry, got, self._again(entry, got))
                 return
@@ -851,7 +891,7 @@ class Stack:
         """Follow a service its host's supervisor restarts: exits, restarts
         (a restart due, or the count in its status going up), ready again,
         and the final exit (the supervisor gave up)."""
-        got: Dict[str, Any] = dict(adapt.status(entry.service))
+        got: Dict[str, Any] = dict(entry.service.status())
         state, restarts = got.get("state"), int(got.get("restarts") or 0)
         if entry.state == "ready" and adapt.restarted_by_host(got, entry.restarts):
             self._emit("exited", entry, exit_code=got.get("last_exit"), final=False)
@@ -936,7 +976,7 @@ class Stack:
         since, endpoints, exit_code, job, restarts (and members for a
         replica set). A service the stack never started is "stopped"."""
         entries = list(self._entries.values())
-        found = _each([functools.partial(adapt.status, e.service) for e in entries])
+        found = _each([e.service.status for e in entries])
         rows = []
         for entry, got in zip(entries, found):
             if isinstance(got, BaseException):
@@ -955,7 +995,7 @@ class Stack:
                 "state": state,
                 "readiness": got.get("readiness"),
                 "since": got.get("since") or entry.since or None,
-                "endpoints": dict(got.get("endpoints") or adapt.endpoints(entry.service)),
+                "endpoints": dict(got.get("endpoints") or entry.service.endpoints),
                 "exit_code": entry.exit_code
                 if entry.exit_code is not None
                 else got.get("exit_code"),

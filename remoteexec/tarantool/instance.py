@@ -39,12 +39,13 @@ from remoteexec.tarantool.shared import (
     stop_on_exit,
 )
 from remoteexec.tarantool.version import Features, Version
+from remoteexec.target.files import write_private
 from remoteexec.waits import TCP
 
 if TYPE_CHECKING:
     from remoteexec.host import Host
 
-__all__ = ["LAYERS", "TarantoolInstance", "TarantoolProcess", "checked_env", "write_private"]
+__all__ = ["LAYERS", "TarantoolInstance", "TarantoolProcess", "checked_env"]
 
 #: Readiness layers in order, as ``status()["readiness"]`` names the last one reached.
 LAYERS = ("process", "running", "app", "ro", "mesh", "ready")
@@ -62,15 +63,6 @@ def checked_env(name: str, env: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     plain = {k: ("" if isinstance(v, Deferred) else v) for k, v in given.items()}
     environment(name, plain)
     return given
-
-
-def write_private(path: str, data: bytes) -> str:
-    """Write ``data`` to ``path`` on the master with mode 0600; returns ``path``."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(path, 0o600)
-    return path
 
 
 class TarantoolProcess(SimpleExecutor):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
+from remoteexec.supervisor_client import dotted
 from remoteexec.tarantool import scripts
 from remoteexec.target.tarantool import boxinfo, files, instance, vclock, version
 from remoteexec.target.tarantool.probe import probe
@@ -33,9 +34,7 @@ __all__ = [
 
 
 def _invoke(host: Host, fn: Callable[..., Any], reply_timeout: float, **kwargs: Any) -> Any:
-    return host.invoke(
-        "%s.%s" % (fn.__module__, fn.__qualname__), reply_timeout=reply_timeout, **kwargs
-    )
+    return host.invoke(dotted(fn), reply_timeout=reply_timeout, **kwargs)
 
 
 def host_facts(host: Host, *, path: str, timeout: float, reply_timeout: float) -> Dict[str, Any]:

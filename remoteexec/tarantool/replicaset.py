@@ -28,7 +28,7 @@ from remoteexec.arguments import seconds
 from remoteexec.errors import HostLost, RemoteExecError, TarantoolError, TimeoutExpired
 from remoteexec.services import ServiceStatus, host_names
 from remoteexec.tarantool.config import check_credential
-from remoteexec.tarantool.instance import LAYERS, TarantoolInstance, checked_env, write_private
+from remoteexec.tarantool.instance import LAYERS, TarantoolInstance, checked_env
 from remoteexec.tarantool.shared import (
     SLACK,
     bound_seconds,
@@ -39,6 +39,7 @@ from remoteexec.tarantool.shared import (
     split_listen,
     stop_on_exit,
 )
+from remoteexec.target.files import write_private
 
 if TYPE_CHECKING:
     from remoteexec.host import Host

@@ -111,10 +111,6 @@ def proc_stat(pid: int) -> Optional[List[bytes]]:
     return data[data.rfind(b")") + 2 :].split()
 
 
-#: The old private name, until lab/_netns.py calls :func:`proc_stat`.
-_stat = proc_stat
-
-
 def exit_status(pid: int) -> Tuple[bool, Optional[int]]:
     """(exited, exit code or None) of a child that nobody here reaps.
 

@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import mitogen.core
 import mitogen.service
 
-from . import files, procs, protocol, runstate
+from . import procs, protocol, runstate
 from .guardlink import GUARD
 from .lifecycle import (
     forget,
@@ -49,10 +49,6 @@ from .lifecycle import (
 )
 from .run import run
 from .runstate import FINISHED_KEPT, STATE, finish_run, kill_all
-
-#: Kept for callers that name it through ``invoke`` until they use
-#: :func:`.files.tail` (``remoteexec.target.files.tail``).
-_tail_of = files.tail
 
 
 @mitogen.core.takes_econtext  # type: ignore[untyped-decorator]  # mitogen is untyped

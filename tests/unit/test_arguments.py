@@ -171,7 +171,17 @@ def test_cli_timeout_is_a_usage_error(capfd: pytest.CaptureFixture[str]) -> None
     assert "--timeout" in capfd.readouterr().err
 
 
-@pytest.mark.parametrize("port", [0, -1, 65536, 70000])
+def test_port_zero_is_for_executors_only() -> None:
+    """port 0 means "pick one at start" for an executor, nothing for a wait."""
+    assert rx.TCPExecutor(CMD, host="127.0.0.1", port=0).endpoints["port"] is None
+    assert rx.HTTPExecutor(CMD, url="http://127.0.0.1:0/").endpoints["port"] is None
+    with pytest.raises(ValueError, match="port"):
+        waits.TCP("127.0.0.1", 0)
+    with pytest.raises(ValueError, match="url"):
+        waits.HTTP("http://127.0.0.1:0/")
+
+
+@pytest.mark.parametrize("port", [-1, 65536, 70000])
 def test_ports_out_of_range_refused(port: int) -> None:
     """70000 used to be probed as 70000 % 65536 = 4464 for the whole timeout."""
     with pytest.raises(ValueError, match="port"):

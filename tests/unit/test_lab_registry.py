@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from remoteexec.lab import LabError
-from remoteexec.lab.registry import Registry, ensure_private_dir, write_private
+from remoteexec.lab.registry import Registry, ensure_private_dir
+from remoteexec.target.files import write_private
 
 
 def mode(path: Path) -> int:

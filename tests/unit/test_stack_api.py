@@ -34,8 +34,17 @@ def test_add_refuses_bad_arguments_naming_them() -> None:
         stack.add(tcp(), name="a", max_restarts=-1)
     with pytest.raises(ValueError, match="restart_backoff"):
         stack.add(tcp(), name="a", restart_backoff=float("nan"))
-    with pytest.raises(TypeError, match="is not a service"):
+    with pytest.raises(TypeError, match="is not a Service"):
         stack.add(object(), name="a")
+
+    class StartStopOnly:
+        def start(self) -> None: ...
+
+        def stop(self) -> None: ...
+
+    # The stack reads the whole Service interface: a part missing is named now.
+    with pytest.raises(TypeError, match=r"it has no name, hosts, kill, running, status, log_tail"):
+        stack.add(StartStopOnly(), name="a")
     with pytest.raises(TypeError, match="depends_on must be"):
         stack.add(tcp(), name="a", depends_on=5)
     with pytest.raises(ValueError, match="condition 'ready' is not one of"):

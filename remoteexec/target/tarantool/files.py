@@ -1,30 +1,13 @@
-"""Files on the host: a file's tail, artifacts to copy, private atomic writes. Stdlib only."""
+"""Files on the host: artifacts to copy, a log's last lines. Stdlib only.
 
-import contextlib
-import os
-from typing import Any, Dict, Tuple
+Reading a tail and writing privately are :mod:`remoteexec.target.files`'.
+"""
 
-__all__ = ["read_file", "read_tail", "tail_lines", "write_private"]
+from typing import Any, Dict
 
+from remoteexec.target.files import read_tail
 
-def read_tail(path: str, max_bytes: int) -> Tuple[bytes, int]:
-    """(the last ``max_bytes`` of the file at ``path``, its size); OSError as raised."""
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(0, size - max_bytes))
-        return f.read(max_bytes), size
-
-
-def write_private(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` (mode 0600) atomically, never through a link."""
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+__all__ = ["read_file", "tail_lines"]
 
 
 def read_file(path: str, max_bytes: int = 16 << 20) -> Dict[str, Any]:

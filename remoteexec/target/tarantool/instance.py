@@ -14,8 +14,9 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from remoteexec.target.files import write_private
+from remoteexec.target.procs import exit_status
 from remoteexec.target.tarantool.boxinfo import box_status
-from remoteexec.target.tarantool.files import write_private
 from remoteexec.target.tarantool.logs import log_lines
 from remoteexec.target.tarantool.notify import NotifyListener
 from remoteexec.target.tarantool.replies import failure
@@ -78,25 +79,6 @@ def prepare_instance(
     if old is not None:
         old.close()
     return {"ok": True, "init_lua": script}
-
-
-def _exit_status(pid: int) -> Tuple[bool, Optional[int]]:
-    """(exited, exit code or None) of a child that nobody here reaps.
-
-    A zombie's status is in field 52 of /proc/PID/stat (Linux 3.5+); once the
-    supervisor has reaped it the pid is simply gone.
-    """
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return True, None
-    if fields[0] not in (b"Z", b"X"):
-        return False, None
-    if len(fields) < 50:
-        return True, None
-    status = int(fields[49])
-    return True, (status >> 8 if status & 0x7F == 0 else -(status & 0x7F))
 
 
 def _exit_explanation(pid: int, log_paths: Sequence[str]) -> List[str]:
@@ -169,7 +151,7 @@ def _log_errors(log_paths: Sequence[str], pid: int) -> List[str]:
 
 def _exited(pid: int, log_paths: Sequence[str]) -> Optional[Dict[str, Any]]:
     """The "exited" error reply when ``pid`` has exited (with its F>/E> lines), else None."""
-    exited, code = _exit_status(pid)
+    exited, code = exit_status(pid)
     if not exited:
         return None
     lines = _exit_explanation(pid, log_paths)

@@ -3,7 +3,7 @@
 import re
 from typing import Iterable, List, Optional
 
-from remoteexec.target.tarantool.files import read_tail
+from remoteexec.target.files import read_tail
 
 __all__ = ["LOG_LINE", "log_lines"]
 

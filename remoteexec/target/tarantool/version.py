@@ -48,7 +48,7 @@ def run_bounded(command: List[str], timeout: float) -> Tuple[int, bytes, bytes]:
                 command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
             )
 
-        proc = procs.spawn_waited(start) if procs else start()  # type: ignore[no-untyped-call]
+        proc = procs.spawn_waited(start) if procs else start()
         try:
             deadline = time.monotonic() + timeout
             step = 0.001
@@ -64,7 +64,7 @@ def run_bounded(command: List[str], timeout: float) -> Tuple[int, bytes, bytes]:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             if procs:
-                procs.release_waited(proc)  # type: ignore[no-untyped-call]
+                procs.release_waited(proc)
         out.seek(0)
         err.seek(0)
         return proc.returncode, out.read(_MAX_OUTPUT), err.read(_MAX_OUTPUT)
