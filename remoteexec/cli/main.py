@@ -1,6 +1,6 @@
 """The ``remoteexec`` command line.
 
-- ``remoteexec demo [--local]``: the demo topology (see :mod:`remoteexec.cli.demo`).
+- ``remoteexec demo [--local] [FILE]``: the demo stack (see :mod:`remoteexec.cli.demo`).
 - ``remoteexec lab up|down|status|partition|heal``: test hosts (see :mod:`remoteexec.lab`).
 - ``remoteexec run [OPTIONS] TARGET [OPTIONS] -- COMMAND...``: run one command on a
   host and print its output; TARGET is ``local`` or ``[user@]host[:port]``.
@@ -65,8 +65,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub = parser.add_subparsers(dest="cmd", metavar="COMMAND")
     sub.required = True
 
-    demo = sub.add_parser("demo", help="bring up the demo topology, check it, tear it down")
+    demo = sub.add_parser("demo", help="bring up the example stack, check every tier, tear it down")
     demo.add_argument("--local", action="store_true", help="local contexts, no lab")
+    demo.add_argument(
+        "file", nargs="?", help="a stack file shaped like examples/shop.toml (default: that one)"
+    )
 
     lab = sub.add_parser("lab", help="namespaced sshd test hosts")
     lab_cli.add_arguments(lab)
@@ -104,7 +107,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.cmd == "demo":
             from . import demo as demo_mod
 
-            return demo_mod.main(["--local"] if args.local else [])
+            return demo_mod.main(
+                (["--local"] if args.local else []) + ([args.file] if args.file else [])
+            )
         if args.cmd == "lab":
             return lab_cli.run(args)
         if args.cmd in stack_cli.COMMANDS:

@@ -46,15 +46,20 @@ def exit_info(service: Any) -> Dict[str, Any]:
     return {"running": True, "exit_code": None}
 
 
-def layer(service: Any, error: Optional[BaseException]) -> Optional[str]:
-    """The readiness layer a failed start reached: the error's, else the status'."""
+#: The layer of a start that failed before any readiness layer was reached.
+NO_LAYER = "none"
+
+
+def layer(service: Any, error: Optional[BaseException]) -> str:
+    """The readiness layer a failed start reached: the error's, else the status',
+    else :data:`NO_LAYER` (it failed or exited before any check passed)."""
     if isinstance(error, RemoteExecError) and error.details.get("layer"):
         return str(error.details["layer"])
     try:
         reached = service.status().get("readiness")
     except Exception:
-        return None
-    return None if reached is None else str(reached)
+        return NO_LAYER
+    return NO_LAYER if reached is None else str(reached)
 
 
 def restart_policy(service: Any, restart: str, max_restarts: int, backoff: float) -> bool:

@@ -90,6 +90,7 @@ class Ref:
         return self.bind()[0].name
 
     def refs(self) -> List[Ref]:
+        """This reference, as a list (the same call as on a Template)."""
         return [self]
 
     def resolve(self) -> str:
@@ -145,6 +146,7 @@ class Template:
         return [p for p in self.parts if isinstance(p, Ref)]
 
     def resolve(self) -> str:
+        """The text with every reference resolved; ValueError if one is not known yet."""
         return "".join(p if isinstance(p, str) else p.resolve() for p in self.parts)
 
     def __add__(self, other: Any) -> Template:

@@ -95,11 +95,14 @@ class Handle:
         return Ref("%s.%s" % (self.name, key), self.stack, target=self)
 
     def endpoint_names(self) -> Collection[str]:
+        """The names ``ref()`` accepts: the service's endpoints (a group: its members')."""
         if self.members:
             return self.members[0].endpoint_names()
         return list(self.service.endpoints)
 
     def endpoint(self, key: str) -> Optional[str]:
+        """The endpoint's value now (a group: the members' values joined by commas);
+        None until known."""
         if self.members:
             values = [m.endpoint(key) for m in self.members]
             return None if any(v is None for v in values) else ",".join(map(str, values))
@@ -242,7 +245,10 @@ class Stack:
         ``job=True``: a one-shot command that must exit 0 (within
         ``timeout``, default an hour). ``restart="on-failure"`` restarts a
         service that exits non-zero after it was ready, at most
-        ``max_restarts`` times, ``restart_backoff`` seconds apart.
+        ``max_restarts`` times: an executor's host supervisor does it, next to
+        the process, ``restart_backoff`` seconds after the first exit and
+        doubling (up to 30 s); a service without ``set_restart`` is restarted
+        by the stack, ``restart_backoff`` seconds apart.
         ``on=[a, b, c]`` with ``service`` a callable(host) → service: one
         instance per host, named ``<name>.1``...; the handle is the group
         (``on=host``, not a list: the one service it makes).

@@ -371,7 +371,7 @@ COMMON: Dict[str, Field] = {
     ),
     "restart": Field(Enum(values=RESTART_POLICIES), "'no' (default) or 'on-failure'"),
     "max_restarts": Field(Int(0), "restarts allowed with restart = 'on-failure'"),
-    "restart_backoff": Field(Seconds(), "seconds between restarts (doubling)"),
+    "restart_backoff": Field(Seconds(), "seconds to the first restart (then doubling, to 30 s)"),
     "timeout": Field(Seconds(), "seconds the start may take until ready"),
     "env": Field(ENV, "extra environment variables (values may hold ${service.key})"),
 }
