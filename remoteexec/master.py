@@ -332,4 +332,10 @@ def default_host() -> Host:
     return default_master().local()
 
 
-__all__ = ["Master", "default_host", "default_master"]
+def host_or_default(on: Optional[Host]) -> Host:
+    """``on``, or this machine's default host when it is None: what a service's
+    lazy ``on`` property returns (the local context opens on first use)."""
+    return default_host() if on is None else on
+
+
+__all__ = ["Master", "default_host", "default_master", "host_or_default"]

@@ -259,10 +259,9 @@ class SimpleExecutor:
     @property
     def on(self) -> Host:
         """The Host this executor runs on (the local default if none given)."""
-        if self._on is None:
-            from remoteexec.master import default_host
+        from remoteexec.master import host_or_default
 
-            self._on = default_host()
+        self._on = host_or_default(self._on)
         return self._on
 
     @property

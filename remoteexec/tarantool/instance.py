@@ -242,10 +242,9 @@ class TarantoolInstance:
     @property
     def on(self) -> Host:
         """The Host it runs on."""
-        if self._on is None:
-            from remoteexec.master import default_host
+        from remoteexec.master import host_or_default
 
-            self._on = default_host()
+        self._on = host_or_default(self._on)
         return self._on
 
     @property
