@@ -217,10 +217,10 @@ def run_of(proc: Cli) -> Dict[str, Any]:
 def test_config_prints_the_topology_and_the_waves() -> None:
     r = cli_run("config", EXAMPLE)
     assert r.returncode == 0, r.stderr
-    assert "wave 1: storage\n  wave 2: router\n  wave 3: api" in r.stdout
+    assert "wave 1: storage, sessions\n  wave 2: router\n  wave 3: api" in r.stdout
     assert "members a:3301 b:3301 c:3301" in r.stdout
     data = json.loads(cli_run("config", EXAMPLE, "--json").stdout)
-    assert data["waves"] == [["storage"], ["router"], ["api"]]
+    assert data["waves"] == [["storage", "sessions"], ["router"], ["api"]]
     assert data["services"]["api"]["depends_on"] == {"router": "healthy"}
 
 

@@ -82,14 +82,18 @@ def examples_path(relative: str) -> str:
 
 
 @contextlib.contextmanager
-def _lab_or_local(use_lab: bool) -> Iterator[Any]:
-    """The lab (outlives the master, so the master closes first) or None."""
+def _lab_or_local(use_lab: bool, directory: str) -> Iterator[Any]:
+    """The lab (outlives the master, so the master closes first) or None.
+
+    Lab hosts have their own /tmp: the stack file's ``directory`` (its
+    services' code) is shared with them, as ``remoteexec up --lab`` does,
+    so a checkout under /tmp works too."""
     if not use_lab:
         yield None
         return
     from remoteexec.lab import Lab
 
-    with Lab(hosts=3) as lab:
+    with Lab(hosts=3, share=[directory]) as lab:
         _say("lab %s: %s" % (lab.name, ", ".join(lab.targets)))
         yield lab
 
@@ -253,7 +257,7 @@ def run(use_lab: bool, path: Optional[str] = None) -> int:
         path = path or examples_path(LAB_FILE if use_lab else LOCAL_FILE)
         names = list(stackfile.read(path).hosts)
         _say("stack file %s (hosts %s)" % (path, ", ".join(names)))
-        with _lab_or_local(use_lab) as lab:
+        with _lab_or_local(use_lab, os.path.dirname(os.path.abspath(path))) as lab:
             pids: List[int] = []
             with rx.Master() as master:
                 try:
