@@ -682,7 +682,7 @@ class Stack:
             % (
                 self.name,
                 name,
-                " (readiness reached: %s)" % layer if layer else "",
+                " (readiness reached: %s)" % layer if layer != adapt.NO_LAYER else "",
                 arguments.bounded(str(getattr(error, "message", error)), 2000),
                 ", ".join(ok) or "none",
                 ", ".join(stop.stopped) or "none",
