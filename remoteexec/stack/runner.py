@@ -9,6 +9,7 @@ independent services start at once, on one host or across hosts.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
 import time
@@ -213,6 +214,10 @@ class Stack:
         self._watcher: Optional[threading.Thread] = None
         self._unwatched = threading.Event()
         self._exits: List[Tuple[str, BaseException]] = []
+        #: The stack file it was loaded from (``from_file``), for detached projects.
+        self.source_file: Optional[str] = None
+        #: The detached project ``up(detach=True)`` made (``down()`` takes it down).
+        self.project: Optional[str] = None
 
     def __repr__(self) -> str:
         return "<Stack %s: %d services, %s>" % (
@@ -465,7 +470,15 @@ class Stack:
 
     # -- up ---------------------------------------------------------------
 
-    def up(self) -> Dict[str, float]:
+    def up(
+        self,
+        detach: bool = False,
+        *,
+        project: Optional[str] = None,
+        host_state_dir: Optional[str] = None,
+        log_cap: int = 10 * 1024 * 1024,
+        log_keep: int = 3,
+    ) -> Dict[str, float]:
         """Start every service, each once its dependencies are met; return
         {service: seconds from its start to ready (a job: to its exit)}.
 
@@ -473,7 +486,18 @@ class Stack:
         first failure nothing new starts, what started is stopped in
         reverse dependency order, and StackError says which service failed,
         where, how far it got, and what was started, stopped, never started.
+
+        ``detach=True``: the services outlive this process (see
+        :mod:`remoteexec.stack.project`) as project ``project`` (default:
+        the stack's name); services of the project that run already are left
+        alone, the others started. ``host_state_dir`` replaces the hosts'
+        ``$XDG_STATE_HOME``; each service's log is rotated at ``log_cap``
+        bytes, ``log_keep`` old ones kept.
         """
+        if detach:
+            return self._up_detached(
+                project or self.name, host_state_dir, log_cap=log_cap, log_keep=log_keep
+            )
         deps = self.dependencies()
         with self._cond:
             if self._up or self._starting:
@@ -501,6 +525,42 @@ class Stack:
         finally:
             with self._cond:
                 self._starting = False
+
+    def _up_detached(
+        self, project: str, host_state_dir: Optional[str], log_cap: int, log_keep: int
+    ) -> Dict[str, float]:
+        """up(detach=True): under the project's locks, start what does not run yet."""
+        from remoteexec.stack.project import Detaching
+
+        deps = self.dependencies()
+        placement = {n: e.handle.hosts for n, e in self._entries.items()}
+        hosts = {h.name: h for e in self._entries.values() for h in e.service.hosts}
+        jobs = [n for n, e in self._entries.items() if e.job]
+        with Detaching(
+            project,
+            hosts,
+            host_state_dir=host_state_dir,
+            source_file=self.source_file,
+            log_cap=log_cap,
+            log_keep=log_keep,
+        ) as detaching:
+            healthy, partial = detaching.running(placement, jobs)
+            missing = [n for n in graph.order(deps) if n not in healthy]
+            detaching.clear([n for n in missing if n in partial], placement)
+            with self._cond:
+                for name, entry in self._entries.items():
+                    entry.state = "completed" if name in healthy and entry.job else "pending"
+                    if name in healthy and not entry.job:
+                        entry.state = "ready"
+                self._exits = []
+            detaching.begin()
+            for name in missing:
+                detaching.place(name, self._entries[name].service)
+            timings = self._start(deps, missing)
+            pids = {n: adapt.pids(self._entries[n].service.status()) for n in missing}
+            detaching.record(pids, placement, deps)
+        self.project = project
+        return timings
 
     def _start(self, deps: Mapping[str, Mapping[str, str]], names: List[str]) -> Dict[str, float]:
         """Start ``names`` (dependencies outside them are taken as met); roll back on failure."""
@@ -711,7 +771,13 @@ class Stack:
         """Stop every service, dependents first, independent ones in parallel;
         each stop bounded (``stop_timeout``, then kill). Every failure is
         collected and raised together as one StackError, after all were
-        tried. Idempotent: {} when nothing runs. Returns {service: seconds}."""
+        tried. Idempotent: {} when nothing runs. Returns {service: seconds}.
+
+        After ``up(detach=True)``: the detached project is taken down
+        (:meth:`DetachedStack.down <remoteexec.stack.project.DetachedStack.down>`).
+        """
+        if self.project is not None:
+            return self._down_detached(self.project)
         self._stop_watcher()
         deps = self.dependencies()
         live = [n for n in graph.order(deps) if self._entries[n].state in _LIVE]
@@ -731,6 +797,19 @@ class Stack:
                 errors=run.errors,
             )
         return run.timings
+
+    def _down_detached(self, project: str) -> Dict[str, float]:
+        from remoteexec.stack.project import attach
+
+        t0 = time.monotonic()
+        hosts = [h for e in self._entries.values() for h in e.service.hosts]
+        with attach(project, hosts[0].master if hosts else None) as detached:
+            detached.down()
+        with self._cond:
+            for entry in self._entries.values():
+                entry.state = "stopped"
+        self.project = None
+        return {project: time.monotonic() - t0}
 
     def _stop(self, deps: Mapping[str, Mapping[str, str]], names: List[str]) -> _Run:
         """Stop ``names``: each once its dependents among them have stopped."""
@@ -1067,7 +1146,20 @@ class Stack:
         import importlib
 
         load = importlib.import_module("remoteexec.stack.file").load
-        return load(path, master=master, hosts=hosts)  # type: ignore[no-any-return]
+        stack: Stack = load(path, master=master, hosts=hosts)
+        stack.source_file = os.path.abspath(path)
+        return stack
+
+    @classmethod
+    def attach(cls, name: str, master: Any = None) -> Any:
+        """The detached project ``name`` (``up(detach=True)``), from any later
+        process: a :class:`~remoteexec.stack.project.DetachedStack` with
+        status(), logs(), follow(), restart() and down(). Its hosts are
+        connected through ``master`` (default: one of its own, closed by
+        ``close()``/``with``)."""
+        from remoteexec.stack.project import attach
+
+        return attach(name, master)
 
 
 def _quietly(fn: Callable[[], Any]) -> None:

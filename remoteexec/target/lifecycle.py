@@ -130,6 +130,7 @@ def start(
     proc, err = runstate.spawn_tree(spec)
     if err or proc is None:
         return err or protocol.error("ExecutorError", "not started", command=command_text)
+    proc.checks = [dict(c) for c in (check_specs or pre_check_specs)]
     if not check_specs:
         # Nothing to wait for (a SimpleExecutor): started, whatever its exit
         # code, as in mirakuru; stop() checks the code.
@@ -294,6 +295,10 @@ def forget(proc_id: int, timeout: float = 2.0) -> Union[protocol.ForgetReply, Re
     """
     proc = runstate.get(proc_id)
     if proc is None:
+        return {"ok": True, "was_running": False}
+    if proc.detach is not None:
+        # Detached: the master let go of it, the service runs on.
+        runstate.drop(proc)
         return {"ok": True, "was_running": False}
     proc.stopping.set()
     was_running = proc.alive()

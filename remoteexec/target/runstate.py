@@ -47,6 +47,9 @@ class RunState:
         self.subreaper = False
         self.heartbeat_handle: Optional[int] = None
         self.keep_logs = False
+        #: Set while a detached ``up`` runs in this context (:func:`.project.begin`):
+        #: what every spawn then gets as ``spec["detach"]``.
+        self.detach: Optional[Dict[str, Any]] = None
 
 
 STATE = RunState()
@@ -70,8 +73,9 @@ def next_id() -> int:
 
 
 def drop_log(proc: Proc) -> None:
-    """Delete ``proc``'s logs unless the master asked to keep logs."""
-    if not STATE.keep_logs:
+    """Delete ``proc``'s logs unless the master asked to keep logs (a
+    detached service's belong to its project)."""
+    if not STATE.keep_logs and proc.detach is None:
         for path in proc.log_paths():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -109,9 +113,18 @@ def spawn_tree(spec: Mapping[str, Any]) -> Tuple[Optional[Proc], Optional[Dict[s
     argv = argv_of(spec["command"], bool(spec.get("shell")))
     program = argv if isinstance(argv, str) else os.path.basename(argv[0])
     name = spec.get("name") or program.split()[0]
-    base = os.path.join(STATE.run_dir, "%s-%d" % (safe_name(name), proc_id))
+    detach = spec.get("detach") or STATE.detach
+    if detach is not None:
+        # A detached service: its log in the project's directory (one file,
+        # the keeper merges stderr), its marker outside this run's prefix,
+        # so neither the guard nor kill_all ever matches it.
+        spec = dict(spec, detach=detach, stdin=None, stderr=None)
+        base = os.path.join(detach["logs"], "%s-%s-%d" % (safe_name(name), detach["tag"], proc_id))
+        marker = "%s.%d" % (detach["marker"], proc_id)
+    else:
+        base = os.path.join(STATE.run_dir, "%s-%d" % (safe_name(name), proc_id))
+        marker = "%s.%d" % (STATE.prefix, proc_id)
     err_log_path = base + ".err.log" if spec.get("stderr") == "separate" else None
-    marker = "%s.%d" % (STATE.prefix, proc_id)
     proc = Proc(proc_id, dict(spec, name=name), marker, base + ".log", err_log_path)
     err = proc.launch()
     if err:
@@ -124,7 +137,8 @@ def spawn_tree(spec: Mapping[str, Any]) -> Tuple[Optional[Proc], Optional[Dict[s
 def kill_all(grace: float = 0.5) -> protocol.KillAllReply:
     """Stop every process tree of this run: stop signals, ``grace``, SIGKILL."""
     with STATE.lock:
-        items = list(STATE.procs.values())
+        # A detached service outlives the context by design.
+        items = [p for p in STATE.procs.values() if p.detach is None]
         prefix = STATE.prefix
     for proc in items:
         proc.stopping.set()

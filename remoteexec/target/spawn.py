@@ -19,8 +19,10 @@ import contextlib
 import errno
 import os
 import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -93,6 +95,7 @@ def popen(
     env: Optional[Mapping[str, Any]],
     marker: str,
     environ: Optional[Mapping[str, str]] = None,
+    guard: bool = True,
     **stdio: Any,
 ) -> Spawned:
     """Start one child in its own session, carrying ``marker`` in its
@@ -100,7 +103,8 @@ def popen(
 
     ``environ`` replaces this context's environment (the master's own, for
     a local executor: mirakuru takes ``os.environ`` at start); ``env`` is
-    added on top. The child is registered with the guard.
+    added on top. The child is registered with the guard unless ``guard``
+    is false (a detached service: it must outlive this context).
     """
     argv = argv_of(command, shell)
     full_env = dict(os.environ if environ is None else environ)
@@ -122,7 +126,8 @@ def popen(
         program = argv if isinstance(argv, str) else argv[0]
         return None, popen_error(e, program, cwd, command)
     # Not yet reaped (registered above), so its /proc entry is there to read.
-    GUARD.tell(child.pid)
+    if guard:
+        GUARD.tell(child.pid)
     return child, None
 
 
@@ -151,6 +156,11 @@ class Proc:
         self.marker = marker
         self.log_path = log_path
         self.err_log_path = err_log_path
+        #: Set for a detached service (:mod:`.project`): run under its keeper,
+        #: not guarded, left running when this context ends.
+        self.detach: Optional[Dict[str, Any]] = spec.get("detach")
+        #: The readiness checks of its start (a detached service's ``status`` re-runs them).
+        self.checks: List[Dict[str, Any]] = []
         self.popen: Optional[subprocess.Popen[bytes]] = None
         self.pid = 0
         self.started = time.time()
@@ -182,6 +192,8 @@ class Proc:
         """Spawn (or spawn again) the main process into this tree's logs;
         None, or the error reply."""
         spec = self.spec
+        if self.detach is not None:
+            return self.launch_detached(self.detach)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
         opened: List[int] = []
         stdin_fd: Optional[int] = None
@@ -216,6 +228,48 @@ class Proc:
             return err
         self.close_stdin()
         self.popen, self.pid, self.stdin_fd = child, child.pid, stdin_fd
+        return None
+
+    def launch_detached(self, detach: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+        """Spawn the main process under its keeper (:mod:`.keeper`): the
+        keeper leads the session, writes the bounded log and the exit code;
+        no pipe or file of this context is passed on, and the guard is not told."""
+        spec = self.spec
+        argv = argv_of(self.command, bool(spec.get("shell")))
+        command = ["/bin/sh", "-c", argv] if isinstance(argv, str) else argv
+        env = dict(os.environ if spec.get("environ") is None else spec["environ"])
+        env.update({str(k): str(v) for k, v in (spec.get("env") or {}).items()})
+        cwd = spec.get("cwd")
+        program = command[0]
+        if os.sep not in program and not shutil.which(program, path=env.get("PATH")):
+            return popen_error(FileNotFoundError(program), program, cwd, self.command)
+        keeper = [
+            sys.executable,
+            "-I",
+            "-S",
+            str(detach["keeper"]),
+            self.log_path,
+            str(int(detach["log_cap"])),
+            str(int(detach["log_keep"])),
+            self.log_path + ".exit",
+            "--",
+            *command,
+        ]
+        child, err = popen(
+            keeper,
+            False,
+            cwd,
+            spec.get("env"),
+            self.marker,
+            environ=spec.get("environ"),
+            guard=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if err or child is None:
+            return err
+        self.popen, self.pid = child, child.pid
         return None
 
     def log_paths(self) -> List[str]:
