@@ -6,6 +6,8 @@
   host and print its output; TARGET is ``local`` or ``[user@]host[:port]``.
   Options go anywhere before ``--``; everything after it is the command.
 - ``remoteexec up | config | exec``: a stack file (see :mod:`remoteexec.cli.stack`).
+- ``remoteexec status | logs | restart | down | ls``: detached stacks (``up -d``;
+  see :mod:`remoteexec.cli.detached`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def _split_command(argv: List[str]) -> Tuple[List[str], Optional[List[str]]]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from . import detached as detached_cli
     from . import lab as lab_cli
     from . import stack as stack_cli
 
@@ -82,6 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     run.add_argument("--python", default="python3")
     run.add_argument("--timeout", type=_seconds, default=None, help="seconds (default: none)")
     stack_cli.add_arguments(sub)
+    detached_cli.add_arguments(sub)
 
     options, after = _split_command(list(sys.argv[1:] if argv is None else argv))
     args, extras = parser.parse_known_args(options)
@@ -114,6 +118,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return lab_cli.run(args)
         if args.cmd in stack_cli.COMMANDS:
             return stack_cli.run(args)
+        if args.cmd in detached_cli.COMMANDS:
+            return detached_cli.run(args)
         return _run(args)
     except Exception as e:  # one clear line, not a traceback
         from remoteexec.errors import RemoteExecError

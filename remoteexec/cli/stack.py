@@ -80,6 +80,18 @@ def add_arguments(subparsers: Any) -> None:
         help="when a service exits for good, keep the others running (default: bring all down)",
     )
     up.add_argument("--json", action="store_true", help="events and results as JSON lines")
+    up.add_argument(
+        "-d",
+        "--detach",
+        action="store_true",
+        help="leave the services running after this process (see status, logs, down)",
+    )
+    up.add_argument("-p", "--project", metavar="NAME", help="with -d: the project name")
+    up.add_argument(
+        "--host-state-dir",
+        metavar="DIR",
+        help="with -d: the hosts' state directory (default: their $XDG_STATE_HOME)",
+    )
 
     config = subparsers.add_parser(
         "config",
@@ -128,6 +140,13 @@ def run(args: argparse.Namespace) -> int:
             return USAGE
     if args.cmd == "exec":
         return _exec(topology, args)
+    if args.detach:
+        from remoteexec.cli import detached
+
+        return detached.up(topology, args)
+    if args.project or args.host_state_dir:
+        _error("-p and --host-state-dir go with -d")
+        return USAGE
     return Up(topology, args).run()
 
 

@@ -175,8 +175,10 @@ def load(path: str) -> Dict[str, Any]:
 
 
 def cwd_of(pid: int) -> Optional[str]:
+    """``pid``'s working directory (one removed since still names the path it had)."""
     with contextlib.suppress(OSError):
-        return os.readlink("/proc/%d/cwd" % pid)
+        path = os.readlink("/proc/%d/cwd" % pid)
+        return path[: -len(" (deleted)")] if path.endswith(" (deleted)") else path
     return None
 
 
