@@ -597,7 +597,10 @@ class DetachedStack:
 
         stack = Stack.from_file(self.state["file"], hosts=self.hosts)
         return stack.up(
-            detach=True, project=self.name, host_state_dir=self.state.get("host_state_dir")
+            detach=True,
+            project=self.name,
+            host_state_dir=self.state.get("host_state_dir"),
+            only=names,
         )
 
     def _need_all(self, per_host: Mapping[str, Any]) -> None:

@@ -478,6 +478,7 @@ class Stack:
         host_state_dir: Optional[str] = None,
         log_cap: int = 10 * 1024 * 1024,
         log_keep: int = 3,
+        only: Optional[Sequence[str]] = None,
     ) -> Dict[str, float]:
         """Start every service, each once its dependencies are met; return
         {service: seconds from its start to ready (a job: to its exit)}.
@@ -492,12 +493,11 @@ class Stack:
         the stack's name); services of the project that run already are left
         alone, the others started. ``host_state_dir`` replaces the hosts'
         ``$XDG_STATE_HOME``; each service's log is rotated at ``log_cap``
-        bytes, ``log_keep`` old ones kept.
+        bytes, ``log_keep`` old ones kept; ``only`` limits the start to
+        those services (``restart``).
         """
         if detach:
-            return self._up_detached(
-                project or self.name, host_state_dir, log_cap=log_cap, log_keep=log_keep
-            )
+            return self._up_detached(project or self.name, host_state_dir, log_cap, log_keep, only)
         deps = self.dependencies()
         with self._cond:
             if self._up or self._starting:
@@ -527,7 +527,12 @@ class Stack:
                 self._starting = False
 
     def _up_detached(
-        self, project: str, host_state_dir: Optional[str], log_cap: int, log_keep: int
+        self,
+        project: str,
+        host_state_dir: Optional[str],
+        log_cap: int,
+        log_keep: int,
+        only: Optional[Sequence[str]],
     ) -> Dict[str, float]:
         """up(detach=True): under the project's locks, start what does not run yet."""
         from remoteexec.stack.project import Detaching
@@ -546,6 +551,8 @@ class Stack:
         ) as detaching:
             healthy, partial = detaching.running(placement, jobs)
             missing = [n for n in graph.order(deps) if n not in healthy]
+            if only is not None:
+                missing = [n for n in missing if n in only]
             detaching.clear([n for n in missing if n in partial], placement)
             with self._cond:
                 for name, entry in self._entries.items():

@@ -6,9 +6,10 @@ The context cannot do any of that once it is gone, so each detached
 service gets a keeper: a small ``python3 -I -S`` process (this file, run
 as a script; stdlib only) that
 
-- forks the service in its own session (the keeper leads it: a signal to
-  the group reaches the service and the keeper alike), with stdout and
-  stderr on a pipe the keeper reads;
+- leads a session of its own and forks the service into it, as the leader
+  of its own process group (the supervisor's ``pid`` is the service's, so
+  a stop signals the service's group), with stdout and stderr on a pipe
+  the keeper reads;
 - appends that output to the service's 0600 log, rotating it when it grows
   past ``CAP`` bytes (``LOG`` → ``LOG.1`` → ... → ``LOG.KEEP``, the oldest
   dropped): at most ``(KEEP + 1) * CAP`` bytes per service, for ever;
@@ -59,6 +60,9 @@ def start(command: List[str], write_fd: int) -> int:
     try:
         for sig in PASSED_ON:
             signal.signal(sig, signal.SIG_DFL)
+        # Its own process group in the keeper's session: a stop signals the
+        # service's group, which the keeper is not in (it follows by EOF).
+        os.setpgid(0, 0)
         os.dup2(write_fd, 1)
         os.dup2(write_fd, 2)
         os.execvp(command[0], command)

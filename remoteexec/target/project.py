@@ -183,10 +183,13 @@ def cwd_of(pid: int) -> Optional[str]:
 
 
 def entry_of(proc: Any) -> Dict[str, Any]:
-    """What the state file keeps of a detached process tree."""
-    fields = procs.stat_fields(proc.pid)
+    """What the state file keeps of a detached process tree: its keeper
+    (whose identity is checked) and the service's pid."""
+    keeper_pid = proc.popen.pid if proc.popen is not None else proc.pid
+    fields = procs.stat_fields(keeper_pid)
     return {
-        "pid": proc.pid,
+        "pid": keeper_pid,
+        "service_pid": proc.pid,
         "start_time": fields[3] if fields else None,
         "session": fields[2] if fields else None,
         "marker": proc.marker,
@@ -245,7 +248,8 @@ def look(entry: Dict[str, Any], lines: int) -> Dict[str, Any]:
     """One process tree's state now: running (readiness re-checked),
     exited (its code) or lost; the log tail when it is not running."""
     row: Dict[str, Any] = {
-        "pid": entry.get("pid"),
+        "pid": entry.get("service_pid") or entry.get("pid"),
+        "keeper_pid": entry.get("pid"),
         "command": entry.get("command"),
         "log": entry.get("log"),
         "uptime": None,

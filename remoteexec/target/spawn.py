@@ -131,6 +131,24 @@ def popen(
     return child, None
 
 
+def service_of(keeper: int, wait: float = 2.0) -> int:
+    """The pid of the service a keeper forked (the keeper's own if it has
+    none within ``wait`` seconds: it failed, its log says why)."""
+    deadline = time.monotonic() + wait
+    path = "/proc/%d/task/%d/children" % (keeper, keeper)
+    while True:
+        try:
+            with open(path, encoding="ascii") as f:
+                children = f.read().split()
+        except OSError:
+            children = []
+        if children:
+            return int(children[0])
+        if time.monotonic() >= deadline or not procs.is_alive(keeper):
+            return keeper
+        time.sleep(0.002)
+
+
 class Proc:
     """One process tree started by the supervisor.
 
@@ -269,7 +287,7 @@ class Proc:
         )
         if err or child is None:
             return err
-        self.popen, self.pid = child, child.pid
+        self.popen, self.pid = child, service_of(child.pid)
         return None
 
     def log_paths(self) -> List[str]:

@@ -1,0 +1,390 @@
+"""Detached stacks on lab hosts: ``up -d`` (or ``up(detach=True)``), then
+``status``, ``logs``, ``restart`` and ``down`` from later processes.
+
+The stack is small (a Tarantool instance, an HTTP server that waits for it,
+a ticker that prints its URI) so the module stays quick. The master's state
+goes to a temporary ``XDG_STATE_HOME``; the hosts' to their own homes (a lab
+host's home is private to it). Every test's project has a fresh name, and
+its fixture takes it down, then kills whatever still carries its marker, so
+a failing test leaves nothing behind either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from typing import Any, Dict, Iterator, List
+
+import pytest
+from conftest import PY, REPO, need_tarantool, wait_until
+
+from remoteexec.target import procs
+
+pytestmark = pytest.mark.lab
+
+TICK = (
+    "import sys, time\nfor i in range(10**6):\n"
+    " print('tick', i, sys.argv[1], flush=True)\n time.sleep(0.2)"
+)
+#: Bound of one CLI call under the load of other suites.
+CALL = 120.0
+HOST_ROOT = "/root/.local/state"
+HOLDER = textwrap.dedent(
+    """\
+    import sys
+    import remoteexec as rx
+    from remoteexec.stack import Stack
+    from remoteexec.stack import file as stackfile
+    from remoteexec.stack.project import Detaching
+
+    path, project, what = sys.argv[1:4]
+    with rx.Master() as m:
+        stack = Stack.from_file(path, master=m)
+        if what == "up":
+            stack.up(detach=True, project=project)
+            print("UP", flush=True)
+            sys.stdin.read()
+        else:
+            hosts = stackfile.connect(stackfile.read(path), m)
+            with Detaching(project, hosts, host_state_dir=None, source_file=path,
+                           log_cap=1 << 20, log_keep=1):
+                print("LOCKED", flush=True)
+                sys.stdin.read()
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def stack_file(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    need_tarantool()
+    d = tmp_path_factory.mktemp("detach")
+    path = d / "small.toml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            [defaults]
+            identity_file = "%s"
+            known_hosts_file = "%s"
+            python = "%s"
+            connect_timeout = 10
+
+            [hosts]
+            a = { target = "%s" }
+            b = { target = "%s" }
+            c = { target = "%s" }
+
+            [tarantool.db]
+            on = "a"
+            listen = 3311
+
+            [services.web]
+            on = "b"
+            command = ["%s", "-u", "-m", "http.server", "18081", "--bind", "127.0.0.1"]
+            ready = { http = "http://127.0.0.1:18081/" }
+            depends_on = { db = "healthy" }
+
+            [services.ticker]
+            on = "c"
+            command = ["%s", "-u", "-c", %s, "${db.uri}"]
+            depends_on = { db = "healthy" }
+            """
+        )
+        % (lab.identity_file, lab.known_hosts_file, PY, *lab.targets, PY, PY, json.dumps(TICK))
+    )
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def state_home(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("state"))
+
+
+def env_for(state_home: str) -> Dict[str, str]:
+    return dict(os.environ, XDG_STATE_HOME=state_home, PYTHONUNBUFFERED="1")
+
+
+def cli(state_home: str, *args: str, timeout: float = CALL) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "remoteexec", *args],
+        capture_output=True,
+        text=True,
+        env=env_for(state_home),
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+def marked(project: str) -> List[int]:
+    """Live pids carrying the project's marker (the keepers and what kept its environment)."""
+    prefix = "detached.%s." % project
+    found = []
+    for pid in procs.all_pids():
+        env = procs.read_environ(pid) or {}
+        if env.get(procs.MARKER, "").startswith(prefix) and procs.is_alive(pid):
+            found.append(pid)
+    return found
+
+
+def sessions_of(pids: List[int]) -> List[int]:
+    """Every live process in the sessions of ``pids``."""
+    sids = {f[2] for f in map(procs.stat_fields, pids) if f}
+    return [
+        p
+        for p in procs.all_pids()
+        if (f := procs.stat_fields(p)) and f[2] in sids and f[0] not in ("Z", "X")
+    ]
+
+
+@pytest.fixture
+def project(state_home: str) -> Iterator[str]:
+    """A fresh project name; afterwards ``down --force``, then SIGKILL for
+    whatever still carries its marker (and the sessions its keepers lead)."""
+    name = "t%s" % uuid.uuid4().hex[:10]
+    yield name
+    cli(state_home, "down", "-p", name, "--force")
+    left = sessions_of(marked(name))
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+
+
+def status(state_home: str, name: str) -> List[Dict[str, Any]]:
+    r = cli(state_home, "status", "-p", name, "--json")
+    assert r.stderr == "" or "remoteexec:" not in r.stderr, r.stderr
+    rows: List[Dict[str, Any]] = json.loads(r.stdout)["services"]
+    return rows
+
+
+def by_service(rows: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    return {r["service"]: r for r in rows}
+
+
+def host_path(lab: Any, i: int, *parts: str) -> str:
+    return lab.hosts[i].path(os.path.join(HOST_ROOT, "remoteexec", *parts))
+
+
+def read(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def mode(path: str) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_survives_sigkill_then_status_logs_down_from_new_processes(
+    lab: Any, stack_file: str, state_home: str, project: str
+) -> None:
+    """up(detach=True), SIGKILL of that master: every service still runs, as
+    ``status`` from a new process says; ``logs -f`` sees new lines; ``down``
+    from a third process stops them all, pids gone, state removed; again: ok."""
+    t0 = time.monotonic()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, stack_file, project, "up"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env_for(state_home),
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "UP"
+        took_up = time.monotonic() - t0
+        holder.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        holder.wait(10)
+    finally:
+        holder.kill()
+        holder.wait(10)
+    rows = by_service(status(state_home, project))
+    seen_running = time.monotonic() - killed
+    assert set(rows) == {"db", "web", "ticker"}, rows
+    for name, row in rows.items():
+        assert row["state"] == "running", (name, row)
+    assert rows["web"]["readiness"] == "ready", rows["web"]
+    assert rows["db"]["readiness"] == "ready", rows["db"]
+    pids = [int(r["pid"]) for r in rows.values()]
+
+    # Modes: master state 0600 in 0700; the hosts' too.
+    master_dir = os.path.join(state_home, "remoteexec", project)
+    assert mode(master_dir) == 0o700
+    assert mode(os.path.join(master_dir, "master.json")) == 0o600
+    assert mode(host_path(lab, 0, project)) == 0o700
+    assert mode(host_path(lab, 0, project, "host-a.json")) == 0o600
+    assert mode(host_path(lab, 2, project, "logs", "c")) == 0o700
+    assert "identity_file" in read(os.path.join(master_dir, "master.json"))
+
+    # logs -f: new ticks arrive (numbers beyond the first ones shown).
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "remoteexec", "logs", "ticker", "-f", "-n", "1", "-p", project],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env_for(state_home),
+    )
+    ticks: List[int] = []
+    try:
+        assert follow.stdout is not None
+        for _ in range(200):
+            line = follow.stdout.readline()
+            assert line.startswith("ticker@c | tick "), line
+            ticks.append(int(line.split()[3]))
+            if len(ticks) >= 4:
+                break
+        follow.send_signal(signal.SIGINT)
+        assert follow.wait(20) == 0
+    finally:
+        follow.kill()
+        follow.wait(10)
+    assert ticks == sorted(ticks) and ticks[-1] >= ticks[0] + 3, ticks
+
+    t1 = time.monotonic()
+    r = cli(state_home, "down", "-p", project)
+    took_down = time.monotonic() - t1
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "stopped ticker@c, web@b, db@a" in r.stdout or "stopped web@b, ticker@c, db@a" in (
+        r.stdout
+    ), r.stdout
+    assert wait_until(lambda: not any(procs.is_alive(p) for p in pids), 10)
+    assert sessions_of(pids) == [] and marked(project) == []
+    assert not os.path.exists(os.path.join(master_dir, "master.json"))
+    assert not os.path.exists(host_path(lab, 0, project, "host-a.json"))
+    again = cli(state_home, "down", "-p", project)
+    assert again.returncode == 0 and "nothing to bring down" in again.stdout, again
+    print(
+        "\nfigures: up(detach) %.2fs; SIGKILL -> status all running %.2fs; down %.2fs"
+        % (took_up, seen_running, took_down)
+    )
+
+
+def test_killed_from_outside_and_an_unrelated_pid(
+    lab: Any, stack_file: str, state_home: str, project: str
+) -> None:
+    """Processes killed from outside (as at a reboot): status says lost (keeper
+    gone too) or exited with the code (the service alone), with the log tail;
+    ``restart`` brings one back; a state entry pointing at an unrelated live
+    pid: down does not signal it (and still stops the recorded session)."""
+    t0 = time.monotonic()
+    r = cli(state_home, "up", "-d", stack_file, "-p", project)
+    took_up = time.monotonic() - t0
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = by_service(status(state_home, project))
+    ticker, web = int(rows["ticker"]["pid"]), int(rows["web"]["pid"])
+    for pid in sessions_of([ticker]):  # the keeper and the ticker: gone, no exit code
+        os.kill(pid, signal.SIGKILL)
+    os.kill(web, signal.SIGTERM)  # the service alone: its keeper records -15
+
+    def settled() -> bool:
+        now = by_service(status(state_home, project))
+        return now["ticker"]["state"] == "lost" and now["web"]["state"] == "exited"
+
+    assert wait_until(settled, 30, 0.3)
+    rows = by_service(status(state_home, project))
+    assert "tick" in rows["ticker"]["output_tail"], rows["ticker"]
+    assert rows["web"]["exit_code"] == -15, rows["web"]
+    assert "Serving HTTP" in rows["web"]["output_tail"], rows["web"]
+    assert cli(state_home, "status", "-p", project).returncode == 1
+
+    r = cli(state_home, "restart", "web", "-p", project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = by_service(status(state_home, project))
+    assert rows["web"]["state"] == "running" and rows["web"]["readiness"] == "ready", rows
+    assert rows["ticker"]["state"] == "lost"  # restart touches only what it names
+
+    # db's entry now points at an unrelated live process.
+    unrelated = subprocess.Popen(["sleep", "300"])
+    try:
+        db_pid = int(rows["db"]["pid"])
+        db_tree = sessions_of([db_pid])
+        path = host_path(lab, 0, project, "host-a.json")
+        state = json.loads(read(path))
+        state["services"]["db"][0]["pid"] = unrelated.pid
+        with open(path, "w") as f:
+            f.write(json.dumps(state))
+        r = cli(state_home, "down", "-p", project)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "not ours: db@a" in r.stdout, r.stdout
+        assert unrelated.poll() is None, "the unrelated process was signalled"
+        assert wait_until(lambda: not any(procs.is_alive(p) for p in db_tree), 10), db_tree
+    finally:
+        unrelated.kill()
+        unrelated.wait(10)
+    assert marked(project) == []
+    print("\nfigures: up -d (CLI, 3 hosts) %.2fs" % took_up)
+
+
+def test_stale_lock_is_recovered_and_a_live_one_holds(
+    stack_file: str, state_home: str, project: str
+) -> None:
+    """A process holding the project's locks (master and hosts) makes another
+    up wait; once it is SIGKILLed the locks are free at once."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, stack_file, project, "lock"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env_for(state_home),
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "LOCKED"
+        code = textwrap.dedent(
+            """\
+            import sys, remoteexec as rx
+            from remoteexec.stack import file as stackfile
+            from remoteexec.stack.project import Detaching
+            with rx.Master() as m:
+                hosts = stackfile.connect(stackfile.read(sys.argv[1]), m)
+                try:
+                    with Detaching(sys.argv[2], hosts, host_state_dir=None, source_file=None,
+                                   log_cap=1 << 20, log_keep=1, lock_wait=float(sys.argv[3])):
+                        print("GOT")
+                except Exception as e:
+                    print("BUSY", type(e).__name__, e)
+            """
+        )
+        busy = subprocess.run(
+            [sys.executable, "-c", code, stack_file, project, "0.5"],
+            capture_output=True, text=True, env=env_for(state_home), timeout=CALL,
+        )  # fmt: skip
+        assert busy.stdout.startswith("BUSY StackError"), busy.stdout + busy.stderr
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        t0 = time.monotonic()
+        free = subprocess.run(
+            [sys.executable, "-c", code, stack_file, project, "30"],
+            capture_output=True, text=True, env=env_for(state_home), timeout=CALL,
+        )  # fmt: skip
+        assert free.stdout.startswith("GOT"), free.stdout + free.stderr
+        assert time.monotonic() - t0 < 25
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+def test_two_concurrent_ups_make_one_copy_of_each_service(
+    stack_file: str, state_home: str, project: str
+) -> None:
+    """Two ``up -d`` of one project at once: both succeed, one copy of each service."""
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "remoteexec", "up", "-d", stack_file, "-p", project],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env_for(state_home),
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=CALL) for p in runs]
+    assert [p.returncode for p in runs] == [0, 0], outs
+    assert any("nothing to start" in o for o, _ in outs), outs
+    rows = status(state_home, project)
+    assert sorted(r["service"] for r in rows) == ["db", "ticker", "web"], rows
+    keepers = [p for p in marked(project) if "keeper.py" in read("/proc/%d/cmdline" % p)]
+    assert len(keepers) == 3, keepers
