@@ -316,10 +316,12 @@ def members(entry: Dict[str, Any]) -> List[int]:
 
 def halt(entry: Dict[str, Any], sig: int, timeout: float) -> Dict[str, Any]:
     """``sig`` to the tree (identity checked), ``timeout``, then SIGKILL."""
-    pids = members(entry)
+    recorded = int(entry.get("pid") or 0)
+    # The recorded pid lives but is another process now: never signalled.
+    not_ours = recorded > 0 and procs.is_alive(recorded) and not identical(entry)
+    pids = [p for p in members(entry) if not (not_ours and p == recorded)]
     if not pids:
-        alive = procs.is_alive(int(entry.get("pid") or 0))
-        return {"stopped": False, "not_ours": alive, "escalated": False}
+        return {"stopped": False, "not_ours": not_ours, "escalated": False}
     for pid in pids:
         signal_pid(pid, sig)
     escalated = not gone(pids, time.monotonic() + timeout)
@@ -328,7 +330,7 @@ def halt(entry: Dict[str, Any], sig: int, timeout: float) -> Dict[str, Any]:
             if procs.is_alive(pid):
                 signal_pid(pid, signal.SIGKILL)
         gone(pids, time.monotonic() + KILL_WAIT)
-    return {"stopped": True, "not_ours": False, "escalated": escalated}
+    return {"stopped": True, "not_ours": not_ours, "escalated": escalated}
 
 
 def gone(pids: List[int], deadline: float) -> bool:
@@ -370,7 +372,7 @@ def stop(
             if result["escalated"]:
                 out["escalated"].append(name)
             if result["not_ours"]:
-                out["not_ours"].append("%s (pid %s)" % (name, entry.get("pid")))
+                out["not_ours"].append(name)
         out["stopped"].append(name)
         for entry in recorded.pop(name):
             for path in (entry.get("exit"),):
