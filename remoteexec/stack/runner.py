@@ -564,10 +564,17 @@ class Stack:
             for name in missing:
                 detaching.place(name, self._entries[name].service)
             timings = self._start(deps, missing)
-            pids = {n: adapt.pids(self._entries[n].service.status()) for n in missing}
+            pids = {n: self._pids_of(self._entries[n]) for n in missing}
             detaching.record(pids, placement, deps)
         self.project = project
         return timings
+
+    @staticmethod
+    def _pids_of(entry: _Entry) -> List[int]:
+        """The service's pids now; a finished job's, by its ``pid`` (it runs no more)."""
+        pids = adapt.pids(entry.service.status())
+        pid = getattr(entry.service, "pid", None)
+        return pids or ([int(pid)] if entry.job and isinstance(pid, int) else [])
 
     def _start(self, deps: Mapping[str, Mapping[str, str]], names: List[str]) -> Dict[str, float]:
         """Start ``names`` (dependencies outside them are taken as met); roll back on failure."""
