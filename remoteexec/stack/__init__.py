@@ -69,17 +69,24 @@ that: ``exited`` (not final), ``restarting``, ``ready``, and a final
 **Events** (``stack.subscribe(callback)``): :class:`StackEvent` with
 ``kind`` in :data:`EVENTS` (starting, ready, failed, exited, restarting,
 stopping, stopped), the service, its host(s) and the time.
+
+**Detached** (``up(detach=True)``): the services outlive the process as a
+named project; :meth:`Stack.attach` gives a :class:`DetachedStack` from any
+later process (status, logs, follow, restart, down). See
+:mod:`remoteexec.stack.project`.
 """
 
 from remoteexec.stack.error import StackError
 from remoteexec.stack.events import EVENTS, StackEvent
 from remoteexec.stack.graph import CONDITIONS
+from remoteexec.stack.project import DetachedStack
 from remoteexec.stack.refs import Ref, Template, interpolate, template
 from remoteexec.stack.runner import Handle, Stack
 
 __all__ = [
     "CONDITIONS",
     "EVENTS",
+    "DetachedStack",
     "Handle",
     "Ref",
     "Stack",

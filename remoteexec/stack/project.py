@@ -403,6 +403,23 @@ class Detaching:
                 inst.work_dir = "%s/%s-%s" % (self.data[host], name, inst.instance_uuid[:8])
             inst.box_cfg.setdefault("log", None)
 
+    def reaches(self) -> Dict[str, Dict[str, Any]]:
+        """How to reach each host again: as the stack file says (hops
+        included) when there is one, else from the connections."""
+        out = {n: reach(h) for n, h in self.hosts.items()}
+        if self.source_file:
+            from remoteexec.stack import file as stackfile
+
+            with contextlib.suppress(Exception):  # the file changed since: connections stand
+                for name, spec in stackfile.read(self.source_file).hosts.items():
+                    if name in out:
+                        out[name] = {
+                            "target": spec.target,
+                            "via": spec.via,
+                            "options": spec.options,
+                        }
+        return out
+
     def record(
         self,
         pids: Mapping[str, Sequence[int]],
@@ -426,7 +443,7 @@ class Detaching:
             "file": self.source_file,
             "file_hash": hash_,
             "host_state_dir": self.root,
-            "hosts": {**old.get("hosts", {}), **{n: reach(h) for n, h in self.hosts.items()}},
+            "hosts": {**old.get("hosts", {}), **self.reaches()},
             "services": {**old.get("services", {}), **{s: list(h) for s, h in placement.items()}},
             "order": graph.order(dict(deps)),
             "deps": {k: dict(v) for k, v in deps.items()},
