@@ -578,7 +578,10 @@ class DetachedStack:
             self._expand(service)
         stop = stop or threading.Event()
         offsets: Dict[str, Dict[str, int]] = {n: {} for n in self.remote}
-        while not stop.is_set():
+        # Until stopped (Ctrl-C); bounded all the same (years of polls).
+        for _ in range(10**9):
+            if stop.is_set():
+                return
             found = each(
                 {
                     n: partial(r.read_logs, service, offsets[n], lines)
@@ -646,8 +649,15 @@ class DetachedStack:
         deps = {s: dict(self.state.get("deps", {}).get(s, {})) for s in self.services}
         deps = {s: {d: c for d, c in v.items() if d in deps} for s, v in deps.items()}
         with master_lock(self.name):
-            each({n: r.lock for n, r in self.remote.items()})
+            locked = each({n: r.lock for n, r in self.remote.items()})
             try:
+                busy = {h: e for h, e in locked.items() if isinstance(e, BaseException)}
+                if busy:
+                    raise StackError(
+                        "project %s: down: cannot lock it on %s"
+                        % (self.name, "; ".join("%s: %s" % item for item in busy.items())),
+                        stack=self.name,
+                    )
                 for wave in reversed(graph.waves(deps)):
                     self._stop_wave(wave, timeout, report)
                 each({n: partial(r.stop, None, timeout) for n, r in self.remote.items()})
@@ -679,7 +689,7 @@ class DetachedStack:
     def _stop_wave(self, wave: Sequence[str], timeout: float, report: Dict[str, Any]) -> None:
         per_host = {h: s for h, s in self._hosts_of(wave).items() if h in self.remote}
         got = each({h: partial(self.remote[h].stop, s, timeout) for h, s in per_host.items()})
-        for host, reply in got.items():
+        for host, reply in sorted(got.items()):
             if isinstance(reply, BaseException):
                 report["unreachable"][host] = str(reply)
                 continue
