@@ -11,6 +11,7 @@ a failing test leaves nothing behind either.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -73,7 +74,7 @@ def stack_file(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
             identity_file = "%s"
             known_hosts_file = "%s"
             python = "%s"
-            connect_timeout = 10
+            connect_timeout = 30
 
             [hosts]
             a = { target = "%s" }
@@ -104,6 +105,33 @@ def stack_file(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def state_home(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(tmp_path_factory.mktemp("state"))
+
+
+@pytest.fixture(scope="module")
+def here(stack_file: str, state_home: str) -> Iterator[Dict[str, Any]]:
+    """This process, set up as a later process is: the master's state in
+    ``state_home``, the file's hosts connected (for in-process looks)."""
+    import remoteexec as rx
+    from remoteexec.stack import file as stackfile
+
+    before = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = state_home
+    try:
+        with rx.Master() as m:
+            yield {"master": m, "hosts": stackfile.connect(stackfile.read(stack_file), m)}
+    finally:
+        if before is None:
+            os.environ.pop("XDG_STATE_HOME", None)
+        else:
+            os.environ["XDG_STATE_HOME"] = before
+
+
+def looked(here: Dict[str, Any], name: str) -> Dict[str, Dict[str, Any]]:
+    """status() of project ``name`` from this process, by service."""
+    from remoteexec.stack.project import attach
+
+    with attach(name, here["master"]) as detached:
+        return by_service(detached.status())
 
 
 def env_for(state_home: str) -> Dict[str, str]:
@@ -143,12 +171,17 @@ def sessions_of(pids: List[int]) -> List[int]:
 
 
 @pytest.fixture
-def project(state_home: str) -> Iterator[str]:
-    """A fresh project name; afterwards ``down --force``, then SIGKILL for
-    whatever still carries its marker (and the sessions its keepers lead)."""
+def project(here: Dict[str, Any]) -> Iterator[str]:
+    """A fresh project name; afterwards ``down(force=True)`` if it is still
+    known, then SIGKILL for whatever still carries its marker (and the
+    sessions its keepers lead)."""
+    from remoteexec.stack import project as projects
+
     name = "t%s" % uuid.uuid4().hex[:10]
     yield name
-    cli(state_home, "down", "-p", name, "--force")
+    if name in projects.names():
+        with contextlib.suppress(Exception), projects.attach(name, here["master"]) as left_over:
+            left_over.down(force=True)
     left = sessions_of(marked(name))
     for pid in left:
         os.kill(pid, signal.SIGKILL)
@@ -263,7 +296,7 @@ def test_survives_sigkill_then_status_logs_down_from_new_processes(
 
 
 def test_killed_from_outside_and_an_unrelated_pid(
-    lab: Any, stack_file: str, state_home: str, project: str
+    lab: Any, stack_file: str, state_home: str, here: Dict[str, Any], project: str
 ) -> None:
     """Processes killed from outside (as at a reboot): status says lost (keeper
     gone too) or exited with the code (the service alone), with the log tail;
@@ -280,11 +313,11 @@ def test_killed_from_outside_and_an_unrelated_pid(
     os.kill(web, signal.SIGTERM)  # the service alone: its keeper records -15
 
     def settled() -> bool:
-        now = by_service(status(state_home, project))
+        now = looked(here, project)
         return now["ticker"]["state"] == "lost" and now["web"]["state"] == "exited"
 
     assert wait_until(settled, 30, 0.3)
-    rows = by_service(status(state_home, project))
+    rows = looked(here, project)
     assert "tick" in rows["ticker"]["output_tail"], rows["ticker"]
     assert rows["web"]["exit_code"] == -15, rows["web"]
     assert "Serving HTTP" in rows["web"]["output_tail"], rows["web"]
@@ -292,7 +325,7 @@ def test_killed_from_outside_and_an_unrelated_pid(
 
     r = cli(state_home, "restart", "web", "-p", project)
     assert r.returncode == 0, r.stdout + r.stderr
-    rows = by_service(status(state_home, project))
+    rows = looked(here, project)
     assert rows["web"]["state"] == "running" and rows["web"]["readiness"] == "ready", rows
     assert rows["ticker"]["state"] == "lost"  # restart touches only what it names
 
@@ -319,7 +352,7 @@ def test_killed_from_outside_and_an_unrelated_pid(
 
 
 def test_stale_lock_is_recovered_and_a_live_one_holds(
-    stack_file: str, state_home: str, project: str
+    stack_file: str, state_home: str, here: Dict[str, Any], project: str
 ) -> None:
     """A process holding the project's locks (master and hosts) makes another
     up wait; once it is SIGKILLed the locks are free at once."""
@@ -333,34 +366,27 @@ def test_stale_lock_is_recovered_and_a_live_one_holds(
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "LOCKED"
-        code = textwrap.dedent(
-            """\
-            import sys, remoteexec as rx
-            from remoteexec.stack import file as stackfile
-            from remoteexec.stack.project import Detaching
-            with rx.Master() as m:
-                hosts = stackfile.connect(stackfile.read(sys.argv[1]), m)
-                try:
-                    with Detaching(sys.argv[2], hosts, host_state_dir=None, source_file=None,
-                                   log_cap=1 << 20, log_keep=1, lock_wait=float(sys.argv[3])):
-                        print("GOT")
-                except Exception as e:
-                    print("BUSY", type(e).__name__, e)
-            """
-        )
-        busy = subprocess.run(
-            [sys.executable, "-c", code, stack_file, project, "0.5"],
-            capture_output=True, text=True, env=env_for(state_home), timeout=CALL,
-        )  # fmt: skip
-        assert busy.stdout.startswith("BUSY StackError"), busy.stdout + busy.stderr
+        from remoteexec.stack.error import StackError
+        from remoteexec.stack.project import Detaching
+
+        def take(wait: float) -> None:
+            with Detaching(
+                project,
+                here["hosts"],
+                host_state_dir=None,
+                source_file=None,
+                log_cap=1 << 20,
+                log_keep=1,
+                lock_wait=wait,
+            ):
+                pass
+
+        with pytest.raises(StackError, match="another up or down"):
+            take(0.5)
         holder.send_signal(signal.SIGKILL)
         holder.wait(10)
         t0 = time.monotonic()
-        free = subprocess.run(
-            [sys.executable, "-c", code, stack_file, project, "30"],
-            capture_output=True, text=True, env=env_for(state_home), timeout=CALL,
-        )  # fmt: skip
-        assert free.stdout.startswith("GOT"), free.stdout + free.stderr
+        take(30)
         assert time.monotonic() - t0 < 25
     finally:
         holder.kill()
@@ -368,7 +394,7 @@ def test_stale_lock_is_recovered_and_a_live_one_holds(
 
 
 def test_two_concurrent_ups_make_one_copy_of_each_service(
-    stack_file: str, state_home: str, project: str
+    stack_file: str, state_home: str, here: Dict[str, Any], project: str
 ) -> None:
     """Two ``up -d`` of one project at once: both succeed, one copy of each service."""
     runs = [
@@ -384,7 +410,8 @@ def test_two_concurrent_ups_make_one_copy_of_each_service(
     outs = [p.communicate(timeout=CALL) for p in runs]
     assert [p.returncode for p in runs] == [0, 0], outs
     assert any("nothing to start" in o for o, _ in outs), outs
-    rows = status(state_home, project)
-    assert sorted(r["service"] for r in rows) == ["db", "ticker", "web"], rows
+    rows = looked(here, project)
+    assert sorted(rows) == ["db", "ticker", "web"], rows
+    assert all(r["state"] == "running" for r in rows.values()), rows
     keepers = [p for p in marked(project) if "keeper.py" in read("/proc/%d/cmdline" % p)]
     assert len(keepers) == 3, keepers
