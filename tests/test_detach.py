@@ -212,7 +212,7 @@ def mode(path: str) -> int:
 
 
 def test_survives_sigkill_then_status_logs_down_from_new_processes(
-    lab: Any, stack_file: str, state_home: str, project: str
+    lab: Any, stack_file: str, state_home: str, here: Dict[str, Any], project: str
 ) -> None:
     """up(detach=True), SIGKILL of that master: every service still runs, as
     ``status`` from a new process says; ``logs -f`` sees new lines; ``down``
@@ -235,6 +235,9 @@ def test_survives_sigkill_then_status_logs_down_from_new_processes(
     finally:
         holder.kill()
         holder.wait(10)
+    now = looked(here, project)
+    seen_here = time.monotonic() - killed
+    assert all(r["state"] == "running" for r in now.values()), now
     rows = by_service(status(state_home, project))
     seen_running = time.monotonic() - killed
     assert set(rows) == {"db", "web", "ticker"}, rows
@@ -290,8 +293,8 @@ def test_survives_sigkill_then_status_logs_down_from_new_processes(
     again = cli(state_home, "down", "-p", project)
     assert again.returncode == 0 and "nothing to bring down" in again.stdout, again
     print(
-        "\nfigures: up(detach) %.2fs; SIGKILL -> status all running %.2fs; down %.2fs"
-        % (took_up, seen_running, took_down)
+        "\nfigures: up(detach) %.2fs; SIGKILL -> all running: in-process %.2fs,"
+        " status CLI %.2fs; down CLI %.2fs" % (took_up, seen_here, seen_running, took_down)
     )
 
 
