@@ -418,3 +418,40 @@ def test_two_concurrent_ups_make_one_copy_of_each_service(
     assert all(r["state"] == "running" for r in rows.values()), rows
     keepers = [p for p in marked(project) if "keeper.py" in read("/proc/%d/cmdline" % p)]
     assert len(keepers) == 3, keepers
+
+
+def test_down_reports_an_unreachable_host_and_force_forgets_it(
+    lab: Any, stack_file: str, state_home: str, here: Dict[str, Any], project: str
+) -> None:
+    """down with host c cut off: a and b are stopped, c is reported (exit 1)
+    and kept in the state; ``down --force`` forgets it. (Last in the module:
+    the cut may cost this process its own connection to c.)"""
+    from remoteexec.lab import MASTER
+
+    r = cli(state_home, "up", "-d", stack_file, "-p", project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = looked(here, project)
+    db_tree = sessions_of([int(rows["db"]["pid"])])
+    ticker_tree = sessions_of([int(rows["ticker"]["pid"])])
+    path = os.path.join(state_home, "remoteexec", project, "master.json")
+    state = json.loads(read(path))
+    for host in state["hosts"].values():
+        host["options"]["connect_timeout"] = 3  # the cut host fails fast
+    with open(path, "w") as f:
+        f.write(json.dumps(state))
+    lab.partition(2, MASTER)
+    try:
+        r = cli(state_home, "down", "-p", project)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "unreachable host(s)" in r.stderr and "c:" in r.stderr, r.stderr
+        assert wait_until(lambda: not any(procs.is_alive(p) for p in db_tree), 10)
+        kept = json.loads(read(path))
+        assert list(kept["hosts"]) == ["c"] and kept["services"] == {"ticker": ["c"]}, kept
+        r = cli(state_home, "down", "-p", project, "--force")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "forgotten (unreachable): c" in r.stdout, r.stdout
+        assert not os.path.exists(path)
+    finally:
+        lab.heal()
+    # Forgotten, not stopped: the ticker on c runs on (the fixture kills it).
+    assert any(procs.is_alive(p) for p in ticker_tree)
