@@ -294,6 +294,18 @@ class HostProject:
         return dict(self._call(target.read_logs, service, dict(offsets), lines))
 
 
+def lock_in_order(remote: Mapping[str, HostProject], wait: float) -> Dict[str, BaseException]:
+    """Take the hosts' locks one by one in name order (two masters locking
+    the same hosts never hold one each and wait for the other); stops at
+    the first failure. {host: why} for the one that failed."""
+    for name in sorted(remote):
+        try:
+            remote[name].lock(wait)
+        except Exception as e:
+            return {name: e}
+    return {}
+
+
 class Detaching:
     """One detached ``up``: the locks held, the hosts' state read, services
     started detached, then recorded. Used by :meth:`Stack.up` with ``detach=True``."""
@@ -324,8 +336,7 @@ class Detaching:
         try:
             self._exit.enter_context(master_lock(self.project, self.lock_wait))
             self._exit.callback(self._unlock_hosts)
-            errors = each({n: partial(r.lock, self.lock_wait) for n, r in self.remote.items()})
-            failed = {n: e for n, e in errors.items() if isinstance(e, BaseException)}
+            failed = lock_in_order(self.remote, self.lock_wait)
             if failed:
                 raise StackError(
                     "project %s: cannot lock it on %s"
@@ -649,9 +660,8 @@ class DetachedStack:
         deps = {s: dict(self.state.get("deps", {}).get(s, {})) for s in self.services}
         deps = {s: {d: c for d, c in v.items() if d in deps} for s, v in deps.items()}
         with master_lock(self.name):
-            locked = each({n: r.lock for n, r in self.remote.items()})
+            busy = lock_in_order(self.remote, LOCK_WAIT)
             try:
-                busy = {h: e for h, e in locked.items() if isinstance(e, BaseException)}
                 if busy:
                     raise StackError(
                         "project %s: down: cannot lock it on %s"
