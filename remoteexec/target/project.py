@@ -422,7 +422,12 @@ def read_logs(
             except OSError:
                 continue
             if log not in offsets:
-                text = files.tail(log, lines)
+                # The tail as of ``size`` exactly: a line written since comes next time.
+                with open(log, "rb") as f:
+                    f.seek(max(0, size - files.TAIL_BYTES))
+                    data = f.read(size - f.tell())
+                kept = data.decode("utf-8", "replace").splitlines()[-lines:] if lines else []
+                text = "\n".join(kept) + "\n" if kept else ""
                 new_offsets[log] = size
             else:
                 start = int(offsets[log])
