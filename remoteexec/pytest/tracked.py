@@ -120,6 +120,8 @@ class Tracked:
             broken = [r["service"] for r in self.stack.status() if not r["job"] and not _good(r)]
             if not broken:
                 return
+            # Killed first: an exit the stack has not noticed yet would fail restart()'s stop.
+            self.stack.kill(broken[0])
             self.stack.restart(broken[0], restart_dependents=True)
         raise StackError(
             "%s: stack %s could not be restored" % (self.fixture, self.stack.name),
