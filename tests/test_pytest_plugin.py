@@ -169,12 +169,13 @@ def test_fixtures_factories_and_faults(pytester: pytest.Pytester) -> None:
             wait_for(lambda: proc_state(pid) not in ("T", "t"))
             assert web.paused == []
 
-        def test_partition(rx_lab):
-            rx_lab.partition(1)
+        def test_partition(rx_lab, web):
+            rx_lab.partition(1)  # web's host: the plugin heals it before it checks web
             assert rx_lab.cuts
 
-        def test_partition_is_healed(rx_lab):
+        def test_partition_is_healed(rx_lab, web):
             assert rx_lab.cuts == []
+            assert web.status()[0]["state"] == "ready"
         """
     )
     result = run(pytester, "--rx-lab-hosts", "2", "-v")

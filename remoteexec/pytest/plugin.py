@@ -200,8 +200,10 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     try:
         result = yield
     except BaseException:
+        heal(item)  # the hosts must answer the checks
         item.stash[CRASHES] = [c for t in watched for c in t.crashes()]
         raise
+    heal(item)
     crashes = [c for t in watched for c in t.crashes()]
     if crashes:
         pytest.fail(
@@ -212,12 +214,17 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     return result
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
-    """Heal the lab's partitions a test left, before the fixtures' teardown."""
+def heal(item: pytest.Item) -> None:
+    """Remove the cuts a test left in ``rx_lab``, if it has it."""
     lab = (getattr(item, "funcargs", None) or {}).get("rx_lab")
     if isinstance(lab, Lab) and lab.is_up and lab.cuts:
         lab.heal()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """Heal the lab's partitions a test left, before the fixtures' teardown."""
+    heal(item)
     return (yield)
 
 
@@ -265,7 +272,9 @@ __all__ = [
     "DEFAULT_ARTIFACTS",
     "LAB_PYTHON",
     "failed_setup",
+    "heal",
     "in_ci",
+    "read_inventory",
     "rx_hosts",
     "rx_lab",
     "rx_master",
