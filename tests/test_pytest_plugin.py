@@ -16,9 +16,19 @@ import tempfile
 from typing import Dict, Iterator, List
 
 import pytest
-from conftest import REPO, connect_options, need_lab, need_tarantool, skip_or_fail
+from conftest import (
+    REPO,
+    connect_options,
+    need_lab,
+    need_tarantool,
+    skip_or_fail,
+    wait_until,
+)
 
+import remoteexec as rx
 from remoteexec.lab import Lab
+from remoteexec.stack import Stack, StackError, StackEvent
+from remoteexec.tarantool import ReplicaSet
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.lab
@@ -337,6 +347,64 @@ def test_the_guides_example_runs(pytester: pytest.Pytester) -> None:
     result = run(pytester, "--rx-lab-hosts", "3")
     assert result.ret == 0, result.stdout.str()[-6000:]
     result.assert_outcomes(passed=1)
+
+
+# -- the faults a test makes: Stack.kill, pause, resume ------------------------
+
+
+def _proc_state(pid: int) -> str:
+    """The state letter of ``pid`` from /proc (T: stopped), "" once it is gone or a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+    return "" if state == "Z" else state
+
+
+def test_stack_faults_on_a_replica_set_and_a_group(lab: Lab) -> None:
+    """pause() stops every process of a replica set (SIGSTOP) until resume();
+    kill() SIGKILLs each member of a group, books it stopped (no exit event:
+    no crash) and restart() brings it back. Bad calls are refused."""
+    need_tarantool()
+    events: List[StackEvent] = []
+    with rx.Master(heartbeat_timeout=10) as master:
+        a, b = master.connect_all(lab.targets[:2], **connect_options(lab))
+        stack = Stack("faults")
+        stack.add(ReplicaSet("storage", [(a, 3311), (b, 3311)]))
+
+        def web(host: rx.Host) -> rx.HTTPExecutor:
+            command = ["/usr/bin/python3", "-m", "http.server", "8011"]
+            return rx.HTTPExecutor(command, url="http://127.0.0.1:8011/", on=host, timeout=20)
+
+        stack.add(web, name="web", on=[a, b])
+        with pytest.raises(StackError, match="not up"):
+            stack.kill("web")
+        stack.subscribe(events.append)
+        with stack:
+            storage = stack["storage"].service
+            pids = [m.pid for m in storage.members]
+            stack.pause("storage")
+            assert stack.paused == ["storage"]
+            assert [_proc_state(p) for p in pids] == ["T", "T"]
+            stack.resume()
+            assert stack.paused == []
+            assert all(_proc_state(p) not in ("T", "") for p in pids)
+            assert storage.leader.eval("return box.info.status") == "running"
+
+            rows = {r["service"]: r for r in stack.status()}
+            web_pids = [rows["web.1"]["pid"], rows["web.2"]["pid"]]
+            stack.kill("web")
+            rows = {r["service"]: r for r in stack.status()}
+            assert [rows[n]["state"] for n in ("web.1", "web.2")] == ["stopped", "stopped"]
+            assert wait_until(lambda: not any(_proc_state(p) for p in web_pids), 10)
+            killed = [e for e in events if e.kind == "stopped" and e.message == "killed"]
+            assert sorted(e.service for e in killed) == ["web.1", "web.2"]
+            assert not [e for e in events if e.kind == "exited"], events
+            stack.restart("web")
+            assert {r["state"] for r in stack.status()} == {"ready"}
+            with pytest.raises(ValueError, match="no service named 'nope'"):
+                stack.pause("nope")
 
 
 # -- without root ----------------------------------------------------------------
