@@ -349,6 +349,18 @@ def test_the_guides_example_runs(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1)
 
 
+def test_bad_options_are_usage_errors(pytester: pytest.Pytester) -> None:
+    """A bad ``--rx-lab-hosts`` or a missing ``--rx-inventory`` stops the session
+    before any test, naming the option."""
+    pytester.makepyfile(test_inner="def test_nothing():\n    pass\n")
+    zero = run(pytester, "--rx-lab-hosts", "0")
+    assert zero.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--rx-lab-hosts: N must be at least 1, got 0" in zero.stderr.str()
+    missing = run(pytester, "--rx-inventory", "nowhere.toml")
+    assert missing.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--rx-inventory nowhere.toml: no such file" in missing.stderr.str()
+
+
 # -- the faults a test makes: Stack.kill, pause, resume ------------------------
 
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterator, List, Literal, Sequence, Union
 import pytest
 
 from remoteexec.host import Host
-from remoteexec.pytest.plugin import failed_setup, track
+from remoteexec.pytest.plugin import failed_setup, track, untrack
 from remoteexec.stack import Stack
 from remoteexec.stack import file as stackfile
 
@@ -80,7 +80,7 @@ def _run(request: pytest.FixtureRequest, stack: Stack, value: Any) -> Iterator[A
             try:
                 stack.down()
             finally:
-                track(request.config, name, stack, value, forget=True)
+                untrack(request.config, value)
 
 
 def stack_fixture(path: str, scope: str = "module") -> Any:

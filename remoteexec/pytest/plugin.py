@@ -55,20 +55,18 @@ STATE = pytest.StashKey[PluginState]()
 CRASHES = pytest.StashKey[List[Crash]]()
 
 
-def track(
-    config: pytest.Config, fixture: str, stack: Stack, value: Any, forget: bool = False
-) -> Tracked:
-    """Watch (or, with ``forget``, stop watching) a factory fixture's stack."""
-    state = config.stash[STATE]
-    if forget:
-        tracked = state.tracked.pop(id(value), None)
-        if tracked is not None:
-            tracked.close()
-            return tracked
-        return Tracked(fixture, stack, value)
+def track(config: pytest.Config, fixture: str, stack: Stack, value: Any) -> Tracked:
+    """Watch a factory fixture's stack while the tests that get ``value`` run."""
     tracked = Tracked(fixture, stack, value)
-    state.tracked[id(value)] = tracked
+    config.stash[STATE].tracked[id(value)] = tracked
     return tracked
+
+
+def untrack(config: pytest.Config, value: Any) -> None:
+    """Stop watching what :func:`track` watches for ``value``."""
+    tracked = config.stash[STATE].tracked.pop(id(value), None)
+    if tracked is not None:
+        tracked.close()
 
 
 def used(item: pytest.Item) -> List[Tracked]:
@@ -280,5 +278,6 @@ __all__ = [
     "rx_master",
     "skip_or_fail",
     "track",
+    "untrack",
     "used",
 ]
