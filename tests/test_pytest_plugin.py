@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -195,8 +196,9 @@ def test_fixtures_factories_and_faults(pytester: pytest.Pytester) -> None:
 
 @pytest.mark.usefixtures("lab_and_tarantool")
 def test_crashes_fail_the_test_and_failures_save_artifacts(pytester: pytest.Pytester) -> None:
-    """A service that dies while the test runs fails it (naming service, host,
-    exit code and output) and is restored for the next test; a failing test
+    """A service (or a replica set's member) that dies while the test runs fails
+    it (naming service, host, exit code and output) and is restored for the
+    next test that uses it; a failing test
     (in its call or in a fixture's start) gets its artifacts and a report
     section; a passing one gets none."""
     pytester.makefile(".toml", tiny=TINY, broken=BROKEN)
@@ -219,6 +221,10 @@ def test_crashes_fail_the_test_and_failures_save_artifacts(pytester: pytest.Pyte
         def test_crashed_is_restored(web):
             assert web.status()[0]["state"] == "ready"
 
+        def test_member_crash(storage):
+            os.kill(storage.members[1].pid, signal.SIGKILL)
+            wait_for(lambda: storage.members[1].status()["state"] == "exited")
+
         def test_fails_with_tarantool(storage):
             assert storage.leader.eval("return 1 + 1") == 3
 
@@ -231,9 +237,11 @@ def test_crashes_fail_the_test_and_failures_save_artifacts(pytester: pytest.Pyte
     )
     result = run(pytester, "--rx-lab-hosts", "2")
     out = result.stdout.str()
-    result.assert_outcomes(passed=2, failed=2, errors=1)
+    result.assert_outcomes(passed=2, failed=3, errors=1)
     host = _web_host(out)
     assert "service web on %s exited unexpectedly (exit code -9)" % host in out, out[-6000:]
+    # a replica set's member: named, and the set restored for the next test
+    assert re.search(r"storage: service storage(/storage-2)? on \S+ exited unexpectedly", out)
 
     crash = artifacts_of(pytester, "test_inner.py_test_crash")
     with open(os.path.join(crash, "web", "status.json")) as f:

@@ -7,6 +7,7 @@ test that uses none of the plugin's fixtures.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -44,8 +45,9 @@ def skip_or_fail(why: str) -> None:
 class PluginState:
     """The session's tracked fixtures, by the id of the value the tests get."""
 
-    def __init__(self, artifacts: str) -> None:
+    def __init__(self, artifacts: str, inventory: Optional[str]) -> None:
         self.artifacts = artifacts
+        self.inventory = inventory
         self.tracked: Dict[int, Tracked] = {}
         #: Fixtures whose start failed, for the report of the setup that raised it.
         self.failed_setups: List[Tracked] = []
@@ -112,8 +114,11 @@ def pytest_configure(config: pytest.Config) -> None:
     inventory = config.getoption("rx_inventory")
     if inventory is not None and not os.path.isfile(inventory):
         raise pytest.UsageError("--rx-inventory %s: no such file" % inventory)
-    artifacts = os.path.join(str(config.invocation_params.dir), config.getoption("rx_artifacts"))
-    config.stash[STATE] = PluginState(os.path.abspath(artifacts))
+    here = str(config.invocation_params.dir)
+    artifacts = os.path.abspath(os.path.join(here, config.getoption("rx_artifacts")))
+    config.stash[STATE] = PluginState(
+        artifacts, None if inventory is None else os.path.abspath(os.path.join(here, inventory))
+    )
 
 
 # -- fixtures ------------------------------------------------------------------
@@ -146,7 +151,7 @@ def rx_lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
 def rx_hosts(request: pytest.FixtureRequest, rx_master: rx.Master) -> List[Host]:
     """The connected hosts: ``--rx-inventory``'s (named as in the file, in its
     order), else the lab's (``rx_lab``)."""
-    inventory: Optional[str] = request.config.getoption("rx_inventory")
+    inventory = request.config.stash[STATE].inventory
     if inventory is not None:
         topology = read_inventory(inventory)
         opened = stackfile.connect(topology, rx_master)
@@ -198,11 +203,10 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     try:
         result = yield
     except BaseException:
-        heal(item)  # the hosts must answer the checks
-        item.stash[CRASHES] = [c for t in watched for c in t.crashes()]
+        with contextlib.suppress(Exception):  # the test's own error goes first
+            item.stash[CRASHES] = after_test(item, watched)
         raise
-    heal(item)
-    crashes = [c for t in watched for c in t.crashes()]
+    crashes = after_test(item, watched)
     if crashes:
         pytest.fail(
             "a service exited unexpectedly while the test ran:\n"
@@ -210,6 +214,12 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
             pytrace=False,
         )
     return result
+
+
+def after_test(item: pytest.Item, watched: List[Tracked]) -> List[Crash]:
+    """Heal the lab (the hosts must answer), then the crashes of ``watched``."""
+    heal(item)
+    return [c for t in watched for c in t.crashes()]
 
 
 def heal(item: pytest.Item) -> None:
@@ -269,6 +279,7 @@ def failed_setup(config: pytest.Config, tracked: Tracked) -> None:
 __all__ = [
     "DEFAULT_ARTIFACTS",
     "LAB_PYTHON",
+    "after_test",
     "failed_setup",
     "heal",
     "in_ci",

@@ -13,7 +13,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from remoteexec.errors import RemoteExecError
 from remoteexec.stack import Stack, StackError, StackEvent
@@ -94,21 +94,20 @@ class Tracked:
 
     def crashes(self) -> List[Crash]:
         """The services that exited since :meth:`begin` (an exit event with an
-        exit code, or ``exited``/``failed`` in ``status()`` now)."""
+        exit code, or ``exited``/``failed`` in ``status()`` now); a replica
+        set's member as ``set/member`` unless the set's exit was seen."""
         with self._lock:
-            found: Dict[str, Crash] = {}
             exits = list(self._exits)
+        found: Dict[str, Tuple[str, Optional[int]]] = {}
         for event in exits:
-            found.setdefault(
-                event.service,
-                Crash(self.fixture, event.service, event.host, event.exit_code, ""),
-            )
+            found.setdefault(event.service, (event.host, event.exit_code))
         for row in self._rows():
             for name, host, code in _exited(row):
-                found.setdefault(name, Crash(self.fixture, name, host, code, ""))
+                if name.split("/")[0] not in found:
+                    found[name] = (host, code)
         return [
-            Crash(c.fixture, c.service, c.host, c.exit_code, self._tail(c.service.split("/")[0]))
-            for c in found.values()
+            Crash(self.fixture, name, host, code, self._tail(name.split("/")[0]))
+            for name, (host, code) in found.items()
         ]
 
     def restore(self) -> None:
