@@ -152,6 +152,20 @@ def test_fixtures_factories_and_faults(pytester: pytest.Pytester) -> None:
             assert storage.leader.eval("return box.info.status") == "running"
             assert storage.members[1].eval("return box.info.ro") is True
 
+        def test_executor_kill_is_no_crash(server):
+            server.kill()
+            assert not server.running()
+
+        def test_killed_executor_is_restored(server):
+            assert server.running()
+
+        def test_member_kill_is_no_crash(storage):
+            storage.kill(storage.members[1])
+
+        def test_killed_member_is_restored(storage):
+            assert storage.status()["state"] == "ready"
+            assert storage.members[1].eval("return box.info.status") == "running"
+
         def test_kill(web):
             seen["pid"] = pid = web.status()[0]["pid"]
             web.kill("web")
@@ -191,7 +205,7 @@ def test_fixtures_factories_and_faults(pytester: pytest.Pytester) -> None:
     )
     result = run(pytester, "--rx-lab-hosts", "2", "-v")
     assert result.ret == 0, result.stdout.str()[-6000:]
-    result.assert_outcomes(passed=13)
+    result.assert_outcomes(passed=17)
 
 
 @pytest.mark.usefixtures("lab_and_tarantool")

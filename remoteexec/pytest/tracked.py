@@ -13,7 +13,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from remoteexec.errors import RemoteExecError
 from remoteexec.stack import Stack, StackError, StackEvent
@@ -58,10 +58,9 @@ class Tracked:
     """One factory fixture's stack, watched while the tests that use it run.
 
     ``value`` is what the tests get (the stack, the executor, the replica set).
-    An exit counts as unexpected when it reports an exit code: a service
-    stopped or killed through the API (``stack.kill()``, ``executor.kill()``,
-    ``ReplicaSet.kill(member)``) has none, so a fault a test makes on
-    purpose is not a crash.
+    A fault a test makes on purpose (``stack.kill()``, ``executor.kill()``,
+    ``ReplicaSet.kill(member)``) leaves the service ``stopped``, which is no
+    crash; an exit by itself leaves it ``exited`` with its exit code.
     """
 
     def __init__(self, fixture: str, stack: Stack, value: Any) -> None:
@@ -71,6 +70,8 @@ class Tracked:
         #: The StackError of a start that failed (the fixture's setup).
         self.setup_error: Optional[BaseException] = None
         self._exits: List[StackEvent] = []
+        #: The stack's jobs (their exit is no crash), read once it runs.
+        self._jobs: Optional[Set[str]] = None
         self._lock = threading.Lock()
         self._unsubscribe = stack.subscribe(self._seen)
 
@@ -93,18 +94,29 @@ class Tracked:
             self._exits = []
 
     def crashes(self) -> List[Crash]:
-        """The services that exited since :meth:`begin` (an exit event with an
-        exit code, or ``exited``/``failed`` in ``status()`` now); a replica
-        set's member as ``set/member`` unless the set's exit was seen."""
+        """The services that exited since :meth:`begin`: an exit event with an
+        exit code, or ``exited``/``failed`` in the service's own status now (a
+        replica set's member as ``set/member``). A service whose own status is
+        ``stopped`` was stopped or killed through its API: on purpose."""
         with self._lock:
             exits = list(self._exits)
+        if self._jobs is None:
+            self._jobs = {r["service"] for r in self._rows() if r["job"]}
         found: Dict[str, Tuple[str, Optional[int]]] = {}
-        for event in exits:
-            found.setdefault(event.service, (event.host, event.exit_code))
-        for row in self._rows():
-            for name, host, code in _exited(row):
-                if name.split("/")[0] not in found:
-                    found[name] = (host, code)
+        for name in self.stack.services:
+            if name in self._jobs:
+                continue
+            try:
+                own: Dict[str, Any] = dict(self.stack[name].service.status())
+            except RemoteExecError:
+                continue  # a lost host: its own error says so
+            if own.get("state") == "stopped":
+                continue
+            for event in exits:
+                if event.service == name:
+                    found.setdefault(name, (event.host, event.exit_code))
+            if name not in found:
+                found.update(_exited(name, own))
         return [
             Crash(self.fixture, name, host, code, self._tail(name.split("/")[0]))
             for name, (host, code) in found.items()
@@ -196,21 +208,19 @@ def _good(row: Dict[str, Any]) -> bool:
     return row["state"] in GOOD_STATES
 
 
-def _exited(row: Dict[str, Any]) -> List[Any]:
-    """(name, host, exit code) of what a status row shows exited by itself: the
-    row, or a replica set's members (``service/member``)."""
-    if row.get("job"):
-        return []
-    members = row.get("members") or []
+def _exited(name: str, own: Dict[str, Any]) -> Dict[str, Tuple[str, Optional[int]]]:
+    """What a service's own status shows exited by itself: the service, or a
+    replica set's members (``set/member``), each as name → (host, exit code)."""
+    members = own.get("members") or []
     if members:
-        return [
-            ("%s/%s" % (row["service"], m.get("member")), m.get("host"), m.get("exit_code"))
+        return {
+            "%s/%s" % (name, m.get("member")): (str(m.get("host")), m.get("exit_code"))
             for m in members
             if m.get("state") in ("exited", "failed")
-        ]
-    if row["state"] == "failed" or (row["state"] == "exited" and row.get("exit_code") is not None):
-        return [(row["service"], row["host"], row.get("exit_code"))]
-    return []
+        }
+    if own.get("state") in ("exited", "failed"):
+        return {name: (",".join(own.get("hosts") or []), own.get("exit_code"))}
+    return {}
 
 
 def _write(path: str, data: Any) -> str:

@@ -1046,6 +1046,7 @@ class Stack:
         outcomes = _each([e.service.kill for e in entries])
         for entry, outcome in zip(entries, outcomes):
             with self._cond:
+                # -9: killed by SIGKILL, as Popen reports it.
                 entry.exit_code = None if isinstance(outcome, BaseException) else -9
                 self._paused = self._paused - {entry.name}
             self._set(entry, "stopped")
@@ -1060,7 +1061,8 @@ class Stack:
         """SIGSTOP service ``name``'s process (a group or a replica set: every
         member's) on its host: it hangs, holding its sockets, as on a frozen
         host, until :meth:`resume`. An executor's main process is stopped,
-        not what it started."""
+        not what it started. Resume before ``down()``: a stopped process
+        does not see the stop signal, and waits for ``stop_timeout``."""
         if not self._up:
             raise StackError("stack %s is not up: up() first" % self.name, stack=self.name)
         names = self._expand(name, "pause()")
