@@ -42,6 +42,7 @@ STABLE_MODULES = (
     "remoteexec.tarantool",
     "remoteexec.lab",
     "remoteexec.stack",
+    "remoteexec.pytest",
 )
 #: Languages of code blocks that must be doctest nodes.
 PYTHON_LANGUAGES = ("python", "python3", "py", "pycon")

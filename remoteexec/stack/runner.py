@@ -1118,6 +1118,90 @@ class Stack:
             "== %s ==\n%s" % (n, adapt.log_tail(self._entries[n].service, lines)) for n in names
         )
 
+    # -- faults, for tests ----------------------------------------------------
+
+    #: The services :meth:`pause` stopped and :meth:`resume` has not continued.
+    _paused: frozenset[str] = frozenset()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL service ``name`` (a group: every member) at once: a crash,
+        made on purpose by a test. It is booked as stopped, not as an exit
+        (a ``stopped`` event says "killed"), so it is no unexpected exit;
+        ``restart(name)`` brings it back, ``down()`` does not wait for it."""
+        if not self._up:
+            raise StackError("stack %s is not up: up() first" % self.name, stack=self.name)
+        entries = [self._entries[n] for n in self._expand(name, "kill()")]
+        with self._cond:
+            for entry in entries:
+                entry.state, entry.since, entry.t0 = "stopping", time.time(), time.monotonic()
+        for entry in entries:
+            self._emit("stopping", entry, message="kill()")
+        outcomes = _each([e.service.kill for e in entries])
+        for entry, outcome in zip(entries, outcomes):
+            with self._cond:
+                # -9: killed by SIGKILL, as Popen reports it.
+                entry.exit_code = None if isinstance(outcome, BaseException) else -9
+                self._paused = self._paused - {entry.name}
+            self._set(entry, "stopped")
+            message = "killed" if not isinstance(outcome, BaseException) else str(outcome)
+            seconds = time.monotonic() - entry.t0
+            self._emit("stopped", entry, seconds=seconds, message=message)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    def pause(self, name: str) -> None:
+        """SIGSTOP service ``name``'s process (a group or a replica set: every
+        member's) on its host: it hangs, holding its sockets, as on a frozen
+        host, until :meth:`resume`. An executor's main process is stopped,
+        not what it started. Resume before ``down()``: a stopped process
+        does not see the stop signal, and waits for ``stop_timeout``."""
+        if not self._up:
+            raise StackError("stack %s is not up: up() first" % self.name, stack=self.name)
+        names = self._expand(name, "pause()")
+        for n in names:
+            self._signal_service(self._entries[n], pause=True)
+            with self._cond:
+                self._paused = self._paused | {n}
+
+    def resume(self, name: Optional[str] = None) -> None:
+        """SIGCONT what :meth:`pause` stopped: service ``name``, or every paused
+        one (a replica set member: until it follows its peers again)."""
+        names = sorted(self._paused) if name is None else self._expand(name, "resume()")
+        for n in names:
+            if n in self._paused:
+                self._signal_service(self._entries[n], pause=False)
+                with self._cond:
+                    self._paused = self._paused - {n}
+
+    @property
+    def paused(self) -> List[str]:
+        """The services paused now (:meth:`pause`, not yet resumed)."""
+        return sorted(self._paused)
+
+    def _signal_service(self, entry: _Entry, pause: bool) -> None:
+        """SIGSTOP/SIGCONT by what the service offers: a replica set pauses its
+        members, an instance takes a signal, an executor signals its process."""
+        import signal
+
+        service, sig = entry.service, signal.SIGSTOP if pause else signal.SIGCONT
+        members = getattr(service, "members", None)
+        if members is not None and callable(getattr(service, "pause", None)):
+            for member in members:
+                (service.pause if pause else service.resume)(member)
+        elif callable(getattr(service, "signal", None)):
+            service.signal(sig)
+        elif getattr(service, "process", None) is not None:
+            service.process.send_signal(sig)
+        else:
+            raise StackError(
+                "stack %s: %s on %s cannot be %s: it has no process running"
+                % (self.name, entry.name, entry.host, "paused" if pause else "resumed"),
+                stack=self.name,
+                service=entry.name,
+                host=entry.host,
+            )
+
     def restart(self, name: str, restart_dependents: bool = False) -> Dict[str, float]:
         """Stop service ``name`` and start it again (its references resolved
         anew); with ``restart_dependents``, the services that depend on it
