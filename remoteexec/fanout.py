@@ -14,9 +14,11 @@ the key exchange and crypto run in C, so threads overlap well.
 
 Bounds (so 64 or 200 hosts never exhaust the master):
 
-- at most ``workers`` hosts at a time (default :data:`DEFAULT_WORKERS`); each
-  open host holds one socket and one paramiko transport thread, so at most
-  ``workers`` sockets and ``2 * workers`` threads, all closed on return;
+- at most ``workers`` hosts at a time (default :data:`DEFAULT_WORKERS`); a host
+  being served holds one socket and up to three threads (the worker, paramiko's
+  transport thread, which the worker joins before it takes the next host, and
+  the transport's handshake timer), so at most ``workers`` sockets and
+  ``3 * workers`` threads, all gone on return;
 - ``connect_timeout`` bounds each step of the connection (TCP connect, the SSH
   banner, authentication); ``timeout`` bounds the command: past it the session
   is closed and the host's result is :class:`~remoteexec.errors.TimeoutExpired`
@@ -64,7 +66,7 @@ __all__ = [
 ]
 
 #: Hosts served at a time by default: past ~16 the wall time no longer falls on
-#: 2 cores, and 32 keeps fds (one socket a host) and threads (two a host) low.
+#: 2 cores, and 32 keeps fds (one socket a host) and threads (three a host) low.
 DEFAULT_WORKERS = 32
 #: The most ``workers`` accepts.
 MAX_WORKERS = 256
@@ -75,6 +77,8 @@ OUTPUT_LIMIT = 1 << 20
 PLAIN_OPTIONS = frozenset(
     {"identity_file", "known_hosts_file", "port", "connect_timeout", "check_host_keys", "python"}
 )
+#: Seconds to wait for a closed connection's paramiko thread to end.
+_JOIN_TIMEOUT = 5.0
 #: Longest wait of one read, so the stderr stream is drained while stdout is idle.
 _READ_SLICE = 0.2
 
@@ -235,7 +239,10 @@ def _one(
         text_out, text_err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
         return RunResult(host.name, command, code, text_out, text_err, time.monotonic() - started)
     finally:
+        transport = client.get_transport()
         client.close()
+        if transport is not None:  # its thread ends within moments: keep the bound strict
+            transport.join(_JOIN_TIMEOUT)
 
 
 def _connect(client: Any, host: PlainHost, target: Target, keys: _Keys) -> None:
