@@ -50,6 +50,8 @@ RUN_LIMIT = 300.0
 PYINFRA_FACTOR = 1.0
 #: Ansible warm at least this times remoteexec warm, at every N.
 ANSIBLE_WARM_FACTOR = 100.0
+#: Tool runs that failed (kept out of the medians, listed in the report).
+FAILURES: List[str] = []
 
 COLD = "remoteexec exec (cold)"
 WARM = "remoteexec warm"
@@ -184,6 +186,14 @@ class Peers:
         argv += ["-m", "command", "-a", "uptime"]
         return _run(argv, env=self.ansible_env(pipelining, persist, known_hosts), cwd=self.work)
 
+    def ansible_warm(self, n: int) -> float:
+        """A first run opens the ControlPersist masters (untimed), the second is timed."""
+        try:
+            self.ansible(n, True, persist=True)
+            return self.ansible(n, True, persist=True)
+        finally:
+            self.close_masters()
+
     def close_masters(self) -> None:
         """End Ansible's ControlPersist masters (ssh -O exit on each socket)."""
         for name in os.listdir(self.control):
@@ -219,6 +229,22 @@ def check_strict(peers: Peers) -> str:
     return ", ".join(refused)
 
 
+def remoteexec_warm(lab: Any, n: int) -> float:
+    """Open contexts on the first ``n`` hosts (untimed, as is their first
+    command), then time a second ``uptime`` on all of them."""
+    import remoteexec as rx
+    from remoteexec.errors import RemoteExecError
+
+    try:
+        with rx.Master() as master:
+            targets = [h.target for h in lab.hosts[:n]]
+            opened = master.connect_all(targets, **dict(c.connect_options(lab), connect_timeout=30))
+            warm_run(opened)
+            return warm_run(opened)
+    except RemoteExecError as e:
+        raise RuntimeError(str(e)) from e
+
+
 def warm_run(hosts: Sequence[Any]) -> float:
     """Seconds for ``uptime`` on every open host, in parallel (a second command)."""
     t0 = time.perf_counter()
@@ -235,7 +261,6 @@ def measure(
     shell_init: str, sizes: Sequence[int], rounds: int
 ) -> Dict[int, Dict[str, List[float]]]:
     """{N: {tool: [seconds per round]}} on one lab of max(sizes) hosts."""
-    import remoteexec as rx
     from remoteexec.lab import Lab
 
     times: Dict[int, Dict[str, List[float]]] = {n: {t: [] for t in TOOLS} for n in sizes}
@@ -246,36 +271,40 @@ def measure(
         c.progress("lab %s: %d hosts, shell init %s" % (lab.name, len(lab.hosts), shell_init))
         peers = Peers(lab, work)
         c.progress("strict host keys: refused by %s" % check_strict(peers))
+        runners: Dict[str, Callable[[int], float]] = {
+            COLD: peers.remoteexec,
+            PYINFRA: peers.pyinfra,
+            ANSIBLE_PIPE: lambda n: peers.ansible(n, True),
+            ANSIBLE_NOPIPE: lambda n: peers.ansible(n, False),
+            ANSIBLE_WARM: peers.ansible_warm,
+            WARM: lambda n: remoteexec_warm(lab, n),
+        }
         try:
             for r in range(rounds):
                 for n in sizes:
-                    row = times[n]
-                    row[COLD].append(peers.remoteexec(n))
-                    row[PYINFRA].append(peers.pyinfra(n))
-                    row[ANSIBLE_PIPE].append(peers.ansible(n, True))
-                    row[ANSIBLE_NOPIPE].append(peers.ansible(n, False))
-                    peers.ansible(n, True, persist=True)  # opens the masters
-                    row[ANSIBLE_WARM].append(peers.ansible(n, True, persist=True))
-                    peers.close_masters()
-                    with rx.Master() as master:
-                        opened = master.connect_all(
-                            [h.target for h in lab.hosts[:n]], **c.connect_options(lab)
-                        )
-                        warm_run(opened)  # the first command after connecting: untimed
-                        row[WARM].append(warm_run(opened))
+                    for tool, runner in runners.items():
+                        try:
+                            times[n][tool].append(runner(n))
+                        except (RuntimeError, subprocess.TimeoutExpired) as e:
+                            FAILURES.append("%s, N=%d, init %s: %s" % (tool, n, shell_init, e))
+                            c.progress("FAILED %s" % FAILURES[-1][:2000])
                     c.progress(
                         "%s round %d N=%d: %s (load %.1f)"
                         % (
                             shell_init,
                             r + 1,
                             n,
-                            ", ".join("%s %.2fs" % (t, row[t][-1]) for t in TOOLS),
+                            ", ".join("%s %s" % (t, _cell(_last(times[n][t]))) for t in TOOLS),
                             os.getloadavg()[0],
                         )
                     )
         finally:
             peers.close_masters()
     return times
+
+
+def _last(samples: List[float]) -> Optional[float]:
+    return samples[-1] if samples else None
 
 
 def _cell(seconds: Optional[float]) -> str:
@@ -359,6 +388,12 @@ def run(full: bool = False, sizes: Sequence[int] = SIZES) -> c.Report:
             _workers(),
         )
     )
+    if FAILURES:
+        report.text(
+            "Runs that failed (left out of the medians):",
+            "",
+            *["- " + f[:300].replace("\n", " ") for f in FAILURES],
+        )
     for init, by_n in results.items():
         report.text("Shell init **%s**:" % init)
         rows = []
@@ -370,9 +405,8 @@ def run(full: bool = False, sizes: Sequence[int] = SIZES) -> c.Report:
     path = plot(results, PLOT)
     if path:
         report.text(
-            "![time against host count](_static/scale.png)",
-            "",
-            "Plot: `%s` (log-log)." % os.path.relpath(path, c.REPO_ROOT),
+            "Plot of these figures: `%s` (shown in the docs' Benchmarks page)."
+            % os.path.relpath(path, c.REPO_ROOT)
         )
     for init, by_n in results.items():
         for n in sorted(by_n):

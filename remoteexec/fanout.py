@@ -40,7 +40,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from remoteexec import arguments
 from remoteexec.connectors.ssh import HOST_KEY_MODES, Target
@@ -167,17 +167,20 @@ def run_plain(
         raise TypeError("workers must be an int, got %r" % (workers,))
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError("workers must be in 1..%d, got %d" % (MAX_WORKERS, workers))
-    names = [h.name for h in hosts]
-    duplicate = next((n for n in names if names.count(n) > 1), None)
-    if duplicate is not None:
-        raise ValueError("host name %r given twice" % duplicate)
+    seen: Set[str] = set()
+    for h in hosts:
+        if h.name in seen:
+            raise ValueError("host name %r given twice" % h.name)
+        seen.add(h.name)
     targets = [h.check() for h in hosts]
     if not hosts:
         return {}
+    keys = _Keys()
+    for h in hosts:  # an unreadable or encrypted key: before anything connects
+        keys.load(h)
     # paramiko logs each failed connection's traceback at ERROR; the error is
     # in the host's result, so keep it off stderr unless the app logs paramiko.
     logging.getLogger("paramiko.transport").addHandler(_QUIET)
-    keys = _Keys()
     pool_size = min(workers, len(hosts))
     with ThreadPoolExecutor(pool_size, thread_name_prefix="remoteexec-plain") as pool:
         futures = [
@@ -193,12 +196,22 @@ class _Keys:
         self._lock = threading.Lock()
         self._keys: Dict[str, Any] = {}
 
-    def get(self, path: str) -> Any:
+    def load(self, host: PlainHost) -> Any:
+        """``host``'s key (None without ``identity_file``); ValueError naming the
+        host when the file is no usable private key (encrypted: use an agent)."""
+        path = host.identity_file
+        if path is None:
+            return None
         with self._lock:
             if path not in self._keys:
                 import paramiko
 
-                self._keys[path] = paramiko.PKey.from_path(path)
+                try:
+                    self._keys[path] = paramiko.PKey.from_path(path)
+                except (paramiko.SSHException, OSError, ValueError) as e:
+                    raise ValueError(
+                        "host %s: identity_file %s: %s: %s" % (host.name, path, type(e).__name__, e)
+                    ) from None
             return self._keys[path]
 
 
@@ -256,7 +269,7 @@ def _connect(client: Any, host: PlainHost, target: Target, keys: _Keys) -> None:
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
     else:  # 'ignore': throwaway hosts only, as for contexts
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-    pkey = keys.get(host.identity_file) if host.identity_file else None
+    pkey = keys.load(host)
     client.connect(
         target.hostname,
         port=target.port or 22,
@@ -295,7 +308,6 @@ def _execute(client: Any, line: str, timeout: Optional[float]) -> Tuple[int, byt
                 channel.status_event.wait(min(_READ_SLICE, left))
             while channel.recv_stderr_ready():
                 err.add(channel.recv_stderr(65536))
-        _left(deadline)
         channel.settimeout(_left(deadline))
         for _ in range(OUTPUT_LIMIT):  # stderr after stdout's end, bounded
             data = channel.recv_stderr(65536)

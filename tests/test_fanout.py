@@ -19,7 +19,7 @@ from remoteexec.errors import (
     HostUnreachable,
     TimeoutExpired,
 )
-from remoteexec.fanout import PlainHost, plain_ssh_problem, run_plain
+from remoteexec.fanout import OUTPUT_LIMIT, PlainHost, plain_ssh_problem, run_plain
 from remoteexec.host import RunResult
 
 
@@ -50,6 +50,10 @@ def test_bad_arguments_name_the_host_and_the_field_before_anything_connects(tmp_
         run_plain([PlainHost("h1", "a")], [])
     with pytest.raises(ValueError, match="host x: option ssh_args"):
         PlainHost.from_options("x", "root@a", {"ssh_args": ["-v"]})
+    not_a_key = tmp_path / "not-a-key"
+    not_a_key.write_text("hello\n")
+    with pytest.raises(ValueError, match=r"host h1: identity_file .*not-a-key"):
+        run_plain([PlainHost("h1", "a", identity_file=str(not_a_key))], ["true"])
 
 
 @pytest.mark.lab
@@ -66,6 +70,19 @@ def test_output_and_exit_code_per_host_with_the_argv_kept(lab: Any) -> None:
         assert result.stdout == "%s\n[a b $HOME]\n" % h.hostname
         assert result.stderr == "oops\n"
         assert result.host == h.name
+
+
+@pytest.mark.lab
+def test_output_past_the_limit_keeps_the_tail(lab: Any) -> None:
+    big = OUTPUT_LIMIT * 2 + 12345
+    command = ["sh", "-c", 'head -c "$1" /dev/zero; echo end; echo err >&2', "sh", str(big)]
+    result = run_plain(plain_hosts(lab)[:1], command)["h1"]
+    assert isinstance(result, RunResult), result
+    dropped = big + 4 - OUTPUT_LIMIT
+    note = "[remoteexec: %d bytes of output dropped]\n" % dropped
+    assert result.stdout.startswith(note) and result.stdout.endswith("\x00end\n")
+    assert len(result.stdout) == len(note) + OUTPUT_LIMIT
+    assert result.stderr == "err\n"
 
 
 @pytest.mark.lab
