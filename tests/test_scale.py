@@ -145,3 +145,30 @@ def test_64_hosts_end_to_end_with_bounded_fds_and_threads(big_lab: Any) -> None:
         idle_pairs,
     )
     assert wait_until(lambda: os_threads() <= threads0 + 2, 10), (os_threads(), threads0)
+
+
+@pytest.mark.lab
+def test_a_trivial_shell_init_covers_the_start_up_files_without_touching_them() -> None:
+    """``Lab(shell_init="trivial")`` on the machine's own home (``shared_fs``):
+    a session's shell sees an empty ~/.bashrc while the real one is unchanged,
+    and a session of a ``"host"`` lab sees the real one."""
+    need_lab()
+    from remoteexec.lab import Lab
+
+    with pytest.raises(ValueError, match="shell_init must be one of"):
+        Lab(hosts=1, shell_init="none")
+    bashrc = os.path.join(os.path.expanduser("~root"), ".bashrc")
+    if not os.path.isfile(bashrc) or not os.path.getsize(bashrc):
+        pytest.skip("root has no ~/.bashrc to cover")
+    with open(bashrc, "rb") as f:
+        before = f.read()
+    seen = {}
+    for init in ("trivial", "host"):
+        with Lab(hosts=1, shared_fs=True, shell_init=init) as small:
+            plain = PlainHost("h1", small.targets[0], small.identity_file, small.known_hosts_file)
+            result = run_plain([plain], ["sh", "-c", 'wc -c < "$HOME/.bashrc"'])["h1"]
+            assert isinstance(result, RunResult) and result.returncode == 0, result
+            seen[init] = int(result.stdout.split()[-1])
+    assert seen == {"trivial": 0, "host": len(before)}, seen
+    with open(bashrc, "rb") as f:
+        assert f.read() == before
