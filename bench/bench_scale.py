@@ -20,9 +20,11 @@ init: ``as is`` shares the machine's filesystem (``Lab(shared_fs=True)``), so
 root's ``~/.bashrc`` runs for every shell sshd starts; ``trivial`` covers it
 with an empty file (``Lab(shell_init="trivial")``).
 
-Run: ``python bench/bench_scale.py`` (default: 1 round per N with the shell
-init as is, and the trivial init at N=32; ~4 minutes on 2 cores) or
-``--full`` (3 rounds, both shell inits at every N; ~15 minutes). Needs root.
+Run: ``python bench/bench_scale.py`` (default, what run_all.py runs: 3 rounds of
+remoteexec and pyinfra but 1 of Ansible, which takes most of the time, at every
+N with the shell init as is, and the trivial init at N=32 only; ~5 minutes on
+2 idle cores, far more under load) or ``--full`` (3 rounds of every tool, both
+shell inits at every N; ~20 minutes). Needs root.
 The plot goes to docs/_static/scale.png.
 """
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -52,6 +55,10 @@ PYINFRA_FACTOR = 1.0
 ANSIBLE_WARM_FACTOR = 100.0
 #: Tool runs that failed (kept out of the medians, listed in the report).
 FAILURES: List[str] = []
+#: CPU seconds (user+sys) of the last tool run's process tree, on this side.
+LAST_CPU = 0.0
+#: {(shell init, N, tool): [CPU seconds of each cold run's process tree]}.
+CLIENT_CPU: Dict[Tuple[str, int, str], List[float]] = {}
 
 COLD = "remoteexec exec (cold)"
 WARM = "remoteexec warm"
@@ -60,6 +67,9 @@ ANSIBLE_PIPE = "Ansible, pipelining (cold)"
 ANSIBLE_NOPIPE = "Ansible, no pipelining (cold)"
 ANSIBLE_WARM = "Ansible, pipelining (warm)"
 TOOLS = (COLD, WARM, PYINFRA, ANSIBLE_PIPE, ANSIBLE_NOPIPE, ANSIBLE_WARM)
+#: The tools run as one fresh process each, whose CPU this side can count.
+COLD_TOOLS = (COLD, PYINFRA, ANSIBLE_PIPE, ANSIBLE_NOPIPE)
+ANSIBLE_TOOLS = (ANSIBLE_PIPE, ANSIBLE_NOPIPE, ANSIBLE_WARM)
 
 
 def _tool(name: str) -> str:
@@ -68,8 +78,16 @@ def _tool(name: str) -> str:
     return path if os.path.exists(path) else (shutil.which(name) or name)
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _run(argv: Sequence[str], env: Optional[Dict[str, str]] = None, cwd: str = "/") -> float:
-    """Seconds ``argv`` took; RuntimeError with its output tail when it fails."""
+    """Seconds ``argv`` took; RuntimeError with its output tail when it fails.
+    Its process tree's CPU seconds go to :data:`CLIENT_CPU` (load-proof)."""
+    global LAST_CPU
+    cpu0 = _children_cpu()
     t0 = time.perf_counter()
     done = subprocess.run(
         list(argv),
@@ -82,6 +100,7 @@ def _run(argv: Sequence[str], env: Optional[Dict[str, str]] = None, cwd: str = "
         check=False,
     )
     took = time.perf_counter() - t0
+    LAST_CPU = _children_cpu() - cpu0
     if done.returncode != 0:
         raise RuntimeError(
             "%s exited %d:\n%s%s"
@@ -258,7 +277,7 @@ def warm_run(hosts: Sequence[Any]) -> float:
 
 
 def measure(
-    shell_init: str, sizes: Sequence[int], rounds: int
+    shell_init: str, sizes: Sequence[int], rounds: int, ansible_rounds: int
 ) -> Dict[int, Dict[str, List[float]]]:
     """{N: {tool: [seconds per round]}} on one lab of max(sizes) hosts."""
     from remoteexec.lab import Lab
@@ -283,8 +302,12 @@ def measure(
             for r in range(rounds):
                 for n in sizes:
                     for tool, runner in runners.items():
+                        if tool in ANSIBLE_TOOLS and r >= ansible_rounds:
+                            continue
                         try:
                             times[n][tool].append(runner(n))
+                            if tool in COLD_TOOLS:
+                                CLIENT_CPU.setdefault((shell_init, n, tool), []).append(LAST_CPU)
                         except (RuntimeError, subprocess.TimeoutExpired) as e:
                             FAILURES.append("%s, N=%d, init %s: %s" % (tool, n, shell_init, e))
                             c.progress("FAILED %s" % FAILURES[-1][:2000])
@@ -352,7 +375,7 @@ def run(full: bool = False, sizes: Sequence[int] = SIZES) -> c.Report:
     )
     if report.skipped:
         return report
-    rounds = 3 if full else 1
+    rounds, ansible_rounds = (3, 3) if full else (3, 1)
     middle = [n for n in sizes if n >= 32][:1] or list(sizes)[-1:]
     plan: List[Tuple[str, Sequence[int]]] = [
         ("as is", sizes),
@@ -361,28 +384,29 @@ def run(full: bool = False, sizes: Sequence[int] = SIZES) -> c.Report:
     t0 = time.perf_counter()
     results: Dict[str, Dict[int, Dict[str, float]]] = {}
     for init, sizes in plan:
-        raw = measure(init, sizes, rounds)
+        raw = measure(init, sizes, rounds, ansible_rounds)
         results[init] = {
             n: {t: statistics.median(v) for t, v in row.items() if v} for n, row in raw.items()
         }
     took = time.perf_counter() - t0
     report.text(
-        "An ad-hoc `uptime` on every host; seconds, the median of %d round(s) per N, the "
-        "tools interleaved in each round (%s; the whole run took %.0f s, load average "
-        "%.1f at the end). Cold: a fresh process, connections included. Warm: connections "
-        "already open (remoteexec: contexts from `connect_all`, then `Host.run` on every "
-        "host; Ansible: pipelining over ssh ControlPersist masters opened by a first run). "
-        "Every tool checks host keys against the lab's known_hosts (verified: each is "
-        "refused with an empty one). Shell init *as is*: the lab shares this machine's "
-        "filesystem, so root's `~/.bashrc` runs in every shell sshd starts; *trivial*: "
-        '`Lab(shell_init="trivial")` binds an empty file over it. pyinfra runs with '
-        "`--parallel N`, Ansible with `-f N`; `remoteexec exec` takes the plain-SSH fast "
-        "path (paramiko, %d hosts at a time)."
+        "An ad-hoc `uptime` on every host; seconds, the median of %d rounds per N (%d for"
+        " Ansible), the tools interleaved in each round (%s; the whole run took %.0f s, "
+        "load average %.1f at the end). Cold: a fresh process, connections included. "
+        "Warm: connections already open (remoteexec: contexts from `connect_all`, then "
+        "`Host.run` on every host; Ansible: pipelining over ssh ControlPersist masters "
+        "opened by a first run). Every tool checks host keys against the lab's "
+        "known_hosts (verified: each is refused with an empty one). Shell init *as is*: "
+        "the lab shares this machine's filesystem, so root's `~/.bashrc` runs in every "
+        'shell sshd starts; *trivial*: `Lab(shell_init="trivial")` binds an empty file '
+        "over it. pyinfra runs with `--parallel N`, Ansible with `-f N`; `remoteexec "
+        "exec` takes the plain-SSH fast path (paramiko, %d hosts at a time)."
         % (
             rounds,
-            "`--full`: 3 rounds, both shell inits at every N"
+            ansible_rounds,
+            "`--full`: both shell inits at every N"
             if full
-            else "default run: 1 round, the trivial init at N=32 only; `--full` for the matrix",
+            else "the default run: the trivial init at N=32 only; `--full` for the matrix",
             took,
             os.getloadavg()[0],
             _workers(),
@@ -402,6 +426,16 @@ def run(full: bool = False, sizes: Sequence[int] = SIZES) -> c.Report:
             cold, py = row.get(COLD), row.get(PYINFRA)
             rows.append([n, *[_cell(row.get(t)) for t in TOOLS], c.ratio(cold or 0, py or 0)])
         report.table(["N hosts", *TOOLS, "cold / pyinfra"], rows)
+        report.text(
+            "CPU seconds (user+sys, median) of each cold tool's process tree on the "
+            "master's side, init **%s**: what the load of other processes does not change "
+            "(the hosts' sshd and shell CPU is not in it)." % init
+        )
+        cpu_rows = []
+        for n in sorted(by_n):
+            cells = [CLIENT_CPU.get((init, n, t)) for t in COLD_TOOLS]
+            cpu_rows.append([n, *["%.2f" % statistics.median(v) if v else "-" for v in cells]])
+        report.table(["N hosts", *COLD_TOOLS], cpu_rows)
     path = plot(results, PLOT)
     if path:
         report.text(
