@@ -87,6 +87,7 @@ class Lab:
         ready_timeout: float = 10.0,
         shared_fs: bool = False,
         share: Sequence[str] = (),
+        shell_init: str = "host",
     ) -> None:
         """Describe a lab; nothing is created until :meth:`up`.
 
@@ -106,7 +107,13 @@ class Lab:
         files to hosts through the filesystem.  ``share``: directories that every host
         sees at the same path even where they lie under a private one (a project
         checkout under /tmp whose scripts the hosts run, as a machine installed
-        alike would have them); they must exist.
+        alike would have them); they must exist.  ``shell_init``: ``"host"`` (default)
+        leaves the login user's shell start-up files as its home has them (a private
+        home starts empty; with ``shared_fs`` it is the machine's, e.g. root's
+        ``~/.bashrc``); ``"trivial"`` binds an empty file over each of them
+        (``~/.bashrc``, ``~/.profile``...) in the sshds' private mount namespace, never
+        touching the real files, so every ssh session's shell starts at once (to
+        measure tools that start a shell per command without this machine's init).
         """
         if not isinstance(hosts, int) or not 1 <= hosts <= MAX_HOSTS:
             raise ValueError(f"hosts must be an int in 1..{MAX_HOSTS}, got {hosts!r}")
@@ -119,6 +126,9 @@ class Lab:
         self.user = user
         self.ready_timeout = float(ready_timeout)
         self.shared_fs = bool(shared_fs)
+        if shell_init not in sshd.SHELL_INITS:
+            raise ValueError(f"shell_init must be one of {sshd.SHELL_INITS}, got {shell_init!r}")
+        self.shell_init = shell_init
         self.share = [os.path.abspath(os.fspath(p)) for p in share]
         for path in self.share:
             if not os.path.isdir(path):
@@ -383,6 +393,8 @@ class Lab:
         state["base_created" if not existed else "base_used"] = True
         REGISTRY.save(state)
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        if self.shell_init == "trivial":
+            write_private(self._path("empty_shell_init"), "")
         for h in self.hosts:
             ensure_private_dir(h.dir)
             ensure_private_dir(h.workdir)
@@ -423,7 +435,8 @@ class Lab:
         write_private(h.config_file, self.sshd_config(h))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(h.pid_file)
-        argv = sshd.launch_argv(h, self.base_dir or "", self.user, self.share)
+        empty = self._path("empty_shell_init") if self.shell_init == "trivial" else ""
+        argv = sshd.launch_argv(h, self.base_dir or "", self.user, self.share, empty)
         h.sshd_pid = sshd.start(h, argv, self.ready_timeout)
 
     def _firewall(self, state: State) -> partitions.Firewall:

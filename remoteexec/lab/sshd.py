@@ -21,6 +21,8 @@ from .processes import proc_alive, proc_cmdline, read_pid_file
 
 __all__ = [
     "PRIVATE_DIRS",
+    "SHELL_INITS",
+    "SHELL_INIT_FILES",
     "SSHD",
     "config",
     "is_ours",
@@ -35,6 +37,13 @@ __all__ = [
 
 SSHD = "/usr/sbin/sshd"
 
+#: The ``Lab(shell_init=...)`` values: ``"host"`` leaves the login user's start-up
+#: files as the home directory has them; ``"trivial"`` covers them with an empty file.
+SHELL_INITS = ("host", "trivial")
+#: The start-up files (under the login user's home) ``shell_init="trivial"`` covers:
+#: bash reads ~/.bashrc for a command run by sshd, login shells the profiles.
+SHELL_INIT_FILES = (".bashrc", ".bash_profile", ".bash_login", ".profile")
+
 #: A private-fs host's own directories: (directory under fs_dir, mode, mount point;
 #: None is the login user's home).  /tmp last: the lab's own directory is usually in it.
 PRIVATE_DIRS: Tuple[Tuple[str, int, Optional[str]], ...] = (
@@ -45,7 +54,8 @@ PRIVATE_DIRS: Tuple[Tuple[str, int, Optional[str]], ...] = (
 )
 
 #: Runs in the host's namespaces right before sshd: set the hostname, then (private
-#: fs) bind the host's own directories over /var/tmp, /run, home and /tmp.  Sources
+#: fs) bind the host's own directories over /var/tmp, /run, home and /tmp, then
+#: (``shell_init="trivial"``) bind an empty file over the shell's start-up files.  Sources
 #: are reached through a descriptor of the lab directory, which /tmp may cover, and
 #: the shared directories (the lab's own: sshd reads its keys there; ``share=``) are
 #: bound back at their paths, parents first.
@@ -53,6 +63,7 @@ _LAUNCHER = r"""
 import ctypes, json, os, socket, sys
 hostname, lab, fs, mounts = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 shares = sorted(set(json.loads(sys.argv[5])) | {lab}, key=len)
+empty, covered = json.loads(sys.argv[6])
 libc = ctypes.CDLL(None, use_errno=True)
 def mount(src, dst, flags):
     if libc.mount(src.encode(), dst.encode(), None, flags, None) != 0:
@@ -60,9 +71,10 @@ def mount(src, dst, flags):
         sys.exit("mount %s on %s: %s" % (src, dst, os.strerror(err)))
 if hostname:
     socket.sethostname(hostname)
-if fs:
-    MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+if fs or covered:
     mount("none", "/", MS_REC | MS_PRIVATE)
+if fs:
     kept = [(path, os.open(path, os.O_RDONLY | os.O_DIRECTORY)) for path in shares]
     held = "/proc/self/fd/%d/" % dict(kept)[lab]
     for sub, dst in mounts:
@@ -73,7 +85,10 @@ if fs:
     for _, fd in kept:
         os.close(fd)
     os.makedirs("/run/sshd", 0o755, exist_ok=True)
-os.execv(sys.argv[6], sys.argv[6:])
+for path in covered:
+    if os.path.isfile(path):
+        mount(empty, path, MS_BIND)
+os.execv(sys.argv[7], sys.argv[7:])
 """
 
 
@@ -152,15 +167,21 @@ def make_private_dirs(h: LabHost) -> None:
         os.chmod(path, mode)
 
 
-def launch_argv(h: LabHost, base_dir: str, user: str, share: Sequence[str]) -> List[str]:
+def launch_argv(
+    h: LabHost, base_dir: str, user: str, share: Sequence[str], empty_file: str = ""
+) -> List[str]:
     """The command that starts ``h``'s sshd inside its namespaces.
 
     ``ip netns exec`` already gives the sshd a mount namespace of its own; the
     launcher makes its mounts private there, then execs sshd (which daemonizes).
     With ``unshare``, sshd also gets its own UTS namespace, so ``hostname`` differs
-    per host."""
+    per host.  ``empty_file`` (``shell_init="trivial"``): an empty file bound, in
+    that private namespace only, over each of ``user``'s :data:`SHELL_INIT_FILES`
+    that exists, so a session's shell starts with no start-up file while the real
+    files stay untouched."""
     unshare = shutil.which("unshare") is not None
     mounts = [[sub, dst or home(user)] for sub, _, dst in PRIVATE_DIRS]
+    covered = [os.path.join(home(user), f) for f in SHELL_INIT_FILES] if empty_file else []
     launch = [
         sys.executable,
         "-I",
@@ -172,6 +193,7 @@ def launch_argv(h: LabHost, base_dir: str, user: str, share: Sequence[str]) -> L
         os.path.relpath(h.fs_dir, base_dir or "/") if h.private_fs else "",
         json.dumps(mounts),
         json.dumps(list(share)),
+        json.dumps([empty_file, covered]),
         SSHD,
         "-f",
         h.config_file,
