@@ -2,7 +2,7 @@
 
     python bench/run_all.py
 
-Runs bench_commands, bench_executor and the optional ones (bench_replicaset,
+Runs bench_commands, bench_executor, bench_connect and the optional ones (bench_replicaset,
 bench_stack: the example stack) when their file exists and has ``main()``;
 each makes and removes its own lab (needs root). The markdown is printed and
 written to docs/benchmarks.md.
@@ -32,7 +32,7 @@ from typing import List, Optional, Tuple
 
 import _common as c
 
-BENCHES = ("bench_commands", "bench_executor")
+BENCHES = ("bench_commands", "bench_executor", "bench_connect")
 OPTIONAL = ("bench_replicaset", "bench_stack")
 OUTPUT = os.path.join(c.REPO_ROOT, "docs", "benchmarks.md")
 README = os.path.join(c.REPO_ROOT, "README.md")

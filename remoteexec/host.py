@@ -371,11 +371,19 @@ class Host:
         races the timeout writes its wake-up byte into a socketpair that is
         already back in mitogen's shared pool, and a later, unrelated wait
         then dies of "AssertionError: Cookie incorrect" (mitogen 0.3.x).
-        The receiver's notify hook sets an Event instead, and the message is
+        The receiver's notify hook releases a lock instead, and the message is
         taken with a non-blocking get.
         """
-        arrived = threading.Event()
-        recv.notify = lambda _recv: arrived.set()
+        # A bare lock as a one-slot wake-up: cheaper than an Event (whose
+        # wait builds a Condition and a lock each time) on every call.
+        arrived = threading.Lock()
+        arrived.acquire()
+
+        def wake(_recv: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # released already: one wake-up is enough
+                arrived.release()
+
+        recv.notify = wake
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
@@ -388,9 +396,8 @@ class Host:
             if left is not None and left <= 0:
                 raise mitogen.core.TimeoutError("no reply within %ss" % timeout)
             # put() happens before notify: a message that lands between the
-            # get above and this wait sets the Event, so nothing is missed.
-            arrived.wait(0.25 if left is None else min(0.25, left))
-            arrived.clear()
+            # get above and this wait releases the lock, so nothing is missed.
+            arrived.acquire(timeout=0.25 if left is None else min(0.25, left))
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` on the host and return its result.
