@@ -45,6 +45,8 @@ def _connect(lab: Any, directory: str) -> Dict[str, Any]:
     with rx.Master(heartbeat_timeout=5, bytecode_cache=directory) as master:
         host = master.connect(lab.targets[0], **connect_options(lab))
         assert host.run(["true"]).returncode == 0, "the supervisor works"
+        # The guard is fed its modules' sources: from the cache file on a hit.
+        assert host.info["guard_pid"] and host.info["guard_error"] is None
         done: Dict[str, Any] = host.call(bytecache.report)
         done["primed"] = host.info["bytecode_cache"]
         return done
