@@ -218,7 +218,9 @@ def run() -> c.Report:
     with Lab(hosts=max(SIZES)) as lab:
         c.progress("lab %s up in %.1fs" % (lab.name, time.perf_counter() - t0))
         sshd = [h.sshd_pid for h in lab.hosts if h.sshd_pid]
-        options = c.connect_options(lab)
+        # A long connect timeout: 32 connections at once on a loaded 2-core
+        # machine may take more than the usual 10 s to get through ssh.
+        options = lab.connect_options(python=c.PY, connect_timeout=30)
         # One untimed connect each, so neither side pays the master's first-use
         # costs (mitogen finding and compressing modules) in a timed round.
         _raw(sshd, lab.hosts[:1], options)
