@@ -158,10 +158,21 @@ def _raw(
             pids = list(pool.map(one, plans))
         figures = meter.stop()
         figures.update(_contexts(pids))
+        figures.update(_shipped(router, len(plans)))
     finally:
         broker.shutdown()
         broker.join()
     return figures, pids
+
+
+def _shipped(router: Any, n: int) -> Dict[str, float]:
+    """Module requests and modules (and KB) mitogen's responder served, per host."""
+    responder = router.responder
+    return {
+        "requests": responder.get_module_count / n,
+        "modules": responder.good_load_module_count / n,
+        "kb": responder.good_load_module_size / n / 1024.0,
+    }
 
 
 def _contexts(pids: Sequence[int]) -> Dict[str, float]:
@@ -180,6 +191,7 @@ def _remoteexec(sshd: List[int], hosts: Sequence[Any], options: Dict[str, Any]) 
         connected = master.connect_all([h.target for h in hosts], **options)
         figures = meter.stop()
         figures.update(_contexts([h.info["pid"] for h in connected]))
+        figures.update(_shipped(master.router, len(connected)))
         figures["cached"] = float(
             sum((h.info.get("bytecode_cache") or {}).get("cached", 0) for h in connected)
         )
@@ -261,6 +273,8 @@ def _report(report: c.Report, results: Dict[Tuple[str, int], List[Dict[str, floa
                     "%.0f" % (_median(r, "machine") / n * 1e3),
                     "%.0f" % (_median(r, "ctx_cpu") * 1e3),
                     "%.1f" % (_median(r, "ctx_rss") / 1e6),
+                    "%.0f / %.0f / %.0f"
+                    % (_median(r, "requests"), _median(r, "modules"), _median(r, "kb")),
                 )
             )
     report.text(
@@ -270,7 +284,9 @@ def _report(report: c.Report, results: Dict[Tuple[str, int], List[Dict[str, floa
         "`connect_all` paces itself (`ConnectPacer`). Lab CPU: the master's process tree plus "
         "every process the lab's sshds ran for the connections (sessions, shells, contexts, "
         "guards), from /proc; machine CPU: /proc/stat, all CPUs, whatever else ran on the "
-        "machine included (an upper bound)." % (ROUNDS, _kex()),
+        "machine included (an upper bound). Modules shipped: mitogen's responder, per host "
+        "(a request is a round trip; the modules a module imports travel with it)."
+        % (ROUNDS, _kex()),
     )
     report.table(
         [
@@ -283,6 +299,7 @@ def _report(report: c.Report, results: Dict[Tuple[str, int], List[Dict[str, floa
             "machine CPU",
             "context CPU",
             "context RSS",
+            "module requests / modules / KB shipped",
         ],
         rows,
     )

@@ -113,6 +113,8 @@ def call_error_details(exc: mitogen.core.CallError) -> Dict[str, str]:
 
 _MANIFEST_LOCK = threading.Lock()
 _MANIFEST: List[Tuple[str, str, str, bool]] = []
+#: Target modules imported only where their feature runs: never pushed at install.
+LAZY_PREFIXES = ("remoteexec.target.tarantool.",)
 #: The mitogen modules the supervisor imports on the target, cached with ours.
 MITOGEN_TARGET_MODULES = ("mitogen.select", "mitogen.service")
 
@@ -244,14 +246,25 @@ class Host:
 
         With ``bytecode_cache`` (a directory on the host), the target modules
         are loaded from that cache when a master put them there before (see
-        :mod:`remoteexec.target.bytecache`): the manifest goes first, in the
-        same batch as the install call, so it costs no extra round trip.
+        :mod:`remoteexec.target.bytecache`): the manifest goes first, and
+        the modules the cache lacks are pushed in one batch (mitogen would
+        otherwise fetch them one import at a time).
         """
         from remoteexec.target import bytecache, supervisor
 
+        responder = self.context.router.responder
         primed = None
         if bytecode_cache:
-            primed = self.context.call_async(bytecache.prime, bytecode_cache, bootstrap_manifest())
+            # bytecache and its packages, pushed: no import round trips.
+            responder.forward_modules(self.context, [bytecache.__name__])
+            recv = self.context.call_async(bytecache.prime, bytecode_cache, bootstrap_manifest())
+            primed = self._get(recv, timeout, "priming the bytecode cache")
+            missing = [m for m in primed["missing"] if not m.startswith(LAZY_PREFIXES)]
+        else:
+            missing = [e[0] for e in bootstrap_manifest() if not e[0].startswith(LAZY_PREFIXES)]
+        # What the supervisor imports and the cache lacks, in one batch, before
+        # the install call asks for it module by module (a round trip each).
+        responder.forward_modules(self.context, missing)
         recv = self.context.call_async(
             supervisor.install,
             run_id,
@@ -261,7 +274,7 @@ class Host:
         )
         self.info = self._get(recv, timeout, "installing the supervisor")
         if primed is not None:
-            self.info["bytecode_cache"] = self._get(primed, timeout, "priming the bytecode cache")
+            self.info["bytecode_cache"] = primed
         mitogen.core.listen(self.context, "disconnect", self._on_disconnect)
         # The first service call waits for the main thread to create the
         # pool's invoker: pay that now, not in the first status call.

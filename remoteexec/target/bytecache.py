@@ -250,18 +250,29 @@ def mitogen_importer() -> Any:
 
 def prime(directory: str, entries: Sequence[Entry]) -> Dict[str, Any]:
     """Serve ``entries`` from the cache in ``directory`` from now on (once per
-    context); return what the cache holds for them and where it is."""
+    context); return where the cache is, how many entries it holds and the
+    names it lacks (the master sends those in one batch)."""
     global _FINDER
     if _FINDER is not None:
         return report()
     importer = mitogen_importer()
     path = private_dir(directory)
     if path is None or importer is None:
-        return {"dir": None, "cached": 0, "listed": len(entries)}
+        return {
+            "dir": None,
+            "cached": 0,
+            "listed": len(entries),
+            "missing": [e[0] for e in entries],
+        }
     _FINDER = CacheFinder(path, entries, importer)
     sys.meta_path.insert(0, _FINDER)
-    cached = sum(1 for e in entries if os.path.exists(_FINDER.file(e[0])))
-    return {"dir": path, "cached": cached, "listed": len(entries)}
+    missing = [e[0] for e in entries if not os.path.exists(_FINDER.file(e[0]))]
+    return {
+        "dir": path,
+        "cached": len(entries) - len(missing),
+        "listed": len(entries),
+        "missing": missing,
+    }
 
 
 def report() -> Dict[str, Any]:
