@@ -49,6 +49,9 @@ def _connect(lab: Any, directory: str) -> Dict[str, Any]:
         assert host.info["guard_pid"] and host.info["guard_error"] is None
         done: Dict[str, Any] = host.call(bytecache.report)
         done["primed"] = host.info["bytecode_cache"]
+        responder = master.router.responder
+        done["requests"] = responder.get_module_count  # import round trips
+        done["shipped"] = responder.good_load_module_count
         return done
 
 
@@ -61,6 +64,10 @@ def test_a_second_master_loads_the_target_modules_from_the_cache(lab) -> None:
     assert SUPERVISOR in second["hits"] and PROTOCOL in second["hits"]
     assert "mitogen.service" in second["hits"], "mitogen's minified modules are cached too"
     assert second["misses"] == [] and second["refused"] == []
+    # Pushed in one batch, never fetched import by import; warm, only the
+    # packages and bytecache itself travel.
+    assert first["requests"] <= 1 and second["requests"] <= 1, (first, second)
+    assert second["shipped"] <= 4 < first["shipped"], (first["shipped"], second["shipped"])
     # Private: a 0700 directory of the user, 0600 files, nothing else in it.
     outside = _outside(lab, directory)
     assert stat.S_IMODE(os.stat(outside).st_mode) == 0o700
