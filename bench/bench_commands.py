@@ -24,9 +24,10 @@ BLOCKS = 10
 WARMUP = 20
 SHELL_N = 30
 
-RUN_TARGET_MS = 3.0
-CALL_TARGET_MS = 1.0
+RUN_TARGET_MS = 1.0
+CALL_TARGET_MS = 0.2
 FABRIC_FACTOR = 15.0
+ECHO_N = 300
 
 
 def _fabric_connection(lab, address: str, port: int, known_hosts: bool = True):
@@ -64,6 +65,51 @@ def _check_fabric_strict(lab, address: str, port: int) -> None:
     finally:
         conn.close()
     raise AssertionError("Fabric connected without a known host key: RejectPolicy not in force")
+
+
+def _ssh_echo(lab, address: str, port: int) -> c.Stats:
+    """The floor: one line echoed by ``cat`` through an open ssh session
+    (the lab's key, strict host key checking), as mitogen's stream uses it."""
+    import subprocess
+
+    argv = ["ssh", "-T", "-i", lab.identity_file, "-o", "BatchMode=yes"]
+    argv += ["-o", "UserKnownHostsFile=%s" % lab.known_hosts_file, "-p", str(port)]
+    argv += ["%s@%s" % (lab.user, address), "cat"]
+    child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    try:
+        assert child.stdin is not None and child.stdout is not None
+        stdin, stdout = child.stdin, child.stdout
+
+        def echo() -> None:
+            stdin.write(b"x\n")
+            if stdout.readline() != b"x\n":
+                raise AssertionError("ssh cat did not echo")
+
+        return c.Stats.of(c.time_calls(echo, ECHO_N, warmup=WARMUP))
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _thread_cpu(tid: int) -> float:
+    """CPU seconds of one thread of this process."""
+    import os
+
+    with open("/proc/self/task/%d/stat" % tid) as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _master_cpu(fn, n: int) -> tuple:
+    """(caller thread, broker thread) CPU per call of ``fn``, in seconds."""
+    import threading
+    import time
+
+    broker = next(t for t in threading.enumerate() if t.name == "mitogen.broker")
+    b0, t0 = _thread_cpu(broker.native_id), time.thread_time()
+    for _ in range(n):
+        fn()
+    return (time.thread_time() - t0) / n, (_thread_cpu(broker.native_id) - b0) / n
 
 
 def _shell_init(host) -> float:
@@ -106,11 +152,18 @@ def run() -> c.Report:
             ops = {
                 "run": lambda: host.run(["true"]),
                 "call": lambda: host.call(c.trivial, 1),
+                "raw": lambda: host.context.call(c.trivial, 1),
                 "ping": lambda: host.service("ping"),
                 # in_stream=False: no stdin forwarding, as Host.run gives /dev/null.
                 "fabric": lambda: conn.run("true", hide=True, in_stream=False),
             }
-            counts = {"run": RUN_N, "call": CALL_N, "ping": RUN_N // 5, "fabric": FABRIC_N}
+            counts = {
+                "run": RUN_N,
+                "call": CALL_N,
+                "raw": CALL_N // 2,
+                "ping": RUN_N // 2,
+                "fabric": FABRIC_N,
+            }
             samples = {name: [] for name in ops}
             for name, fn in ops.items():
                 c.time_calls(fn, 0, warmup=WARMUP if name != "fabric" else 5)
@@ -120,6 +173,14 @@ def run() -> c.Report:
                 c.progress("block %d/%d done" % (block + 1, BLOCKS))
             remote_run = c.Stats.of([host.run(["true"]).duration for _ in range(100)])
             shell_init = _shell_init(host)
+            import _target_probe
+
+            spawn = host.call(_target_probe.spawn_costs, 100)
+            echo = _ssh_echo(lab, h.address, h.port)
+            cpu = {
+                "call": _master_cpu(ops["call"], 300),
+                "run": _master_cpu(ops["run"], 300),
+            }
         finally:
             conn.close()
 
@@ -127,6 +188,7 @@ def run() -> c.Report:
     rows = [
         ('remoteexec `Host.run(["true"])`', st["run"]),
         ("remoteexec `Host.call(trivial, 1)`", st["call"]),
+        ("raw mitogen `context.call(trivial, 1)`", st["raw"]),
         ('Fabric %s `Connection.run("true", hide=True)`' % fabric.__version__, st["fabric"]),
     ]
     report.text(
@@ -166,6 +228,37 @@ def run() -> c.Report:
         ],
     )
     adjusted = fab.median - shell_init
+    report.text(
+        "Per-call breakdown (medians, ms; master CPU per call from the calling thread's and "
+        "mitogen's broker thread's CPU clocks):",
+        "",
+        "| step | ms |",
+        "|---|---|",
+        "| the floor: a line echoed by `cat` through an open ssh session | %s |"
+        % c.ms(echo.median),
+        "| raw mitogen `context.call(trivial, 1)` (main thread; no remoteexec) | %s |"
+        % c.ms(st["raw"].median),
+        "| `Host.call(trivial, 1)` (main thread, through `call_function`) | %s |"
+        % c.ms(st["call"].median),
+        '| `Host.service("ping")` (the supervisor\'s thread pool, no process) | %s |'
+        % c.ms(st["ping"].median),
+        '| `Host.run(["true"])` | %s |' % c.ms(st["run"].median),
+        "| of which on the host, spawn + reap of `true` (`RunResult.duration`) | %s |"
+        % c.ms(remote_run.median),
+        "| spawning `true` in the context: Popen as Host.run (vfork, new session, "
+        "close_fds, pipes) | %.3f |" % spawn["popen"],
+        "| the same with bare `posix_spawnp` + `waitpid` (no pipes, no fd closing) | %.3f |"
+        % spawn["posix_spawn"],
+        "| master CPU per `Host.call`: calling thread + broker thread | %s + %s |"
+        % (c.ms(cpu["call"][0]), c.ms(cpu["call"][1])),
+        "| master CPU per `Host.run`: calling thread + broker thread | %s + %s |"
+        % (c.ms(cpu["run"][0]), c.ms(cpu["run"][1])),
+        "",
+        "A call crosses four thread hand-offs (caller → master broker → ssh … sshd → "
+        "context broker → main thread or pool thread → context broker → … → master broker "
+        "→ caller), each a wake-up through a pipe, plus two ssh processes each way; the "
+        "echo floor has only the ssh processes.",
+    )
     report.text(
         "Where the time goes (medians, ms):",
         "",

@@ -2,9 +2,9 @@
 
     python bench/run_all.py
 
-Runs bench_commands, bench_executor and the optional ones (bench_replicaset,
-bench_stack: the example stack; bench_scale: its default run, 8..64 hosts)
-when their file exists and has ``main()``;
+Runs bench_commands, bench_executor, bench_connect and the optional ones
+(bench_replicaset, bench_stack: the example stack; bench_scale: its default
+run, 8..64 hosts) when their file exists and has ``main()``;
 each makes and removes its own lab (needs root). The markdown is printed and
 written to docs/benchmarks.md.
 Exit status: 0 when every benchmark ran to the end, a missed target
@@ -33,7 +33,7 @@ from typing import List, Optional, Tuple
 
 import _common as c
 
-BENCHES = ("bench_commands", "bench_executor")
+BENCHES = ("bench_commands", "bench_executor", "bench_connect")
 OPTIONAL = ("bench_replicaset", "bench_stack", "bench_scale")
 OUTPUT = os.path.join(c.REPO_ROOT, "docs", "benchmarks.md")
 README = os.path.join(c.REPO_ROOT, "README.md")

@@ -14,9 +14,11 @@ from typing import (
     Any,
     Callable,
     Dict,
+    List,
     Mapping,
     Optional,
     Sequence,
+    Tuple,
     TypeVar,
     Union,
     cast,
@@ -109,6 +111,57 @@ def call_error_details(exc: mitogen.core.CallError) -> Dict[str, str]:
     }
 
 
+_MANIFEST_LOCK = threading.Lock()
+_MANIFEST: List[Tuple[str, str, str, bool]] = []
+#: Target modules imported only where their feature runs: never pushed at install.
+LAZY_PREFIXES = ("remoteexec.target.tarantool.",)
+#: The mitogen modules the supervisor imports on the target, cached with ours.
+MITOGEN_TARGET_MODULES = ("mitogen.select", "mitogen.service")
+
+
+def bootstrap_manifest() -> List[Tuple[str, str, str, bool]]:
+    """(module, path, SHA-256 of its file, whether mitogen ships the file as
+    it is) of every module the target
+    side may import and the bytecode cache may serve: each non-package
+    module under :mod:`remoteexec.target` (Tarantool's included, imported
+    only where used) and the mitogen modules the supervisor needs. Read
+    once per process: these are the sources mitogen ships from here."""
+    import hashlib
+    import importlib.util
+
+    import remoteexec.target
+
+    with _MANIFEST_LOCK:
+        if _MANIFEST:
+            return list(_MANIFEST)
+        found: List[Tuple[str, str]] = []
+        for name in MITOGEN_TARGET_MODULES:
+            spec = importlib.util.find_spec(name)
+            if spec is not None and spec.origin:
+                found.append((name, spec.origin))
+        root = os.path.dirname(os.path.abspath(remoteexec.target.__file__))
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(
+                d for d in dirs if os.path.exists(os.path.join(folder, d, "__init__.py"))
+            )
+            relative = os.path.relpath(folder, root)
+            package = "remoteexec.target"
+            if relative != os.curdir:
+                package += "." + relative.replace(os.sep, ".")
+            for file in sorted(files):
+                # bytecache itself is what loads the others: it comes from mitogen.
+                if file.endswith(".py") and file not in ("__init__.py", "bytecache.py"):
+                    found.append(("%s.%s" % (package, file[:-3]), os.path.join(folder, file)))
+        for name, path in found:
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            # mitogen ships its own modules minified: the source the target gets
+            # is not this file's bytes, so it cannot be checked against them.
+            exact = not name.startswith("mitogen.")
+            _MANIFEST.append((name, path, digest, exact))
+        return list(_MANIFEST)
+
+
 class Host:
     """A context on one machine: local (no SSH) or over SSH.
 
@@ -179,13 +232,39 @@ class Host:
     # -- lifecycle -------------------------------------------------------
 
     def install(
-        self, *, run_id: str, heartbeat_timeout: float, keep_logs: bool, timeout: float
+        self,
+        *,
+        run_id: str,
+        heartbeat_timeout: float,
+        keep_logs: bool,
+        timeout: float,
+        bytecode_cache: Optional[str] = None,
     ) -> Heartbeat:
         """Install the supervisor in the fresh context and start listening for
         its acks; return the host's :class:`Heartbeat`, for the master's
-        monitor to drive. Called once, by the master, right after opening."""
-        from remoteexec.target import supervisor
+        monitor to drive. Called once, by the master, right after opening.
 
+        With ``bytecode_cache`` (a directory on the host), the target modules
+        are loaded from that cache when a master put them there before (see
+        :mod:`remoteexec.target.bytecache`): the manifest goes first, and
+        the modules the cache lacks are pushed in one batch (mitogen would
+        otherwise fetch them one import at a time).
+        """
+        from remoteexec.target import bytecache, supervisor
+
+        responder = self.context.router.responder
+        primed = None
+        if bytecode_cache:
+            # bytecache and its packages, pushed: no import round trips.
+            responder.forward_modules(self.context, [bytecache.__name__])
+            recv = self.context.call_async(bytecache.prime, bytecode_cache, bootstrap_manifest())
+            primed = self._get(recv, timeout, "priming the bytecode cache")
+            missing = [m for m in primed["missing"] if not m.startswith(LAZY_PREFIXES)]
+        else:
+            missing = [e[0] for e in bootstrap_manifest() if not e[0].startswith(LAZY_PREFIXES)]
+        # What the supervisor imports and the cache lacks, in one batch, before
+        # the install call asks for it module by module (a round trip each).
+        responder.forward_modules(self.context, missing)
         recv = self.context.call_async(
             supervisor.install,
             run_id,
@@ -194,6 +273,8 @@ class Host:
             keep_logs=keep_logs,
         )
         self.info = self._get(recv, timeout, "installing the supervisor")
+        if primed is not None:
+            self.info["bytecode_cache"] = primed
         mitogen.core.listen(self.context, "disconnect", self._on_disconnect)
         # The first service call waits for the main thread to create the
         # pool's invoker: pay that now, not in the first status call.
@@ -303,11 +384,19 @@ class Host:
         races the timeout writes its wake-up byte into a socketpair that is
         already back in mitogen's shared pool, and a later, unrelated wait
         then dies of "AssertionError: Cookie incorrect" (mitogen 0.3.x).
-        The receiver's notify hook sets an Event instead, and the message is
+        The receiver's notify hook releases a lock instead, and the message is
         taken with a non-blocking get.
         """
-        arrived = threading.Event()
-        recv.notify = lambda _recv: arrived.set()
+        # A bare lock as a one-slot wake-up: cheaper than an Event (whose
+        # wait builds a Condition and a lock each time) on every call.
+        arrived = threading.Lock()
+        arrived.acquire()
+
+        def wake(_recv: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # released already: one wake-up is enough
+                arrived.release()
+
+        recv.notify = wake
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
@@ -320,9 +409,8 @@ class Host:
             if left is not None and left <= 0:
                 raise mitogen.core.TimeoutError("no reply within %ss" % timeout)
             # put() happens before notify: a message that lands between the
-            # get above and this wait sets the Event, so nothing is missed.
-            arrived.wait(0.25 if left is None else min(0.25, left))
-            arrived.clear()
+            # get above and this wait releases the lock, so nothing is missed.
+            arrived.acquire(timeout=0.25 if left is None else min(0.25, left))
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` on the host and return its result.

@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import os
 import threading
+import time
 import uuid
 import weakref
 from typing import Any, Dict, Hashable, Iterable, List, Optional, Tuple
@@ -19,6 +20,9 @@ from remoteexec import arguments, connectors
 from remoteexec.errors import ConnectionFailed, RemoteExecError
 from remoteexec.heartbeat import HeartbeatMonitor
 from remoteexec.host import Host
+
+#: Where the hosts keep the bytecode cache unless the Master says otherwise.
+DEFAULT_BYTECODE_CACHE = "~/.cache/remoteexec/bytecode"
 
 # mitogen has no public hook for this: its own preexec function is saved to
 # be put back when the last Master closes.
@@ -60,6 +64,11 @@ class Master:
         kills the run's processes and exits, and after which the master
         declares the host lost (HostLost).
     :param keep_logs: keep the run directories (process logs) on the hosts.
+    :param bytecode_cache: the directory, on each host, of the bytecode cache
+        of our target modules (``~`` is the remote user's home): a second
+        master's contexts load them from there instead of receiving and
+        compiling them (see :mod:`remoteexec.target.bytecache`). None: no
+        cache.
     """
 
     def __init__(
@@ -68,6 +77,7 @@ class Master:
         heartbeat_timeout: float = 10.0,
         keep_logs: bool = False,
         name: Optional[str] = None,
+        bytecode_cache: Optional[str] = DEFAULT_BYTECODE_CACHE,
     ) -> None:
         timeout = arguments.seconds("heartbeat_timeout", heartbeat_timeout)
         self.run_id = uuid.uuid4().hex[:12]
@@ -75,6 +85,14 @@ class Master:
         self.heartbeat_timeout = timeout
         self.heartbeat_interval = min(1.0, self.heartbeat_timeout / 4)
         self.keep_logs = keep_logs
+        if bytecode_cache is not None and (
+            not isinstance(bytecode_cache, str) or not bytecode_cache
+        ):
+            raise ValueError(
+                "bytecode_cache must be a directory path on the hosts or None, got %r"
+                % (bytecode_cache,)
+            )
+        self.bytecode_cache = bytecode_cache
         self._hosts: Dict[Tuple[Hashable, ...], Host] = {}
         self._key_locks: Dict[Tuple[Hashable, ...], threading.Lock] = {}
         self._tokens = itertools.count(1)
@@ -125,7 +143,8 @@ class Master:
         ``options`` are the connector's; for SSH: ``identity_file``,
         ``port``, ``python`` (default "python3"), ``connect_timeout``
         (default 10 s), ``check_host_keys`` ("enforce" or "ignore"),
-        ``known_hosts_file`` and ``ssh_args`` (see
+        ``known_hosts_file``, ``ssh_args`` and ``kex_algorithms`` (default:
+        curve25519 first, see docs/more/security.md) (see
         :meth:`remoteexec.connectors.ssh.SSHConnector.from_target`).
         ``via`` hops through another Host; ``name`` labels the host.
 
@@ -182,7 +201,9 @@ class Master:
         if self._closed:
             raise RemoteExecError("the Master is closed")
 
-    def connect_all(self, targets: Iterable[str], **options: Any) -> List[Host]:
+    def connect_all(
+        self, targets: Iterable[str], *, max_parallel: Optional[int] = None, **options: Any
+    ) -> List[Host]:
         """Connect to every target in parallel; same options as :meth:`connect`.
 
         Bad input (a port out of range, a NaN timeout, an unknown option)
@@ -191,25 +212,46 @@ class Master:
         ConnectionFailed lists each failed host and why (``.failures`` has
         the individual errors); the hosts that did connect stay open on this
         master.
+
+        How many connect at once adapts (see :class:`ConnectPacer`): 16 (or
+        four per CPU) to start, more while the machine's CPUs sit idle (the
+        hosts are far away), never more than ``max_parallel`` (default
+        :data:`MAX_CONNECTING`) nor what the open-file limit allows.
         """
         targets = list(targets)
         if not targets:
             return []
+        if max_parallel is not None and (
+            isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1
+        ):
+            raise ValueError("max_parallel must be a positive int, got %r" % (max_parallel,))
         for target in targets:
             self._plan(target, **options)
+        pacer = ConnectPacer(len(targets), ceiling=max_parallel)
+        idle = IdleSampler()
+        idle.sample()  # the start of the first window
         results: Dict[int, Host] = {}
         failures: List[ConnectionFailed] = []
-        workers = min(len(targets), 16)
-        with concurrent.futures.ThreadPoolExecutor(workers, "remoteexec-connect") as pool:
-            futures = {pool.submit(self.connect, t, **options): i for i, t in enumerate(targets)}
-            for future in concurrent.futures.as_completed(futures):
-                i = futures[future]
-                try:
-                    results[i] = future.result()
-                except ConnectionFailed as e:
-                    failures.append(e)
-                except (RemoteExecError, ValueError) as e:
-                    failures.append(ConnectionFailed(str(e), host=targets[i]))
+        todo = list(enumerate(targets))
+        todo.reverse()
+        with concurrent.futures.ThreadPoolExecutor(pacer.high, "remoteexec-connect") as pool:
+            running: Dict[concurrent.futures.Future[Host], int] = {}
+            while todo or running:
+                while todo and len(running) < pacer.limit:
+                    i, target = todo.pop()
+                    running[pool.submit(self.connect, target, **options)] = i
+                done, _ = concurrent.futures.wait(
+                    running, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                for future in done:
+                    i = running.pop(future)
+                    try:
+                        results[i] = future.result()
+                    except ConnectionFailed as e:
+                        failures.append(e)
+                    except (RemoteExecError, ValueError) as e:
+                        failures.append(ConnectionFailed(str(e), host=targets[i]))
+                pacer.adjust(idle.sample())
         if failures:
             lines = "; ".join(str(f) for f in failures)
             raise ConnectionFailed(
@@ -231,6 +273,7 @@ class Master:
                 heartbeat_timeout=self.heartbeat_timeout,
                 keep_logs=self.keep_logs,
                 timeout=connector.setup_timeout,
+                bytecode_cache=self.bytecode_cache,
             )
         except RemoteExecError as e:
             host.drop()
@@ -282,6 +325,120 @@ class Master:
         others_open = any(m is not self and not m.closed for m in list(_live))
         if not others_open and mitogen.parent._preexec_hook is _own_process_group:
             mitogen.parent._preexec_hook = _ORIGINAL_PREEXEC
+
+
+#: The most connections :meth:`Master.connect_all` opens at once by default.
+MAX_CONNECTING = 64
+#: The fewest connections connect_all keeps in flight (while targets are
+#: left): a connection spends most of its time waiting on round trips and on
+#: processes starting on the host, so even a CPU-bound master wants many.
+LOW_CONNECTING = 16
+#: Open files one connection in progress may hold on the master (the ssh
+#: client's pipes and its stderr, mitogen's socketpair, the latches).
+FDS_PER_CONNECTING = 8
+
+
+class ConnectPacer:
+    """How many connections :meth:`Master.connect_all` has in flight at once.
+
+    Opening a context costs CPU on the master's machine (ssh, and the lab's
+    sshd and interpreters when the hosts are local) and round trips. When
+    CPU is the limit, more connections at once only add contention; when
+    latency is (hosts far away), they are what makes it fast. So the pacer
+    starts at :attr:`low` (four per CPU, at least :data:`LOW_CONNECTING`)
+    and, after each finished connection, grows by half while the machine's
+    CPUs were more than :data:`IDLE_GROW` idle, and shrinks by one (never
+    below :attr:`low`) when they were less than :data:`IDLE_SHRINK` idle. It never
+    exceeds :attr:`high`: the ``ceiling`` (default :data:`MAX_CONNECTING`),
+    the number of targets, and what the open-file limit leaves.
+    """
+
+    #: Idle CPU fraction above which the pacer opens more connections at once.
+    IDLE_GROW = 0.4
+    #: Idle CPU fraction below which it opens fewer (down to :attr:`low`).
+    IDLE_SHRINK = 0.1
+
+    def __init__(
+        self,
+        total: int,
+        *,
+        cpus: Optional[int] = None,
+        ceiling: Optional[int] = None,
+        free_fds: Optional[int] = None,
+    ) -> None:
+        cpus = max(1, cpus or os.cpu_count() or 1)
+        fds = open_file_budget() if free_fds is None else free_fds
+        #: The most connections in flight: bounded by ceiling, targets and fds.
+        self.high = max(1, min(total, ceiling or MAX_CONNECTING, fds // FDS_PER_CONNECTING))
+        #: Where the pacer starts and the least it goes down to.
+        self.low = min(self.high, max(LOW_CONNECTING, 4 * cpus))
+        #: The current number of connections allowed in flight.
+        self.limit = self.low
+
+    def adjust(self, idle: Optional[float]) -> int:
+        """Update :attr:`limit` from the machine's idle CPU fraction since the
+        last call (None: unknown, no change); return the new limit."""
+        if idle is None:
+            return self.limit
+        if idle > self.IDLE_GROW:
+            self.limit = min(self.high, self.limit + max(1, self.limit // 2))
+        elif idle < self.IDLE_SHRINK:
+            self.limit = max(self.low, self.limit - 1)
+        return self.limit
+
+
+def open_file_budget() -> int:
+    """File descriptors this process may still open (soft RLIMIT_NOFILE minus
+    those open now); a large number when unknown."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        used = len(os.listdir("/proc/self/fd"))
+    except (ImportError, OSError, ValueError):
+        return 1 << 16
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 16
+    return max(0, soft - used)
+
+
+class IdleSampler:
+    """The machine's idle CPU fraction between two :meth:`sample` calls, from
+    /proc/stat (None where there is none, or when less than ``window``
+    seconds passed: a few jiffies say nothing)."""
+
+    def __init__(self, window: float = 0.2) -> None:
+        self.window = window
+        self._lock = threading.Lock()
+        self._last: Optional[Tuple[float, int, int]] = None
+
+    @staticmethod
+    def read() -> Optional[Tuple[int, int]]:
+        """(idle, total) jiffies of all CPUs since boot, or None."""
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        if len(fields) < 5:
+            return None
+        return fields[3] + fields[4], sum(fields)
+
+    def sample(self) -> Optional[float]:
+        """Idle fraction since the previous sample that returned a value."""
+        now = time.monotonic()
+        jiffies = self.read()
+        if jiffies is None:
+            return None
+        with self._lock:
+            last = self._last
+            if last is not None and now - last[0] < self.window:
+                return None
+            self._last = (now, jiffies[0], jiffies[1])
+        if last is None:
+            return None
+        total = jiffies[1] - last[2]
+        return (jiffies[0] - last[1]) / total if total > 0 else None
 
 
 _live: weakref.WeakSet[Master] = weakref.WeakSet()
@@ -338,4 +495,16 @@ def host_or_default(on: Optional[Host]) -> Host:
     return default_host() if on is None else on
 
 
-__all__ = ["Master", "default_host", "default_master", "host_or_default"]
+__all__ = [
+    "DEFAULT_BYTECODE_CACHE",
+    "FDS_PER_CONNECTING",
+    "LOW_CONNECTING",
+    "MAX_CONNECTING",
+    "ConnectPacer",
+    "IdleSampler",
+    "Master",
+    "default_host",
+    "default_master",
+    "host_or_default",
+    "open_file_budget",
+]

@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-from http.client import HTTPConnection, HTTPException, HTTPSConnection
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -44,8 +43,9 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from . import procs
 
-if TYPE_CHECKING:  # imported when an https check needs it
-    import ssl
+if TYPE_CHECKING:  # imported when an http(s) check needs it: http.client
+    import ssl  # pulls in email and ssl, a few MB in every context otherwise
+    from http.client import HTTPConnection
 
 PROBE_TIMEOUT = 1.0
 
@@ -227,6 +227,8 @@ class HTTPCheck(Check):
         return None
 
     def connection(self, timeout: float) -> HTTPConnection:
+        from http.client import HTTPConnection, HTTPSConnection
+
         if not self.https:
             return HTTPConnection(self.host, self.port, timeout=timeout)
         problem = self.problem()
@@ -238,6 +240,8 @@ class HTTPCheck(Check):
         cap = self.request_timeout or PROBE_TIMEOUT
         target = urlunsplit(("", "", self.url.path or "/", self.url.query, ""))
         conn = None
+        from http.client import HTTPException
+
         try:
             conn = self.connection(_bounded(remaining, cap))
             body = urlencode(self.payload) if self.payload else None

@@ -26,10 +26,26 @@ if TYPE_CHECKING:
 
     T = TypeVar("T", bound=HasPid)
 
-try:  # psutil is a C extension: mitogen cannot ship it, so it is optional.
-    import psutil
-except ImportError:  # pragma: no cover - depends on the target
-    psutil = None
+
+def _local_psutil() -> Any:
+    """psutil if the target's own Python has it, else None.
+
+    psutil is a C extension: mitogen cannot ship it, so it is optional. Asked
+    of the target's path only: a plain import would have mitogen ship the
+    master's pure-Python half of psutil (five modules) to fail on the C part.
+    """
+    import importlib.machinery
+
+    if importlib.machinery.PathFinder.find_spec("psutil") is None:
+        return None
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - depends on the target
+        return None
+    return psutil
+
+
+psutil = _local_psutil()
 
 HAVE_PSUTIL = psutil is not None
 

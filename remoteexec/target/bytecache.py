@@ -1,0 +1,324 @@
+"""A content-addressed bytecode cache for our target modules, on the target.
+
+mitogen ships every module a context imports as source, and the context
+compiles it: for the supervisor's ~20 modules that is ~50 KB over the wire
+and ~20 ms of CPU in every context, paid again by every master. With this
+cache, the master first sends a manifest (module name, path, SHA-256 of the
+source it would ship); :func:`prime` puts a finder in front of mitogen's
+importer that loads each listed module from a cache file compiled earlier
+on this host, or, on a miss, lets mitogen fetch the source as usual,
+compiles it once and writes the file for the next context.
+
+Safety (see docs/more/security.md):
+
+- the directory is created 0700 and used only when it is a real directory
+  (not a link) owned by this uid with no group/other access; files are
+  written 0600 under a temporary name created exclusively, then renamed;
+- a file is named after the hash of (module, path, source hash, the
+  interpreter's bytecode magic), and is used only if it still records that
+  very source hash and magic, and the SHA-256 of its content matches the
+  digest in its header: a file is never trusted by its name alone. Anything
+  else is refused, counted, removed and replaced;
+- only modules the master listed, with the hash of the source it holds,
+  are ever served: a file cannot add or replace code the master did not
+  send before.
+
+Imports only the standard library and mitogen.core: it runs before the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.machinery
+import importlib.util
+import marshal
+import os
+import stat
+import sys
+import threading
+import zlib
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+
+def builtin_sha256() -> Any:
+    """The interpreter's builtin SHA-256 (``_sha256``; ``_sha2`` from 3.12):
+    hashlib would load OpenSSL, ~4 MB more in every context."""
+    for name in ("_sha256", "_sha2"):
+        try:
+            return importlib.import_module(name).sha256
+        except (ImportError, AttributeError):
+            pass
+    import hashlib  # pragma: no cover - a build without the builtin one
+
+    return hashlib.sha256  # pragma: no cover
+
+
+sha256 = builtin_sha256()
+#: Where the cache lives on the target when the master names none.
+DEFAULT_DIR = "~/.cache/remoteexec/bytecode"
+MAGIC = b"RXBC1\n"
+DIGEST = 32
+#: One manifest entry: (module name, path on the master, SHA-256 hex of its
+#: file there, whether mitogen ships that file unchanged: it minifies its own).
+Entry = Tuple[str, str, str, bool]
+
+
+def key(name: str, path: str, source_hash: str) -> str:
+    """The file name of one module's entry for this interpreter."""
+    text = "\0".join([name, path, source_hash, importlib.util.MAGIC_NUMBER.hex()])
+    return sha256(text.encode()).hexdigest() + ".bc"
+
+
+def private_dir(path: str) -> Optional[str]:
+    """``path`` (``~`` expanded), created 0700 if missing; None unless it is a
+    real directory of this uid that no one else may enter."""
+    path = os.path.expanduser(path)
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return None
+    return path
+
+
+def encode(source_hash: str, code: Any, source: str) -> bytes:
+    """A cache file: header, digest of the body, body (hash, magic, code, source)."""
+    code_bytes = marshal.dumps(code)
+    head = b"\0".join(
+        [source_hash.encode(), importlib.util.MAGIC_NUMBER.hex().encode(), b"%d" % len(code_bytes)]
+    )
+    body = head + b"\n" + code_bytes + zlib.compress(source.encode("utf-8"), 1)
+    return MAGIC + sha256(body).digest() + body
+
+
+def decode(data: bytes, source_hash: str) -> Optional[Tuple[Any, bytes]]:
+    """(code, compressed source) from a cache file's bytes, or None when
+    anything is off. The source stays compressed until someone asks for it
+    (a traceback, the guard's payload): ~4x less memory held per module."""
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + DIGEST + 4:
+        return None
+    digest = data[len(MAGIC) : len(MAGIC) + DIGEST]
+    body = data[len(MAGIC) + DIGEST :]
+    if sha256(body).digest() != digest:
+        return None
+    head, sep, rest = body.partition(b"\n")
+    fields = head.split(b"\0")
+    if not sep or len(fields) != 3 or not fields[2].isdigit():
+        return None
+    if fields[0] != source_hash.encode():
+        return None
+    if fields[1] != importlib.util.MAGIC_NUMBER.hex().encode():
+        return None
+    size = int(fields[2])
+    try:
+        code = marshal.loads(rest[:size])
+    except (ValueError, EOFError, TypeError):
+        return None
+    return code, rest[size:]
+
+
+def read_private(path: str) -> Optional[bytes]:
+    """The bytes of the regular file ``path`` if this uid owns it and only it
+    may read or write it (opened without following links); else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def write_private(path: str, data: bytes) -> bool:
+    """Write ``data`` to ``path`` 0600, atomically (exclusive temporary name,
+    then rename); False when it could not be written (the cache is a help,
+    never a reason to fail an import)."""
+    tmp = "%s.%d.%d.tmp" % (path, os.getpid(), threading.get_ident())
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return False
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        return False
+
+
+class CacheFinder:
+    """Serves the manifest's modules from the cache; on a miss, has mitogen's
+    importer fetch the source, compiles it once and stores it."""
+
+    def __init__(self, directory: str, entries: Sequence[Entry], importer: Any) -> None:
+        self.directory = directory
+        self.entries: Dict[str, Tuple[str, str, bool]] = {e[0]: (e[1], e[2], e[3]) for e in entries}
+        self.importer = importer
+        self.lock = threading.Lock()
+        #: Modules loaded from the cache / compiled and stored / files refused.
+        self.stats: Dict[str, List[str]] = {"hits": [], "misses": [], "refused": []}
+        #: Compressed sources of the modules loaded from the cache.
+        self._sources: Dict[str, bytes] = {}
+        self._code: Dict[str, Any] = {}
+
+    def find_spec(  # the MetaPathFinder signature
+        self,
+        fullname: str,
+        path: Any = None,  # noqa: ARG002
+        target: Any = None,  # noqa: ARG002
+    ) -> Any:
+        entry = self.entries.get(fullname)
+        if entry is None or fullname in sys.modules:
+            return None
+        parent = fullname.rpartition(".")[0]
+        if parent and parent not in sys.modules:
+            return None  # imported through its package, which comes first
+        origin = "master:" + entry[0]
+        return importlib.machinery.ModuleSpec(fullname, self, origin=origin)  # type: ignore[arg-type]  # a Loader by protocol
+
+    def file(self, fullname: str) -> str:
+        path, source_hash, _ = self.entries[fullname]
+        return os.path.join(self.directory, key(fullname, path, source_hash))
+
+    def create_module(self, spec: Any) -> Any:
+        data = read_private(self.file(spec.name))
+        found = decode(data, self.entries[spec.name][1]) if data is not None else None
+        if found is None and data is not None:
+            self._note("refused", spec.name)
+            with contextlib.suppress(OSError):
+                os.unlink(self.file(spec.name))
+        if found is not None:
+            self._code[spec.name], self._sources[spec.name] = found
+            return None  # the default module object
+        # A miss: mitogen fetches the source (and, in the same reply batch,
+        # the modules this one imports).
+        return self.importer.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        name = module.__spec__.name
+        module.__file__ = module.__spec__.origin
+        code = self._code.pop(name, None)
+        if code is not None:
+            self._note("hits", name)
+        else:
+            source = self.importer.get_source(name)
+            code = compile(source, module.__spec__.origin, "exec", flags=0, dont_inherit=True)
+            self._note("misses", name)
+            _, source_hash, exact = self.entries[name]
+            # Stored only if mitogen sent the very source the manifest names
+            # (a file edited on the master in between is not cached). mitogen's
+            # own modules arrive minified: deterministic for the same file.
+            sent = sha256(source.encode("utf-8")).hexdigest()
+            if sent == source_hash or not exact:
+                write_private(self.file(name), encode(source_hash, code, source))
+        exec(code, module.__dict__)
+
+    def get_source(self, fullname: str) -> Optional[str]:
+        """The module's source: for tracebacks, and for the guard's payload."""
+        compressed = self._sources.get(fullname)
+        if compressed is None:  # a miss: mitogen's importer holds it
+            source = self.importer.get_source(fullname)
+            return source if isinstance(source, str) else None
+        return zlib.decompress(compressed).decode("utf-8")
+
+    def _note(self, what: str, name: str) -> None:
+        with self.lock:
+            self.stats[what].append(name)
+
+
+_FINDER: Optional[CacheFinder] = None
+
+
+def mitogen_importer() -> Any:
+    for finder in sys.meta_path:
+        if type(finder).__name__ == "Importer" and type(finder).__module__ == "mitogen.core":
+            return finder
+    return None
+
+
+def prime(directory: str, entries: Sequence[Entry]) -> Dict[str, Any]:
+    """Serve ``entries`` from the cache in ``directory`` from now on (once per
+    context); return where the cache is, how many entries it holds and the
+    names it lacks (the master sends those in one batch)."""
+    global _FINDER
+    if _FINDER is not None:
+        return report()
+    importer = mitogen_importer()
+    path = private_dir(directory)
+    if path is None or importer is None:
+        return {
+            "dir": None,
+            "cached": 0,
+            "listed": len(entries),
+            "missing": [e[0] for e in entries],
+        }
+    _FINDER = CacheFinder(path, entries, importer)
+    sys.meta_path.insert(0, _FINDER)
+    missing = [e[0] for e in entries if not os.path.exists(_FINDER.file(e[0]))]
+    return {
+        "dir": path,
+        "cached": len(entries) - len(missing),
+        "listed": len(entries),
+        "missing": missing,
+    }
+
+
+def report() -> Dict[str, Any]:
+    """What the cache did in this context: modules hit, missed, refused."""
+    if _FINDER is None:
+        return {"dir": None, "hits": [], "misses": [], "refused": []}
+    with _FINDER.lock:
+        return {"dir": _FINDER.directory, **{k: list(v) for k, v in _FINDER.stats.items()}}
+
+
+def loaded(prefix: str = "") -> List[str]:
+    """The modules imported in this context whose name starts with ``prefix``:
+    shows what a context loaded, and that feature modules stay unloaded."""
+    return sorted(name for name in list(sys.modules) if name.startswith(prefix))
+
+
+def clear(directory: str = DEFAULT_DIR) -> int:
+    """Remove every cache file in ``directory``; return how many."""
+    path = os.path.expanduser(directory)
+    removed = 0
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return 0
+    for name in names:
+        if name.endswith(".bc") or name.endswith(".tmp"):
+            try:
+                os.unlink(os.path.join(path, name))
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+__all__ = [
+    "DEFAULT_DIR",
+    "CacheFinder",
+    "builtin_sha256",
+    "clear",
+    "decode",
+    "encode",
+    "key",
+    "loaded",
+    "prime",
+    "private_dir",
+    "read_private",
+    "report",
+    "write_private",
+]

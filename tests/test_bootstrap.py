@@ -1,0 +1,179 @@
+"""Context bootstrap: the bytecode cache, lazy feature modules, the kex option.
+
+The cache tests run on a lab host with a directory of their own under the
+host's private home, so they see only what their own masters left there.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import stat
+import uuid
+from typing import Any, Dict, List
+
+import pytest
+from conftest import connect_options
+
+import remoteexec as rx
+from remoteexec.host import bootstrap_manifest
+from remoteexec.target import bytecache
+
+pytestmark = pytest.mark.lab
+
+SUPERVISOR = "remoteexec.target.supervisor"
+PROTOCOL = "remoteexec.target.protocol"
+
+
+def _cache_dir() -> str:
+    return "~/.cache/remoteexec/test-%s" % uuid.uuid4().hex[:8]
+
+
+def _outside(lab: Any, directory: str) -> str:
+    """The lab host's cache directory, as seen from the master's machine."""
+    home = pwd.getpwnam(lab.user).pw_dir
+    return lab.hosts[0].path(directory.replace("~", home, 1))
+
+
+def _file(lab: Any, directory: str, module: str) -> str:
+    entry = next(e for e in bootstrap_manifest() if e[0] == module)
+    return os.path.join(_outside(lab, directory), bytecache.key(entry[0], entry[1], entry[2]))
+
+
+def _connect(lab: Any, directory: str) -> Dict[str, Any]:
+    """Connect a fresh master to the first host; what its cache did there."""
+    with rx.Master(heartbeat_timeout=5, bytecode_cache=directory) as master:
+        host = master.connect(lab.targets[0], **connect_options(lab))
+        assert host.run(["true"]).returncode == 0, "the supervisor works"
+        # The guard is fed its modules' sources: from the cache file on a hit.
+        assert host.info["guard_pid"] and host.info["guard_error"] is None
+        done: Dict[str, Any] = host.call(bytecache.report)
+        done["primed"] = host.info["bytecode_cache"]
+        responder = master.router.responder
+        done["requests"] = responder.get_module_count  # import round trips
+        done["shipped"] = responder.good_load_module_count
+        return done
+
+
+def test_a_second_master_loads_the_target_modules_from_the_cache(lab) -> None:
+    directory = _cache_dir()
+    first = _connect(lab, directory)
+    assert first["primed"]["cached"] == 0
+    assert SUPERVISOR in first["misses"] and not first["hits"]
+    second = _connect(lab, directory)
+    assert SUPERVISOR in second["hits"] and PROTOCOL in second["hits"]
+    assert "mitogen.service" in second["hits"], "mitogen's minified modules are cached too"
+    assert second["misses"] == [] and second["refused"] == []
+    # Pushed in one batch, never fetched import by import; warm, only the
+    # packages and bytecache itself travel.
+    assert first["requests"] <= 1 and second["requests"] <= 1, (first, second)
+    assert second["shipped"] <= 4 < first["shipped"], (first["shipped"], second["shipped"])
+    # Private: a 0700 directory of the user, 0600 files, nothing else in it.
+    outside = _outside(lab, directory)
+    assert stat.S_IMODE(os.stat(outside).st_mode) == 0o700
+    names = os.listdir(outside)
+    assert names and all(n.endswith(".bc") for n in names), names
+    assert {stat.S_IMODE(os.stat(os.path.join(outside, n)).st_mode) for n in names} == {0o600}
+
+
+def test_a_tampered_cache_file_is_refused_and_replaced(lab) -> None:
+    directory = _cache_dir()
+    _connect(lab, directory)
+    target = _file(lab, directory, SUPERVISOR)
+    with open(target, "rb") as f:
+        good = f.read()
+    with open(target, "r+b") as f:  # one byte of the code, digest left as it was
+        f.seek(len(good) // 2)
+        f.write(bytes([good[len(good) // 2] ^ 0xFF]))
+    # And a valid file of another module put under protocol's name: right
+    # format, right digest, wrong source. Never trusted by its name alone.
+    with open(_file(lab, directory, "remoteexec.target.run"), "rb") as f:
+        other = f.read()
+    with open(_file(lab, directory, PROTOCOL), "wb") as f:
+        f.write(other)
+    again = _connect(lab, directory)
+    assert sorted(again["refused"]) == sorted([SUPERVISOR, PROTOCOL])
+    assert SUPERVISOR in again["misses"] and PROTOCOL in again["misses"]
+    entry = next(e for e in bootstrap_manifest() if e[0] == SUPERVISOR)
+    with open(target, "rb") as f:
+        assert bytecache.decode(f.read(), entry[2]) is not None, "rewritten from the source"
+    assert _connect(lab, directory)["refused"] == []
+
+
+def test_a_directory_others_may_enter_is_not_used(lab) -> None:
+    directory = _cache_dir()
+    _connect(lab, directory)
+    outside = _outside(lab, directory)
+    os.chmod(outside, 0o755)
+    try:
+        done = _connect(lab, directory)
+        assert done["primed"]["dir"] is None
+        assert done["hits"] == [] and done["misses"] == []
+    finally:
+        os.chmod(outside, 0o700)
+
+
+def test_a_context_loads_no_feature_module_it_does_not_use(lab) -> None:
+    with rx.Master(heartbeat_timeout=5) as master:
+        host = master.connect(lab.targets[0], **connect_options(lab))
+        host.run(["true"], check=True)
+        loaded: List[str] = host.call(bytecache.loaded)
+    assert SUPERVISOR in loaded
+    assert not [m for m in loaded if m.startswith("remoteexec.target.tarantool")], loaded
+    assert "http.client" not in loaded, "http.client comes with the first http check"
+    assert not [m for m in loaded if m.startswith("psutil")], "not shipped half from the master"
+
+
+def test_the_cache_is_refused_as_a_bad_argument() -> None:
+    with pytest.raises(ValueError, match="bytecode_cache"):
+        rx.Master(bytecode_cache="")
+
+
+# -- connect_all's pacing ---------------------------------------------------------
+
+
+def test_the_pacer_starts_at_its_floor_and_grows_only_while_cpus_idle() -> None:
+    from remoteexec.master import LOW_CONNECTING, MAX_CONNECTING, ConnectPacer
+
+    pacer = ConnectPacer(200, cpus=2, free_fds=10_000)
+    assert pacer.limit == pacer.low == LOW_CONNECTING
+    assert pacer.high == MAX_CONNECTING
+    assert pacer.adjust(None) == LOW_CONNECTING, "no reading, no change"
+    assert pacer.adjust(0.2) == LOW_CONNECTING, "busy enough: stays"
+    seen = [pacer.adjust(0.9) for _ in range(20)]
+    assert seen == sorted(seen) and seen[-1] == MAX_CONNECTING and max(seen) == MAX_CONNECTING
+    down = [pacer.adjust(0.0) for _ in range(200)]
+    assert min(down) == LOW_CONNECTING and down[-1] == LOW_CONNECTING
+
+
+def test_the_pacer_is_bounded_by_targets_ceiling_cpus_and_open_files() -> None:
+    from remoteexec.master import FDS_PER_CONNECTING, ConnectPacer
+
+    assert ConnectPacer(3, cpus=2, free_fds=10_000).high == 3
+    assert ConnectPacer(3, cpus=2, free_fds=10_000).limit == 3
+    assert ConnectPacer(1, cpus=64, free_fds=10_000).limit == 1
+    assert ConnectPacer(500, cpus=8, free_fds=10_000).low == 32, "four per CPU"
+    assert ConnectPacer(500, cpus=2, ceiling=5, free_fds=10_000).high == 5
+    assert ConnectPacer(500, cpus=2, ceiling=5, free_fds=10_000).low == 5
+    assert ConnectPacer(500, cpus=2, free_fds=10 * FDS_PER_CONNECTING).high == 10
+    assert ConnectPacer(500, cpus=2, free_fds=0).high == 1, "always one at least"
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "8"])
+def test_connect_all_refuses_a_bad_max_parallel(bad: Any) -> None:
+    with rx.Master() as master, pytest.raises(ValueError, match="max_parallel"):
+        master.connect_all(["h1"], max_parallel=bad)
+
+
+def test_the_ssh_options_prefer_curve25519_and_let_ssh_args_win() -> None:
+    from remoteexec.connectors.ssh import FAST_KEX, SSHConnector
+
+    args = SSHConnector.from_target("h1").options["ssh_args"]
+    assert args[-2:] == ["-o", "KexAlgorithms=%s" % FAST_KEX]
+    mine = ["-o", "KexAlgorithms=sntrup761x25519-sha512@openssh.com"]
+    args = SSHConnector.from_target("h1", ssh_args=mine).options["ssh_args"]
+    assert args.index(mine[1]) < args.index("KexAlgorithms=%s" % FAST_KEX), "ssh keeps the first"
+    plain = SSHConnector.from_target("h1", kex_algorithms=None).options["ssh_args"]
+    assert not [a for a in plain if "KexAlgorithms" in a]
+    with pytest.raises(ValueError, match="kex_algorithms"):
+        SSHConnector.from_target("h1", kex_algorithms="curve25519 -oProxyCommand=x")
