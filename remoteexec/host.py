@@ -114,7 +114,12 @@ def call_error_details(exc: mitogen.core.CallError) -> Dict[str, str]:
 _MANIFEST_LOCK = threading.Lock()
 _MANIFEST: List[Tuple[str, str, str, bool]] = []
 #: Target modules imported only where their feature runs: never pushed at install.
-LAZY_PREFIXES = ("remoteexec.target.tarantool.",)
+LAZY_PREFIXES = (
+    "remoteexec.target.tarantool.",
+    # Detached stacks only: a context that never detaches never imports them.
+    "remoteexec.target.project",
+    "remoteexec.target.keeper",
+)
 #: The mitogen modules the supervisor imports on the target, cached with ours.
 MITOGEN_TARGET_MODULES = ("mitogen.select", "mitogen.service")
 

@@ -121,6 +121,8 @@ def test_a_context_loads_no_feature_module_it_does_not_use(lab) -> None:
     assert SUPERVISOR in loaded
     assert not [m for m in loaded if m.startswith("remoteexec.target.tarantool")], loaded
     assert "http.client" not in loaded, "http.client comes with the first http check"
+    detached = {"remoteexec.target.project", "remoteexec.target.keeper"}
+    assert not detached & set(loaded), "detached stacks' modules come with the first detach"
     assert not [m for m in loaded if m.startswith("psutil")], "not shipped half from the master"
 
 
