@@ -28,11 +28,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from remoteexec.stack import project as projects
-
 if TYPE_CHECKING:
     from remoteexec.stack import Stack, StackEvent
     from remoteexec.stack import file as stackfile
+    from remoteexec.stack import project as projects
 
 __all__ = ["COMMANDS", "add_arguments", "run", "up"]
 
@@ -66,7 +65,7 @@ def add_arguments(subparsers: Any) -> None:
     _project_option(down)
     down.add_argument("--force", action="store_true", help="forget hosts that cannot be reached")
     down.add_argument(
-        "--timeout", type=float, default=projects.STOP_TIMEOUT, help="seconds per service stop"
+        "--timeout", type=float, default=None, help="seconds per service stop (default: 10)"
     )
 
     ls = subparsers.add_parser("ls", help="the detached projects known on this machine")
@@ -85,6 +84,8 @@ def _error(text: str) -> None:
 
 def _name(args: argparse.Namespace) -> Optional[str]:
     """The project meant: -p, or the only one known; None (said why) if unclear."""
+    from remoteexec.stack import project as projects
+
     if args.project:
         return str(args.project)
     known = projects.names()
@@ -100,6 +101,7 @@ def _name(args: argparse.Namespace) -> Optional[str]:
 def run(args: argparse.Namespace) -> int:
     """Execute a parsed ``status``/``logs``/``restart``/``down``/``ls``."""
     from remoteexec.errors import RemoteExecError
+    from remoteexec.stack import project as projects
 
     if args.cmd == "ls":
         return _ls(bool(args.json))
@@ -136,6 +138,8 @@ def _timings(timings: Dict[str, float]) -> str:
 
 
 def _ls(as_json: bool) -> int:
+    from remoteexec.stack import project as projects
+
     rows: List[Dict[str, Any]] = []
     for name in projects.names():
         try:
@@ -226,8 +230,13 @@ def _logs(detached: projects.DetachedStack, args: argparse.Namespace) -> int:
 
 
 def _down(detached: projects.DetachedStack, args: argparse.Namespace) -> int:
+    from remoteexec.stack import project as projects
+
     t0 = time.monotonic()
-    report = detached.down(force=bool(args.force), timeout=float(args.timeout))
+    report = detached.down(
+        force=bool(args.force),
+        timeout=projects.STOP_TIMEOUT if args.timeout is None else float(args.timeout),
+    )
     for what in ("escalated", "not_ours"):
         if report[what]:
             print("%s: %s" % (what.replace("_", " "), ", ".join(report[what])))
@@ -245,6 +254,7 @@ def up(topology: stackfile.Topology, args: argparse.Namespace) -> int:
     import remoteexec as rx
     from remoteexec.errors import RemoteExecError
     from remoteexec.stack import file as stackfile
+    from remoteexec.stack import project as projects
 
     if getattr(args, "lab", None):
         _error("up -d cannot use --lab: the lab would go with this process")

@@ -76,12 +76,16 @@ later process (status, logs, follow, restart, down). See
 :mod:`remoteexec.stack.project`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from remoteexec.stack.error import StackError
 from remoteexec.stack.events import EVENTS, StackEvent
 from remoteexec.stack.graph import CONDITIONS
-from remoteexec.stack.project import DetachedStack
 from remoteexec.stack.refs import Ref, Template, interpolate, template
 from remoteexec.stack.runner import Handle, Stack
+
+if TYPE_CHECKING:
+    from remoteexec.stack.project import DetachedStack
 
 __all__ = [
     "CONDITIONS",
@@ -96,3 +100,13 @@ __all__ = [
     "interpolate",
     "template",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # DetachedStack on first use: its module brings the target side (and
+    # mitogen), which the stdlib-only lab CLI must not need.
+    if name == "DetachedStack":
+        from remoteexec.stack.project import DetachedStack
+
+        return DetachedStack
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
