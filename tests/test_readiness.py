@@ -144,3 +144,77 @@ def test_all_of_times_out_naming_the_part_that_never_holds(place: Place, never_f
     assert "file %s does not exist" % never in text, text
     assert info.value.host == place.host.name
     assert not ex.running()
+
+
+# -- a tarantool member's readiness: one long poll per layer change ------------------
+
+
+def test_box_status_long_poll_answers_when_the_layer_changes() -> None:
+    """``box_status(hold=...)`` waits inside tarantool while the layer is
+    ``since`` and answers as soon as it changes: not at once (a probe every
+    few ms is what it replaces), not after the whole hold (a missed change)."""
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+    import threading
+
+    from conftest import need_tarantool
+
+    from remoteexec.tarantool.config import box_cfg_for, render_init_lua
+    from remoteexec.tarantool.scripts import box_status_lua
+    from remoteexec.target import tarantool as tt
+
+    lua = box_status_lua()
+    root = tempfile.mkdtemp(prefix="rxr-", dir="/tmp")
+    sock = os.path.join(root, "p.sock")
+    with open(os.path.join(root, "init.lua"), "w", encoding="utf-8") as f:
+        f.write(
+            render_init_lua(
+                box_cfg=box_cfg_for((2, 6, 0), listen="127.0.0.1:0", work_dir=root),
+                probe_socket=sock,
+            )
+        )
+    proc = subprocess.Popen(
+        [need_tarantool(), os.path.join(root, "init.lua")],
+        cwd=root,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        for _ in range(int(TIMEOUT / 0.01)):  # bounded by count and by time
+            status = tt.box_status(sock, lua, 1.0)
+            if status.get("app_done") or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        assert status.get("app_done"), status
+        # No change within the hold: it answers after the hold, with the status.
+        started = time.monotonic()
+        held = tt.box_status(sock, lua, 5.0, hold=0.3, since="ready")
+        took = time.monotonic() - started
+        assert held["ok"] and held["status"] == "running", held
+        assert 0.3 <= took < 0.3 + DELAY, took
+        # Back to layer "app"; the app finishes 0.3 s later: the poll answers then.
+        assert tt.probe(sock, "rawset(_G, 'rx_app_done', false)")["ok"]
+        done = threading.Timer(0.3, tt.probe, (sock, "rawset(_G, 'rx_app_done', true)"))
+        started = time.monotonic()
+        done.start()
+        try:
+            changed = tt.box_status(sock, lua, 10.0, hold=5.0, since="app")
+        finally:
+            done.join(10)
+        took = time.monotonic() - started
+        assert changed["ok"] and changed["app_done"] is True, changed
+        assert 0.3 <= took < 0.3 + DELAY, took
+        # A layer other than `since` already: no wait at all.
+        started = time.monotonic()
+        assert tt.box_status(sock, lua, 5.0, hold=5.0, since="app")["app_done"] is True
+        assert time.monotonic() - started < DELAY
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
