@@ -10,8 +10,8 @@ their rounds interleaved (rotating which goes first), for each ``sleep``
 - remoteexec on a local context (no ssh: what the context itself costs);
 - mirakuru 3.1 on this machine with the same ``sleep``;
 - mirakuru with ``sleep=0.005``: the fair baseline. remoteexec polls from
-  5 ms (doubling up to ``sleep``) and mirakuru at a fixed ``sleep``, so most
-  of the gain against mirakuru's default comes from polling more often; the
+  5 ms (then a tenth of the time waited, up to ``sleep``) and mirakuru at a
+  fixed ``sleep``, so most of the gain against mirakuru's default comes from polling more often; the
   fair comparison polls mirakuru at least as often as remoteexec.
 
 Run: ``python bench/bench_executor.py`` (needs root for the lab).
@@ -118,7 +118,8 @@ def run() -> c.Report:
         "`rx.TCPExecutor(..., on=<lab host>)` over ssh, and on a local context "
         "(`on=master.local()`, no ssh); readiness checked in the context. Baselines: "
         "mirakuru %s `TCPExecutor` on this machine with the same `sleep`, and with "
-        "`sleep=%g`. remoteexec polls from 5 ms, doubling up to `sleep`; mirakuru polls "
+        "`sleep=%g`. remoteexec polls from 5 ms, then every tenth of the time waited, "
+        "up to `sleep`; mirakuru polls "
         "at a fixed `sleep`, so against mirakuru's default most of the gain is polling "
         "frequency: the `sleep=%g` row is the fair baseline. Times in ms (median; p90 for "
         "the total)."

@@ -143,23 +143,23 @@ MUTATIONS = (
     ),
     Mutation(
         "poll-at-fixed-sleep",
-        "remoteexec/target/lifecycle.py",
-        "delay = 0.005",
-        "delay = sleep",
+        "remoteexec/target/checks.py",
+        "return min(sleep, max(FIRST_POLL, waited * POLL_GROWTH))",
+        "return sleep",
         (
-            "tests/test_claims_executors.py::test_readiness_polls_from_5ms_doubling_up_to_sleep[local]",
+            "tests/test_claims_executors.py::test_readiness_polls_from_5ms_growing_up_to_sleep[local]",
         ),
         "readiness polled at a fixed sleep (mirakuru's way), not from 5 ms",
     ),
     Mutation(
-        "poll-no-doubling",
-        "remoteexec/target/lifecycle.py",
-        "delay *= 2",
-        "delay *= 1",
+        "poll-no-growth",
+        "remoteexec/target/checks.py",
+        "return min(sleep, max(FIRST_POLL, waited * POLL_GROWTH))",
+        "return min(sleep, FIRST_POLL)",
         (
-            "tests/test_claims_executors.py::test_readiness_polls_from_5ms_doubling_up_to_sleep[local]",
+            "tests/test_claims_executors.py::test_readiness_polls_from_5ms_growing_up_to_sleep[local]",
         ),
-        "readiness polled every 5 ms, never doubling",
+        "readiness polled every 5 ms, never growing",
     ),
     Mutation(
         "stop-signal-twice",

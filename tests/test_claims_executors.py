@@ -109,20 +109,29 @@ def test_mirakuru_code_runs_by_changing_the_import(tmp_path) -> None:
 #: Rounds of one readiness wait each; per probe interval the fastest round
 #: is kept, so a load spike in one round does not count.
 POLL_ROUNDS = 4
-#: The server answers 200 on this probe of a round: 6 intervals to measure.
-POLL_PROBES = 7
-#: ``sleep`` of the measured executor: the doubling stops there.
+#: The server answers 200 on this probe of a round: 5 ms gaps up to 50 ms
+#: waited, then growing gaps (~24 of them), then ``sleep``.
+POLL_PROBES = 40
+#: ``sleep`` of the measured executor: the growth stops there. Well above
+#: the slack of the first gaps, so a poll at a fixed ``sleep`` fails there.
 POLL_SLEEP = 0.05
 #: Above the expected interval, the fastest round may take this much more
 #: (one HTTP round trip on the host plus scheduling), times EXPECTED * 1.5.
 POLL_SLACK = 0.02
 
 
-def test_readiness_polls_from_5ms_doubling_up_to_sleep(place: Place) -> None:
+def _pauses(times: List[float], sleep: float) -> List[float]:
+    """The pause after each probe at ``times`` (seconds, the first probe
+    right as the wait began): 5 ms, then a tenth of the time waited, up to sleep."""
+    return [min(sleep, max(0.005, 0.1 * (t - times[0]))) for t in times[:-1]]
+
+
+def test_readiness_polls_from_5ms_growing_up_to_sleep(place: Place) -> None:
     """Measured on the host by the probed server itself: the gaps between
-    probes are 5, 10, 20, 40 ms, then ``sleep``. A sleep never ends early,
-    so each gap is at least that; the fastest of several rounds is close
-    to it (a fixed ``sleep`` poll, as mirakuru's, or a slower start fails)."""
+    probes are 5 ms until 50 ms were waited, then a tenth of the time
+    waited, then ``sleep``. A sleep never ends early, so each gap is at
+    least that; the fastest of several rounds is close to it (a fixed
+    ``sleep`` poll, as mirakuru's, a fixed 5 ms poll or a slower start fails)."""
     port = place.free_port()
     server = rx.OutputExecutor(
         place.cmd("http-count", "127.0.0.1", port, POLL_PROBES),
@@ -150,13 +159,17 @@ def test_readiness_polls_from_5ms_doubling_up_to_sleep(place: Place) -> None:
         server.stop()
     assert sorted(probes) == ["/round%d" % n for n in range(POLL_ROUNDS)], probes
     assert all(len(times) == POLL_PROBES for times in probes.values()), probes
-    gaps = [[b - a for a, b in zip(t, t[1:])] for t in probes.values()]
-    expected = [min(0.005 * 2**i, POLL_SLEEP) for i in range(POLL_PROBES - 1)]
-    fastest = [min(g[i] for g in gaps) for i in range(POLL_PROBES - 1)]
-    shown = ["%.1f" % (1000 * f) for f in fastest]
-    for want, got in zip(expected, fastest):
-        assert got >= want - 1e-6, ("a gap shorter than the poll delay", shown)
-        assert got <= want * 1.5 + POLL_SLACK, ("polls too slowly", shown)
+    rounds = list(probes.values())
+    gaps = [[b - a for a, b in zip(t, t[1:])] for t in rounds]
+    # From each round's own timeline: under load the time waited grows faster.
+    pauses = [_pauses(t, POLL_SLEEP) for t in rounds]
+    for i in range(POLL_PROBES - 1):
+        shown = ["%.1f/%.1f" % (1000 * g[i], 1000 * p[i]) for g, p in zip(gaps, pauses)]
+        # A sleep never ends early: every gap is at least its pause...
+        assert all(g[i] >= p[i] - 1e-4 for g, p in zip(gaps, pauses)), ("too short", i, shown)
+        # ...and in the fastest round close to it (a load spike hits single rounds).
+        over = min(g[i] - 1.5 * p[i] for g, p in zip(gaps, pauses))
+        assert over <= POLL_SLACK, ("polls too slowly", i, shown)
 
 
 # -- output, stopped(), wait_for, name, stop_timeout ----------------------------

@@ -22,7 +22,8 @@ purpose (the README lists them all):
 - ``running(tree=True)`` is also True for a daemonizer whose main process
   exited 0 while a process it started still runs; ``stopped()`` and a
   second ``start()`` look at the whole tree.
-- Readiness checked on the host is polled from 5 ms, doubling up to ``sleep``.
+- Readiness checked on the host is polled from 5 ms, then every tenth of
+  the time waited, up to ``sleep``.
 - Bad arguments (a NaN or non-positive time, an empty command, an
   environment value that is not a str) raise ValueError/TypeError naming
   the argument in the constructor, before anything starts.

@@ -48,6 +48,10 @@ if TYPE_CHECKING:  # imported when an http(s) check needs it: http.client
     from http.client import HTTPConnection
 
 PROBE_TIMEOUT = 1.0
+#: The first pause between two probes of a readiness wait.
+FIRST_POLL = 0.005
+#: Later pauses: this share of the time waited so far (capped by the wait's ``sleep``).
+POLL_GROWTH = 0.1
 
 #: What a probe returns: whether the condition holds, and why not.
 Outcome = Tuple[bool, str]
@@ -114,6 +118,18 @@ def free_port(address: str = "") -> int:
     with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as sock:
         sock.bind((address, 0))
         return int(sock.getsockname()[1])
+
+
+def poll_delay(waited: float, sleep: float) -> float:
+    """The pause before the next probe of a wait that began ``waited`` seconds ago.
+
+    FIRST_POLL at first, then a tenth of the time waited, never above
+    ``sleep``: a service is seen ready at most ~10% (or 5 ms) after it is,
+    at 5 to 10 probes per doubling of the wait (a cheap refused connect,
+    mostly), where doubling pauses could see a service that took 80 ms only
+    at 155 ms.
+    """
+    return min(sleep, max(FIRST_POLL, waited * POLL_GROWTH))
 
 
 def describe(spec: Spec) -> str:

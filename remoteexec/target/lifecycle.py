@@ -1,9 +1,10 @@
 """An executor's process tree from start to forget: the supervisor's calls on one tree.
 
 ``start`` spawns and waits until every readiness check passes on this host
-(polling from 5 ms, doubling up to ``sleep``); ``stop``/``kill``/``forget``
-end a tree; ``status``, ``output``, ``read_log`` and ``wait_exit`` look at
-it. Each returns a reply of :mod:`.protocol` or its error shape.
+(polling from 5 ms, then every tenth of the time waited, up to ``sleep``);
+``stop``/``kill``/``forget`` end a tree; ``status``, ``output``,
+``read_log`` and ``wait_exit`` look at it. Each returns a reply of
+:mod:`.protocol` or its error shape.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def wait_ready(
 ) -> Union[protocol.ProcInfo, Reply]:
     """Poll ``built`` until all pass (the tree's info), the main process
     exits non-zero or ``deadline`` passes (an error reply; the tree killed)."""
-    delay = 0.005
+    began = time.monotonic()
     detail = "no readiness check"
     while True:
         rc = proc.poll()
@@ -80,8 +81,7 @@ def wait_ready(
                 % (protocol.timed_out_text(timeout), timeout, detail),
                 timeout=timeout,
             )
-        time.sleep(min(delay, sleep, deadline - now))
-        delay *= 2
+        time.sleep(min(checks.poll_delay(now - began, sleep), deadline - now))
 
 
 def already_running(pre_check_specs: Specs, timeout: float, command_text: str) -> Optional[Reply]:
@@ -113,8 +113,9 @@ def start(
 
     ``pre_check_specs``: fail with AlreadyRunning if these checks already
     pass before we start anything (someone else owns the port/socket/file).
-    Polling starts at 5 ms and doubles up to ``sleep``, so a fast service is
-    seen as ready quickly without busy-looping on a slow one. With
+    Polling starts at 5 ms, then pauses a tenth of the time waited so far,
+    up to ``sleep`` (:func:`.checks.poll_delay`): a service is seen ready
+    within ~10% of its start time, without busy-looping on a slow one. With
     ``spec["restart"] == "on-failure"`` the tree is restarted here, on the
     host, when it exits non-zero after start (:mod:`.restarts`).
     """

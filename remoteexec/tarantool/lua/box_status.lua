@@ -1,5 +1,35 @@
 -- box.info as plain data, for remoteexec's probe (remoteexec.target.tarantool.boxinfo).
 -- Sent as source by the master on every call: run by the probe server, it returns one table.
+-- Arguments (all optional): hold, since, read_only, peers. With hold > 0 it first waits, in
+-- this fiber, up to hold seconds until the readiness layer (the first one not reached, as the
+-- host's wait_instance names them) is no longer `since`: one long poll instead of a probe
+-- every few milliseconds, so a member's start costs little CPU beside its own bootstrap.
+local hold, since, want_ro, peers_wanted = ...
+local function layer()
+    local ok, st = pcall(function() return box.info.status end)
+    if not ok or st ~= 'running' then return 'running' end
+    if rawget(_G, 'rx_app_done') ~= true then return 'app' end
+    if want_ro ~= nil and box.info.ro ~= want_ro then return 'ro' end
+    local by_uuid = {}
+    for _, peer in pairs(box.info.replication) do by_uuid[peer.uuid] = peer end
+    for _, uuid in ipairs(peers_wanted or {}) do
+        local peer = by_uuid[uuid] or {}
+        for _, link in ipairs({peer.upstream, peer.downstream}) do
+            if link == nil or link.status ~= 'follow' then return 'mesh' end
+        end
+    end
+    return 'ready'
+end
+if type(hold) == 'number' and hold > 0 then
+    local fiber = require('fiber')
+    local give_up = fiber.clock() + hold
+    -- Bounded by time (hold) and, against a stalled clock, by count.
+    for _ = 1, math.ceil(hold / 0.002) + 1 do
+        local ok, now = pcall(layer)
+        if ok and now ~= since or fiber.clock() >= give_up then break end
+        fiber.sleep(0.002)
+    end
+end
 local function get(f)
     local ok, v = pcall(f)
     if ok then return v end

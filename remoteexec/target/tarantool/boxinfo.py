@@ -5,7 +5,7 @@ box_status.lua``, package data mitogen does not ship): the master passes
 its text in every call, as ``lua``.
 """
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Sequence
 
 from remoteexec.target.tarantool.probe import probe
 from remoteexec.target.tarantool.replies import failure
@@ -25,8 +25,22 @@ def vclock_of(pairs: Any) -> Dict[int, int]:
     return out
 
 
-def box_status(socket_path: str, lua: str, timeout: float = 5.0) -> Dict[str, Any]:
+def box_status(
+    socket_path: str,
+    lua: str,
+    timeout: float = 5.0,
+    hold: float = 0.0,
+    since: str = "",
+    read_only: Optional[bool] = None,
+    peers: Sequence[str] = (),
+) -> Dict[str, Any]:
     """One probe that returns ``box.info`` as plain data.
+
+    With ``hold`` > 0 the probe first waits inside tarantool, up to ``hold``
+    seconds (keep ``timeout`` above it), while the first readiness layer not
+    reached is still ``since`` ("running", "app", "ro", "mesh"; ``read_only``
+    and the ``peers``' uuids as :func:`~remoteexec.target.tarantool.wait_instance`
+    takes them): a long poll, cheaper than probing every few milliseconds.
 
     ``{"ok": True, "configured": bool, "status": "running", "ro": False,
     "id": 1, "uuid": ..., "cluster_uuid": ..., "version": ..., "pid": ...,
@@ -46,7 +60,8 @@ def box_status(socket_path: str, lua: str, timeout: float = 5.0) -> Dict[str, An
     The configured ``replication`` URIs are never returned: they may hold the
     replication password.
     """
-    reply = probe(socket_path, lua, (), timeout)
+    args = (hold, since, read_only, list(peers)) if hold > 0 else ()
+    reply = probe(socket_path, lua, args, timeout)
     if not reply["ok"]:
         return reply
     data = reply["result"][0] if reply["result"] else None

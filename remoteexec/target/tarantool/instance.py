@@ -21,7 +21,7 @@ from remoteexec.target.tarantool.logs import log_lines
 from remoteexec.target.tarantool.notify import NotifyListener
 from remoteexec.target.tarantool.replies import failure
 
-__all__ = ["link_problems", "prepare_instance", "wait_instance"]
+__all__ = ["HOLD", "UNKNOWN_UUIDS", "link_problems", "prepare_instance", "wait_instance"]
 
 # NotifyListeners bound by prepare_instance() and not yet consumed by
 # wait_instance(), by socket path: they must outlive the call that made them.
@@ -193,6 +193,12 @@ def _diagnosis(peers: Sequence[Sequence[str]], log_paths: Sequence[str], pid: in
 
 # Kept from the timeout for the link diagnosis, so the answer still comes in time.
 _DIAGNOSE_S = 0.3
+# box.info.uuid of an instance still loading (a replica before its JOIN): not yet
+# known, so no proof that another instance answers.
+UNKNOWN_UUIDS = (None, "00000000-0000-0000-0000-000000000000")
+# The longest a readiness probe waits inside tarantool for the next layer: an exit
+# is seen at once anyway (the probe connection closes), a stop (SIGSTOP) within this.
+HOLD = 0.25
 
 
 def wait_instance(
@@ -250,11 +256,22 @@ def wait_instance(
                 # A build without sd_notify support never sends: poll box.info after 1 s.
                 if not listener.running and time.monotonic() - started < 1.0:
                     continue
-            status = box_status(probe_socket, status_lua, min(left, 1.0))
+            # A long poll: tarantool answers when the layer changes (or after HOLD).
+            hold = max(0.0, min(HOLD, left - 0.05))
+            status = box_status(
+                probe_socket,
+                status_lua,
+                min(left, hold + 1.0),
+                hold=hold,
+                since=layer,
+                read_only=read_only,
+                peers=[p[0] for p in peers],
+            )
             if not status.get("ok"):
                 detail = "probe: %s" % status["error"]["message"]
+                time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
             elif status.get("pid") != pid or (
-                instance_uuid and status.get("uuid") != instance_uuid
+                instance_uuid and status.get("uuid") not in (instance_uuid, *UNKNOWN_UUIDS)
             ):
                 return failure(
                     "identity",
@@ -273,7 +290,6 @@ def wait_instance(
                 if layer == "ready":
                     timings["mesh"] = now
                     return {"ok": True, "timings": timings, "status": status}
-            time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
         if layer == "running" and peers:
             detail += "; " + _diagnosis(peers, log_paths, pid)
         return failure(
