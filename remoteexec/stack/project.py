@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -150,23 +149,14 @@ def master_lock(name: str, timeout: float = LOCK_WAIT) -> Iterator[None]:
     """Hold project ``name``'s lock on this master (flock: released if we die)."""
     d = project_dir(name)
     target.private_dirs(os.path.dirname(d), d)
-    fd = os.open(os.path.join(d, "master.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = target.flock_within(os.path.join(d, "master.lock"), timeout)
+    if fd is None:
+        raise StackError(
+            "project %s: another up or down of it runs on this machine"
+            " (waited %gs for %s/master.lock)" % (name, timeout, d),
+            stack=name,
+        )
     try:
-        deadline = time.monotonic() + timeout
-        delay = 0.01
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise StackError(
-                        "project %s: another up or down of it runs on this machine"
-                        " (waited %gs for %s/master.lock)" % (name, timeout, d),
-                        stack=name,
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
         yield
     finally:
         os.close(fd)

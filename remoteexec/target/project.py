@@ -97,6 +97,25 @@ def ensure(root: Optional[str], project: str, host: str) -> Dict[str, str]:
     return p
 
 
+def flock_within(path: str, timeout: float) -> Optional[int]:
+    """Open ``path`` (0600) and take its exclusive flock, waiting at most
+    ``timeout`` seconds; the fd holding it, or None (closed) on timeout. A
+    holder that dies releases the lock: that is the stale-lock recovery."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
 def lock(root: Optional[str], project: str, host: str, timeout: float) -> Dict[str, Any]:
     """Take the project's lock on this host (held by this context until
     :func:`unlock` or its death); wait at most ``timeout`` seconds."""
@@ -104,23 +123,13 @@ def lock(root: Optional[str], project: str, host: str, timeout: float) -> Dict[s
     with _LOCKS_GUARD:
         if p["lock"] in LOCKS:
             return {"ok": True}
-    fd = os.open(p["lock"], os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    deadline = time.monotonic() + float(timeout)
-    delay = 0.01
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                return protocol.error(
-                    "TimeoutExpired",
-                    "project %s on %s: another up or down holds %s (waited %gs)"
-                    % (project, host, p["lock"], timeout),
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+    fd = flock_within(p["lock"], float(timeout))
+    if fd is None:
+        return protocol.error(
+            "TimeoutExpired",
+            "project %s on %s: another up or down holds %s (waited %gs)"
+            % (project, host, p["lock"], timeout),
+        )
     os.ftruncate(fd, 0)
     os.write(fd, b"%d\n" % os.getpid())
     with _LOCKS_GUARD:
