@@ -67,7 +67,7 @@ def wait_ready(
                     proc.read_from["err" if path == proc.err_log_path else "out"] = offset
             proc.enter("ready", "ready")
             return proc.info()
-        if rc == 0 and not proc.marked():
+        if rc == 0 and not proc.lingering():
             # A daemonizer may exit 0; a launcher (docker run -d) may even
             # leave nothing of ours behind: keep checking, as mirakuru does,
             # but say so if it times out.

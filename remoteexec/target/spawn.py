@@ -309,9 +309,11 @@ class Proc:
             procs.release_waited(child)
         return rc
 
-    def marked(self) -> List[int]:
-        """Live processes carrying this tree's marker (the main one included)."""
-        return [p for p in procs.pids_with_marker(MARKER, self.marker) if procs.is_alive(p)]
+    def marked(self, within: Optional[int] = None) -> List[int]:
+        """Live processes carrying this tree's marker (the main one included);
+        with ``within``, only among that pid's descendants."""
+        found = procs.pids_with_marker(MARKER, self.marker, within=within)
+        return [p for p in found if procs.is_alive(p)]
 
     def signal_tree(self, sig: int) -> None:
         """``sig`` to the process group, and to marked pids that left it.
@@ -330,10 +332,19 @@ class Proc:
             if not in_group:
                 signal_pid(pid, sig)
 
+    def lingering(self) -> bool:
+        """Whether a marked process of the tree lives.
+
+        This context is the trees' subreaper, so their processes stay under
+        it: a walk of its subtree is cheap enough for a wait loop. Only when
+        that finds none does a scan of every process confirm it.
+        """
+        return bool(self.marked(within=os.getpid()) or self.marked())
+
     def alive(self) -> bool:
         """True while the main process or any marked descendant lives."""
         procs.reap_orphans()
-        if self.poll() is None or self.marked():
+        if self.poll() is None or self.lingering():
             return True
         procs.reap_orphans()  # one may have died between the first reap and the scan
         return False
@@ -372,7 +383,7 @@ class Proc:
         rc = self.poll()
         if rc is None:
             return True
-        return rc == 0 and bool(self.marked())
+        return rc == 0 and self.lingering()
 
     def tail(self, lines: int = protocol.TAIL_LINES) -> str:
         out = files.tail(self.log_path, lines)

@@ -42,3 +42,69 @@ def test_exit_status_of_a_zombie_child_then_gone() -> None:
     child.wait()
     assert procs.exit_status(child.pid) == (True, None)
     assert procs.exit_status(os.getpid()) == (False, None)
+
+
+def _wait_for(predicate, what: str, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(0.01)
+    raise AssertionError("not within %.0f s: %s" % (timeout, what))
+
+
+def test_descendants_lists_grandchildren_and_zombies() -> None:
+    if not procs.CHILDREN_LISTS:
+        return  # the kernel lists no children: callers scan /proc instead
+    # A shell whose child sleeps: the grandchild is found through the shell.
+    shell = subprocess.Popen(["sh", "-c", "sleep 30 & echo $!; wait"], stdout=subprocess.PIPE)
+    zombie = subprocess.Popen(["true"])
+    try:
+        assert shell.stdout is not None
+        grandchild = int(shell.stdout.readline())
+        _wait_for(lambda: procs.state(zombie.pid) == "Z", "the exited child a zombie")
+        found = procs.descendants(os.getpid())
+        assert found is not None
+        assert {shell.pid, grandchild, zombie.pid} <= set(found)
+        assert os.getpid() not in found
+        assert procs.children(shell.pid) == [grandchild]
+        assert procs.descendants(2**22 + 7) == []  # no such pid: nothing, no error
+    finally:
+        shell.kill()
+        shell.wait()
+        zombie.wait()
+    os.kill(grandchild, 9)
+
+
+def test_marker_search_within_a_subtree_misses_what_left_it() -> None:
+    """within= looks only under the given pid; without it, everywhere: the
+    stop loop's cheap walk cannot replace the final scan of every process."""
+    value = "procs-test-%d-%d" % (os.getpid(), time.monotonic_ns())
+    env = dict(os.environ, RX_PROCS_TEST=value)
+    inside = subprocess.Popen(["sleep", "30"], env=env)
+    # Double fork: the sleep is orphaned, reparented out of this process's tree.
+    out = subprocess.run(
+        ["sh", "-c", "sleep 30 </dev/null >/dev/null 2>&1 & echo $!"],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    outside = int(out.stdout)
+    try:
+        everywhere = _wait_for(
+            lambda: (lambda f: f if {inside.pid, outside} <= set(f) else None)(
+                procs.pids_with_marker("RX_PROCS_TEST", value)
+            ),
+            "both marked sleeps found by the full scan",
+        )
+        assert set(everywhere) == {inside.pid, outside}
+        nearby = procs.pids_with_marker("RX_PROCS_TEST", value, within=os.getpid())
+        if procs.CHILDREN_LISTS:
+            assert nearby == [inside.pid]
+        else:
+            assert set(nearby) == {inside.pid, outside}
+    finally:
+        inside.kill()
+        inside.wait()
+        os.kill(outside, 9)
