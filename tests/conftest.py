@@ -4,8 +4,9 @@ Lab tests need root, iproute2 and openssh-server; Tarantool tests need
 ``tarantool``. Without them they skip, except in CI (``CI`` set to anything
 but empty, 0, false or no: GitHub's ``true``, GitLab's ``true``, others'
 ``1``), where a skip is a failure: CI must never go green without having
-exercised real sshd hosts and a real tarantool. ``IN_CI``, ``need_lab()``
-and ``need_tarantool()`` are the one definition of that rule.
+exercised real sshd hosts and a real tarantool. The rule is the plugin's
+(``remoteexec.pytest.plugin.in_ci`` and ``skip_or_fail``), which
+``need_lab()`` and ``need_tarantool()`` apply.
 
 Leftover checks (``run_pids``, ``left_nothing``) read /proc through
 ``helpers/oracle.py``, never through the product's own process table.
@@ -26,6 +27,7 @@ from helpers import oracle
 
 import remoteexec as rx
 from remoteexec.lab import free_port
+from remoteexec.pytest.plugin import skip_or_fail
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "proc.py")
@@ -33,21 +35,6 @@ HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "pr
 PY = "/usr/bin/python3"
 #: The tarantool on this machine's PATH (lab hosts share the filesystem), or None.
 TARANTOOL = shutil.which("tarantool")
-
-
-def in_ci(environ: Dict[str, str]) -> bool:
-    """Whether ``environ`` says we run in CI: ``CI`` set and not 0/false/no."""
-    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-IN_CI = in_ci(dict(os.environ))
-
-
-def skip_or_fail(why: str) -> None:
-    """Skip a test that cannot run here; in CI, fail it instead."""
-    if IN_CI:
-        pytest.fail("%s, and CI must not skip it (CI=%s)" % (why, os.environ.get("CI")))
-    pytest.skip(why)
 
 
 def need_lab() -> None:
