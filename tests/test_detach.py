@@ -207,6 +207,26 @@ def read(path: str) -> str:
         return f.read()
 
 
+def start_holder(
+    stack_file: str, project: str, action: str, state_home: str
+) -> subprocess.Popen[str]:
+    """A process running HOLDER's ``action``, once it said it has done it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, stack_file, project, action],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env_for(state_home),
+    )
+    assert holder.stdout is not None
+    said = holder.stdout.readline().strip()
+    if said != {"up": "UP", "lock": "LOCKED"}[action]:
+        holder.kill()
+        holder.wait(10)
+        raise AssertionError("the %s holder said %r" % (action, said))
+    return holder
+
+
 def mode(path: str) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
@@ -218,16 +238,8 @@ def test_survives_sigkill_then_status_logs_down_from_new_processes(
     ``status`` from a new process says; ``logs -f`` sees new lines; ``down``
     from a third process stops them all, pids gone, state removed; again: ok."""
     t0 = time.monotonic()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, stack_file, project, "up"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env_for(state_home),
-    )
+    holder = start_holder(stack_file, project, "up", state_home)
     try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "UP"
         took_up = time.monotonic() - t0
         holder.send_signal(signal.SIGKILL)
         killed = time.monotonic()
@@ -359,16 +371,8 @@ def test_stale_lock_is_recovered_and_a_live_one_holds(
 ) -> None:
     """A process holding the project's locks (master and hosts) makes another
     up wait; once it is SIGKILLed the locks are free at once."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, stack_file, project, "lock"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env_for(state_home),
-    )
+    holder = start_holder(stack_file, project, "lock", state_home)
     try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "LOCKED"
         from remoteexec.stack.error import StackError
         from remoteexec.stack.project import Detaching
 
