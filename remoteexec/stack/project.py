@@ -533,9 +533,12 @@ class DetachedStack:
         return found
 
     def status(self, lines: int = 20) -> List[Dict[str, Any]]:
-        """One row per service and host: service, host, pid, state (running,
-        exited, lost, unreachable, missing), exit_code, readiness (re-checked),
-        uptime, and the log tail of what does not run."""
+        """One row per service and host: service, host, pid (the service's
+        main process), keeper_pid (the keeper that leads its session and
+        writes its log), state (running, exited, lost, unreachable, missing),
+        exit_code, readiness (re-checked), uptime, command, log (its path on
+        the host), and output_tail, the log's end, for what does not run;
+        ``message`` says why a host is unreachable."""
         found = each({n: partial(r.status, lines) for n, r in self.remote.items()})
         rows = []
         for service in self.services:
