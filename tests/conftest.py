@@ -66,8 +66,10 @@ def lab() -> Iterator[object]:
 
 def connect_options(lab: Any) -> Dict[str, Any]:
     """How the tests connect to lab hosts: the lab's key and known_hosts (strict
-    host key checking), Debian's python, a 5 s connect timeout."""
-    return lab.connect_options(python=PY, connect_timeout=5)
+    host key checking), Debian's python, a 15 s connect timeout: a bound, not a
+    claim (tests of connection errors assert their own), wide enough for a
+    connect while another copy of the suite loads both cores."""
+    return lab.connect_options(python=PY, connect_timeout=15)
 
 
 @pytest.fixture

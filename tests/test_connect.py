@@ -15,7 +15,7 @@ import remoteexec as rx
 
 pytestmark = pytest.mark.lab
 
-#: connect_options()' connect_timeout: the bound every connection attempt has.
+#: How soon a failed connect must be reported (below connect_options()' bound).
 CONNECT_TIMEOUT = 5
 #: Connection errors must come within the connect timeout plus this much (ssh
 #: and mitogen start-up, more under load from concurrent suites).
