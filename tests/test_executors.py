@@ -240,6 +240,20 @@ def test_stop_needs_sigkill(place: Place) -> None:
     assert not ex.running()
 
 
+def test_paused_process_stops_at_once(place: Place) -> None:
+    """A stopped (SIGSTOP) process is continued after the stop signal, as
+    systemd does: it ends on SIGTERM, not after stop_timeout and a SIGKILL."""
+    ex = rx.SimpleExecutor(["sleep", "60"], on=place.host, stop_timeout=30, strict_stop=True)
+    ex.start()
+    pid = ex.pid
+    ex.process.send_signal(signal.SIGSTOP)
+    assert wait_until(lambda: (oracle.stat(pid) or oracle.Stat(pid, "", 0, 0, 0)).state == "T", 5)
+    t0 = time.monotonic()
+    ex.stop()  # strict_stop: an escalation to SIGKILL would raise
+    assert time.monotonic() - t0 < FAIL_FAST
+    assert wait_until(lambda: _gone(place, pid), 3)
+
+
 def test_unexpected_exit_code_after_stop(place: Place) -> None:
     code = (
         "import signal,sys,time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(7));"

@@ -1154,8 +1154,8 @@ class Stack:
         """SIGSTOP service ``name``'s process (a group or a replica set: every
         member's) on its host: it hangs, holding its sockets, as on a frozen
         host, until :meth:`resume`. An executor's main process is stopped,
-        not what it started. Resume before ``down()``: a stopped process
-        does not see the stop signal, and waits for ``stop_timeout``."""
+        not what it started. A stop continues it right after the stop
+        signal (as systemd does), so ``down()`` of a paused service is quick."""
         if not self._up:
             raise StackError("stack %s is not up: up() first" % self.name, stack=self.name)
         names = self._expand(name, "pause()")

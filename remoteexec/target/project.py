@@ -333,6 +333,8 @@ def halt(entry: Dict[str, Any], sig: int, timeout: float) -> Dict[str, Any]:
         return {"stopped": False, "not_ours": not_ours, "escalated": False}
     for pid in pids:
         signal_pid(pid, sig)
+        if sig != signal.SIGKILL:
+            signal_pid(pid, signal.SIGCONT)  # a paused process sees ``sig`` only once continued
     escalated = not gone(pids, time.monotonic() + timeout)
     if escalated:
         for pid in pids:

@@ -366,6 +366,10 @@ class Proc:
         self.stopping.set()
         with self.lock:
             self.signal_tree(sig)
+            if sig not in (signal.SIGKILL, signal.SIGCONT):
+                # As systemd does: a stopped (paused) process sees the stop
+                # signal only once continued; otherwise it waits out ``timeout``.
+                self.signal_tree(signal.SIGCONT)
         escalated = not self.wait_gone(time.monotonic() + timeout)
         if escalated:
             self.signal_tree(signal.SIGKILL)
