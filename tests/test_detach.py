@@ -95,6 +95,9 @@ def stack_file(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
             on = "c"
             command = ["%s", "-u", "-c", %s, "${db.uri}"]
             depends_on = { db = "healthy" }
+            restart = "on-failure"
+            max_restarts = 2
+            restart_backoff = 0.1
             """
         )
         % (lab.identity_file, lab.known_hosts_file, PY, *lab.targets, PY, PY, json.dumps(TICK))
@@ -364,6 +367,35 @@ def test_killed_from_outside_and_an_unrelated_pid(
         unrelated.wait(10)
     assert marked(project) == []
     print("\nfigures: up -d (CLI, 3 hosts) %.2fs" % took_up)
+
+
+def test_a_crash_is_restarted_after_up_returned(
+    stack_file: str, state_home: str, here: Dict[str, Any], project: str
+) -> None:
+    """restart = "on-failure" outlives `up -d`: the keeper restarts a crashed
+    service with no master running; status shows the new pid and the count;
+    down then stops it for good."""
+    r = cli(state_home, "up", "-d", stack_file, "-p", project)
+    assert r.returncode == 0, r.stdout + r.stderr  # and that process has ended
+    first = looked(here, project)["ticker"]
+    assert first["restarts"] == 0 and first["pid"] != first["keeper_pid"], first
+    os.kill(int(first["pid"]), signal.SIGKILL)  # the service alone: a crash
+
+    def restarted() -> bool:
+        now = looked(here, project)["ticker"]
+        return now["state"] == "running" and now["restarts"] == 1 and now["pid"] != first["pid"]
+
+    assert wait_until(restarted, 30, 0.2)
+    again = looked(here, project)["ticker"]
+    assert again["keeper_pid"] == first["keeper_pid"]
+    assert wait_until(lambda: procs.is_alive(int(again["pid"])), 5)
+    logs = cli(state_home, "logs", "ticker", "-p", project, "-n", "200").stdout
+    assert "restarting in 0.2s (1 of 2)" in logs, logs
+    r = cli(state_home, "down", "-p", project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    pids = [int(first["keeper_pid"]), int(again["pid"])]
+    assert wait_until(lambda: not any(procs.is_alive(p) for p in pids), 10)
+    assert marked(project) == []
 
 
 def test_stale_lock_is_recovered_and_a_live_one_holds(

@@ -8,6 +8,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
+
+import pytest
 
 from remoteexec.target import keeper
 
@@ -16,26 +19,35 @@ CAP = 4096
 KEEP = 2
 
 
-def run_keeper(tmp_path: object, *command: str) -> tuple[subprocess.CompletedProcess[str], str]:
+def keeper_argv(log: str, *command: str, restart: tuple[int, float] = (0, 0.0)) -> list[str]:
+    return [
+        sys.executable,
+        "-I",
+        "-S",
+        SCRIPT,
+        log,
+        str(CAP),
+        str(KEEP),
+        log + ".exit",
+        *(str(x) for x in restart),
+        "--",
+        *command,
+    ]
+
+
+def run_keeper(
+    tmp_path: object, *command: str, restart: tuple[int, float] = (0, 0.0)
+) -> tuple[subprocess.CompletedProcess[str], str]:
     log = os.path.join(str(tmp_path), "svc.log")
     done = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            "-S",
-            SCRIPT,
-            log,
-            str(CAP),
-            str(KEEP),
-            log + ".exit",
-            "--",
-            *command,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+        keeper_argv(log, *command, restart=restart), capture_output=True, text=True, timeout=60
     )
     return done, log
+
+
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
 
 
 def test_log_is_rotated_and_bounded(tmp_path: object) -> None:
@@ -46,7 +58,7 @@ def test_log_is_rotated_and_bounded(tmp_path: object) -> None:
     done, log = run_keeper(tmp_path, sys.executable, "-c", code)
     assert done.returncode == 0, done.stderr
     names = sorted(os.listdir(str(tmp_path)))
-    assert names == ["svc.log", "svc.log.1", "svc.log.2", "svc.log.exit"], names
+    assert names == ["svc.log", "svc.log.1", "svc.log.2", "svc.log.exit", "svc.log.exit.run"]
     total = 0
     for name in ("svc.log", "svc.log.1", "svc.log.2"):
         size = os.path.getsize(os.path.join(str(tmp_path), name))
@@ -77,3 +89,90 @@ def test_exit_code_and_signal_are_passed_on(tmp_path: object) -> None:
     assert done.returncode == 127
     with open(log) as f:
         assert "cannot run no-such-program-xyz" in f.read()
+
+
+#: A service that fails (exit 3) until it has run ``$1`` times, then exits 0;
+#: each run appends a line to the file ``$2``.
+FLAKY = 'echo run >> "$2"; [ "$(wc -l < "$2")" -ge "$1" ] && exit 0; echo failing; exit 3'
+
+
+def test_restarts_on_failure_until_it_succeeds(tmp_path: object) -> None:
+    """on-failure: started again after each non-zero exit (noted in the log),
+    until it exits 0; EXIT.run counts the restarts."""
+    runs = os.path.join(str(tmp_path), "runs")
+    done, log = run_keeper(tmp_path, "sh", "-c", FLAKY, "flaky", "3", runs, restart=(5, 0.0))
+    assert done.returncode == 0, done.stderr
+    assert read(runs).count("run") == 3
+    text = read(log)
+    assert text.count("failing") == 2 and text.count("restarting in") == 2, text
+    assert "(1 of 5)" in text and "(2 of 5)" in text
+    assert read(log + ".exit").strip() == "0"
+    assert read(log + ".exit.run").split() == ["0", "2"]
+
+
+def test_restarts_stop_at_the_limit(tmp_path: object) -> None:
+    runs = os.path.join(str(tmp_path), "runs")
+    done, log = run_keeper(tmp_path, "sh", "-c", FLAKY, "flaky", "99", runs, restart=(2, 0.0))
+    assert done.returncode == 3
+    assert read(runs).count("run") == 3  # the first run and 2 restarts
+    assert read(log + ".exit.run").split() == ["0", "2"]
+
+
+def _wait(predicate, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("not within %.0f s: %s" % (timeout, what))
+        time.sleep(0.01)
+
+
+def _running_pid(log: str) -> int:
+    _wait(lambda: os.path.exists(log + ".exit.run"), "the keeper to start its service")
+    return int(read(log + ".exit.run").split()[0])
+
+
+@pytest.mark.parametrize("how", ["signal", "stop file"])
+def test_a_stop_is_not_restarted(tmp_path: object, how: str) -> None:
+    """A stop (the stop signal to the session, or EXIT.stop then any end) is
+    final, even with restarts left and the service ending first."""
+    log = os.path.join(str(tmp_path), "svc.log")
+    keeper_proc = subprocess.Popen(
+        keeper_argv(log, "sleep", "60", restart=(5, 0.0)), start_new_session=True
+    )
+    try:
+        service = _running_pid(log)
+        if how == "signal":
+            # What a stop does: the service's group first, then the keeper.
+            os.killpg(service, signal.SIGTERM)
+            os.kill(keeper_proc.pid, signal.SIGTERM)
+            expected = -signal.SIGTERM
+        else:
+            open(log + ".exit.stop", "w").close()
+            os.kill(service, signal.SIGKILL)  # a kill, with the stop already written
+            expected = -signal.SIGKILL
+        assert keeper_proc.wait(20) == expected
+        assert read(log + ".exit.run").split() == ["0", "0"]
+        assert "restarting" not in read(log)
+    finally:
+        keeper_proc.kill()
+        keeper_proc.wait(10)
+
+
+def test_a_crash_is_restarted_while_nobody_watches(tmp_path: object) -> None:
+    """The restart comes from the keeper alone: SIGKILL of the service (not a
+    stop), and a new service runs, its pid in EXIT.run."""
+    log = os.path.join(str(tmp_path), "svc.log")
+    keeper_proc = subprocess.Popen(
+        keeper_argv(log, "sleep", "60", restart=(1, 0.0)), start_new_session=True
+    )
+    try:
+        first = _running_pid(log)
+        os.kill(first, signal.SIGKILL)
+        _wait(lambda: read(log + ".exit.run").split()[0] not in ("0", str(first)), "a restart")
+        second, restarts = (int(x) for x in read(log + ".exit.run").split())
+        assert restarts == 1 and second != first
+        os.kill(second, signal.SIGKILL)  # no restarts left
+        assert keeper_proc.wait(20) == -signal.SIGKILL
+    finally:
+        keeper_proc.kill()
+        keeper_proc.wait(10)

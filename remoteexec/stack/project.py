@@ -535,8 +535,9 @@ class DetachedStack:
     def status(self, lines: int = 20) -> List[Dict[str, Any]]:
         """One row per service and host: service, host, pid (the service's
         main process), keeper_pid (the keeper that leads its session and
-        writes its log), state (running, exited, lost, unreachable, missing),
-        exit_code, readiness (re-checked), uptime, command, log (its path on
+        writes its log), state (running, restarting, exited, lost, unreachable,
+        missing), exit_code, restarts (by its keeper), readiness (re-checked),
+        uptime, command, log (its path on
         the host), and output_tail, the log's end, for what does not run;
         ``message`` says why a host is unreachable."""
         found = each({n: partial(r.status, lines) for n, r in self.remote.items()})

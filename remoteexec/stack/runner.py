@@ -509,11 +509,7 @@ class Stack:
                 entry.state, entry.restarts, entry.exit_code = "pending", 0, None
             self._exits = []
         try:
-            for entry in self._entries.values():
-                if entry.restart != "no":
-                    entry.supervised = adapt.restart_policy(
-                        entry.service, entry.restart, entry.max_restarts, entry.backoff
-                    )
+            self._hand_restart_policies()
             self._start_watcher()
             timings = self._start(deps, list(deps))
             with self._cond:
@@ -525,6 +521,14 @@ class Stack:
         finally:
             with self._cond:
                 self._starting = False
+
+    def _hand_restart_policies(self) -> None:
+        """Give each service its restart policy, for its host to apply."""
+        for entry in self._entries.values():
+            if entry.restart != "no":
+                entry.supervised = adapt.restart_policy(
+                    entry.service, entry.restart, entry.max_restarts, entry.backoff
+                )
 
     def _up_detached(
         self,
@@ -561,6 +565,9 @@ class Stack:
                         entry.state = "ready"
                 self._exits = []
             detaching.begin()
+            # Executors' policies go to their keepers, which restart them
+            # for as long as they live, with or without a master.
+            self._hand_restart_policies()
             for name in missing:
                 detaching.place(name, self._entries[name].service)
             timings = self._start(deps, missing)

@@ -13,27 +13,50 @@ as a script; stdlib only) that
 - appends that output to the service's 0600 log, rotating it when it grows
   past ``CAP`` bytes (``LOG`` → ``LOG.1`` → ... → ``LOG.KEEP``, the oldest
   dropped): at most ``(KEEP + 1) * CAP`` bytes per service, for ever;
-- ignores SIGTERM/SIGINT/SIGHUP itself (the service gets them, ends, and
-  the keeper reads EOF), waits for the service, writes its exit code (as
-  Popen's ``returncode``: minus the signal that killed it) to ``EXIT``, and
-  exits the same way, so the supervisor's ``poll()`` sees the service's code.
+- applies the restart policy for as long as it lives, whether or not a
+  master does: with ``RESTARTS`` > 0, a service that exits non-zero (or is
+  killed by a signal) is started again after ``BACKOFF`` seconds (at least
+  :data:`GRACE`), doubling up to :data:`MAX_BACKOFF`, at most ``RESTARTS``
+  times, each restart noted in the log; ``EXIT.run`` holds the running
+  service's pid and the restarts so far;
+- outlives a stop without acting on it: SIGTERM/SIGINT/SIGHUP/SIGQUIT reach
+  the service (a stop signals its group) and only tell the keeper not to
+  restart it, as does an ``EXIT.stop`` file that a stop writes first (the
+  keeper may see the service end before its own signal arrives); then it
+  reads EOF, waits for the service, writes its exit code (as Popen's
+  ``returncode``: minus the signal that killed it) to ``EXIT``, and exits
+  the same way, so the supervisor's ``poll()`` sees the service's code.
 
 Its environment is the service's (the marker included), and a keeper never
 rewrites it: identity checks read the keeper, whatever the service (Tarantool)
 does to its own process title and environment.
 
-Usage: ``python3 -I -S keeper.py LOG CAP KEEP EXIT -- COMMAND...``
+Usage: ``python3 -I -S keeper.py LOG CAP KEEP EXIT [RESTARTS BACKOFF] -- COMMAND...``
 """
 
 import os
 import signal
 import sys
+import time
 from typing import List
 
 #: Signals the keeper leaves to its service.
 PASSED_ON = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 #: Bytes read from the service's pipe at a time.
 CHUNK = 65536
+#: The shortest wait before a restart: a stop's signal reaches the keeper
+#: within it even when the service ended first.
+GRACE = 0.2
+#: The longest wait between two restarts, however often the backoff doubled.
+MAX_BACKOFF = 30.0
+
+#: Set by a stop signal: the service is not started again.
+stopping = False
+
+
+def on_stop(_sig: int, _frame: object) -> None:
+    global stopping
+    stopping = True
 
 
 def rotate(path: str, keep: int) -> None:
@@ -92,28 +115,77 @@ def copy(read_fd: int, log: str, cap: int, keep: int) -> None:
     os.close(fd)
 
 
-def record_exit(path: str, code: int) -> None:
+def record(path: str, line: bytes) -> None:
+    """Replace ``path`` (0600) with ``line`` at once: a reader never sees half."""
     tmp = "%s.%d.tmp" % (path, os.getpid())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    os.write(fd, b"%d\n" % code)
+    os.write(fd, line + b"\n")
     os.close(fd)
     os.replace(tmp, path)
 
 
-def main(argv: List[str]) -> None:
-    log, cap, keep, exit_path = argv[0], int(argv[1]), int(argv[2]), argv[3]
-    command = argv[5:]
-    for sig in PASSED_ON:
-        signal.signal(sig, signal.SIG_IGN)
+def stopped(exit_path: str) -> bool:
+    return stopping or os.path.exists(exit_path + ".stop")
+
+
+def run_once(command: List[str], log: str, cap: int, keep: int, note: str, restarts: int) -> int:
+    """Start the service, copy its output until EOF, reap it: its exit code."""
     read_fd, write_fd = os.pipe()
     pid = start(command, write_fd)
     os.close(write_fd)
+    record(note, b"%d %d" % (pid, restarts))
     copy(read_fd, log, max(1024, cap), keep)
+    os.close(read_fd)
     _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    record_exit(exit_path, code)
+    return os.waitstatus_to_exitcode(status)
+
+
+def wait_before_restart(seconds: float, exit_path: str) -> bool:
+    """Sleep ``seconds`` unless a stop comes; whether to restart."""
+    deadline = time.monotonic() + max(GRACE, seconds)
+    while not stopped(exit_path):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return True
+        time.sleep(min(left, 0.05))
+    return False
+
+
+def main(argv: List[str]) -> None:
+    head = argv[: argv.index("--")]
+    command = argv[len(head) + 1 :]
+    log, cap, keep, exit_path = head[0], int(head[1]), int(head[2]), head[3]
+    limit = int(head[4]) if len(head) > 4 else 0
+    backoff = float(head[5]) if len(head) > 5 else 1.0
+    for sig in PASSED_ON:
+        signal.signal(sig, on_stop)
+    if os.path.exists(exit_path + ".stop"):
+        os.unlink(exit_path + ".stop")  # a previous run's stop
+    restarts = 0
+    while True:
+        code = run_once(command, log, cap, keep, exit_path + ".run", restarts)
+        if code == 0 or restarts >= limit or stopped(exit_path):
+            break
+        note = "remoteexec keeper: %s exited with %d; restarting in %gs (%d of %d)\n" % (
+            command[0],
+            code,
+            max(GRACE, backoff),
+            restarts + 1,
+            limit,
+        )
+        fd = open_log(log)
+        os.write(fd, note.encode("utf-8", "replace"))
+        os.close(fd)
+        record(exit_path + ".run", b"0 %d" % restarts)  # none runs: a restart pending
+        if not wait_before_restart(backoff, exit_path):
+            break
+        restarts += 1
+        backoff = min(backoff * 2, MAX_BACKOFF)
+    record(exit_path + ".run", b"0 %d" % restarts)
+    record(exit_path, b"%d" % code)
     if code < 0:
-        signal.signal(-code, signal.SIG_DFL)
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # those cannot be handled
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     os._exit(code & 0xFF)
 

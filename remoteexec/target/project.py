@@ -43,7 +43,7 @@ from typing import Any, Dict, List, Optional
 
 from . import checks, files, keeper, procs, protocol, runstate
 from .guardlink import module_source
-from .spawn import KILL_WAIT, safe_name, signal_pid
+from .spawn import KILL_WAIT, safe_name, signal_pid, stop_file
 
 #: Default size of a detached service's log before it is rotated, and how
 #: many rotated files are kept: at most (LOG_KEEP + 1) * LOG_CAP bytes each.
@@ -253,6 +253,18 @@ def exit_code(entry: Dict[str, Any]) -> Optional[int]:
         return None
 
 
+def current(entry: Dict[str, Any]) -> Dict[str, Any]:
+    """The running service's pid and restarts, as its keeper last wrote them
+    (EXIT.run: the keeper restarts it, with or without a master)."""
+    try:
+        with open(str(entry.get("exit")) + ".run", encoding="ascii") as f:
+            pid, restarts = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        return {}
+    # pid 0: between two runs (a restart pending), or after the last one.
+    return {"pid": pid, "restarts": restarts} if pid > 0 else {"restarts": restarts}
+
+
 def look(entry: Dict[str, Any], lines: int) -> Dict[str, Any]:
     """One process tree's state now: running (readiness re-checked),
     exited (its code) or lost; the log tail when it is not running."""
@@ -264,9 +276,12 @@ def look(entry: Dict[str, Any], lines: int) -> Dict[str, Any]:
         "uptime": None,
         "readiness": None,
         "exit_code": None,
+        "restarts": 0,
     }
+    now = current(entry)
+    row.update(now)
     if identical(entry):
-        row["state"] = "running"
+        row["state"] = "running" if "pid" in now or not now else "restarting"
         row["uptime"] = max(0.0, time.time() - float(entry.get("started") or time.time()))
         specs = entry.get("checks") or []
         if specs:
@@ -331,6 +346,7 @@ def halt(entry: Dict[str, Any], sig: int, timeout: float) -> Dict[str, Any]:
     pids = [p for p in members(entry) if not (not_ours and p == recorded)]
     if not pids:
         return {"stopped": False, "not_ours": not_ours, "escalated": False}
+    stop_file(str(entry.get("exit")))
     for pid in pids:
         signal_pid(pid, sig)
         if sig != signal.SIGKILL:
@@ -386,9 +402,11 @@ def stop(
                 out["not_ours"].append(name)
         out["stopped"].append(name)
         for entry in recorded.pop(name):
-            for path in (entry.get("exit"),):
-                with contextlib.suppress(OSError, TypeError):
-                    os.unlink(str(path))
+            exit_path = entry.get("exit")
+            for path in (exit_path, "%s.run" % exit_path, "%s.stop" % exit_path):
+                if exit_path:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
     with runstate.STATE.lock:
         stale = [x for x in runstate.STATE.procs.values() if x.detach is not None]
     for proc in stale:

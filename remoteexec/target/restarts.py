@@ -51,6 +51,8 @@ def watch(proc: Proc, check_specs: List[Mapping[str, Any]]) -> None:
     spec = proc.spec
     if (spec.get("restart") or "no") != "on-failure" or not spec.get("max_restarts"):
         return
+    if proc.detach is not None:
+        return  # its keeper restarts it (:mod:`.keeper`), with or without this context
     threading.Thread(
         target=_watch,
         args=(proc, check_specs),

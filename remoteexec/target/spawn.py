@@ -131,6 +131,21 @@ def popen(
     return child, None
 
 
+def stop_file(exit_path: str) -> None:
+    """Tell a keeper that its service is being stopped, before any signal: it
+    must not restart it, even if the service's end reaches it first."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(exit_path + ".stop", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+
+
+def restart_args(spec: Mapping[str, Any]) -> List[str]:
+    """The keeper's RESTARTS and BACKOFF for ``spec``'s restart policy: a
+    detached service's restarts are the keeper's, for as long as it lives."""
+    if (spec.get("restart") or "no") != "on-failure" or not spec.get("max_restarts"):
+        return []
+    return [str(int(spec["max_restarts"])), repr(float(spec.get("restart_backoff", 1.0)))]
+
+
 def service_of(keeper: int, wait: float = 2.0) -> int:
     """The pid of the service a keeper forked (the keeper's own if it has
     none within ``wait`` seconds: it failed, its log says why)."""
@@ -270,6 +285,7 @@ class Proc:
             str(int(detach["log_cap"])),
             str(int(detach["log_keep"])),
             self.log_path + ".exit",
+            *restart_args(spec),
             "--",
             *command,
         ]
@@ -365,6 +381,8 @@ class Proc:
         KILL_WAIT); no restart after it. Whether it had to escalate."""
         self.stopping.set()
         with self.lock:
+            if self.detach is not None:
+                stop_file(self.log_path + ".exit")
             self.signal_tree(sig)
             if sig not in (signal.SIGKILL, signal.SIGCONT):
                 # As systemd does: a stopped (paused) process sees the stop
