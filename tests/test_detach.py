@@ -24,7 +24,7 @@ import uuid
 from typing import Any, Dict, Iterator, List
 
 import pytest
-from conftest import PY, REPO, need_tarantool, wait_until
+from conftest import PY, REPO, connect_options, need_tarantool, wait_until
 
 from remoteexec.target import procs
 
@@ -396,6 +396,33 @@ def test_a_crash_is_restarted_after_up_returned(
     pids = [int(first["keeper_pid"]), int(again["pid"])]
     assert wait_until(lambda: not any(procs.is_alive(p) for p in pids), 10)
     assert marked(project) == []
+
+
+def test_a_python_built_stack_records_its_hops(lab: Any, state_home: str, project: str) -> None:
+    """A stack built in Python on a host reached through another (a bastion
+    that runs nothing): master.json records the hop, and a later attach
+    (a new Master) reaches the host through it; down works the same way."""
+    import remoteexec as rx
+    from remoteexec.stack.project import attach
+
+    with rx.Master() as m:
+        gate = m.connect(lab.targets[0], name="gate", **connect_options(lab))
+        inner = m.connect(lab.targets[2], via=gate, name="inner", **connect_options(lab))
+        stack = rx.Stack("hops")
+        stack.add(rx.SimpleExecutor(["sleep", "120"], on=inner), name="sleeper")
+        stack.up(detach=True, project=project)
+    with open(os.path.join(state_home, "remoteexec", project, "master.json")) as f:
+        hosts = json.load(f)["hosts"]
+    assert sorted(hosts) == ["gate", "inner"], hosts
+    assert hosts["inner"]["via"] == "gate" and hosts["gate"]["via"] is None, hosts
+    with rx.Master() as later, attach(project, later) as detached:
+        assert detached.unreachable == {}
+        (row,) = detached.status()
+        assert (row["service"], row["host"], row["state"]) == ("sleeper", "inner", "running")
+        pid = int(row["pid"])
+        report = detached.down()
+    assert report["stopped"], report
+    assert wait_until(lambda: not procs.is_alive(pid), 10)
 
 
 def test_stale_lock_is_recovered_and_a_live_one_holds(

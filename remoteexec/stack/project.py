@@ -408,6 +408,7 @@ class Detaching:
         """How to reach each host again: as the stack file says (hops
         included) when there is one, else from the connections."""
         out = {n: reach(h) for n, h in self.hosts.items()}
+        self._hops(out)
         if self.source_file:
             from remoteexec.stack import file as stackfile
 
@@ -420,6 +421,28 @@ class Detaching:
                             "options": spec.options,
                         }
         return out
+
+    def _hops(self, out: Dict[str, Dict[str, Any]]) -> None:
+        """Name each connection's hop in ``out`` (``via``), adding the hops
+        that are not hosts of the stack (a bastion) under their own names."""
+        hosts = dict(self.hosts)
+        names = {id(h.context): n for n, h in hosts.items()}
+        todo = list(hosts)
+        for _ in range(2 * len(hosts) + 16):  # hops of hops, bounded
+            if not todo:
+                return
+            name = todo.pop()
+            hop = getattr(hosts[name].context, "via", None)
+            if hop is None:
+                continue
+            if id(hop) not in names:
+                host = next((h for h in hosts[name].master.hosts if h.context is hop), None)
+                if host is None:
+                    continue  # closed since: nothing to record
+                alias = host.name if host.name not in out else "hop-%s" % host.name
+                hosts[alias], names[id(hop)], out[alias] = host, alias, reach(host)
+                todo.append(alias)
+            out[name]["via"] = names[id(hop)]
 
     def record(
         self,
