@@ -425,6 +425,59 @@ def test_a_python_built_stack_records_its_hops(lab: Any, state_home: str, projec
     assert wait_until(lambda: not procs.is_alive(pid), 10)
 
 
+def test_a_port_picked_at_start_reaches_a_service_started_by_a_later_up(
+    stack_file: str, tmp_path: Any, project: str
+) -> None:
+    """A Tarantool instance listening on a port picked at start, and a
+    service that references it. The service is lost; a second ``up -d``
+    (a new master, the instance left running) starts it with the port the
+    first up recorded, not port 0."""
+    import remoteexec as rx
+    from remoteexec.stack import Stack
+    from remoteexec.stack.project import attach
+
+    with open(stack_file) as f:
+        head = f.read().split("[tarantool.db]")[0]
+    path = tmp_path / "picked.toml"
+    path.write_text(
+        head
+        + textwrap.dedent(
+            """            [tarantool.db]
+            on = "a"
+            listen = "127.0.0.1:0"
+
+            [services.user]
+            on = "a"
+            command = ["%s", "-u", "-c", %s, "${db.uri}"]
+            depends_on = { db = "healthy" }
+            """
+        )
+        % (PY, json.dumps("import sys, time\nprint('uri', sys.argv[1])\ntime.sleep(600)"))
+    )
+
+    def user_said(detached: Any) -> str:
+        (text,) = [t for s, _h, t in detached.logs("user") if s == "user"]
+        return text
+
+    with rx.Master() as m:
+        Stack.from_file(str(path), master=m).up(detach=True, project=project)
+    with rx.Master() as m, attach(project, m) as detached:
+        assert wait_until(lambda: "uri" in user_said(detached), 20)
+        first = user_said(detached).split()[-1]
+        assert first.startswith("127.0.0.1:") and not first.endswith(":0"), first
+        rows = by_service(detached.status())
+    for pid in sessions_of([int(rows["user"]["pid"])]):  # lost, keeper and all
+        os.kill(pid, signal.SIGKILL)
+    with rx.Master() as m:
+        again = Stack.from_file(str(path), master=m)
+        timings = again.up(detach=True, project=project)
+        assert sorted(timings) == ["user"], timings  # db left running
+    with rx.Master() as m, attach(project, m) as detached:
+        assert wait_until(lambda: "uri" in user_said(detached), 20)
+        assert user_said(detached).split()[-1] == first
+        detached.down()
+
+
 def test_stale_lock_is_recovered_and_a_live_one_holds(
     stack_file: str, state_home: str, here: Dict[str, Any], project: str
 ) -> None:

@@ -372,6 +372,13 @@ class Detaching:
                 partial.append(service)
         return healthy, partial
 
+    def endpoints(self) -> Dict[str, Dict[str, str]]:
+        """The endpoints recorded by earlier ups, by service ({} for a new project)."""
+        try:
+            return dict(load(self.project).get("endpoints") or {})
+        except StackError:
+            return {}
+
     def clear(self, services: Sequence[str], placement: Mapping[str, Sequence[str]]) -> None:
         """Stop what is left of ``services`` (identity checked) before they start again."""
         per_host: Dict[str, List[str]] = {}
@@ -449,8 +456,10 @@ class Detaching:
         pids: Mapping[str, Sequence[int]],
         placement: Mapping[str, Sequence[str]],
         deps: Mapping[str, Mapping[str, str]],
+        endpoints: Optional[Mapping[str, Mapping[str, str]]] = None,
     ) -> None:
-        """Write each host's state (the services started now) and the master's."""
+        """Write each host's state (the services started now) and the
+        master's, with the started services' ``endpoints``."""
         hash_ = file_hash(self.source_file)
         per_host: Dict[str, Dict[str, Sequence[int]]] = {}
         for s, hosts in placement.items():
@@ -471,6 +480,10 @@ class Detaching:
             "services": {**old.get("services", {}), **{s: list(h) for s, h in placement.items()}},
             "order": graph.order(dict(deps)),
             "deps": {k: dict(v) for k, v in deps.items()},
+            "endpoints": {
+                **old.get("endpoints", {}),
+                **{k: dict(v) for k, v in (endpoints or {}).items()},
+            },
             "created": old.get("created") or time.time(),
             "updated": time.time(),
         }

@@ -76,6 +76,10 @@ class Handle:
         self.service = service
         #: The group's members, named ``<name>.1``, ``<name>.2``... (empty for one service).
         self.members: List[Handle] = list(members)
+        #: Endpoints an earlier detached ``up`` recorded, for a service it
+        #: left running (this process never started it, so it cannot know
+        #: a port that was picked at its start).
+        self.recorded: Dict[str, str] = {}
 
     def __repr__(self) -> str:
         if self.members:
@@ -107,8 +111,15 @@ class Handle:
         if self.members:
             values = [m.endpoint(key) for m in self.members]
             return None if any(v is None for v in values) else ",".join(map(str, values))
+        if key in self.recorded:
+            return self.recorded[key]
         value = self.service.endpoints.get(key)
         return None if value is None else str(value)
+
+    def endpoint_values(self) -> Dict[str, str]:
+        """Every endpoint known now, by name (what a detached up records)."""
+        values = {k: self.endpoint(k) for k in self.endpoint_names()}
+        return {k: v for k, v in values.items() if v is not None}
 
     @property
     def hosts(self) -> List[str]:
@@ -558,6 +569,9 @@ class Stack:
             if only is not None:
                 missing = [n for n in missing if n in only]
             detaching.clear([n for n in missing if n in partial], placement)
+            recorded = detaching.endpoints()
+            for name, entry in self._entries.items():
+                entry.handle.recorded = dict(recorded.get(name, {})) if name in healthy else {}
             with self._cond:
                 for name, entry in self._entries.items():
                     entry.state = "completed" if name in healthy and entry.job else "pending"
@@ -572,7 +586,8 @@ class Stack:
                 detaching.place(name, self._entries[name].service)
             timings = self._start(deps, missing)
             pids = {n: self._pids_of(self._entries[n]) for n in missing}
-            detaching.record(pids, placement, deps)
+            endpoints = {n: self._entries[n].handle.endpoint_values() for n in missing}
+            detaching.record(pids, placement, deps, endpoints)
         self.project = project
         return timings
 
