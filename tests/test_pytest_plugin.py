@@ -420,10 +420,11 @@ def test_stack_faults_on_a_replica_set_and_a_group(lab: Lab) -> None:
             pids = [m.pid for m in storage.members]
             stack.pause("storage")
             assert stack.paused == ["storage"]
-            assert [_proc_state(p) for p in pids] == ["T", "T"]
+            # A signal takes effect when the process next runs: under load, later.
+            assert wait_until(lambda: [_proc_state(p) for p in pids] == ["T", "T"], 10)
             stack.resume()
             assert stack.paused == []
-            assert all(_proc_state(p) not in ("T", "") for p in pids)
+            assert wait_until(lambda: all(_proc_state(p) not in ("T", "") for p in pids), 10)
             assert storage.leader.eval("return box.info.status") == "running"
 
             rows = {r["service"]: r for r in stack.status()}
@@ -512,3 +513,18 @@ def test_without_root_under_ci_rx_lab_fails(nobodys_project: str) -> None:
     assert done.returncode == 1, done.stdout + done.stderr
     assert "1 error" in done.stdout, done.stdout
     assert "needs root" in done.stdout and "CI must not skip it (CI=true)" in done.stdout
+
+
+def test_loading_the_plugin_loads_no_library() -> None:
+    """pytest loads the plugin in every run of the environment: mitogen, the
+    lab and the stack come with the fixtures that use them, not with it."""
+    code = (
+        "import sys, remoteexec.pytest.plugin, remoteexec.pytest\n"
+        "heavy = ['mitogen', 'remoteexec.host', 'remoteexec.lab', 'remoteexec.stack',"
+        " 'remoteexec.pytest.factories', 'paramiko']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "remoteexec.pytest.stack_fixture\n"
+        "print('remoteexec.pytest.factories' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "True"], out.stdout + out.stderr

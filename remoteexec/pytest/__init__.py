@@ -31,6 +31,19 @@ DIR/<test>`` when a test fails, with a report section that shows the last
 lines of each failed or unready service.
 """
 
-from remoteexec.pytest.factories import executor_fixture, replicaset_fixture, stack_fixture
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from remoteexec.pytest.factories import executor_fixture, replicaset_fixture, stack_fixture
 
 __all__ = ["executor_fixture", "replicaset_fixture", "stack_fixture"]
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use: pytest loads the plugin (this package) in every
+    # run, and the factories bring the whole library with them.
+    if name in __all__:
+        from remoteexec.pytest import factories
+
+        return getattr(factories, name)
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

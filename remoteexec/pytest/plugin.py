@@ -2,23 +2,26 @@
 
 Loaded by pytest from the installed package (no conftest needed); see
 :mod:`remoteexec.pytest` for what it offers. The hooks cost nothing to a
-test that uses none of the plugin's fixtures.
+test that uses none of the plugin's fixtures, and loading it costs every
+pytest run in the environment next to nothing: the library (mitogen, the
+lab, the stack) is imported by the fixtures that use it, not here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 
 import pytest
 
-import remoteexec as rx
-from remoteexec.host import Host
-from remoteexec.lab import Lab
-from remoteexec.pytest.tracked import Crash, Tracked, node_dir
-from remoteexec.stack import Stack
-from remoteexec.stack import file as stackfile
+if TYPE_CHECKING:
+    import remoteexec as rx
+    from remoteexec.host import Host
+    from remoteexec.lab import Lab
+    from remoteexec.pytest.tracked import Crash, Tracked
+    from remoteexec.stack import Stack
+    from remoteexec.stack import file as stackfile
 
 #: The interpreter on lab hosts (they share this machine's /usr).
 LAB_PYTHON = "/usr/bin/python3"
@@ -54,11 +57,13 @@ class PluginState:
 
 
 STATE = pytest.StashKey[PluginState]()
-CRASHES = pytest.StashKey[List[Crash]]()
+CRASHES = pytest.StashKey["List[Crash]"]()
 
 
 def track(config: pytest.Config, fixture: str, stack: Stack, value: Any) -> Tracked:
     """Watch a factory fixture's stack while the tests that get ``value`` run."""
+    from remoteexec.pytest.tracked import Tracked
+
     tracked = Tracked(fixture, stack, value)
     config.stash[STATE].tracked[id(value)] = tracked
     return tracked
@@ -127,6 +132,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def rx_master() -> Iterator[rx.Master]:
     """The session's master: closing it at the end kills what is left on every host."""
+    import remoteexec as rx
+
     with rx.Master(heartbeat_timeout=HEARTBEAT_TIMEOUT) as master:
         yield master
 
@@ -136,6 +143,8 @@ def rx_lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     """A lab of ``--rx-lab-hosts`` sshd hosts for the session (each xdist
     worker its own: a lab takes a free subnet of its own). Skips without
     root, saying why; fails instead under CI."""
+    from remoteexec.lab import Lab
+
     ok, why = Lab.available()
     if not ok:
         skip_or_fail("rx_lab: lab unavailable: %s" % why)
@@ -151,6 +160,8 @@ def rx_lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
 def rx_hosts(request: pytest.FixtureRequest, rx_master: rx.Master) -> List[Host]:
     """The connected hosts: ``--rx-inventory``'s (named as in the file, in its
     order), else the lab's (``rx_lab``)."""
+    from remoteexec.stack import file as stackfile
+
     inventory = request.config.stash[STATE].inventory
     if inventory is not None:
         topology = read_inventory(inventory)
@@ -166,6 +177,8 @@ def rx_hosts(request: pytest.FixtureRequest, rx_master: rx.Master) -> List[Host]
 def read_inventory(path: str) -> stackfile.Topology:
     """The hosts of stack file ``path``, checked as the stack file checks
     them; a file of ``[defaults]`` and ``[hosts]`` alone is one too."""
+    from remoteexec.stack import file as stackfile
+
     try:
         return stackfile.read(path)
     except stackfile.StackFileError as e:
@@ -225,6 +238,10 @@ def after_test(item: pytest.Item, watched: List[Tracked]) -> List[Crash]:
 def heal(item: pytest.Item) -> None:
     """Remove the cuts a test left in ``rx_lab``, if it has it."""
     lab = (getattr(item, "funcargs", None) or {}).get("rx_lab")
+    if lab is None:
+        return
+    from remoteexec.lab import Lab
+
     if isinstance(lab, Lab) and lab.is_up and lab.cuts:
         lab.heal()
 
@@ -251,6 +268,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         state.failed_setups = []
     if not tracked:
         return report
+    from remoteexec.pytest.tracked import node_dir
+
     dest = os.path.join(state.artifacts, node_dir(item.nodeid))
     lines = []
     crashes = item.stash.get(CRASHES, []) if report.when == "call" else []
