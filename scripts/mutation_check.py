@@ -314,10 +314,26 @@ MUTATIONS = (
     Mutation(
         "restart-after-our-stop",
         "remoteexec/target/spawn.py",
-        "        self.stopping.set()\n        with self.lock:\n            self.signal_tree(sig)",
-        "        with self.lock:\n            self.signal_tree(sig)",
+        "        self.stopping.set()\n        with self.lock:\n",
+        "        with self.lock:\n",
         ("tests/test_executors.py::test_no_restart_by_default_and_none_after_stop[local]",),
         "a process killed by our own stop is restarted",
+    ),
+    Mutation(
+        "stop-no-sigcont",
+        "remoteexec/target/spawn.py",
+        "            if sig not in (signal.SIGKILL, signal.SIGCONT):",
+        "            if False:",
+        ("tests/test_executors.py::test_paused_process_stops_at_once[local]",),
+        "a paused process is not continued after the stop signal: it waits out stop_timeout",
+    ),
+    Mutation(
+        "keeper-restarts-a-stop",
+        "remoteexec/target/keeper.py",
+        '    return stopping or os.path.exists(exit_path + ".stop")',
+        "    return False",
+        ("tests/test_detach_keeper.py::test_a_stop_is_not_restarted",),
+        "the keeper restarts a service that a stop ended",
     ),
     Mutation(
         "restart-old-banner-counts",

@@ -243,7 +243,7 @@ def test_stop_needs_sigkill(place: Place) -> None:
 def test_paused_process_stops_at_once(place: Place) -> None:
     """A stopped (SIGSTOP) process is continued after the stop signal, as
     systemd does: it ends on SIGTERM, not after stop_timeout and a SIGKILL."""
-    ex = rx.SimpleExecutor(["sleep", "60"], on=place.host, stop_timeout=30, strict_stop=True)
+    ex = rx.SimpleExecutor(["sleep", "60"], on=place.host, stop_timeout=15, strict_stop=True)
     ex.start()
     pid = ex.pid
     ex.process.send_signal(signal.SIGSTOP)
