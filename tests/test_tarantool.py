@@ -487,8 +487,13 @@ def test_stop_reports_a_member_that_had_to_be_killed(
     rs = running_set
     hung = rs.replicas[0]
     hung.timeout = 1.0  # its stop timeout: SIGKILL after 1 s
-    # Hung behind the set's back (not rs.pause): SIGTERM stays pending.
-    os.kill(pid_of(hung), signal.SIGSTOP)
+    # Deaf to SIGTERM behind the set's back (a stop continues a paused
+    # process, so SIGSTOP would not do): only the SIGKILL ends it.
+    hung.eval(
+        "local ffi = require('ffi')"
+        " ffi.cdef('void (*signal(int, void (*)(int)))(int);')"
+        " ffi.C.signal(15, ffi.cast('void (*)(int)', 1))"
+    )
     started = time.monotonic()
     with pytest.raises(rx.TimeoutExpired) as info:
         rs.stop()
