@@ -8,21 +8,26 @@ from __future__ import annotations
 
 import os
 import pwd
+import signal
 import stat
 import uuid
 from typing import Any, Dict, List
 
 import pytest
-from conftest import connect_options
+from conftest import connect_options, left_nothing, spawn_master_script, wait_until
+from helpers import oracle
 
 import remoteexec as rx
-from remoteexec.host import bootstrap_manifest
+from remoteexec.host import bootstrap_manifest, eager_modules
 from remoteexec.target import bytecache
 
 pytestmark = pytest.mark.lab
 
 SUPERVISOR = "remoteexec.target.supervisor"
 PROTOCOL = "remoteexec.target.protocol"
+GUARD_STATUS = "remoteexec.target.guardlink.status"
+#: Bound for processes to go once their context (or master) is SIGKILLed, under load.
+SETTLE = 15.0
 
 
 def _cache_dir() -> str:
@@ -45,8 +50,10 @@ def _connect(lab: Any, directory: str) -> Dict[str, Any]:
     with rx.Master(heartbeat_timeout=5, bytecode_cache=directory) as master:
         host = master.connect(lab.targets[0], **connect_options(lab))
         assert host.run(["true"]).returncode == 0, "the supervisor works"
-        # The guard is fed its modules' sources: from the cache file on a hit.
-        assert host.info["guard_pid"] and host.info["guard_error"] is None
+        # The guard (started with that first process) is fed its modules'
+        # sources: from the cache file on a hit.
+        guard = host.invoke("remoteexec.target.guardlink.status")
+        assert guard["pid"] and guard["error"] is None
         done: Dict[str, Any] = host.call(bytecache.report)
         done["primed"] = host.info["bytecode_cache"]
         responder = master.router.responder
@@ -64,9 +71,11 @@ def test_a_second_master_loads_the_target_modules_from_the_cache(lab) -> None:
     assert SUPERVISOR in second["hits"] and PROTOCOL in second["hits"]
     assert "mitogen.service" in second["hits"], "mitogen's minified modules are cached too"
     assert second["misses"] == [] and second["refused"] == []
-    # Pushed in one batch, never fetched import by import; warm, only the
-    # packages and bytecache itself travel.
-    assert first["requests"] <= 1 and second["requests"] <= 1, (first, second)
+    # Cold, prime asks for every module install imports at once, each once
+    # (imports left to themselves ask for fewer, one round trip each); warm,
+    # nothing is asked for, and only the packages and bytecache travel.
+    assert first["requests"] == len(eager_modules()), first
+    assert second["requests"] == 0, second
     assert second["shipped"] <= 4 < first["shipped"], (first["shipped"], second["shipped"])
     # Private: a 0700 directory of the user, 0600 files, nothing else in it.
     outside = _outside(lab, directory)
@@ -124,6 +133,56 @@ def test_a_context_loads_no_feature_module_it_does_not_use(lab) -> None:
     detached = {"remoteexec.target.project", "remoteexec.target.keeper"}
     assert not detached & set(loaded), "detached stacks' modules come with the first detach"
     assert not [m for m in loaded if m.startswith("psutil")], "not shipped half from the master"
+
+
+# -- the guard, started with the first process ----------------------------------
+
+
+def _gone(identities: List[Any]) -> bool:
+    return all(oracle.identity(pid) != (pid, start) for pid, start in identities)
+
+
+def test_the_guard_starts_with_the_first_process_and_kills_on_context_sigkill(lab) -> None:
+    with rx.Master(heartbeat_timeout=5) as master:
+        host = master.connect(lab.targets[0], **connect_options(lab))
+        context = host.info["pid"]
+        assert host.call(os.getpid) == context
+        assert host.invoke(GUARD_STATUS) == {"started": False, "pid": None, "error": None}
+        assert oracle.guards([context]) == [], "a context with no process has no guard"
+        assert host.run(["true"]).returncode == 0
+        guard = host.invoke(GUARD_STATUS)
+        assert guard["started"] and guard["pid"] and guard["error"] is None
+        assert oracle.guards([context]) == [guard["pid"]], "the first process started it"
+        assert os.getsid(guard["pid"]) == guard["pid"], "in a session of its own"
+        kept = rx.SimpleExecutor(["sleep", "600"], on=host).start()
+        assert oracle.guards([context]) == [guard["pid"]], "one guard per context"
+        watched = [oracle.identity(pid) for pid in (kept.pid, guard["pid"])]
+        try:
+            # Only the guard can end the service now: its context is gone at once.
+            os.kill(context, signal.SIGKILL)
+            assert wait_until(lambda: _gone(watched), SETTLE), oracle.describe([kept.pid])
+        finally:
+            for ident in watched:
+                if ident is not None and oracle.identity(ident[0]) == ident:
+                    os.kill(ident[0], signal.SIGKILL)
+
+
+def test_a_master_sigkill_after_lazily_guarded_spawns_leaves_nothing() -> None:
+    proc, info = spawn_master_script(None, "local")
+    try:
+        run_id, contexts = info["run_id"], info["context_pids"]
+        guards = oracle.guards(contexts)
+        assert len(guards) == len(contexts), "the services started their context's guard"
+        watched = [oracle.identity(pid) for pid in guards]
+        with left_nothing(run_id, contexts, at_least=3, timeout=SETTLE, contexts_exit=True):
+            assert proc.poll() is None, "the master script runs until killed"
+            os.kill(proc.pid, signal.SIGKILL)
+            assert proc.wait(10) == -signal.SIGKILL
+        assert _gone(watched), "the guards ended with their contexts"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
 
 def test_the_cache_is_refused_as_a_bad_argument() -> None:

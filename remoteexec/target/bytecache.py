@@ -248,31 +248,42 @@ def mitogen_importer() -> Any:
     return None
 
 
-def prime(directory: str, entries: Sequence[Entry]) -> Dict[str, Any]:
+def prime(directory: str, entries: Sequence[Entry], fetch: Sequence[str] = ()) -> Dict[str, Any]:
     """Serve ``entries`` from the cache in ``directory`` from now on (once per
     context); return where the cache is, how many entries it holds and the
-    names it lacks (the master sends those in one batch)."""
+    names it lacks.
+
+    The modules of ``fetch`` (those the next call imports) that the cache
+    lacks are requested from the master here, all at once: the imports that
+    follow find them arrived or in flight, instead of asking one by one.
+    """
     global _FINDER
     if _FINDER is not None:
         return report()
     importer = mitogen_importer()
     path = private_dir(directory)
     if path is None or importer is None:
-        return {
-            "dir": None,
-            "cached": 0,
-            "listed": len(entries),
-            "missing": [e[0] for e in entries],
-        }
-    _FINDER = CacheFinder(path, entries, importer)
-    sys.meta_path.insert(0, _FINDER)
-    missing = [e[0] for e in entries if not os.path.exists(_FINDER.file(e[0]))]
+        missing = [e[0] for e in entries]
+    else:
+        _FINDER = CacheFinder(path, entries, importer)
+        sys.meta_path.insert(0, _FINDER)
+        missing = [e[0] for e in entries if not os.path.exists(_FINDER.file(e[0]))]
+    if importer is not None:
+        lacking = set(missing)
+        for name in [n for n in fetch if n in lacking]:
+            # mitogen's importer: one GET_MODULE each, unless the module came
+            # or is on its way; an import of it then waits for it.
+            importer._request_module(name, _arrived)  # no public way to prefetch
     return {
         "dir": path,
         "cached": len(entries) - len(missing),
         "listed": len(entries),
         "missing": missing,
     }
+
+
+def _arrived() -> None:
+    """A prefetched module came: nothing to do, its import takes it."""
 
 
 def report() -> Dict[str, Any]:
