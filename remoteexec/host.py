@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
@@ -168,6 +169,32 @@ def bootstrap_manifest() -> List[Tuple[str, str, str, bool]]:
 
 
 _EAGER: List[str] = []
+_COMPILED: Dict[str, Optional[bytes]] = {}
+
+
+def compiled_module(name: str) -> Optional[bytes]:
+    """The bytecode cache file of manifest module ``name`` compiled by this
+    Python, zlib-compressed (None if unknown, or if its file changed since
+    the manifest read it): what a cold target would otherwise compile itself.
+    Compiled once per process."""
+    from remoteexec.target import bytecache
+
+    with _MANIFEST_LOCK:
+        if name in _COMPILED:
+            return _COMPILED[name]
+    entry = next((e for e in bootstrap_manifest() if e[0] == name), None)
+    blob = None
+    if entry is not None:
+        with open(entry[1], "rb") as f:
+            raw = f.read()
+        if bytecache.sha256(raw).hexdigest() == entry[2]:
+            source = raw.decode("utf-8")
+            # The file name the target's finder gives the module it loads.
+            code = compile(source, "master:" + entry[1], "exec", flags=0, dont_inherit=True)
+            blob = zlib.compress(bytecache.encode(entry[2], code, source), 6)
+    with _MANIFEST_LOCK:
+        _COMPILED[name] = blob
+    return blob
 
 
 def eager_modules() -> List[str]:
@@ -301,15 +328,21 @@ class Host:
         from remoteexec.target import bytecache, supervisor
 
         eager = eager_modules()
-        primed = None
+        primed = code_handle = None
         if bytecode_cache:
             # bytecache and its packages, pushed: no import round trips. prime
             # asks for what the cache lacks at once, all in flight together;
             # install is sent without waiting for prime's reply (the context
             # runs both in order): no round trip between them.
             self.context.router.responder.forward_modules(self.context, [bytecache.__name__])
+            code_handle = self.context.router.add_handler(
+                self._serve_compiled,
+                persist=False,
+                policy=self._from_context,
+                respondent=self.context,
+            )
             primed = self.context.call_async(
-                bytecache.prime, bytecode_cache, bootstrap_manifest(), eager
+                bytecache.prime, bytecode_cache, bootstrap_manifest(), eager, code_handle
             )
         else:
             # What the supervisor imports, in one batch, before the install
@@ -324,12 +357,31 @@ class Host:
         )
         if primed is not None:
             cache_info = self._get(primed, timeout, "priming the bytecode cache")
+            with contextlib.suppress(Exception):  # a warm cache asked for nothing
+                self.context.router.del_handler(code_handle)
         self.info = self._get(recv, timeout, "installing the supervisor")
         if primed is not None:
             self.info["bytecode_cache"] = cache_info
         mitogen.core.listen(self.context, "disconnect", self._on_disconnect)
         self.heartbeat = Heartbeat(self.context, self.info["heartbeat_handle"], self._on_silence)
         return self.heartbeat
+
+    def _from_context(self, msg: mitogen.core.Message, _stream: Any) -> bool:
+        """mitogen's handler policy: only this host's context may ask."""
+        return bool(msg.src_id == self.context.context_id)
+
+    def _serve_compiled(self, msg: mitogen.core.Message) -> None:
+        """Answer the context's ``bytecache.prime``: the modules it names,
+        compiled here (on mitogen's broker thread; compiled once per process)."""
+        if msg.is_dead:
+            return
+        try:
+            names = msg.unpickle()
+            reply = {n: compiled_module(n) for n in names if isinstance(n, str)}
+        except Exception:  # the context falls back to mitogen's source
+            LOG.debug("%s: compiled modules not served", self.name, exc_info=True)
+            reply = {}
+        msg.reply({n: blob for n, blob in reply.items() if blob is not None})
 
     def _on_silence(self, reason: str, cut: bool) -> None:
         self._mark_lost(reason)

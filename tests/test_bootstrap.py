@@ -71,18 +71,43 @@ def test_a_second_master_loads_the_target_modules_from_the_cache(lab) -> None:
     assert SUPERVISOR in second["hits"] and PROTOCOL in second["hits"]
     assert "mitogen.service" in second["hits"], "mitogen's minified modules are cached too"
     assert second["misses"] == [] and second["refused"] == []
-    # Cold, prime asks for every module install imports at once, each once
-    # (imports left to themselves ask for fewer, one round trip each); warm,
-    # nothing is asked for, and only the packages and bytecache travel.
-    assert first["requests"] == len(eager_modules()), first
-    assert second["requests"] == 0, second
-    assert second["shipped"] <= 4 < first["shipped"], (first["shipped"], second["shipped"])
+    # Cold, the master sends every module install imports compiled, in one
+    # reply to prime: nothing compiled on the host, no import round trip;
+    # warm, nothing is asked for. Either way mitogen ships only the
+    # packages and bytecache.
+    assert sorted(first["precompiled"]) == sorted(eager_modules()), first
+    assert first["requests"] == 0 and second["requests"] == 0, (first, second)
+    assert second["precompiled"] == [], second
+    assert first["shipped"] <= 4 and second["shipped"] <= 4, (first, second)
     # Private: a 0700 directory of the user, 0600 files, nothing else in it.
     outside = _outside(lab, directory)
     assert stat.S_IMODE(os.stat(outside).st_mode) == 0o700
     names = os.listdir(outside)
     assert names and all(n.endswith(".bc") for n in names), names
     assert {stat.S_IMODE(os.stat(os.path.join(outside, n)).st_mode) for n in names} == {0o600}
+
+
+def test_compiled_modules_that_do_not_check_out_are_refused_for_source(lab, monkeypatch) -> None:
+    """A compiled module the host cannot use (another Python's magic, a
+    damaged blob) is not loaded: mitogen ships the source instead, all of it
+    asked for at once, and the host compiles and caches it."""
+    import zlib
+
+    from remoteexec import host as host_module
+
+    entry = next(e for e in bootstrap_manifest() if e[0] == SUPERVISOR)
+    wrong_magic = bytecache.encode(entry[2], compile("", "x", "exec"), "").replace(
+        bytecache.importlib.util.MAGIC_NUMBER.hex().encode(), b"00000000", 1
+    )
+    blobs = {SUPERVISOR: zlib.compress(wrong_magic)}
+    monkeypatch.setattr(host_module, "compiled_module", lambda n: blobs.get(n, b"junk"))
+    directory = _cache_dir()
+    cold = _connect(lab, directory)
+    assert cold["precompiled"] == [] and SUPERVISOR in cold["misses"], cold
+    # One request per module install imports, all sent by prime at once
+    # (imports left to themselves ask for fewer, one round trip each).
+    assert cold["requests"] == len(eager_modules()), cold
+    assert SUPERVISOR in _connect(lab, directory)["hits"], "compiled here and cached"
 
 
 def test_a_tampered_cache_file_is_refused_and_replaced(lab) -> None:
