@@ -6,6 +6,10 @@ host's private home, so they see only what their own masters left there.
 
 from __future__ import annotations
 
+import glob
+import hashlib
+import importlib.util
+import marshal
 import os
 import pwd
 import signal
@@ -13,11 +17,13 @@ import stat
 import uuid
 from typing import Any, Dict, List
 
+import mitogen.parent
 import pytest
 from conftest import connect_options, left_nothing, spawn_master_script, wait_until
 from helpers import oracle
 
 import remoteexec as rx
+from remoteexec.connectors import coreboot
 from remoteexec.host import bootstrap_manifest, eager_modules
 from remoteexec.target import bytecache
 
@@ -108,6 +114,51 @@ def test_compiled_modules_that_do_not_check_out_are_refused_for_source(lab, monk
     # (imports left to themselves ask for fewer, one round trip each).
     assert cold["requests"] == len(eager_modules()), cold
     assert SUPERVISOR in _connect(lab, directory)["hits"], "compiled here and cached"
+
+
+# -- mitogen.core, compiled once per host ------------------------------------------
+
+
+def _core_file(lab: Any, directory: str) -> str:
+    found = glob.glob(os.path.join(_outside(lab, directory), "core-*.bc"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _core_mark(lab: Any, directory: str) -> Any:
+    """Connect; the context's ``mitogen.core`` RX_MARK (set only by a planted file)."""
+    with rx.Master(heartbeat_timeout=5, bytecode_cache=directory) as master:
+        host = master.connect(lab.targets[0], **connect_options(lab))
+        assert host.run(["true"]).returncode == 0, "the context works"
+        return host.call(eval, "vars(__import__('mitogen.core').core).get('RX_MARK')")
+
+
+def test_a_second_context_loads_mitogen_core_compiled_by_the_first(lab) -> None:
+    """The context's mitogen.core comes from the cache file a first context
+    wrote (a planted file with a mark shows it is used), checked like any
+    cache file: one byte changed, it is refused, compiled again and replaced."""
+    directory = _cache_dir()
+    assert _core_mark(lab, directory) is None
+    path = _core_file(lab, directory)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with open(path, "rb") as f:
+        good = f.read()
+    head = len(coreboot.MAGIC) + 32
+    tag = good[head:].partition(b"\n")[0]
+    if not tag.endswith(importlib.util.MAGIC_NUMBER.hex().encode()):
+        pytest.skip("the lab's python is not this one: cannot plant code for it")
+    source = mitogen.parent._get_core_source()
+    code = compile(source + "\nRX_MARK = 'planted'\n", "<stdin>", "exec")
+    body = tag + b"\n" + marshal.dumps(code)
+    planted = coreboot.MAGIC + hashlib.sha256(body).digest() + body
+    with open(path, "wb") as f:
+        f.write(planted)
+    assert _core_mark(lab, directory) == "planted", "the file is what the context ran"
+    with open(path, "wb") as f:
+        f.write(planted[:-100] + bytes([planted[-100] ^ 0xFF]) + planted[-99:])
+    assert _core_mark(lab, directory) is None, "a damaged file is not used"
+    with open(path, "rb") as f:
+        assert f.read() == good, "compiled again and replaced"
 
 
 def test_a_tampered_cache_file_is_refused_and_replaced(lab) -> None:

@@ -46,7 +46,7 @@ def _rx_core(D, H, S):
         G = E.MAGIC_NUMBER.hex()
     except (ImportError, AttributeError):
         G = None
-    T = "RXCORE1\\n".encode()
+    T = @MAGIC@
     P = None
     if X is not None and G is not None:
         try:
@@ -99,6 +99,8 @@ exec(_rx_core(@DIRECTORY@, @DIGEST@, @SOURCE@), globals())
 del _rx_core
 """
 
+#: The first bytes of a cached mitogen.core file.
+MAGIC = b"RXCORE1\n"
 _PARTIALS: Dict[str, Any] = {}
 _CLASSES: Dict[Any, Type[Any]] = {}
 _LOCK = threading.Lock()
@@ -117,6 +119,7 @@ def core_partial(directory: str) -> Any:
                 LOADER.replace("@DIRECTORY@", repr(directory))
                 .replace("@DIGEST@", repr(digest))
                 .replace("@SOURCE@", repr(source))
+                .replace("@MAGIC@", repr(MAGIC))
             )
             partial = mitogen.parent.PartialZlib(script.encode("utf-8"))
             _PARTIALS[directory] = partial
@@ -158,4 +161,4 @@ def connect(router: Any, base: Type[Any], directory: str, **kwargs: Any) -> Any:
     return router._connect(klass, **mitogen.core.Kwargs(kwargs))  # no public way to pass a class
 
 
-__all__ = ["LOADER", "CachedCore", "connect", "connection_class", "core_partial"]
+__all__ = ["LOADER", "MAGIC", "CachedCore", "connect", "connection_class", "core_partial"]
