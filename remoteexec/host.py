@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
@@ -167,6 +168,74 @@ def bootstrap_manifest() -> List[Tuple[str, str, str, bool]]:
         return list(_MANIFEST)
 
 
+_EAGER: List[str] = []
+_COMPILED: Dict[str, Optional[bytes]] = {}
+
+
+def compiled_module(name: str) -> Optional[bytes]:
+    """The bytecode cache file of manifest module ``name`` compiled by this
+    Python, zlib-compressed (None if unknown, or if its file changed since
+    the manifest read it): what a cold target would otherwise compile itself.
+    Compiled once per process."""
+    from remoteexec.target import bytecache
+
+    with _MANIFEST_LOCK:
+        if name in _COMPILED:
+            return _COMPILED[name]
+    entry = next((e for e in bootstrap_manifest() if e[0] == name), None)
+    blob = None
+    if entry is not None:
+        with open(entry[1], "rb") as f:
+            raw = f.read()
+        if bytecache.sha256(raw).hexdigest() == entry[2]:
+            source = raw.decode("utf-8")
+            # The file name the target's finder gives the module it loads.
+            code = compile(source, "master:" + entry[1], "exec", flags=0, dont_inherit=True)
+            blob = zlib.compress(bytecache.encode(entry[2], code, source), 6)
+    with _MANIFEST_LOCK:
+        _COMPILED[name] = blob
+    return blob
+
+
+def eager_modules() -> List[str]:
+    """The manifest's modules that install imports (all but the lazy ones),
+    each after the modules it imports by ``from .x import``: mitogen sends
+    those along with it, and a request for a module it already sent is a
+    wasted message and a warning in its log."""
+    with _MANIFEST_LOCK:
+        if _EAGER:
+            return list(_EAGER)
+    import ast
+
+    paths = {e[0]: e[1] for e in bootstrap_manifest() if not e[0].startswith(LAZY_PREFIXES)}
+    deps: Dict[str, List[str]] = {}
+    for name, path in paths.items():
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read())
+        package = name.rpartition(".")[0]
+        deps[name] = sorted(
+            "%s.%s" % (package, node.module)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+        )
+    order: List[str] = []
+
+    def visit(name: str, seen: set[str]) -> None:
+        if name in seen or name not in paths:
+            return
+        seen.add(name)
+        for dep in deps[name]:
+            visit(dep, seen)
+        order.append(name)
+
+    seen: set[str] = set()
+    for name in sorted(paths):
+        visit(name, seen)
+    with _MANIFEST_LOCK:
+        _EAGER[:] = order
+    return order
+
+
 class Host:
     """A context on one machine: local (no SSH) or over SSH.
 
@@ -251,25 +320,34 @@ class Host:
 
         With ``bytecode_cache`` (a directory on the host), the target modules
         are loaded from that cache when a master put them there before (see
-        :mod:`remoteexec.target.bytecache`): the manifest goes first, and
-        the modules the cache lacks are pushed in one batch (mitogen would
-        otherwise fetch them one import at a time).
+        :mod:`remoteexec.target.bytecache`): the manifest goes first, the
+        context asks for the modules its cache lacks all at once (mitogen
+        would otherwise fetch them one import at a time), and the install
+        call follows without waiting: one round trip in all.
         """
         from remoteexec.target import bytecache, supervisor
 
-        responder = self.context.router.responder
-        primed = None
+        eager = eager_modules()
+        primed = code_handle = None
         if bytecode_cache:
-            # bytecache and its packages, pushed: no import round trips.
-            responder.forward_modules(self.context, [bytecache.__name__])
-            recv = self.context.call_async(bytecache.prime, bytecode_cache, bootstrap_manifest())
-            primed = self._get(recv, timeout, "priming the bytecode cache")
-            missing = [m for m in primed["missing"] if not m.startswith(LAZY_PREFIXES)]
+            # bytecache and its packages, pushed: no import round trips. prime
+            # asks for what the cache lacks at once, all in flight together;
+            # install is sent without waiting for prime's reply (the context
+            # runs both in order): no round trip between them.
+            self.context.router.responder.forward_modules(self.context, [bytecache.__name__])
+            code_handle = self.context.router.add_handler(
+                self._serve_compiled,
+                persist=False,
+                policy=self._from_context,
+                respondent=self.context,
+            )
+            primed = self.context.call_async(
+                bytecache.prime, bytecode_cache, bootstrap_manifest(), eager, code_handle
+            )
         else:
-            missing = [e[0] for e in bootstrap_manifest() if not e[0].startswith(LAZY_PREFIXES)]
-        # What the supervisor imports and the cache lacks, in one batch, before
-        # the install call asks for it module by module (a round trip each).
-        responder.forward_modules(self.context, missing)
+            # What the supervisor imports, in one batch, before the install
+            # call asks for it module by module (a round trip each).
+            self.context.router.responder.forward_modules(self.context, eager)
         recv = self.context.call_async(
             supervisor.install,
             run_id,
@@ -277,15 +355,33 @@ class Host:
             heartbeat_timeout=heartbeat_timeout,
             keep_logs=keep_logs,
         )
+        if primed is not None:
+            cache_info = self._get(primed, timeout, "priming the bytecode cache")
+            with contextlib.suppress(Exception):  # a warm cache asked for nothing
+                self.context.router.del_handler(code_handle)
         self.info = self._get(recv, timeout, "installing the supervisor")
         if primed is not None:
-            self.info["bytecode_cache"] = primed
+            self.info["bytecode_cache"] = cache_info
         mitogen.core.listen(self.context, "disconnect", self._on_disconnect)
-        # The first service call waits for the main thread to create the
-        # pool's invoker: pay that now, not in the first status call.
-        self.service("ping", reply_timeout=timeout)
         self.heartbeat = Heartbeat(self.context, self.info["heartbeat_handle"], self._on_silence)
         return self.heartbeat
+
+    def _from_context(self, msg: mitogen.core.Message, _stream: Any) -> bool:
+        """mitogen's handler policy: only this host's context may ask."""
+        return bool(msg.src_id == self.context.context_id)
+
+    def _serve_compiled(self, msg: mitogen.core.Message) -> None:
+        """Answer the context's ``bytecache.prime``: the modules it names,
+        compiled here (on mitogen's broker thread; compiled once per process)."""
+        if msg.is_dead:
+            return
+        try:
+            names = msg.unpickle()
+            reply = {n: compiled_module(n) for n in names if isinstance(n, str)}
+        except Exception:  # the context falls back to mitogen's source
+            LOG.debug("%s: compiled modules not served", self.name, exc_info=True)
+            reply = {}
+        msg.reply({n: blob for n, blob in reply.items() if blob is not None})
 
     def _on_silence(self, reason: str, cut: bool) -> None:
         self._mark_lost(reason)

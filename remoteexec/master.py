@@ -190,6 +190,7 @@ class Master:
                 host = self._hosts.get(key)
                 if host is not None and not host.closed:
                     return host
+            connector.core_cache = self.bytecode_cache
             context = connector.open(
                 self.router,
                 remote_name="%s:%s" % (self.name, connector.name),

@@ -148,11 +148,11 @@ def run_pids(run_id: str, contexts: Iterable[int] = ()) -> List[int]:
 
 
 def context_pids(master: rx.Master) -> List[int]:
-    """Pids of the master's open contexts and of their guards (local and lab
-    ones are on this machine): they belong to the run's machinery, not to
-    its services, so only their descendants count as the run's processes."""
-    pids = [host.info["pid"] for host in master.hosts]
-    return pids + [host.info["guard_pid"] for host in master.hosts if host.info.get("guard_pid")]
+    """Pids of the master's open contexts (local and lab ones are on this
+    machine): they belong to the run's machinery, not to its services, so
+    only their descendants count as the run's processes (their guards, which
+    start with their first process, are machinery too: the oracle knows them)."""
+    return [host.info["pid"] for host in master.hosts]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
@@ -195,6 +195,7 @@ def left_nothing(
     watched = {oracle.identity(pid) for pid in before}
     if contexts_exit:
         watched |= set(contexts)
+        watched |= {oracle.identity(pid) for pid in oracle.guards(pid for pid, _ in contexts)}
     watched.discard(None)
     yield before
 

@@ -6,23 +6,34 @@ host's private home, so they see only what their own masters left there.
 
 from __future__ import annotations
 
+import glob
+import hashlib
+import importlib.util
+import marshal
 import os
 import pwd
+import signal
 import stat
 import uuid
 from typing import Any, Dict, List
 
+import mitogen.parent
 import pytest
-from conftest import connect_options
+from conftest import connect_options, left_nothing, spawn_master_script, wait_until
+from helpers import oracle
 
 import remoteexec as rx
-from remoteexec.host import bootstrap_manifest
+from remoteexec.connectors import coreboot
+from remoteexec.host import bootstrap_manifest, eager_modules
 from remoteexec.target import bytecache
 
 pytestmark = pytest.mark.lab
 
 SUPERVISOR = "remoteexec.target.supervisor"
 PROTOCOL = "remoteexec.target.protocol"
+GUARD_STATUS = "remoteexec.target.guardlink.status"
+#: Bound for processes to go once their context (or master) is SIGKILLed, under load.
+SETTLE = 15.0
 
 
 def _cache_dir() -> str:
@@ -45,8 +56,10 @@ def _connect(lab: Any, directory: str) -> Dict[str, Any]:
     with rx.Master(heartbeat_timeout=5, bytecode_cache=directory) as master:
         host = master.connect(lab.targets[0], **connect_options(lab))
         assert host.run(["true"]).returncode == 0, "the supervisor works"
-        # The guard is fed its modules' sources: from the cache file on a hit.
-        assert host.info["guard_pid"] and host.info["guard_error"] is None
+        # The guard (started with that first process) is fed its modules'
+        # sources: from the cache file on a hit.
+        guard = host.invoke("remoteexec.target.guardlink.status")
+        assert guard["pid"] and guard["error"] is None
         done: Dict[str, Any] = host.call(bytecache.report)
         done["primed"] = host.info["bytecode_cache"]
         responder = master.router.responder
@@ -64,16 +77,88 @@ def test_a_second_master_loads_the_target_modules_from_the_cache(lab) -> None:
     assert SUPERVISOR in second["hits"] and PROTOCOL in second["hits"]
     assert "mitogen.service" in second["hits"], "mitogen's minified modules are cached too"
     assert second["misses"] == [] and second["refused"] == []
-    # Pushed in one batch, never fetched import by import; warm, only the
-    # packages and bytecache itself travel.
-    assert first["requests"] <= 1 and second["requests"] <= 1, (first, second)
-    assert second["shipped"] <= 4 < first["shipped"], (first["shipped"], second["shipped"])
+    # Cold, the master sends every module install imports compiled, in one
+    # reply to prime: nothing compiled on the host, no import round trip;
+    # warm, nothing is asked for. Either way mitogen ships only the
+    # packages and bytecache.
+    assert sorted(first["precompiled"]) == sorted(eager_modules()), first
+    assert first["requests"] == 0 and second["requests"] == 0, (first, second)
+    assert second["precompiled"] == [], second
+    assert first["shipped"] <= 4 and second["shipped"] <= 4, (first, second)
     # Private: a 0700 directory of the user, 0600 files, nothing else in it.
     outside = _outside(lab, directory)
     assert stat.S_IMODE(os.stat(outside).st_mode) == 0o700
     names = os.listdir(outside)
     assert names and all(n.endswith(".bc") for n in names), names
     assert {stat.S_IMODE(os.stat(os.path.join(outside, n)).st_mode) for n in names} == {0o600}
+
+
+def test_compiled_modules_that_do_not_check_out_are_refused_for_source(lab, monkeypatch) -> None:
+    """A compiled module the host cannot use (another Python's magic, a
+    damaged blob) is not loaded: mitogen ships the source instead, all of it
+    asked for at once, and the host compiles and caches it."""
+    import zlib
+
+    from remoteexec import host as host_module
+
+    entry = next(e for e in bootstrap_manifest() if e[0] == SUPERVISOR)
+    wrong_magic = bytecache.encode(entry[2], compile("", "x", "exec"), "").replace(
+        bytecache.importlib.util.MAGIC_NUMBER.hex().encode(), b"00000000", 1
+    )
+    blobs = {SUPERVISOR: zlib.compress(wrong_magic)}
+    monkeypatch.setattr(host_module, "compiled_module", lambda n: blobs.get(n, b"junk"))
+    directory = _cache_dir()
+    cold = _connect(lab, directory)
+    assert cold["precompiled"] == [] and SUPERVISOR in cold["misses"], cold
+    # One request per module install imports, all sent by prime at once
+    # (imports left to themselves ask for fewer, one round trip each).
+    assert cold["requests"] == len(eager_modules()), cold
+    assert SUPERVISOR in _connect(lab, directory)["hits"], "compiled here and cached"
+
+
+# -- mitogen.core, compiled once per host ------------------------------------------
+
+
+def _core_file(lab: Any, directory: str) -> str:
+    found = glob.glob(os.path.join(_outside(lab, directory), "core-*.bc"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _core_mark(lab: Any, directory: str) -> Any:
+    """Connect; the context's ``mitogen.core`` RX_MARK (set only by a planted file)."""
+    with rx.Master(heartbeat_timeout=5, bytecode_cache=directory) as master:
+        host = master.connect(lab.targets[0], **connect_options(lab))
+        assert host.run(["true"]).returncode == 0, "the context works"
+        return host.call(eval, "vars(__import__('mitogen.core').core).get('RX_MARK')")
+
+
+def test_a_second_context_loads_mitogen_core_compiled_by_the_first(lab) -> None:
+    """The context's mitogen.core comes from the cache file a first context
+    wrote (a planted file with a mark shows it is used), checked like any
+    cache file: one byte changed, it is refused, compiled again and replaced."""
+    directory = _cache_dir()
+    assert _core_mark(lab, directory) is None
+    path = _core_file(lab, directory)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with open(path, "rb") as f:
+        good = f.read()
+    head = len(coreboot.MAGIC) + 32
+    tag = good[head:].partition(b"\n")[0]
+    if not tag.endswith(importlib.util.MAGIC_NUMBER.hex().encode()):
+        pytest.skip("the lab's python is not this one: cannot plant code for it")
+    source = mitogen.parent._get_core_source()
+    code = compile(source + "\nRX_MARK = 'planted'\n", "<stdin>", "exec")
+    body = tag + b"\n" + marshal.dumps(code)
+    planted = coreboot.MAGIC + hashlib.sha256(body).digest() + body
+    with open(path, "wb") as f:
+        f.write(planted)
+    assert _core_mark(lab, directory) == "planted", "the file is what the context ran"
+    with open(path, "wb") as f:
+        f.write(planted[:-100] + bytes([planted[-100] ^ 0xFF]) + planted[-99:])
+    assert _core_mark(lab, directory) is None, "a damaged file is not used"
+    with open(path, "rb") as f:
+        assert f.read() == good, "compiled again and replaced"
 
 
 def test_a_tampered_cache_file_is_refused_and_replaced(lab) -> None:
@@ -124,6 +209,56 @@ def test_a_context_loads_no_feature_module_it_does_not_use(lab) -> None:
     detached = {"remoteexec.target.project", "remoteexec.target.keeper"}
     assert not detached & set(loaded), "detached stacks' modules come with the first detach"
     assert not [m for m in loaded if m.startswith("psutil")], "not shipped half from the master"
+
+
+# -- the guard, started with the first process ----------------------------------
+
+
+def _gone(identities: List[Any]) -> bool:
+    return all(oracle.identity(pid) != (pid, start) for pid, start in identities)
+
+
+def test_the_guard_starts_with_the_first_process_and_kills_on_context_sigkill(lab) -> None:
+    with rx.Master(heartbeat_timeout=5) as master:
+        host = master.connect(lab.targets[0], **connect_options(lab))
+        context = host.info["pid"]
+        assert host.call(os.getpid) == context
+        assert host.invoke(GUARD_STATUS) == {"started": False, "pid": None, "error": None}
+        assert oracle.guards([context]) == [], "a context with no process has no guard"
+        assert host.run(["true"]).returncode == 0
+        guard = host.invoke(GUARD_STATUS)
+        assert guard["started"] and guard["pid"] and guard["error"] is None
+        assert oracle.guards([context]) == [guard["pid"]], "the first process started it"
+        assert os.getsid(guard["pid"]) == guard["pid"], "in a session of its own"
+        kept = rx.SimpleExecutor(["sleep", "600"], on=host).start()
+        assert oracle.guards([context]) == [guard["pid"]], "one guard per context"
+        watched = [oracle.identity(pid) for pid in (kept.pid, guard["pid"])]
+        try:
+            # Only the guard can end the service now: its context is gone at once.
+            os.kill(context, signal.SIGKILL)
+            assert wait_until(lambda: _gone(watched), SETTLE), oracle.describe([kept.pid])
+        finally:
+            for ident in watched:
+                if ident is not None and oracle.identity(ident[0]) == ident:
+                    os.kill(ident[0], signal.SIGKILL)
+
+
+def test_a_master_sigkill_after_lazily_guarded_spawns_leaves_nothing() -> None:
+    proc, info = spawn_master_script(None, "local")
+    try:
+        run_id, contexts = info["run_id"], info["context_pids"]
+        guards = oracle.guards(contexts)
+        assert len(guards) == len(contexts), "the services started their context's guard"
+        watched = [oracle.identity(pid) for pid in guards]
+        with left_nothing(run_id, contexts, at_least=3, timeout=SETTLE, contexts_exit=True):
+            assert proc.poll() is None, "the master script runs until killed"
+            os.kill(proc.pid, signal.SIGKILL)
+            assert proc.wait(10) == -signal.SIGKILL
+        assert _gone(watched), "the guards ended with their contexts"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
 
 def test_the_cache_is_refused_as_a_bad_argument() -> None:

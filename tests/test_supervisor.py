@@ -131,10 +131,12 @@ def _start_services(host: rx.Host) -> Dict[str, rx.SimpleExecutor]:
 
 def test_context_sigkill_kills_its_services(fresh_host: rx.Host) -> None:
     host = fresh_host
-    context, guard_pid = host.info["pid"], host.info["guard_pid"]
-    assert guard_pid and host.info["guard_error"] is None
-    assert os.getsid(guard_pid) == guard_pid, "the guard leads its own session"
+    context = host.info["pid"]
     executors = _start_services(host)
+    guard = host.invoke("remoteexec.target.guardlink.status")  # started with the first service
+    guard_pid = guard["pid"]
+    assert guard_pid and guard["error"] is None
+    assert os.getsid(guard_pid) == guard_pid, "the guard leads its own session"
     pids = {kind: ex.pid for kind, ex in executors.items()}
     tarantool_pid = pids["tarantool"]
     # Tarantool rewrites its environment at box.cfg: only the session the
@@ -162,8 +164,9 @@ def test_context_sigkill_kills_its_services(fresh_host: rx.Host) -> None:
 
 def test_guard_leaves_nothing_on_clean_close(fresh_host: rx.Host) -> None:
     host = fresh_host
-    context, guard_pid = host.info["pid"], host.info["guard_pid"]
+    context = host.info["pid"]
     kept = rx.SimpleExecutor(["sleep", "600"], on=host).start()
+    guard_pid = host.invoke("remoteexec.target.guardlink.status")["pid"]
     snapshot = _descendants(context)
     assert kept.pid in snapshot
     snapshot[context] = oracle.stat(context).start

@@ -60,6 +60,10 @@ class Connector(abc.ABC):
         self.name = name
         #: Seconds that installing the supervisor in a fresh context may take.
         self.setup_timeout = setup_timeout
+        #: The host's bytecode cache directory, set by the master (None: no
+        #: cache): a connector that can (ssh, local) boots a direct context
+        #: with ``mitogen.core`` compiled there (:mod:`.coreboot`).
+        self.core_cache: Optional[str] = None
 
     def __repr__(self) -> str:
         return "<%s %s>" % (type(self).__name__, self.name)

@@ -10,7 +10,9 @@ import sys
 from typing import Any, Dict, Hashable, Optional, Tuple
 
 import mitogen.core
+import mitogen.parent
 
+from remoteexec.connectors import coreboot
 from remoteexec.connectors.base import Connector, register
 from remoteexec.errors import ConnectionFailed
 
@@ -49,6 +51,14 @@ class LocalConnector(Connector):
         return (self.kind, self.name)
 
     def start(self, router: Any, *, remote_name: str, via: Optional[Any]) -> Any:
+        if via is None and self.core_cache:
+            return coreboot.connect(
+                router,
+                mitogen.parent.Connection,
+                self.core_cache,
+                python_path=self.python,
+                remote_name=remote_name,
+            )
         extra: Dict[str, Any] = {} if via is None else {"via": via}
         return router.local(python_path=self.python, remote_name=remote_name, **extra)
 

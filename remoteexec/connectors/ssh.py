@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Dict, Hashable, Optional, Sequence, Tuple, Type
 
 import mitogen.core
+import mitogen.ssh
 
 from remoteexec import arguments
+from remoteexec.connectors import coreboot
 from remoteexec.connectors.base import Connector, register
 from remoteexec.errors import (
     AuthenticationFailed,
@@ -268,6 +270,10 @@ class SSHConnector(Connector):
         extra: Dict[str, Any] = {"remote_name": remote_name}
         if via is not None:
             extra["via"] = via
+        elif self.core_cache:
+            return coreboot.connect(
+                router, mitogen.ssh.Connection, self.core_cache, **self.options, **extra
+            )
         return router.ssh(**self.options, **extra)
 
     def connection_error(self, exc: BaseException) -> ConnectionFailed:

@@ -23,6 +23,10 @@ Safety (see docs/more/security.md):
   are ever served: a file cannot add or replace code the master did not
   send before.
 
+The modules the cache lacks come compiled from the master when it runs the
+very same Python version (:func:`take_compiled`): a cold context then
+compiles nothing either; else as source, compiled here once.
+
 Imports only the standard library and mitogen.core: it runs before the rest.
 """
 
@@ -38,6 +42,8 @@ import sys
 import threading
 import zlib
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import mitogen.core
 
 
 def builtin_sha256() -> Any:
@@ -167,8 +173,18 @@ class CacheFinder:
         self.entries: Dict[str, Tuple[str, str, bool]] = {e[0]: (e[1], e[2], e[3]) for e in entries}
         self.importer = importer
         self.lock = threading.Lock()
-        #: Modules loaded from the cache / compiled and stored / files refused.
-        self.stats: Dict[str, List[str]] = {"hits": [], "misses": [], "refused": []}
+        #: Modules loaded from the cache / the cache lacked (loaded from the
+        #: master) / files refused / of those the cache lacked, the ones the
+        #: master sent compiled (no compile here).
+        self.stats: Dict[str, List[str]] = {
+            "hits": [],
+            "misses": [],
+            "refused": [],
+            "precompiled": [],
+        }
+        #: (code, compressed source) of the modules the master sent compiled,
+        #: checked, kept until imported.
+        self.preloaded: Dict[str, Tuple[Any, bytes]] = {}
         #: Compressed sources of the modules loaded from the cache.
         self._sources: Dict[str, bytes] = {}
         self._code: Dict[str, Any] = {}
@@ -193,6 +209,12 @@ class CacheFinder:
         return os.path.join(self.directory, key(fullname, path, source_hash))
 
     def create_module(self, spec: Any) -> Any:
+        found = self.preloaded.pop(spec.name, None)
+        if found is not None:
+            self._note("misses", spec.name)
+            self._note("precompiled", spec.name)
+            self._code[spec.name], self._sources[spec.name] = found
+            return None
         data = read_private(self.file(spec.name))
         found = decode(data, self.entries[spec.name][1]) if data is not None else None
         if found is None and data is not None:
@@ -211,7 +233,8 @@ class CacheFinder:
         module.__file__ = module.__spec__.origin
         code = self._code.pop(name, None)
         if code is not None:
-            self._note("hits", name)
+            if name not in self.stats["precompiled"]:
+                self._note("hits", name)
         else:
             source = self.importer.get_source(name)
             code = compile(source, module.__spec__.origin, "exec", flags=0, dont_inherit=True)
@@ -248,25 +271,45 @@ def mitogen_importer() -> Any:
     return None
 
 
-def prime(directory: str, entries: Sequence[Entry]) -> Dict[str, Any]:
+@mitogen.core.takes_econtext  # type: ignore[untyped-decorator]  # mitogen is untyped
+def prime(
+    directory: str,
+    entries: Sequence[Entry],
+    fetch: Sequence[str] = (),
+    code_handle: Optional[int] = None,
+    econtext: Any = None,
+) -> Dict[str, Any]:
     """Serve ``entries`` from the cache in ``directory`` from now on (once per
     context); return where the cache is, how many entries it holds and the
-    names it lacks (the master sends those in one batch)."""
+    names it lacks.
+
+    The modules of ``fetch`` (those the next call imports) that the cache
+    lacks are got from the master here, all at once: compiled, from the
+    master's ``code_handle`` (one round trip; used only when compiled by
+    this very Python version, checked like any cache file, and stored), or
+    else as source through mitogen's importer, asked for all at once: the
+    imports that follow find them arrived or in flight.
+    """
     global _FINDER
     if _FINDER is not None:
         return report()
     importer = mitogen_importer()
     path = private_dir(directory)
     if path is None or importer is None:
-        return {
-            "dir": None,
-            "cached": 0,
-            "listed": len(entries),
-            "missing": [e[0] for e in entries],
-        }
-    _FINDER = CacheFinder(path, entries, importer)
-    sys.meta_path.insert(0, _FINDER)
-    missing = [e[0] for e in entries if not os.path.exists(_FINDER.file(e[0]))]
+        missing = [e[0] for e in entries]
+    else:
+        _FINDER = CacheFinder(path, entries, importer)
+        sys.meta_path.insert(0, _FINDER)
+        missing = [e[0] for e in entries if not os.path.exists(_FINDER.file(e[0]))]
+    lacking = set(missing)
+    wanted = [n for n in fetch if n in lacking]
+    if wanted and _FINDER is not None and code_handle is not None and econtext is not None:
+        wanted = take_compiled(_FINDER, econtext.parent, code_handle, wanted)
+    if importer is not None:
+        for name in wanted:
+            # mitogen's importer: one GET_MODULE each, unless the module came
+            # or is on its way; an import of it then waits for it.
+            importer._request_module(name, _arrived)  # no public way to prefetch
     return {
         "dir": path,
         "cached": len(entries) - len(missing),
@@ -275,10 +318,49 @@ def prime(directory: str, entries: Sequence[Entry]) -> Dict[str, Any]:
     }
 
 
+#: How long prime waits for the master's compiled modules before it falls
+#: back to mitogen's source (the master answers at once, from its broker).
+COMPILED_WAIT = 30.0
+
+
+def take_compiled(
+    finder: CacheFinder, parent: Any, code_handle: int, names: Sequence[str]
+) -> List[str]:
+    """Ask the master (``parent``) for ``names`` compiled; store in the cache
+    and keep for the imports each one that checks out (:func:`decode`: this
+    Python's magic, the manifest's source hash, the digest); return the
+    names still lacking."""
+    try:
+        msg = mitogen.core.Message.pickled(list(names), handle=code_handle)
+        sent: Any = parent.send_await(msg, deadline=COMPILED_WAIT)
+    except (mitogen.core.Error, mitogen.core.ChannelError, mitogen.core.TimeoutError):
+        return list(names)
+    if not isinstance(sent, dict):
+        return list(names)
+    left = []
+    for name in names:
+        packed = sent.get(name)
+        try:
+            data = zlib.decompress(packed) if isinstance(packed, bytes) else None
+        except zlib.error:
+            data = None
+        found = decode(data, finder.entries[name][1]) if data is not None else None
+        if data is None or found is None:
+            left.append(name)
+            continue
+        finder.preloaded[name] = found
+        write_private(finder.file(name), data)
+    return left
+
+
+def _arrived() -> None:
+    """A prefetched module came: nothing to do, its import takes it."""
+
+
 def report() -> Dict[str, Any]:
     """What the cache did in this context: modules hit, missed, refused."""
     if _FINDER is None:
-        return {"dir": None, "hits": [], "misses": [], "refused": []}
+        return {"dir": None, "hits": [], "misses": [], "refused": [], "precompiled": []}
     with _FINDER.lock:
         return {"dir": _FINDER.directory, **{k: list(v) for k, v in _FINDER.stats.items()}}
 

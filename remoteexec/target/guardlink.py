@@ -1,8 +1,13 @@
 """The supervisor's end of the guard (:mod:`.guard`): start it, tell it each session.
 
 The guard is a separate small process that kills this context's process
-trees when the context itself is killed. This module starts it at install
-and writes it every session the supervisor creates.
+trees when the context itself is killed. Install only arms it (records the
+run's marker prefix); this module starts it right before the context's
+first guarded process is spawned (:meth:`GuardLink.ensure`, called by
+:func:`.spawn.popen`), so a context that never starts a process (one used
+only for ``Host.call``) never pays for a second interpreter, and every
+process it does start has a guard before it exists. It then writes the guard
+every session the supervisor creates.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ import os
 import select
 import subprocess
 import sys
+import threading
 import time
 from types import ModuleType
-from typing import Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from . import guard, procs
 
@@ -33,14 +39,39 @@ class GuardLink:
         self.popen: Optional[subprocess.Popen[bytes]] = None
         self.fd: Optional[int] = None
         self.error: Optional[str] = None
+        #: The run's marker prefix, once armed; the guard starts on first need.
+        self.prefix: Optional[str] = None
+        self.started = False
+        self._first: Optional[Callable[[], None]] = None
+        self._lock = threading.Lock()
 
     @property
     def pid(self) -> Optional[int]:
         return self.popen.pid if self.popen else None
 
+    def arm(self, prefix: str, first: Optional[Callable[[], None]] = None) -> None:
+        """Guard marker prefix ``prefix`` from the first spawn on (once, at
+        install); ``first`` runs right before the guard starts."""
+        self._first = first
+        self.prefix = prefix
+
+    def ensure(self) -> None:
+        """Start the guard unless it was started (or tried) already: called
+        before every guarded spawn, so no process of ours exists unguarded.
+        Concurrent spawns wait for the one start; a failed start is reported
+        once (``error``) and not retried, as the spawn goes on without it."""
+        if self.started or self.prefix is None:
+            return
+        with self._lock:
+            if not self.started:
+                if self._first is not None:
+                    self._first()
+                self.start(self.prefix)
+
     def start(self, prefix: str) -> None:
-        """Start the guard for marker prefix ``prefix`` (once, at install)."""
+        """Start the guard for marker prefix ``prefix`` now (once)."""
         self.popen, self.fd, self.error = start_guard(prefix)
+        self.started = True
         if self.error:
             LOG.error("%s; processes may outlive a killed context", self.error)
 
@@ -79,6 +110,13 @@ class GuardLink:
 
 #: The one guard link of this context.
 GUARD = GuardLink()
+
+
+def status() -> Dict[str, Any]:
+    """Whether this context's guard was started, its pid and why it failed
+    (``Host.invoke("remoteexec.target.guardlink.status")``): it starts with
+    the first process, after install has answered."""
+    return {"started": GUARD.started, "pid": GUARD.pid, "error": GUARD.error}
 
 
 def module_source(module: ModuleType) -> str:

@@ -11,7 +11,6 @@ tree of the run is killed (:func:`finish_run`) and the context exits.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import shutil
@@ -208,6 +207,8 @@ def _watchdog(recv: mitogen.core.Receiver, timeout: float) -> None:
 
 def set_subreaper() -> bool:
     """Become a child subreaper (orphans of our trees become our children)."""
+    import ctypes  # here: ~1 MB and ~3 ms that a context with no process never pays
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
@@ -215,11 +216,17 @@ def set_subreaper() -> bool:
         return False
 
 
+def become_subreaper() -> None:
+    """Become a child subreaper, before the first process is spawned."""
+    STATE.subreaper = set_subreaper()
+
+
 def set_up(run_id: str, context_token: str, base_dir: Optional[str], keep_logs: bool) -> bool:
     """Make the run's state (once per context); whether this call made it.
 
-    Creates the 0700 run directory, becomes a child subreaper and starts
-    the guard.
+    Creates the 0700 run directory and arms the guard: right before the
+    first process is spawned, the context becomes a child subreaper and the
+    guard starts (a context that never spawns pays for neither).
     """
     with STATE.lock:
         if STATE.run_id is not None:
@@ -232,7 +239,6 @@ def set_up(run_id: str, context_token: str, base_dir: Optional[str], keep_logs: 
         STATE.run_id = run_id
         STATE.prefix = prefix
         STATE.run_dir = run_dir
-        STATE.subreaper = set_subreaper()
-        GUARD.start(prefix)
+        GUARD.arm(prefix, become_subreaper)
         STATE.keep_logs = bool(keep_logs)
         return True

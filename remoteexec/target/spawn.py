@@ -110,6 +110,8 @@ def popen(
     full_env = dict(os.environ if environ is None else environ)
     full_env.update({str(k): str(v) for k, v in (env or {}).items()})
     full_env[MARKER] = marker
+    if guard:
+        GUARD.ensure()  # the guard exists before the first process it guards
     try:
         child = procs.spawn_waited(
             lambda: subprocess.Popen(

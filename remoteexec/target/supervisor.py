@@ -73,7 +73,10 @@ def install(
             # Before the pool: shutdown listeners run in order, and the pool's
             # joins its threads, which may be waiting on our processes.
             mitogen.core.listen(econtext.broker, "shutdown", finish_run)
-            mitogen.service.get_or_create_pool(size=pool_size, router=econtext.router)
+            pool = mitogen.service.get_or_create_pool(size=pool_size, router=econtext.router)
+            # Registered here, not by the pool on the first call (which would
+            # wait for this main thread to build it): no warm-up round trip.
+            pool.add(Supervisor(router=econtext.router))
             STATE.heartbeat_handle = runstate.start_watchdog(econtext.router, heartbeat_timeout)
     ssh = os.environ.get("SSH_CONNECTION", "").split()
     assert STATE.run_dir is not None and STATE.heartbeat_handle is not None
@@ -84,7 +87,7 @@ def install(
         "run_dir": STATE.run_dir,
         "heartbeat_handle": STATE.heartbeat_handle,
         "psutil": procs.HAVE_PSUTIL,
-        "subreaper": STATE.subreaper,
+        "subreaper": STATE.subreaper,  # False until the first spawn
         "guard_pid": GUARD.pid,
         "guard_error": GUARD.error,
         "python": sys.version.split()[0],

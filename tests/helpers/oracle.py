@@ -90,6 +90,22 @@ def identity(pid: int) -> Optional[Tuple[int, int]]:
     return (pid, st.start) if st is not None and st.alive else None
 
 
+#: In the guard's command line (its ``-c`` bootstrap names its modules so).
+GUARD_SIGN = b"<remoteexec guard: "
+
+
+def is_guard(pid: int) -> bool:
+    """``pid`` is a context's guard (remoteexec/target/guard.py), by its command line."""
+    return GUARD_SIGN in (proc_file(pid, "cmdline") or b"")
+
+
+def guards(contexts: Iterable[int]) -> List[int]:
+    """The guards among the children of ``contexts`` (a guard starts with its
+    context's first process, so ask after that)."""
+    parents = set(contexts)
+    return [p for p, st in table().items() if st.ppid in parents and st.alive and is_guard(p)]
+
+
 def run_processes(run_id: str, contexts: Iterable[int] = ()) -> Dict[int, str]:
     """Live processes of run ``run_id``: {pid: why it belongs to the run}.
 
@@ -124,8 +140,11 @@ def run_processes(run_id: str, contexts: Iterable[int] = ()) -> Dict[int, str]:
         if st.alive and st.session in sessions:
             found.setdefault(pid, "in session %d of the run" % st.session)
     found.pop(os.getpid(), None)
-    for pid in contexts:  # a context's guard is its child: machinery, not a service
+    for pid in contexts:
         found.pop(pid, None)
+    for pid in list(found):  # a context's guard is its child: machinery, not a service
+        if procs[pid].ppid in contexts and is_guard(pid):
+            del found[pid]
     return found
 
 
