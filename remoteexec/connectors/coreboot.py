@@ -148,6 +148,19 @@ def connection_class(base: Type[Any], directory: str) -> Type[Any]:
         return klass
 
 
+def available(router: Any) -> bool:
+    """Whether this mitogen has what the cached core needs: two of its
+    private names (``Router._connect``, ``parent._get_core_source``). A
+    mitogen without them connects the usual way, compiling the core."""
+    return all(
+        (
+            callable(getattr(router, "_connect", None)),
+            callable(getattr(mitogen.parent, "_get_core_source", None)),
+            callable(getattr(mitogen.parent, "PartialZlib", None)),
+        )
+    )
+
+
 def connect(router: Any, base: Type[Any], directory: str, **kwargs: Any) -> Any:
     """``router.<method>(**kwargs)`` for a direct connection, with ``base``
     (``mitogen.ssh.Connection``, ``mitogen.parent.Connection``) made to load
@@ -161,4 +174,4 @@ def connect(router: Any, base: Type[Any], directory: str, **kwargs: Any) -> Any:
     return router._connect(klass, **mitogen.core.Kwargs(kwargs))  # no public way to pass a class
 
 
-__all__ = ["LOADER", "MAGIC", "CachedCore", "connect", "connection_class", "core_partial"]
+__all__ = ["LOADER", "MAGIC", "CachedCore", "available", "connect", "connection_class", "core_partial"]

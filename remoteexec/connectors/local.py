@@ -51,7 +51,7 @@ class LocalConnector(Connector):
         return (self.kind, self.name)
 
     def start(self, router: Any, *, remote_name: str, via: Optional[Any]) -> Any:
-        if via is None and self.core_cache:
+        if via is None and self.core_cache and coreboot.available(router):
             return coreboot.connect(
                 router,
                 mitogen.parent.Connection,

@@ -270,7 +270,7 @@ class SSHConnector(Connector):
         extra: Dict[str, Any] = {"remote_name": remote_name}
         if via is not None:
             extra["via"] = via
-        elif self.core_cache:
+        elif self.core_cache and coreboot.available(router):
             return coreboot.connect(
                 router, mitogen.ssh.Connection, self.core_cache, **self.options, **extra
             )
