@@ -174,4 +174,12 @@ def connect(router: Any, base: Type[Any], directory: str, **kwargs: Any) -> Any:
     return router._connect(klass, **mitogen.core.Kwargs(kwargs))  # no public way to pass a class
 
 
-__all__ = ["LOADER", "MAGIC", "CachedCore", "available", "connect", "connection_class", "core_partial"]
+__all__ = [
+    "LOADER",
+    "MAGIC",
+    "CachedCore",
+    "available",
+    "connect",
+    "connection_class",
+    "core_partial",
+]
