@@ -192,6 +192,7 @@ def run() -> c.Report:
                 "quick": lambda: host.call(_target_probe.quick_stamp),
                 "raw": lambda: host.context.call(c.trivial, 1),
                 "ping": lambda: host.service("ping"),
+                "pool": lambda: host.invoke("remoteexec.target.supervisor.ping"),
                 "loop": _master_loop(host),
                 # in_stream=False: no stdin forwarding, as Host.run gives /dev/null.
                 "fabric": lambda: conn.run("true", hide=True, in_stream=False),
@@ -202,6 +203,7 @@ def run() -> c.Report:
                 "quick": CALL_N,
                 "raw": CALL_N // 2,
                 "ping": RUN_N // 2,
+                "pool": RUN_N // 2,
                 "loop": CALL_N // 2,
                 "fabric": FABRIC_N,
             }
@@ -297,6 +299,10 @@ def run() -> c.Report:
         "| %s |" % c.ms(st["raw"].median - st["quick"].median),
         '| `Host.service("ping")` (a quick service: the broker thread) | %s |'
         % c.ms(st["ping"].median),
+        "| the same ping through the supervisor's thread pool (`Host.invoke`), as every "
+        "service call went before quick calls | %s |" % c.ms(st["pool"].median),
+        '| `Host.run(["true"])` round trip less its time on the host (pickling, the pool) '
+        "| %s |" % c.ms(st["run"].median - remote_run.median),
         '| `Host.run(["true"])` (the pool thread) | %s |' % c.ms(st["run"].median),
         "| of which on the host, spawn + reap of `true` (`RunResult.duration`) | %s |"
         % c.ms(remote_run.median),
