@@ -147,6 +147,21 @@ def _halves(fn, n: int) -> tuple:
     return c.Stats.of(there).median, c.Stats.of(back).median
 
 
+def _run_split(host, n: int) -> tuple:
+    """(Stats of Host.run(["true"])'s time on the host, median seconds of the
+    rest: the round trip), each pair from the same call, so a change in load
+    between two loops cannot make the difference negative."""
+    import time
+
+    on_host, rest = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        took = host.run(["true"]).duration
+        on_host.append(took)
+        rest.append(time.perf_counter() - t0 - took)
+    return c.Stats.of(on_host), c.Stats.of(rest).median
+
+
 def _shell_init(host) -> float:
     """Seconds the remote login shell spends on start-up files under sshd.
 
@@ -214,7 +229,7 @@ def run() -> c.Report:
                 for name, fn in ops.items():
                     samples[name] += c.time_calls(fn, counts[name] // BLOCKS)
                 c.progress("block %d/%d done" % (block + 1, BLOCKS))
-            remote_run = c.Stats.of([host.run(["true"]).duration for _ in range(100)])
+            remote_run, run_trip = _run_split(host, 200)
             shell_init = _shell_init(host)
             spawn = host.call(_target_probe.spawn_parts, 100)
             halves = {
@@ -302,7 +317,7 @@ def run() -> c.Report:
         "| the same ping through the supervisor's thread pool (`Host.invoke`), as every "
         "service call went before quick calls | %s |" % c.ms(st["pool"].median),
         '| `Host.run(["true"])` round trip less its time on the host (pickling, the pool) '
-        "| %s |" % c.ms(st["run"].median - remote_run.median),
+        "| %s |" % c.ms(run_trip),
         '| `Host.run(["true"])` (the pool thread) | %s |' % c.ms(st["run"].median),
         "| of which on the host, spawn + reap of `true` (`RunResult.duration`) | %s |"
         % c.ms(remote_run.median),
@@ -334,12 +349,24 @@ def run() -> c.Report:
         '- supervisor service round trip (`Host.service("ping")`, quick: broker thread): '
         "%s; `Host.call` (main thread): %s; `@rx.quick` call: %s"
         % (c.ms(st["ping"].median), c.ms(st["call"].median), c.ms(st["quick"].median)),
-        '- `Host.run(["true"])` %s = remote spawn+wait of `true` %s (`RunResult.duration`)'
+        '- `Host.run(["true"])` %s ≈ remote spawn+wait of `true` %s (`RunResult.duration`)'
         " + round trip and (un)pickling %s"
         % (
             c.ms(st["run"].median),
             c.ms(remote_run.median),
-            c.ms(st["run"].median - remote_run.median),
+            c.ms(run_trip),
+        ),
+        "- the limits, from this run's figures: Host.call cannot go below the master's two "
+        "hand-offs %s plus the ssh floor %s plus the host's unpickle and reply, which a quick "
+        "call already is (%s); Host.run cannot go below the spawn floor %.3f (bare "
+        "posix_spawnp + waitpid in the context) plus a quick round trip %s = %.3f"
+        % (
+            c.ms(st["loop"].median),
+            c.ms(echo.median),
+            c.ms(st["quick"].median),
+            spawn["posix_spawn"],
+            c.ms(st["quick"].median),
+            spawn["posix_spawn"] + st["quick"].median * 1e3,
         ),
         "- Fabric starts the login shell for every command (`$SHELL -c true`); on this machine "
         "root's ~/.bashrc (read by bash under sshd) adds %s. Without it Fabric would be ≈%s, "
