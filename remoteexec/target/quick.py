@@ -20,6 +20,7 @@ host, before it runs.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any, Callable, Dict, Optional, TypeVar
 
@@ -73,8 +74,9 @@ def serve(msg: Any) -> None:
         reply = protocol.raised(what, e)
     try:
         msg.reply(reply)
-    except Exception as e:
-        msg.reply(protocol.raised(what, e))
+    except Exception as e:  # a result that cannot be pickled: say so instead
+        with contextlib.suppress(Exception):  # the master is gone: nobody to tell
+            msg.reply(protocol.raised(what, e))
 
 
 def run(kind: str, name: str, args: Any, kwargs: Any) -> Any:
