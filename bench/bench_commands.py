@@ -15,6 +15,8 @@ Run: ``python bench/bench_commands.py`` (needs root for the lab).
 
 from __future__ import annotations
 
+import os
+
 import _common as c
 
 RUN_N = 1000
@@ -112,6 +114,54 @@ def _master_cpu(fn, n: int) -> tuple:
     return (time.thread_time() - t0) / n, (_thread_cpu(broker.native_id) - b0) / n
 
 
+def _master_loop(host):
+    """A round trip that never leaves the master: caller → master broker (a
+    handler on the master's own router) → caller. What the master's two
+    hand-offs cost, with no ssh and no host."""
+    import mitogen
+    import mitogen.core
+
+    router = host.context.router
+
+    def answer(msg) -> None:
+        msg.reply(None, router=router)
+
+    handle = router.add_handler(answer)
+    me = mitogen.core.Context(router, mitogen.context_id)
+    return lambda: me.send_async(mitogen.core.Message.pickled(None, handle=handle)).get()
+
+
+def _halves(fn, n: int) -> tuple:
+    """(there, back) medians in seconds of a call that returns the host's
+    time.monotonic(): lab hosts share this kernel's clock, so send → start
+    on the host and end on the host → the caller awake split exactly."""
+    import time
+
+    there, back = [], []
+    for _ in range(n):
+        t0 = time.monotonic()
+        at = fn()
+        t1 = time.monotonic()
+        there.append(at - t0)
+        back.append(t1 - at)
+    return c.Stats.of(there).median, c.Stats.of(back).median
+
+
+def _run_split(host, n: int) -> tuple:
+    """(Stats of Host.run(["true"])'s time on the host, median seconds of the
+    rest: the round trip), each pair from the same call, so a change in load
+    between two loops cannot make the difference negative."""
+    import time
+
+    on_host, rest = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        took = host.run(["true"]).duration
+        on_host.append(took)
+        rest.append(time.perf_counter() - t0 - took)
+    return c.Stats.of(on_host), c.Stats.of(rest).median
+
+
 def _shell_init(host) -> float:
     """Seconds the remote login shell spends on start-up files under sshd.
 
@@ -149,19 +199,27 @@ def run() -> c.Report:
         try:
             conn.open()
             c.progress("fabric connected; warming up")
+            import _target_probe
+
             ops = {
                 "run": lambda: host.run(["true"]),
                 "call": lambda: host.call(c.trivial, 1),
+                "quick": lambda: host.call(_target_probe.quick_stamp),
                 "raw": lambda: host.context.call(c.trivial, 1),
                 "ping": lambda: host.service("ping"),
+                "pool": lambda: host.invoke("remoteexec.target.supervisor.ping"),
+                "loop": _master_loop(host),
                 # in_stream=False: no stdin forwarding, as Host.run gives /dev/null.
                 "fabric": lambda: conn.run("true", hide=True, in_stream=False),
             }
             counts = {
                 "run": RUN_N,
                 "call": CALL_N,
+                "quick": CALL_N,
                 "raw": CALL_N // 2,
                 "ping": RUN_N // 2,
+                "pool": RUN_N // 2,
+                "loop": CALL_N // 2,
                 "fabric": FABRIC_N,
             }
             samples = {name: [] for name in ops}
@@ -171,11 +229,13 @@ def run() -> c.Report:
                 for name, fn in ops.items():
                     samples[name] += c.time_calls(fn, counts[name] // BLOCKS)
                 c.progress("block %d/%d done" % (block + 1, BLOCKS))
-            remote_run = c.Stats.of([host.run(["true"]).duration for _ in range(100)])
+            remote_run, run_trip = _run_split(host, 200)
             shell_init = _shell_init(host)
-            import _target_probe
-
-            spawn = host.call(_target_probe.spawn_costs, 100)
+            spawn = host.call(_target_probe.spawn_parts, 100)
+            halves = {
+                "raw": _halves(lambda: host.context.call(_target_probe.stamp), 300),
+                "quick": _halves(lambda: host.call(_target_probe.quick_stamp), 300),
+            }
             echo = _ssh_echo(lab, h.address, h.port)
             cpu = {
                 "call": _master_cpu(ops["call"], 300),
@@ -188,6 +248,7 @@ def run() -> c.Report:
     rows = [
         ('remoteexec `Host.run(["true"])`', st["run"]),
         ("remoteexec `Host.call(trivial, 1)`", st["call"]),
+        ("remoteexec `Host.call` of a `@rx.quick` function", st["quick"]),
         ("raw mitogen `context.call(trivial, 1)`", st["raw"]),
         ('Fabric %s `Connection.run("true", hide=True)`' % fabric.__version__, st["fabric"]),
     ]
@@ -230,46 +291,82 @@ def run() -> c.Report:
     adjusted = fab.median - shell_init
     report.text(
         "Per-call breakdown (medians, ms; master CPU per call from the calling thread's and "
-        "mitogen's broker thread's CPU clocks):",
+        "mitogen's broker thread's CPU clocks; the halves from the host's `time.monotonic()`, "
+        "the same kernel clock as the master's on lab hosts; load average %.1f at the end):"
+        % os.getloadavg()[0],
         "",
         "| step | ms |",
         "|---|---|",
+        "| master only: caller → master broker → caller (a handler on the master's own "
+        "router; no ssh, no host): the master's two hand-offs | %s |" % c.ms(st["loop"].median),
         "| the floor: a line echoed by `cat` through an open ssh session | %s |"
         % c.ms(echo.median),
+        "| `Host.call` of a `@rx.quick` function: served on the context's broker thread "
+        "(no hand-off on the host) | %s |" % c.ms(st["quick"].median),
+        "| of which there (send → running on the host) / back (→ caller awake) | %s / %s |"
+        % (c.ms(halves["quick"][0]), c.ms(halves["quick"][1])),
         "| raw mitogen `context.call(trivial, 1)` (main thread; no remoteexec) | %s |"
         % c.ms(st["raw"].median),
+        "| of which there / back | %s / %s |" % (c.ms(halves["raw"][0]), c.ms(halves["raw"][1])),
         "| `Host.call(trivial, 1)` (main thread, through `call_function`) | %s |"
         % c.ms(st["call"].median),
-        '| `Host.service("ping")` (the supervisor\'s thread pool, no process) | %s |'
+        "| the host's two hand-offs (broker → main thread → broker): raw call - quick call "
+        "| %s |" % c.ms(st["raw"].median - st["quick"].median),
+        '| `Host.service("ping")` (a quick service: the broker thread) | %s |'
         % c.ms(st["ping"].median),
-        '| `Host.run(["true"])` | %s |' % c.ms(st["run"].median),
+        "| the same ping through the supervisor's thread pool (`Host.invoke`), as every "
+        "service call went before quick calls | %s |" % c.ms(st["pool"].median),
+        '| `Host.run(["true"])` round trip less its time on the host (pickling, the pool) '
+        "| %s |" % c.ms(run_trip),
+        '| `Host.run(["true"])` (the pool thread) | %s |' % c.ms(st["run"].median),
         "| of which on the host, spawn + reap of `true` (`RunResult.duration`) | %s |"
         % c.ms(remote_run.median),
-        "| spawning `true` in the context: Popen as Host.run (vfork, new session, "
-        "close_fds, pipes) | %.3f |" % spawn["popen"],
-        "| the same with bare `posix_spawnp` + `waitpid` (no pipes, no fd closing) | %.3f |"
+        '| in the context, `target.run.run(["true"])` itself (marker, guard, spawn, '
+        "read, reap) | %.3f |" % spawn["run"],
+        "| Popen as Host.run does it (vfork, new session, close_fds, two pipes, "
+        "communicate) | %.3f |" % spawn["popen"],
+        "| the same without close_fds | %.3f |" % spawn["popen_keep_fds"],
+        "| the same with no pipes (output to /dev/null) | %.3f |" % spawn["popen_no_pipes"],
+        "| `posix_spawnp` + two pipes read to EOF + `waitpid` | %.3f |"
+        % spawn["posix_spawn_pipes"],
+        "| bare `posix_spawnp` + `waitpid` (no pipes): the spawn floor | %.3f |"
         % spawn["posix_spawn"],
         "| master CPU per `Host.call`: calling thread + broker thread | %s + %s |"
         % (c.ms(cpu["call"][0]), c.ms(cpu["call"][1])),
         "| master CPU per `Host.run`: calling thread + broker thread | %s + %s |"
         % (c.ms(cpu["run"][0]), c.ms(cpu["run"][1])),
         "",
-        "A call crosses four thread hand-offs (caller → master broker → ssh … sshd → "
+        "A normal call crosses four thread hand-offs (caller → master broker → ssh … sshd → "
         "context broker → main thread or pool thread → context broker → … → master broker "
         "→ caller), each a wake-up through a pipe, plus two ssh processes each way; the "
-        "echo floor has only the ssh processes.",
+        "echo floor has only the ssh processes. A quick call (`@rx.quick`, and the quick "
+        "supervisor services: ping, status, output, signal) skips the two on the host. "
+        "Host.run's floor is the spawn floor plus a quick round trip.",
     )
     report.text(
         "Where the time goes (medians, ms):",
         "",
-        '- supervisor service round trip (`Host.service("ping")`, thread pool, no process): '
-        "%s; `Host.call` (main thread): %s" % (c.ms(st["ping"].median), c.ms(st["call"].median)),
-        '- `Host.run(["true"])` %s = remote spawn+wait of `true` %s (`RunResult.duration`)'
+        '- supervisor service round trip (`Host.service("ping")`, quick: broker thread): '
+        "%s; `Host.call` (main thread): %s; `@rx.quick` call: %s"
+        % (c.ms(st["ping"].median), c.ms(st["call"].median), c.ms(st["quick"].median)),
+        '- `Host.run(["true"])` %s ≈ remote spawn+wait of `true` %s (`RunResult.duration`)'
         " + round trip and (un)pickling %s"
         % (
             c.ms(st["run"].median),
             c.ms(remote_run.median),
-            c.ms(st["run"].median - remote_run.median),
+            c.ms(run_trip),
+        ),
+        "- the limits, from this run's figures: Host.call cannot go below the master's two "
+        "hand-offs %s plus the ssh floor %s plus the host's unpickle and reply, which a quick "
+        "call already is (%s); Host.run cannot go below the spawn floor %.3f (bare "
+        "posix_spawnp + waitpid in the context) plus a quick round trip %s = %.3f"
+        % (
+            c.ms(st["loop"].median),
+            c.ms(echo.median),
+            c.ms(st["quick"].median),
+            spawn["posix_spawn"],
+            c.ms(st["quick"].median),
+            spawn["posix_spawn"] + st["quick"].median * 1e3,
         ),
         "- Fabric starts the login shell for every command (`$SHELL -c true`); on this machine "
         "root's ~/.bashrc (read by bash under sshd) adds %s. Without it Fabric would be ≈%s, "
@@ -287,6 +384,12 @@ def run() -> c.Report:
         "%s ms" % c.ms(st["call"].median),
         "≤ %g ms" % CALL_TARGET_MS,
         st["call"].median * 1e3 <= CALL_TARGET_MS,
+    )
+    report.target(
+        "Host.call of a @rx.quick function, median",
+        "%s ms" % c.ms(st["quick"].median),
+        "≤ %g ms" % CALL_TARGET_MS,
+        st["quick"].median * 1e3 <= CALL_TARGET_MS,
     )
     report.target(
         "faster than Fabric per command (median Fabric / Host.run)",

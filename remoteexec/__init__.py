@@ -45,6 +45,9 @@ _EXPORTS = {
     "StackEvent": "remoteexec.stack",
     "Service": "remoteexec.services",
     "ServiceStatus": "remoteexec.services",
+    "run_all": "remoteexec.fanout",
+    "call_all": "remoteexec.fanout",
+    "quick": "remoteexec.target.quick",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,9 @@
-"""The plain-SSH fast path: one command on many hosts, no context.
+"""One command (or call) on many hosts: over plain SSH, or on open hosts.
+
+Two fan-outs live here. :func:`run_all` and :func:`call_all` run on hosts
+whose contexts are already open (warm): every request is sent at once and the
+replies are awaited together, with no thread per host (see their docstrings).
+:func:`run_plain` is the plain-SSH fast path, below.
 
 Opening a context (:meth:`remoteexec.master.Master.connect`) boots a Python
 interpreter on the host and ships our modules to it: worth it for services,
@@ -31,16 +36,18 @@ paramiko is imported on first use, so importing this module is cheap.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import logging
 import os
+import queue
 import shlex
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union, cast
 
 from remoteexec import arguments
 from remoteexec.connectors.ssh import HOST_KEY_MODES, Target
@@ -48,20 +55,25 @@ from remoteexec.errors import (
     AuthenticationFailed,
     ConnectionFailed,
     HostKeyMismatch,
+    HostLost,
     HostUnreachable,
     RemoteExecError,
     TimeoutExpired,
 )
-from remoteexec.host import RunResult
+from remoteexec.host import Host, Pending, RunResult
 
 __all__ = [
+    "DEFAULT_WINDOW",
     "DEFAULT_WORKERS",
+    "MAX_WINDOW",
     "MAX_WORKERS",
     "OUTPUT_LIMIT",
     "PLAIN_OPTIONS",
     "PlainHost",
     "Result",
+    "call_all",
     "plain_ssh_problem",
+    "run_all",
     "run_plain",
 ]
 
@@ -72,6 +84,13 @@ DEFAULT_WORKERS = 32
 MAX_WORKERS = 256
 #: Bytes kept per stream (stdout, stderr) and host; past it, the tail is kept.
 OUTPUT_LIMIT = 1 << 20
+#: Requests :func:`run_all` / :func:`call_all` keep in flight by default (one
+#: receiver each on the master, one pool or main thread each on its host).
+DEFAULT_WINDOW = 256
+#: The most ``window`` accepts.
+MAX_WINDOW = 4096
+#: Longest wait for a reply before the fan-out looks for lost hosts and deadlines.
+_POLL = 0.25
 #: Host options the fast path understands; a host with another one (``via``,
 #: ``ssh_args``) needs the ssh client, so a context. ``python`` is ignored.
 PLAIN_OPTIONS = frozenset(
@@ -142,6 +161,145 @@ def plain_ssh_problem(target: str, options: Mapping[str, Any], via: Optional[str
     if other:
         return "option %s needs the ssh client" % ", ".join(other)
     return ""
+
+
+def run_all(
+    hosts: Sequence[Host],
+    command: Union[str, Sequence[str]],
+    *,
+    check: bool = False,
+    shell: bool = False,
+    cwd: Union[str, os.PathLike[str], None] = None,
+    env: Optional[Mapping[str, str]] = None,
+    timeout: Optional[float] = None,
+    input: Union[str, bytes, None] = None,
+    text: bool = True,
+    window: int = DEFAULT_WINDOW,
+) -> List[Union[RunResult, RemoteExecError]]:
+    """:meth:`Host.run <remoteexec.host.Host.run>` on every open host at once;
+    one result per host, in the order given (a host given twice runs twice).
+
+    Each result is the host's RunResult (any exit code; with ``check=True`` a
+    non-zero exit is a :class:`~remoteexec.errors.CommandFailed`) or the
+    error that kept it from finishing, naming the host: a lost or closed host
+    (:class:`~remoteexec.errors.HostLost`), a command past ``timeout``
+    (:class:`~remoteexec.errors.TimeoutExpired`). A failing host never stops
+    the others. The arguments are Host.run's, checked before anything is
+    sent (ValueError/TypeError). No thread is started: every request goes
+    out at once (at most ``window`` in flight) and the calling thread waits
+    for the replies together, so 64 hosts cost 64 receivers, not 64 threads.
+    """
+    _check_hosts(hosts)
+    _check_window(window)
+    options: Dict[str, Any] = dict(check=check, shell=shell, cwd=cwd, env=env, timeout=timeout)
+    options.update(input=input, text=text)
+    if hosts:  # the arguments, once, before any host is sent anything
+        arguments.command(command)
+        arguments.seconds("timeout", timeout, allow_none=True)
+        arguments.environment("env", env)
+    results: List[Union[RunResult, RemoteExecError]] = _gather(
+        hosts, lambda h: h.send_run(command, **options), window
+    )
+    return results
+
+
+def call_all(hosts: Sequence[Host], fn: Callable[..., Any], *args: Any, **kwargs: Any) -> List[Any]:
+    """:meth:`Host.call <remoteexec.host.Host.call>` of ``fn(*args, **kwargs)``
+    on every open host at once; one result per host, in the order given: the
+    function's return value, or the error (naming the host) it raised there
+    (:class:`~remoteexec.errors.RemoteCallError`) or that kept it from
+    returning (:class:`~remoteexec.errors.HostLost`). An error is returned, not
+    raised, so check each result with ``isinstance(r, RemoteExecError)``.
+    Like :func:`run_all`, no thread per host; at most :data:`DEFAULT_WINDOW`
+    calls in flight. Calls on one host run one at a time on its main thread,
+    as Host.call's do (a :func:`remoteexec.quick` function: on its broker thread).
+    """
+    _check_hosts(hosts)
+    return _gather(hosts, lambda h: h.send_call(fn, *args, **kwargs), DEFAULT_WINDOW)
+
+
+def _check_hosts(hosts: Sequence[Host]) -> None:
+    if isinstance(cast(object, hosts), (str, bytes)) or not isinstance(hosts, Sequence):
+        raise TypeError("hosts must be a sequence of Host, got %r" % (type(hosts).__name__,))
+    for i, h in enumerate(hosts):
+        if not isinstance(h, Host):
+            raise TypeError("hosts[%d] is a %s, not a Host" % (i, type(h).__name__))
+
+
+def _check_window(window: int) -> None:
+    if isinstance(window, bool) or not isinstance(window, int):
+        raise TypeError("window must be an int, got %r" % (window,))
+    if not 1 <= window <= MAX_WINDOW:
+        raise ValueError("window must be in 1..%d, got %d" % (MAX_WINDOW, window))
+
+
+def _gather(hosts: Sequence[Host], send: Callable[[Host], Pending], window: int) -> List[Any]:
+    """Send one request per host (``window`` in flight at most) and wait for all
+    replies on this thread; each host's value or its RemoteExecError.
+
+    Not mitogen.select.Select: its get(timeout=) sleeps in mitogen's Latch,
+    whose timed wait can poison the shared socketpair pool (see Host._wait).
+    Each receiver's notify hook queues its index instead, and the wait
+    wakes every :data:`_POLL` seconds to look for lost hosts and deadlines.
+    """
+    results: List[Any] = [None] * len(hosts)
+    arrived: queue.SimpleQueue[int] = queue.SimpleQueue()
+    waiting: Dict[int, Tuple[Pending, Optional[float]]] = {}
+    sent = 0
+
+    def launch(i: int) -> None:
+        try:
+            pending = send(hosts[i])
+        except RemoteExecError as e:  # lost or closed before: nothing sent
+            results[i] = e
+            return
+        deadline = None if pending.timeout is None else time.monotonic() + pending.timeout
+        waiting[i] = (pending, deadline)
+        pending.receiver.notify = lambda _recv: arrived.put(i)
+        if not pending.receiver.empty():  # the reply beat the hook
+            arrived.put(i)
+
+    while sent < len(hosts) or waiting:
+        while sent < len(hosts) and len(waiting) < window:
+            launch(sent)
+            sent += 1
+        if not waiting:
+            continue
+        try:
+            i = arrived.get(timeout=_POLL)
+        except queue.Empty:
+            i = -1
+        if i in waiting:
+            pending, _ = waiting.pop(i)
+            results[i] = _finish(pending)
+        now = time.monotonic()
+        for j, (pending, deadline) in list(waiting.items()):
+            if pending.receiver.empty() and (pending.host.lost or (deadline or now + 1) <= now):
+                waiting.pop(j)
+                results[j] = _abandon(pending)
+    return results
+
+
+def _finish(pending: Pending) -> Any:
+    """The value of a reply that has arrived, or the error it carries."""
+    try:
+        return pending.finish(
+            pending.host.unpickle(lambda: pending.receiver.get(block=False), pending.what)
+        )
+    except RemoteExecError as e:
+        return e
+
+
+def _abandon(pending: Pending) -> RemoteExecError:
+    """The error for a reply that will not come (host lost, or past its deadline)."""
+    with contextlib.suppress(Exception):
+        pending.receiver.close()
+    host = pending.host
+    if host.lost:
+        return HostLost("host lost during %s: %s" % (pending.what, host.lost), host=host.name)
+    return TimeoutExpired(
+        "no reply to %s within %.1fs" % (pending.what, pending.timeout or 0.0), host=host.name
+    )
 
 
 def run_plain(

@@ -38,6 +38,7 @@ from remoteexec.errors import (
     from_dict,
 )
 from remoteexec.heartbeat import Heartbeat
+from remoteexec.target.quick import MARK as QUICK_MARK
 
 if TYPE_CHECKING:  # for annotations only: master imports this module, not the reverse
     from remoteexec.master import Master
@@ -45,6 +46,8 @@ if TYPE_CHECKING:  # for annotations only: master imports this module, not the r
 T = TypeVar("T")
 
 SUPERVISOR = "remoteexec.target.supervisor.Supervisor"
+#: Supervisor methods served on the context's broker thread (see :mod:`remoteexec.target.quick`).
+QUICK_SERVICES = frozenset({"ping", "status", "output", "signal"})
 #: The name of mitogen's broker thread (mitogen.core.Broker).
 BROKER_THREAD = "mitogen.broker"
 LOG = logging.getLogger(__name__)
@@ -454,8 +457,19 @@ class Host:
     # -- calls -----------------------------------------------------------
 
     def _get(self, recv: mitogen.core.Receiver, timeout: Optional[float], what: str) -> Any:
+        return self.unpickle(lambda: self._wait(recv, timeout, what), what, timeout)
+
+    def unpickle(
+        self,
+        fetch: Callable[[], mitogen.core.Message],
+        what: str,
+        timeout: Optional[float] = None,
+    ) -> Any:
+        """The value of the reply ``fetch()`` returns, mitogen's errors turned
+        into ours (RemoteCallError, TimeoutExpired, HostLost) naming this host
+        and ``what``. For :mod:`remoteexec.fanout`, which waits on many replies."""
         try:
-            return self._wait(recv, timeout, what).unpickle()
+            return fetch().unpickle()
         except mitogen.core.CallError as e:
             details: Dict[str, Any] = dict(call_error_details(e))
             raise RemoteCallError(
@@ -518,38 +532,85 @@ class Host:
 
         ``fn`` must be importable (a module-level function); arguments and the
         result must be plain data. A remote exception becomes
-        :class:`RemoteCallError` with the remote type name and message.
+        :class:`RemoteCallError` with the remote type name and message. A
+        function marked with :func:`remoteexec.quick` runs on the context's
+        broker thread (two thread hand-offs fewer; see its rule).
         """
+        pending = self.send_call(fn, *args, **kwargs)
+        return cast(T, pending.finish(self._get(pending.receiver, None, pending.what)))
+
+    def send_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Pending:
+        """Send ``Host.call(fn, ...)`` without waiting: the :class:`Pending`
+        reply (for :func:`remoteexec.fanout.call_all`)."""
+        return self._send_call(fn, args, kwargs, quick_ok=True)
+
+    def _send_call(
+        self, fn: Callable[..., Any], args: Any, kwargs: Dict[str, Any], quick_ok: bool
+    ) -> Pending:
         self.ensure_open()
         module = getattr(fn, "__module__", None)
         qualname = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn)))
         what = "call %s()" % qualname
         if not module or module == "__main__" or "<" in qualname:
             # mitogen serves __main__ itself; other unimportables fail there.
-            return cast(T, self._get(self.context.call_async(fn, *args, **kwargs), None, what))
+            recv = self.context.call_async(fn, *args, **kwargs)
+            return Pending(self, recv, what, None, _as_is)
+        quick = self.info.get("quick_handle")
+        if quick and quick_ok and getattr(fn, QUICK_MARK, False):
+            name = "%s:%s" % (module, qualname)
+            recv = self._send_quick(quick, ("call", name, list(args), kwargs))
+
+            def retry_or_finish(result: Any) -> Any:
+                if result.get("ok") is None:  # its module is not imported there yet
+                    again = self._send_call(fn, args, kwargs, quick_ok=False)
+                    return again.finish(self._get(again.receiver, None, what))
+                return self._call_result(result)
+
+            return Pending(self, recv, what, None, retry_or_finish)
         from remoteexec.target import supervisor
 
         # Through a target-side wrapper: a remote exception comes back as a
         # bounded error dict, never as a CallError too large for mitogen.
         recv = self.context.call_async(supervisor.call_function, module, qualname, args, kwargs)
-        result = self._get(recv, None, what)
+        return Pending(self, recv, what, None, self._call_result)
+
+    def _call_result(self, result: Any) -> Any:
         if not result["ok"]:
             raise from_dict(result, self.name)
-        return cast(T, result["result"])
+        return result["result"]
+
+    def _send_quick(self, handle: int, request: Tuple[Any, ...]) -> mitogen.core.Receiver:
+        """Send ``request`` to the quick handler: served on the host's broker thread."""
+        msg = mitogen.core.Message.pickled(request, handle=handle)
+        return self.context.send_async(msg)
 
     def service(
         self, method: str, reply_timeout: Optional[float] = REPLY_SLACK, **kwargs: Any
     ) -> Any:
-        """Call a supervisor method on the context's thread pool.
+        """Call a supervisor method on the context's thread pool (the quick
+        ones, :data:`QUICK_SERVICES`, on its broker thread).
 
         Raises the remoteexec exception a target-side error dict names.
         ``reply_timeout=None`` waits as long as the host is alive.
         """
+        pending = self.send_service(method, reply_timeout, **kwargs)
+        return pending.finish(self._get(pending.receiver, pending.timeout, pending.what))
+
+    def send_service(
+        self, method: str, reply_timeout: Optional[float] = REPLY_SLACK, **kwargs: Any
+    ) -> Pending:
+        """Send a supervisor call without waiting: the :class:`Pending` reply."""
         arguments.seconds("reply_timeout", reply_timeout, allow_none=True)
         self.ensure_open()
         check_plain(kwargs, method)
-        recv = self.context.call_service_async(SUPERVISOR, method, **kwargs)
-        result = self._get(recv, reply_timeout, method)
+        quick = self.info.get("quick_handle")
+        if quick and method in QUICK_SERVICES:
+            recv = self._send_quick(quick, ("service", method, (), kwargs))
+        else:
+            recv = self.context.call_service_async(SUPERVISOR, method, **kwargs)
+        return Pending(self, recv, method, reply_timeout, self._service_result)
+
+    def _service_result(self, result: Any) -> Any:
         if isinstance(result, dict) and result.get("ok") is False:
             raise from_dict(result, self.name)
         return result
@@ -610,12 +671,41 @@ class Host:
         non-positive timeout, an ``env`` value that is not a str) raise
         ValueError/TypeError here, before anything runs on the host.
         """
+        pending = self.send_run(
+            command,
+            check=check,
+            shell=shell,
+            cwd=cwd,
+            env=env,
+            timeout=timeout,
+            input=input,
+            text=text,
+        )
+        return cast(
+            RunResult, pending.finish(self._get(pending.receiver, pending.timeout, pending.what))
+        )
+
+    def send_run(
+        self,
+        command: Union[str, Sequence[str]],
+        *,
+        check: bool = False,
+        shell: bool = False,
+        cwd: Union[str, os.PathLike[str], None] = None,
+        env: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+        input: Union[str, bytes, None] = None,
+        text: bool = True,
+    ) -> Pending:
+        """Send :meth:`run` without waiting: the :class:`Pending` reply, whose
+        ``finish`` gives the RunResult (for :func:`remoteexec.fanout.run_all`).
+        Arguments are checked here, before anything is sent."""
         checked = arguments.command(command)
         seconds = arguments.seconds("timeout", timeout, allow_none=True)
         environment = arguments.environment("env", env)
         if isinstance(input, str):
             input = input.encode()
-        res = self.service(
+        pending = self.send_service(
             "run",
             reply_timeout=None if seconds is None else seconds + REPLY_SLACK,
             command=checked,
@@ -625,6 +715,17 @@ class Host:
             timeout=seconds,
             input=input,
         )
+
+        def finish(reply: Any) -> RunResult:
+            res = self._service_result(reply)
+            return self._run_result(command, res, check, text)
+
+        pending.finish = finish
+        return pending
+
+    def _run_result(
+        self, command: Union[str, Sequence[str]], res: Any, check: bool, text: bool
+    ) -> RunResult:
         out, err = res["stdout"], res["stderr"]
         if text:
             out, err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
@@ -640,3 +741,24 @@ class Host:
                 output_tail=tail,
             )
         return result
+
+
+@dataclass
+class Pending:
+    """A call sent to a host and not yet answered.
+
+    ``receiver`` gets the reply; ``finish`` turns its unpickled value into
+    what the blocking method returns (or raises its error); ``timeout`` is
+    the reply's bound in seconds (None: as long as the host lives).
+    :mod:`remoteexec.fanout` waits on many at once, with no thread per host.
+    """
+
+    host: Host
+    receiver: Any
+    what: str
+    timeout: Optional[float]
+    finish: Callable[[Any], Any]
+
+
+def _as_is(value: Any) -> Any:
+    return value

@@ -7,16 +7,23 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from typing import Any, List
 
 import pytest
-from conftest import PY, REPO, need_lab
+from conftest import PY, REPO, connect_options, need_lab
+from helpers import quick_calls
 
+import remoteexec as rx
 from remoteexec.errors import (
     AuthenticationFailed,
+    CommandFailed,
     HostKeyMismatch,
+    HostLost,
     HostUnreachable,
+    RemoteCallError,
     TimeoutExpired,
 )
 from remoteexec.fanout import OUTPUT_LIMIT, PlainHost, plain_ssh_problem, run_plain
@@ -196,3 +203,145 @@ def test_exec_reports_a_host_key_refusal_by_host_and_exits_1(lab: Any, tmp_path:
     assert "h1 | ran" in r.stdout and "h1: exit 0" in r.stdout, r.stdout
     for name in ("h2", "h3"):
         assert "%s: error: [%s] the host key" % (name, name) in r.stdout, r.stdout
+
+
+# -- run_all / call_all: open hosts, no thread per host ------------------------
+
+
+@pytest.fixture(scope="module")
+def warm(lab: Any) -> Any:
+    """A master with a context on each of the lab's hosts, for this module."""
+    with rx.Master(heartbeat_timeout=5) as master:
+        yield master, master.connect_all(lab.targets, **connect_options(lab))
+
+
+def _max_threads_during(fn: Any) -> tuple:
+    """(fn's result, the most threads this process had while fn ran)."""
+    seen = [threading.active_count()]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            seen.append(threading.active_count())
+
+    sampler = threading.Thread(target=sample)
+    before = threading.active_count()
+    sampler.start()
+    try:
+        result = fn()
+    finally:
+        done.set()
+        sampler.join(10)
+    return result, max(seen) - before - 1  # less the sampler itself
+
+
+@pytest.mark.lab
+def test_run_all_runs_on_every_host_at_once_from_the_calling_thread(warm: Any) -> None:
+    _, hosts = warm
+    # A rendezvous in a directory the lab hosts share with us: each command
+    # waits (bounded) until every host has arrived, so one at a time fails.
+    script = (
+        'touch "$1/$$"; i=0; while [ "$(ls "$1" | wc -l)" -lt "$2" ]; do '
+        "i=$((i+1)); [ $i -gt 400 ] && exit 7; sleep 0.025; done; echo met"
+    )
+    with tempfile.TemporaryDirectory(dir=REPO, prefix=".rendezvous-") as meet:
+        command = ["sh", "-c", script, "sh", meet, str(len(hosts))]
+        results, extra = _max_threads_during(lambda: rx.run_all(hosts, command, timeout=30))
+    assert [r.returncode for r in results] == [0] * len(hosts), results
+    assert [r.host for r in results] == [h.name for h in hosts]
+    assert [r.stdout for r in results] == ["met\n"] * len(hosts)
+    assert extra <= 0, "run_all started %d threads" % extra
+
+
+@pytest.mark.lab
+def test_run_all_gives_each_host_its_own_error_and_the_others_their_results(
+    warm: Any, tmp_path: Any
+) -> None:
+    master, hosts = warm
+    results = rx.run_all(hosts, ["sh", "-c", "echo $1 >&2; exit 3", "sh", "err"], check=True)
+    assert all(isinstance(r, CommandFailed) for r in results), results
+    assert [r.host for r in results] == [h.name for h in hosts]
+    assert all(r.exit_code == 3 and "err" in r.output_tail for r in results)
+    timed = rx.run_all(hosts[:2], ["sleep", "30"], timeout=0.5)
+    assert all(isinstance(r, TimeoutExpired) for r in timed), timed
+    assert [r.host for r in timed] == [h.name for h in hosts[:2]]
+    # Lost mid-call: only the local context finds the file (a lab host's
+    # /tmp is its own), so only it sleeps, and it is cut while it does.
+    slow = tmp_path / "slow"
+    slow.write_text("")
+    doomed = master.local(name="doomed")
+    cut = threading.Timer(1.0, doomed.drop)
+    cut.start()
+    try:
+        started = time.monotonic()
+        command = ["sh", "-c", '[ -e "$1" ] && sleep 60; echo ok', "sh", str(slow)]
+        mixed = rx.run_all([hosts[1], doomed, hosts[2]], command)
+    finally:
+        cut.cancel()
+    assert time.monotonic() - started < 30
+    assert isinstance(mixed[1], HostLost) and mixed[1].host == "doomed", mixed
+    assert [mixed[0].stdout, mixed[2].stdout] == ["ok\n", "ok\n"]
+    # Lost before: its HostLost at once, nothing sent to it.
+    again = rx.run_all([doomed, hosts[0]], ["echo", "ok"])
+    assert isinstance(again[0], HostLost) and again[1].stdout == "ok\n"
+
+
+@pytest.mark.lab
+def test_bad_arguments_to_run_all_raise_before_any_host_is_sent_anything(warm: Any) -> None:
+    _, hosts = warm
+    with pytest.raises(ValueError, match="command is empty"):
+        rx.run_all(hosts, [])
+    with pytest.raises(TypeError, match=r"hosts\[1\] is a str"):
+        rx.run_all([hosts[0], "h2"], ["true"])
+    with pytest.raises(ValueError, match="window"):
+        rx.run_all(hosts, ["true"], window=0)
+    with pytest.raises(ValueError, match="timeout"):
+        rx.run_all(hosts, ["true"], timeout=-1)
+    assert rx.run_all([], ["true"]) == []
+
+
+@pytest.mark.lab
+def test_call_all_returns_each_hosts_value_or_its_error(warm: Any) -> None:
+    _, hosts = warm
+    results = rx.call_all(hosts, quick_calls.pid_and, 7)
+    assert [r for _, r in results] == [7] * len(hosts)
+    assert [p for p, _ in results] == [h.info["pid"] for h in hosts]
+    errors = rx.call_all(hosts[:2], quick_calls.fails, "nope")
+    assert all(isinstance(e, RemoteCallError) and "KeyError" in str(e) for e in errors)
+    assert [e.host for e in errors] == [h.name for h in hosts[:2]]
+
+
+@pytest.mark.lab
+def test_a_quick_function_runs_on_the_hosts_broker_thread_and_others_on_main(warm: Any) -> None:
+    _, hosts = warm
+    host = hosts[0]
+    # The first call may find the module not yet imported there: it then
+    # takes the normal path, which imports it; later calls are quick.
+    assert host.call(quick_calls.where, 1)[1] == 1
+    assert host.call(quick_calls.where, 2) == ["mitogen.broker", 2]
+    assert host.call(quick_calls.where_unmarked, 3) == ["MainThread", 3]
+    assert host.service("ping")["ok"] is True
+
+
+@pytest.mark.lab
+def test_run_all_gives_up_on_a_host_that_goes_silent(warm: Any) -> None:
+    """A frozen context (SIGSTOP: its stream stays open, no reply, no ack)
+    is declared lost by the heartbeat, and run_all returns its HostLost then,
+    not never; the other host's result is there."""
+    import signal
+
+    _, hosts = warm
+    with rx.Master(heartbeat_timeout=1.5) as master:
+        frozen = master.local(name="frozen")
+        pid = frozen.info["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            results = rx.run_all([frozen, hosts[0]], ["echo", "ok"])
+            took = time.monotonic() - started
+        finally:
+            os.kill(pid, signal.SIGKILL)  # our own context
+        assert isinstance(results[0], HostLost) and results[0].host == "frozen", results
+        assert "heartbeat" in str(results[0])
+        assert results[1].stdout == "ok\n"
+        assert took < 20, "waited %.1f s for a silent host" % took

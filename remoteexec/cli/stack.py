@@ -349,21 +349,14 @@ def _exec_in_contexts(
     names: List[str],
     args: argparse.Namespace,
 ) -> List[Tuple[str, Any]]:
-    """Run the command through a context on each host (Host.run: no shell)."""
+    """Run the command through a context on each host (Host.run: no shell),
+    all at once from this thread (:func:`remoteexec.fanout.run_all`)."""
     import remoteexec as rx
-    from remoteexec.errors import RemoteExecError
 
     master = resources.enter_context(rx.Master())
     hosts = _hosts(topology, master, lab, names)
-    with concurrent.futures.ThreadPoolExecutor(min(16, len(names))) as pool:
-        futures = [pool.submit(hosts[n].run, args.command, timeout=args.timeout) for n in names]
-        results: List[Tuple[str, Any]] = []
-        for name, future in zip(names, futures):
-            try:
-                results.append((name, future.result()))
-            except RemoteExecError as e:
-                results.append((name, e))
-    return results
+    results = rx.run_all([hosts[n] for n in names], args.command, timeout=args.timeout)
+    return list(zip(names, results))
 
 
 def _print_result(name: str, result: Any, as_json: bool) -> int:

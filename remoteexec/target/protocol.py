@@ -14,6 +14,7 @@ here too, so both sides word them alike.
 
 import shlex
 import signal
+import traceback
 from typing import Any, Dict, List, Optional, Sequence, TypedDict, Union
 
 #: A command as the supervisor takes it: an argument list, or one string
@@ -188,6 +189,8 @@ class InstallReply(TypedDict):
     guard_error: Optional[str]
     python: str
     uid: int
+    #: The handle of the quick-call handler (:mod:`.quick`), on the broker thread.
+    quick_handle: int
 
 
 def error(type_name: str, message: str, /, **fields: Any) -> Dict[str, Any]:
@@ -198,6 +201,20 @@ def error(type_name: str, message: str, /, **fields: Any) -> Dict[str, Any]:
     detail: Dict[str, Any] = {"type": type_name, "message": message}
     detail.update((k, v) for k, v in fields.items() if v is not None)
     return {"ok": False, "error": detail}
+
+
+def raised(what: str, e: BaseException) -> Dict[str, Any]:
+    """The error reply for exception ``e`` raised in ``what``, with the remote
+    type name and traceback (bounded: mitogen refuses a CallError over 9999
+    characters and loses its type). Call it in the ``except`` block."""
+    message = str(e)[:2000]
+    return error(
+        "RemoteCallError",
+        "%s raised %s: %s" % (what, type(e).__name__, message),
+        type_name=type(e).__name__,
+        remote_message=message,
+        remote_traceback=traceback.format_exc()[-4000:],
+    )
 
 
 def command_text(command: Optional[Command]) -> Optional[str]:

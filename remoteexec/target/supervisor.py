@@ -26,13 +26,12 @@ import os
 import socket
 import sys
 import time
-import traceback
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import mitogen.core
 import mitogen.service
 
-from . import procs, protocol, runstate
+from . import procs, protocol, quick, runstate
 from .guardlink import GUARD
 from .lifecycle import (
     forget,
@@ -92,6 +91,7 @@ def install(
         "guard_error": GUARD.error,
         "python": sys.version.split()[0],
         "uid": os.getuid(),
+        "quick_handle": quick.install(econtext.router),
     }
 
 
@@ -102,19 +102,6 @@ def _resolve(module: str, qualname: str) -> Any:
     return target
 
 
-def _raised(what: str, e: BaseException) -> Dict[str, Any]:
-    """The error reply for exception ``e`` raised in ``what`` (bounded, as
-    mitogen refuses a CallError over 9999 characters and loses its type)."""
-    message = str(e)[:2000]
-    return protocol.error(
-        "RemoteCallError",
-        "%s raised %s: %s" % (what, type(e).__name__, message),
-        type_name=type(e).__name__,
-        remote_message=message,
-        remote_traceback=traceback.format_exc()[-4000:],
-    )
-
-
 def call_function(
     module: str, qualname: str, args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> Dict[str, Any]:
@@ -122,7 +109,7 @@ def call_function(
     try:
         return {"ok": True, "result": _resolve(module, qualname)(*args, **kwargs)}
     except Exception as e:
-        return _raised("call %s()" % qualname, e)
+        return protocol.raised("call %s()" % qualname, e)
 
 
 def invoke(
@@ -146,6 +133,9 @@ def ping() -> protocol.PingReply:
 
 _ALLOW = mitogen.service.AllowParents()
 
+# Each returns at once: these may run on the broker thread (see .quick).
+quick.SERVICES.update(ping=ping, status=status, output=output, signal=signal_proc)
+
 
 def _method(fn: Callable[..., Any]) -> Any:
     """``fn`` as a Service method: keyword arguments only, exceptions as error replies."""
@@ -154,7 +144,7 @@ def _method(fn: Callable[..., Any]) -> Any:
         try:
             return fn(**kwargs)
         except Exception as e:
-            return _raised(fn.__name__, e)
+            return protocol.raised(fn.__name__, e)
 
     method.__name__ = fn.__name__
     method.__doc__ = fn.__doc__

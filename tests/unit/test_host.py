@@ -79,3 +79,18 @@ def test_run_result_ok_is_exit_code_zero() -> None:
     assert RunResult("h", ["true"], 0, "", "").ok
     assert not RunResult("h", ["false"], 1, "", "").ok
     assert not RunResult("h", "sleep 9", -9, "", "", 0.5).ok
+
+
+def test_the_host_runs_only_marked_functions_and_quick_services_inline() -> None:
+    """The quick handler's checks, on the host's side: an unmarked function or
+    a slow service is refused by name, a module not imported yet is sent back
+    to the normal path (an import there would stall the broker)."""
+    from remoteexec.target import protocol, quick
+
+    unmarked = quick.run("call", "os.path:join", ["a", "b"], {})
+    assert unmarked["ok"] is False and "os.path.join is not marked quick" in str(unmarked)
+    assert quick.run("call", "no_such_module_here:f", [], {}) == quick.NOT_HERE
+    refused = quick.run("service", "run", (), {"command": ["true"]})
+    assert refused == protocol.error("ValueError", "run is not a quick service")
+    marked = quick.quick(lambda x: x + 1)
+    assert getattr(marked, quick.MARK) is True
