@@ -111,11 +111,11 @@ MUTATIONS = (
     ),
     Mutation(
         "blank-remote-traceback",
-        "remoteexec/target/supervisor.py",
+        "remoteexec/target/protocol.py",
         "remote_traceback=traceback.format_exc()[-4000:],",
         'remote_traceback="",',
         ("tests/test_errors.py::test_remote_traceback_names_the_raising_function_and_line[local]",),
-        "supervisor._raised sends no traceback",
+        "protocol.raised sends no traceback",
     ),
     Mutation(
         "no-exited-0-hint",
