@@ -87,10 +87,37 @@ def _cpu_seconds(roots: Sequence[int]) -> Dict[Tuple[int, bytes], float]:
     return out
 
 
-def _cpu_used(before: Mapping[Tuple[int, bytes], float], roots: Sequence[int]) -> float:
-    """CPU seconds the trees of ``roots`` used since ``before`` (processes that
-    ended in between are not counted: up ends nothing)."""
-    return sum(cpu - before.get(key, 0.0) for key, cpu in _cpu_seconds(roots).items())
+#: Process classes of the CPU profile, in report order: (name, test on cmdline).
+CLASSES: Tuple[Tuple[str, Callable[[str], bool]], ...] = (
+    ("tarantools", lambda cmd: "tarantool" in cmd),
+    ("api processes", lambda cmd: "api.py" in cmd),
+    ("hosts' contexts", lambda cmd: "mitogen:" in cmd),
+)
+
+
+def _class_of(pid: int) -> str:
+    """The class of ``pid`` for the CPU profile (see CLASSES)."""
+    if pid == os.getpid():
+        return "master"
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return "other"
+    return next((name for name, test in CLASSES if test(cmd)), "other (sshd, ssh, supervisors)")
+
+
+def _cpu_used(before: Mapping[Tuple[int, bytes], float], roots: Sequence[int]) -> Dict[str, float]:
+    """CPU seconds the trees of ``roots`` used since ``before``, by process class
+    and in all ("total"); processes that ended in between are not counted (up
+    ends nothing)."""
+    out: Dict[str, float] = {"total": 0.0}
+    for key, cpu in _cpu_seconds(roots).items():
+        used = cpu - before.get(key, 0.0)
+        out["total"] += used
+        name = _class_of(key[0])
+        out[name] = out.get(name, 0.0) + used
+    return out
 
 
 def _critical(deps: Mapping[str, Mapping[str, str]], took: Mapping[str, float]) -> float:
@@ -136,7 +163,7 @@ def _stack_once(hosts: Mapping[str, Any], roots: Sequence[int] = ()) -> Dict[str
         "up": up,
         "down": time.perf_counter() - t0,
         "latency": _latency(stack, events),
-        "cpu": cpu,
+        **{"cpu " + name: seconds for name, seconds in cpu.items()},
     }
 
 
@@ -231,7 +258,7 @@ def _measure() -> Tuple[List[Dict[str, float]], ...]:
                     % (
                         i + 1,
                         stacked[-1]["up"],
-                        stacked[-1]["cpu"],
+                        stacked[-1]["cpu total"],
                         by_hand[-1]["by_hand"],
                         alone[-1]["critical"],
                         alone[-1]["sequential"],
@@ -259,7 +286,7 @@ def run() -> c.Report:
     stacked, alone, by_hand = _measure()
     load_after = os.getloadavg()[0]
     up, critical = _median(stacked, "up"), _median(alone, "critical")
-    cpu = _median(stacked, "cpu")
+    cpu = _median(stacked, "cpu total")
     cores = os.cpu_count() or 1
     sequential, down = _median(alone, "sequential"), _median(stacked, "down")
     hand = _median(by_hand, "by_hand")
@@ -305,6 +332,14 @@ def run() -> c.Report:
         ("scheduling delay: dependency ready → dependent starting (worst)", c.ms(latency)),
         ("CPU of up: master + lab hosts' processes (CPU-ms)", c.ms(cpu)),
         ("%d CPUs x critical path (CPU-ms)" % cores, c.ms(cores * critical)),
+    ]
+    names = [n for n, _ in CLASSES] + ["master", "other (sshd, ssh, supervisors)"]
+    rows += [
+        (
+            "CPU of up: " + name,
+            c.ms(c.Stats.of([r.get("cpu " + name, 0.0) for r in stacked]).median),
+        )
+        for name in names
     ]
     rows += [("alone: " + name, c.ms(_median(alone, "alone " + name))) for name in services]
     report.table(["phase", "median ms"], rows)

@@ -682,3 +682,26 @@ def test_calls_to_a_hung_host_are_bounded_by_their_timeout(tmp_path: Any) -> Non
                 one.stop()
             took["stop"] = time.monotonic() - started
             assert took["stop"] < one.timeout + CALL_SLACK + LOAD_MARGIN, took
+
+
+def _timeouts_set(log: str) -> List[str]:
+    """The values tarantool logged for ``replication_timeout``, in order."""
+    key = "set 'replication_timeout' configuration option to "
+    return [line.split(key, 1)[1].strip() for line in log.splitlines() if key in line]
+
+
+def test_bootstrap_retries_fast_then_runs_the_configured_timeout(make_set: Any) -> None:
+    """A set bootstraps with the short retry interval (its members' logs say
+    so) and every member runs the configured replication_timeout once start()
+    returns; a later restart starts with the configured one."""
+    rs = make_set(replication_timeout=0.5)
+    rs.start()
+    for member in rs.members:
+        assert member.eval("return box.cfg.replication_timeout") == 0.5, member.name
+        logged = _timeouts_set(member.log_tail(400))
+        assert logged[:1] == ["0.02"] and logged[-1] == "0.5", (member.name, logged)
+    replica = rs.replicas[0]
+    rs.restart(replica)
+    assert replica.eval("return box.cfg.replication_timeout") == 0.5
+    assert _timeouts_set(replica.log_tail(400))[-2:] == ["0.5", "0.5"]
+    assert all(follows(row, 2) for row in status_rows(rs))

@@ -209,6 +209,12 @@ class TarantoolInstance:
         self._peers: List[List[str]] = []
         self._replication_user: Optional[str] = user
         self._replication_timeout: Optional[float] = None
+        #: Set by ReplicaSet.start for a first start: box.cfg's replication_timeout
+        #: (tarantool's retry interval) until :meth:`end_bootstrap` restores the
+        #: configured one (see ReplicaSet.start).
+        self.boot_interval: Optional[float] = None
+        # The replication_timeout end_bootstrap restores (None: nothing to restore).
+        self._booting_from: Optional[float] = None
         self._replicaset_uuid: Optional[str] = None
         # The executor of the running process (None: stopped) and of the last one (its logs).
         self._process: Optional[TarantoolProcess] = None
@@ -410,6 +416,17 @@ class TarantoolInstance:
             replicaset_uuid=self._replicaset_uuid,
             user_box_cfg=user_box_cfg,
         )
+        timeout = cfg.get("replication_timeout")
+        self._booting_from = None
+        if (
+            self.boot_interval is not None
+            and cfg.get("replication")
+            and isinstance(timeout, (int, float))
+            and not isinstance(timeout, bool)
+            and self.boot_interval < timeout
+        ):
+            cfg["replication_timeout"] = self.boot_interval
+            self._booting_from = float(timeout)
         return render_init_lua(
             box_cfg=cfg,
             probe_socket=paths["probe"],
@@ -682,6 +699,13 @@ class TarantoolInstance:
             )
         except RemoteExecError as e:
             raise renamed(e, self.name, lua_message=e.message) from None
+
+    def end_bootstrap(self, timeout: Optional[float] = None) -> None:
+        """Give it back its configured ``replication_timeout`` after a start
+        with :attr:`boot_interval` (nothing when none was in force)."""
+        if self._booting_from is not None:
+            self.eval("box.cfg{replication_timeout = ...}", self._booting_from, timeout=timeout)
+            self._booting_from = None
 
     def wait_vclock(self, target: Dict[int, int], timeout: float) -> None:
         """Wait until its vclock has every component of ``target`` (but 0), within ``timeout``."""
