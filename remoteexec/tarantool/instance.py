@@ -416,7 +416,9 @@ class TarantoolInstance:
             replicaset_uuid=self._replicaset_uuid,
             user_box_cfg=user_box_cfg,
         )
+        # A first bootstrap retries its peers every boot_interval (see ReplicaSet.start).
         timeout = cfg.get("replication_timeout")
+        boot: Optional[float] = None
         self._booting_from = None
         if (
             self.boot_interval is not None
@@ -425,8 +427,7 @@ class TarantoolInstance:
             and not isinstance(timeout, bool)
             and self.boot_interval < timeout
         ):
-            cfg["replication_timeout"] = self.boot_interval
-            self._booting_from = float(timeout)
+            boot, self._booting_from = self.boot_interval, float(timeout)
         return render_init_lua(
             box_cfg=cfg,
             probe_socket=paths["probe"],
@@ -434,6 +435,7 @@ class TarantoolInstance:
             replication_user=self._replication_user,
             password_env=PASSWORD_ENV if self.password is not None else None,
             app_params=self._resolved["app_params"],
+            boot_interval=boot,
         )
 
     def prepare(self, deadline: float) -> None:

@@ -328,6 +328,10 @@ class ReplicaSet:
         is killed (nothing is left running anywhere) and the error names the
         member and, for replication, the link with ``upstream.message``.
 
+        While the members bootstrap, their ``replication_timeout`` (also
+        Tarantool's retry interval) is 0.02 s (``BOOT_INTERVAL``); every member
+        runs the configured one again before this returns.
+
         Like :meth:`TarantoolInstance.start`, starting a set that already runs
         does nothing: when every member runs it returns ``{}``. When only some
         run, it raises TarantoolError and touches no member (use

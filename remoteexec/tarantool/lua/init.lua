@@ -25,6 +25,14 @@ local rx_probe = start_probe(rx_probe_path)
 pcall(box.ctl.on_shutdown, function() pcall(fio.unlink, rx_probe_path) end)
 
 local rx_box_cfg = {{box_cfg}}
+-- A first bootstrap (no snapshot yet) retries its peers at this interval
+-- instead of replication_timeout; the master restores the configured value once
+-- the whole replica set is ready. A restart on the data (by a supervisor too)
+-- runs the configured value throughout.
+local rx_boot_interval = {{boot_interval}}
+if rx_boot_interval ~= nil and #(fio.glob(fio.pathjoin(rx_box_cfg.work_dir, '*.snap')) or {}) == 0 then
+    rx_box_cfg.replication_timeout = rx_boot_interval
+end
 local rx_ok, rx_err = pcall(box.cfg, rx_box_cfg)
 if not rx_ok then
     log_fatal(rx_box_cfg.log, 'box.cfg failed: ' .. tostring(rx_err))
