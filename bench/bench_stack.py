@@ -173,7 +173,7 @@ def _retries(stack: Any) -> float:
     """The replication retries of the replica sets' bootstrap, per set: the
     members' "will retry every" log lines (a refused connect, a JOIN or
     SUBSCRIBE to a peer still loading), each one retry interval of waiting."""
-    sets = [stack[n].service for n in stack.services() if hasattr(stack[n].service, "members")]
+    sets = [stack[n].service for n in stack.services if hasattr(stack[n].service, "members")]
     logs = [m.log_tail(400) for rs in sets for m in rs.members]
     return sum(log.count("will retry every") for log in logs) / max(1, len(sets))
 

@@ -191,11 +191,15 @@ def render_init_lua(
        before anything else runs (an empty table when not given).
 
     ``boot_interval``: the ``replication_timeout`` of a first bootstrap (the
-    work directory has no snapshot yet) instead of ``box_cfg``'s; Tarantool
-    retries refused peers and JOINs at that interval. Restarts on the data
-    run ``box_cfg``'s. Whoever starts the instance sets the configured value
-    back once the replica set is ready (see :meth:`ReplicaSet.start
-    <remoteexec.tarantool.ReplicaSet.start>`).
+    work directory has no snapshot yet) instead of ``box_cfg``'s: Tarantool
+    retries refused peers and JOINs at that interval. The writable member
+    then runs ``app_lua`` only once every peer follows it (bounded by
+    ``replication_connect_timeout``), so that every replica joins at the
+    same LSN. The script defines the global ``rx_end_bootstrap()``, which
+    sets ``box_cfg``'s ``replication_timeout``; whoever starts the instance
+    calls it once the replica set is ready (see :meth:`ReplicaSet.start
+    <remoteexec.tarantool.ReplicaSet.start>`). Restarts on the data run
+    ``box_cfg``'s value throughout.
 
     ``password_env`` names the environment variable that carries the password
     (usually :data:`PASSWORD_ENV`); the script reads it and unsets it before

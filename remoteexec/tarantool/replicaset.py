@@ -56,9 +56,12 @@ LOSS_POLL = 0.05
 # a JOIN/SUBSCRIBE to a peer still bootstrapping (ER_LOADING) after one
 # replication_timeout, so a 0.1 s set bootstraps in steps of 0.1 s (two or
 # three of them, measured from the members' logs); at 0.02 s the same retries
-# cost a few ms each. start() gives every member its configured value back
-# once the whole set is ready (TarantoolInstance.end_bootstrap). Not lower:
-# a peer silent for 4 of them is dropped, and a loaded host can stall 80 ms.
+# cost a few ms each. Not lower: a peer silent for 4 of them is dropped.
+# start() gives every member the configured value once all are ready
+# (TarantoolInstance.end_bootstrap). With fast retries, replicas would JOIN
+# the leader while its app_lua writes, at different LSNs, and could not
+# subscribe to each other (XlogGapError): so the leader's init.lua holds its
+# app until every peer follows it (see render_init_lua).
 BOOT_INTERVAL = 0.02
 # Marks a fan-out result that has not arrived (None is a valid result).
 _PENDING = object()
@@ -371,12 +374,13 @@ class ReplicaSet:
             spawn_done = time.monotonic()
             _raise_first(spawned)
             timings = self._wait_all(every, deadline, "start", with_notify=True, starting=True)
-            left = max(0.05, deadline - time.monotonic())
-            _raise_first(
-                self._fan_out(
-                    "start", lambda m: m.end_bootstrap(timeout=left), every, every, deadline
+            if any(m.booting for m in every):
+                left = max(0.05, deadline - time.monotonic())
+                _raise_first(
+                    self._fan_out(
+                        "start", lambda m: m.end_bootstrap(timeout=left), every, every, deadline
+                    )
                 )
-            )
         except BaseException:
             # A lost host, Ctrl-C or any other failure must not leave members
             # running: kill them through the supervisors' pools (not queued
