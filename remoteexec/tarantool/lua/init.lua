@@ -70,8 +70,11 @@ rx_password = nil
 -- JOINs likely. Bounded: a peer that never comes fails the start anyway.
 if rx_booting and not box.info.ro and type(rx_box_cfg.replication) == 'table' then
     local peers = #rx_box_cfg.replication - 1
-    local give_up = fiber.clock() + (rx_box_cfg.replication_connect_timeout or 10)
-    while fiber.clock() < give_up do
+    local bound = rx_box_cfg.replication_connect_timeout or 10
+    local give_up = fiber.clock() + bound
+    -- Bounded by time and, against a stalled clock, by count.
+    for _ = 1, math.ceil(bound / 0.002) + 1 do
+        if fiber.clock() >= give_up then break end
         local following = 0
         for _, peer in pairs(box.info.replication) do
             if peer.downstream ~= nil and peer.downstream.status == 'follow' then
