@@ -87,10 +87,37 @@ def _cpu_seconds(roots: Sequence[int]) -> Dict[Tuple[int, bytes], float]:
     return out
 
 
-def _cpu_used(before: Mapping[Tuple[int, bytes], float], roots: Sequence[int]) -> float:
-    """CPU seconds the trees of ``roots`` used since ``before`` (processes that
-    ended in between are not counted: up ends nothing)."""
-    return sum(cpu - before.get(key, 0.0) for key, cpu in _cpu_seconds(roots).items())
+#: Process classes of the CPU profile, in report order: (name, test on cmdline).
+CLASSES: Tuple[Tuple[str, Callable[[str], bool]], ...] = (
+    ("tarantools", lambda cmd: "tarantool" in cmd),
+    ("api processes", lambda cmd: "api.py" in cmd),
+    ("hosts' contexts", lambda cmd: "mitogen:" in cmd),
+)
+
+
+def _class_of(pid: int) -> str:
+    """The class of ``pid`` for the CPU profile (see CLASSES)."""
+    if pid == os.getpid():
+        return "master"
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return "other"
+    return next((name for name, test in CLASSES if test(cmd)), "other (sshd, ssh, supervisors)")
+
+
+def _cpu_used(before: Mapping[Tuple[int, bytes], float], roots: Sequence[int]) -> Dict[str, float]:
+    """CPU seconds the trees of ``roots`` used since ``before``, by process class
+    and in all ("total"); processes that ended in between are not counted (up
+    ends nothing)."""
+    out: Dict[str, float] = {"total": 0.0}
+    for key, cpu in _cpu_seconds(roots).items():
+        used = cpu - before.get(key, 0.0)
+        out["total"] += used
+        name = _class_of(key[0])
+        out[name] = out.get(name, 0.0) + used
+    return out
 
 
 def _critical(deps: Mapping[str, Mapping[str, str]], took: Mapping[str, float]) -> float:
@@ -126,6 +153,7 @@ def _stack_once(hosts: Mapping[str, Any], roots: Sequence[int] = ()) -> Dict[str
         stack.up()
         up = time.perf_counter() - t0
         cpu = _cpu_used(before, roots)
+        retries = _retries(stack)
     except BaseException:
         with contextlib.suppress(Exception):
             stack.down()
@@ -136,8 +164,18 @@ def _stack_once(hosts: Mapping[str, Any], roots: Sequence[int] = ()) -> Dict[str
         "up": up,
         "down": time.perf_counter() - t0,
         "latency": _latency(stack, events),
-        "cpu": cpu,
+        "retries": retries,
+        **{"cpu " + name: seconds for name, seconds in cpu.items()},
     }
+
+
+def _retries(stack: Any) -> float:
+    """The replication retries of the replica sets' bootstrap, per set: the
+    members' "will retry every" log lines (a refused connect, a JOIN or
+    SUBSCRIBE to a peer still loading), each one retry interval of waiting."""
+    sets = [stack[n].service for n in stack.services if hasattr(stack[n].service, "members")]
+    logs = [m.log_tail(400) for rs in sets for m in rs.members]
+    return sum(log.count("will retry every") for log in logs) / max(1, len(sets))
 
 
 def _alone_once(hosts: Mapping[str, Any]) -> Dict[str, float]:
@@ -226,12 +264,16 @@ def _measure() -> Tuple[List[Dict[str, float]], ...]:
                 for step in steps[i % 3 :] + steps[: i % 3]:
                     step()
                 c.progress(
-                    "round %d: up %.3fs (%.3f CPU-s), by hand %.3fs, critical %.3fs,"
+                    "round %d: up %.3fs (CPU-s: %s), by hand %.3fs, critical %.3fs,"
                     " sequential %.3fs, down %.3fs"
                     % (
                         i + 1,
                         stacked[-1]["up"],
-                        stacked[-1]["cpu"],
+                        ", ".join(
+                            "%s %.3f" % (k[len("cpu ") :], v)
+                            for k, v in stacked[-1].items()
+                            if k.startswith("cpu ")
+                        ),
                         by_hand[-1]["by_hand"],
                         alone[-1]["critical"],
                         alone[-1]["sequential"],
@@ -259,7 +301,7 @@ def run() -> c.Report:
     stacked, alone, by_hand = _measure()
     load_after = os.getloadavg()[0]
     up, critical = _median(stacked, "up"), _median(alone, "critical")
-    cpu = _median(stacked, "cpu")
+    cpu = _median(stacked, "cpu total")
     cores = os.cpu_count() or 1
     sequential, down = _median(alone, "sequential"), _median(stacked, "down")
     hand = _median(by_hand, "by_hand")
@@ -277,11 +319,15 @@ def run() -> c.Report:
         "so services started together contend for them, which the critical path does not "
         "count. The scheduling delay is read from the stack's own events: the worst gap, "
         "over all rounds, between a service's last dependency being ready and its start. "
-        "Bootstrap of the replica set moves in steps of replication_timeout (0.1 s), so "
-        "single rounds vary by that much. No scheduler can make sequential / up exceed "
+        "A replica set's bootstrap waits one retry interval for each refused connect and "
+        "each JOIN or SUBSCRIBE to a peer still loading (the retries row counts them from "
+        "the members' logs); ReplicaSet.start() retries every 0.02 s while the set starts "
+        "(then restores replication_timeout, 0.1 s here), where each retry used to cost "
+        "0.1 s. No scheduler can make sequential / up exceed "
         "sequential / critical path (the ceiling row). CPU of up: user + system seconds "
         "of this process and of every process under the lab's sshds (the hosts' "
-        "contexts, the tarantools, the apis) from up() until ready; up can only keep "
+        "contexts, the tarantools, the apis) from up() until ready, in all and by process "
+        "class (its cmdline); up can only keep "
         "within 1.15x of the critical path if the CPUs can give it that much within "
         "it (next row: all of them, for the critical path), and the other processes of "
         "the machine take their share: its load average was %.1f before the run and "
@@ -302,9 +348,21 @@ def run() -> c.Report:
         ("sequential", c.ms(sequential)),
         ("ceiling of sequential / up: sequential / critical path", c.ratio(sequential, critical)),
         ("stack down()", c.ms(down)),
+        (
+            "replication retries per replica set in up (members' logs)",
+            "%.1f" % _median(stacked, "retries"),
+        ),
         ("scheduling delay: dependency ready → dependent starting (worst)", c.ms(latency)),
         ("CPU of up: master + lab hosts' processes (CPU-ms)", c.ms(cpu)),
         ("%d CPUs x critical path (CPU-ms)" % cores, c.ms(cores * critical)),
+    ]
+    names = [n for n, _ in CLASSES] + ["master", "other (sshd, ssh, supervisors)"]
+    rows += [
+        (
+            "CPU of up: " + name,
+            c.ms(c.Stats.of([r.get("cpu " + name, 0.0) for r in stacked]).median),
+        )
+        for name in names
     ]
     rows += [("alone: " + name, c.ms(_median(alone, "alone " + name))) for name in services]
     report.table(["phase", "median ms"], rows)

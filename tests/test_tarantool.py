@@ -130,13 +130,15 @@ def stop_cleanly(rs: ReplicaSet, run_id: str) -> None:
 def make_set(hosts: List[rx.Host], tt_master: rx.Master) -> Iterator[Any]:
     made: List[ReplicaSet] = []
 
-    def make(as_instances: bool = False, **kwargs: Any) -> ReplicaSet:
+    def make(as_instances: bool = False, app_lua: str = "", **kwargs: Any) -> ReplicaSet:
         port = next(_ports)
         kwargs.setdefault("replication_timeout", 0.1)
         kwargs.setdefault("timeout", 10)
         members: List[Any] = [(h, port) for h in hosts]
         if as_instances:
-            members = [TarantoolInstance(on=h, listen=port, timeout=10) for h in hosts]
+            members = [
+                TarantoolInstance(on=h, listen=port, timeout=10, app_lua=app_lua) for h in hosts
+            ]
         rs = ReplicaSet("rs%d" % port, members=members, **kwargs)
         made.append(rs)
         return rs
@@ -687,3 +689,42 @@ def test_calls_to_a_hung_host_are_bounded_by_their_timeout(tmp_path: Any) -> Non
                 one.stop()
             took["stop"] = time.monotonic() - started
             assert took["stop"] < one.timeout + CALL_SLACK + LOAD_MARGIN, took
+
+
+def _timeouts_set(log: str) -> List[str]:
+    """The values tarantool logged for ``replication_timeout``, in order."""
+    key = "set 'replication_timeout' configuration option to "
+    return [line.split(key, 1)[1].strip() for line in log.splitlines() if key in line]
+
+
+def test_bootstrap_retries_fast_then_runs_the_configured_timeout(make_set: Any) -> None:
+    """A set bootstraps with the short retry interval (its members' logs say
+    so), the leader's app runs once both replicas follow it, and every member
+    runs the configured replication_timeout once start()
+    returns; a later restart starts with the configured one, and so does a
+    restart on the data with the very init.lua of the first start (what a
+    supervisor's restart runs)."""
+    # The leader's app runs once both replicas follow it (they joined at one LSN).
+    count = (
+        "local n = 0 for _, p in pairs(box.info.replication) do "
+        "if p.downstream ~= nil and p.downstream.status == 'follow' then n = n + 1 end end "
+        "rawset(_G, 'followers_at_app', n)"
+    )
+    rs = make_set(as_instances=True, app_lua=count, replication_timeout=0.5)
+    rs.start()
+    assert rs.leader.eval("return followers_at_app") == 2
+    for member in rs.members:
+        assert member.eval("return box.cfg.replication_timeout") == 0.5, member.name
+        logged = _timeouts_set(member.log_tail(400))
+        assert logged[:1] == ["0.02"] and logged[-1] == "0.5", (member.name, logged)
+    replica = rs.replicas[0]
+    rs.restart(replica)
+    assert replica.eval("return box.cfg.replication_timeout") == 0.5
+    assert _timeouts_set(replica.log_tail(400))[-2:] == ["0.5", "0.5"]
+    replica.boot_interval = 0.02  # its init.lua as start() wrote it
+    try:
+        rs.restart(replica)
+    finally:
+        replica.boot_interval = None
+    assert _timeouts_set(replica.log_tail(400))[-3:] == ["0.5", "0.5", "0.5"]
+    assert all(follows(row, 2) for row in status_rows(rs))

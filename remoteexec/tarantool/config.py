@@ -160,6 +160,7 @@ def render_init_lua(
     replication_user: Optional[str] = None,
     password_env: Optional[str] = None,
     app_params: Optional[Mapping[str, Any]] = None,
+    boot_interval: Optional[float] = None,
 ) -> str:
     """Render the instance's ``init.lua`` from the template ``lua/init.lua``.
 
@@ -188,6 +189,17 @@ def render_init_lua(
        this to know the app's schema and functions exist. ``app_params``
        (plain values) is the global table ``params`` the app reads, set
        before anything else runs (an empty table when not given).
+
+    ``boot_interval``: the ``replication_timeout`` of a first bootstrap (the
+    work directory has no snapshot yet) instead of ``box_cfg``'s: Tarantool
+    retries refused peers and JOINs at that interval. The writable member
+    then runs ``app_lua`` only once every peer follows it (bounded by
+    ``replication_connect_timeout``), so that every replica joins at the
+    same LSN. The script defines the global ``rx_end_bootstrap()``, which
+    sets ``box_cfg``'s ``replication_timeout``; whoever starts the instance
+    calls it once the replica set is ready (see :meth:`ReplicaSet.start
+    <remoteexec.tarantool.ReplicaSet.start>`). Restarts on the data run
+    ``box_cfg``'s value throughout.
 
     ``password_env`` names the environment variable that carries the password
     (usually :data:`PASSWORD_ENV`); the script reads it and unsets it before
@@ -224,5 +236,6 @@ def render_init_lua(
         "password_pattern": lua_string(_URI_SAFE_LUA),
         "probe_lua": scripts.probe_lua().rstrip("\n"),
         "box_cfg": to_lua(cfg, name="box_cfg", indent=4),
+        "boot_interval": to_lua(boot_interval, name="boot_interval"),
     }
     return scripts.render(scripts.init_template(), values)

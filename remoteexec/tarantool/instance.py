@@ -209,6 +209,12 @@ class TarantoolInstance:
         self._peers: List[List[str]] = []
         self._replication_user: Optional[str] = user
         self._replication_timeout: Optional[float] = None
+        #: Set by ReplicaSet.start for a first start: the retry interval
+        #: (``replication_timeout``) of the bootstrap, until :meth:`end_bootstrap`
+        #: puts the configured one back (see ReplicaSet.start).
+        self.boot_interval: Optional[float] = None
+        # Whether this start's init.lua has the boot interval (end_bootstrap then ends it).
+        self._booting = False
         self._replicaset_uuid: Optional[str] = None
         # The executor of the running process (None: stopped) and of the last one (its logs).
         self._process: Optional[TarantoolProcess] = None
@@ -410,6 +416,17 @@ class TarantoolInstance:
             replicaset_uuid=self._replicaset_uuid,
             user_box_cfg=user_box_cfg,
         )
+        # A first bootstrap retries its peers every boot_interval (see
+        # ReplicaSet.start). Before 2.11 only: its bootstrap was not measured.
+        timeout = cfg.get("replication_timeout")
+        self._booting = bool(
+            self.boot_interval is not None
+            and not self.features.bootstrap_strategy
+            and cfg.get("replication")
+            and isinstance(timeout, (int, float))
+            and not isinstance(timeout, bool)
+            and self.boot_interval < timeout
+        )
         return render_init_lua(
             box_cfg=cfg,
             probe_socket=paths["probe"],
@@ -417,6 +434,7 @@ class TarantoolInstance:
             replication_user=self._replication_user,
             password_env=PASSWORD_ENV if self.password is not None else None,
             app_params=self._resolved["app_params"],
+            boot_interval=self.boot_interval if self._booting else None,
         )
 
     def prepare(self, deadline: float) -> None:
@@ -682,6 +700,23 @@ class TarantoolInstance:
             )
         except RemoteExecError as e:
             raise renamed(e, self.name, lua_message=e.message) from None
+
+    @property
+    def booting(self) -> bool:
+        """Whether this start runs the boot values (:attr:`boot_interval`)
+        until :meth:`end_bootstrap`."""
+        return self._booting
+
+    def end_bootstrap(self, timeout: Optional[float] = None) -> None:
+        """After a start with :attr:`boot_interval`: the configured
+        ``replication_timeout`` from now on (nothing when the start had none,
+        or found data and so did not bootstrap)."""
+        if self._booting:
+            self.eval(
+                "local f = rawget(_G, 'rx_end_bootstrap') if f ~= nil then f() end",
+                timeout=timeout,
+            )
+        self._booting = False
 
     def wait_vclock(self, target: Dict[int, int], timeout: float) -> None:
         """Wait until its vclock has every component of ``target`` (but 0), within ``timeout``."""

@@ -52,6 +52,17 @@ COLLECT_INFO_TIMEOUT = 1.0
 # How often a fan-out looks at its members' hosts while their calls run: a
 # lost host is acted on within this of the master declaring it lost.
 LOSS_POLL = 0.05
+# replication_timeout while a set starts: tarantool retries a refused connect or
+# a JOIN/SUBSCRIBE to a peer still bootstrapping (ER_LOADING) after one
+# replication_timeout, so a 0.1 s set bootstraps in steps of 0.1 s (two or
+# three of them, measured from the members' logs); at 0.02 s the same retries
+# cost a few ms each. Not lower: a peer silent for 4 of them is dropped.
+# start() gives every member the configured value once all are ready
+# (TarantoolInstance.end_bootstrap). With fast retries, replicas would JOIN
+# the leader while its app_lua writes, at different LSNs, and could not
+# subscribe to each other (XlogGapError): so the leader's init.lua holds its
+# app until every peer follows it (see render_init_lua).
+BOOT_INTERVAL = 0.02
 # Marks a fan-out result that has not arrived (None is a valid result).
 _PENDING = object()
 
@@ -320,6 +331,10 @@ class ReplicaSet:
         is killed (nothing is left running anywhere) and the error names the
         member and, for replication, the link with ``upstream.message``.
 
+        While the members bootstrap, their ``replication_timeout`` (also
+        Tarantool's retry interval) is 0.02 s (``BOOT_INTERVAL``); every member
+        runs the configured one again before this returns.
+
         Like :meth:`TarantoolInstance.start`, starting a set that already runs
         does nothing: when every member runs it returns ``{}``. When only some
         run, it raises TarantoolError and touches no member (use
@@ -348,6 +363,8 @@ class ReplicaSet:
         try:
             self._configure(deadline)
             every = self._members
+            for member in every:
+                member.boot_interval = BOOT_INTERVAL
             spawned = self._fan_out("start", lambda m: m.prepare(deadline), every, every, deadline)
             for group in (self.replicas, [self.leader]):
                 if not any(isinstance(r, BaseException) for r in spawned):
@@ -357,6 +374,13 @@ class ReplicaSet:
             spawn_done = time.monotonic()
             _raise_first(spawned)
             timings = self._wait_all(every, deadline, "start", with_notify=True, starting=True)
+            if any(m.booting for m in every):
+                left = max(0.05, deadline - time.monotonic())
+                _raise_first(
+                    self._fan_out(
+                        "start", lambda m: m.end_bootstrap(timeout=left), every, every, deadline
+                    )
+                )
         except BaseException:
             # A lost host, Ctrl-C or any other failure must not leave members
             # running: kill them through the supervisors' pools (not queued
@@ -364,6 +388,9 @@ class ReplicaSet:
             abort.set()
             self._kill_all()
             raise
+        finally:
+            for member in self._members:
+                member.boot_interval = None
         running = max(t.get("running", 0.0) for t in timings)
         mesh = max(t.get("mesh", 0.0) for t in timings)
         return {

@@ -25,6 +25,21 @@ local rx_probe = start_probe(rx_probe_path)
 pcall(box.ctl.on_shutdown, function() pcall(fio.unlink, rx_probe_path) end)
 
 local rx_box_cfg = {{box_cfg}}
+-- A first bootstrap (no snapshot yet) retries its peers every boot_interval
+-- instead of replication_timeout; the master calls rx_end_bootstrap() once
+-- every member is ready, and the configured value runs from then on. A restart
+-- on the data (a supervisor's too) runs the configured value throughout.
+local rx_boot_interval = {{boot_interval}}
+local rx_booting = rx_boot_interval ~= nil
+    and #(fio.glob(fio.pathjoin(rx_box_cfg.work_dir, '*.snap')) or {}) == 0
+if rx_booting then
+    local configured = rx_box_cfg.replication_timeout
+    rx_box_cfg.replication_timeout = rx_boot_interval
+    rawset(_G, 'rx_end_bootstrap', function()
+        box.cfg{replication_timeout = configured}
+        rawset(_G, 'rx_end_bootstrap', nil)
+    end)
+end
 local rx_ok, rx_err = pcall(box.cfg, rx_box_cfg)
 if not rx_ok then
     log_fatal(rx_box_cfg.log, 'box.cfg failed: ' .. tostring(rx_err))
@@ -47,6 +62,29 @@ if rx_repl_user ~= nil and not box.info.ro then
     end)
 end
 rx_password = nil
+
+-- The writable member of a set that bootstraps holds its app's writes until
+-- every peer has joined and follows it: replicas that joined at different LSNs
+-- could not subscribe to each other (XlogGapError: the one that joined later
+-- has no xlog of the rows before its snapshot), and fast retries make such
+-- JOINs likely. Bounded: a peer that never comes fails the start anyway.
+if rx_booting and not box.info.ro and type(rx_box_cfg.replication) == 'table' then
+    local peers = #rx_box_cfg.replication - 1
+    local bound = rx_box_cfg.replication_connect_timeout or 10
+    local give_up = fiber.clock() + bound
+    -- Bounded by time and, against a stalled clock, by count.
+    for _ = 1, math.ceil(bound / 0.002) + 1 do
+        if fiber.clock() >= give_up then break end
+        local following = 0
+        for _, peer in pairs(box.info.replication) do
+            if peer.downstream ~= nil and peer.downstream.status == 'follow' then
+                following = following + 1
+            end
+        end
+        if following >= peers then break end
+        fiber.sleep(0.002)
+    end
+end
 
 local rx_app = assert(load(rx_app_source, '=app.lua', 't'))
 rx_app()
