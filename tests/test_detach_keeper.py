@@ -4,6 +4,7 @@ needed: it is a plain process."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -176,3 +177,60 @@ def test_a_crash_is_restarted_while_nobody_watches(tmp_path: object) -> None:
     finally:
         keeper_proc.kill()
         keeper_proc.wait(10)
+
+
+#: Each run appends to ``$1`` and leaves a ``sleep`` (its pid in ``$2``)
+#: holding stdout; the first run fails, the second exits 0.
+LEAVES_A_CHILD = (
+    'echo run >> "$1"; sleep 30 & echo $! >> "$2"; [ "$(wc -l < "$1")" -ge 2 ] && exit 0; exit 3'
+)
+
+
+def test_a_failure_is_restarted_while_a_child_holds_the_output(tmp_path: object) -> None:
+    """The first run exits 3 but its child keeps stdout open (no EOF): the
+    keeper still sees the failure, kills what is left of the run's process
+    group (as systemd does) and restarts. The second run exits 0 and its
+    child is followed to EOF, as a daemonizer's would be."""
+    log = os.path.join(str(tmp_path), "svc.log")
+    runs, pids = (os.path.join(str(tmp_path), n) for n in ("runs", "pids"))
+    started = time.monotonic()
+    keeper_proc = subprocess.Popen(
+        keeper_argv(log, "sh", "-c", LEAVES_A_CHILD, "x", runs, pids, restart=(3, 0.0)),
+        start_new_session=True,
+    )
+    try:
+        _wait(lambda: os.path.exists(runs) and read(runs).count("run") == 2, "a restart")
+        assert time.monotonic() - started < 15  # not after the first child's 30 s
+        first, second = (int(x) for x in read(pids).split())
+        _wait(lambda: (procs_state(first) or "Z") == "Z", "the failed run's child killed")
+        assert keeper_proc.poll() is None, "the exit 0 run is followed until its output ends"
+        assert procs_state(second) not in (None, "Z")
+        os.kill(second, signal.SIGKILL)
+        assert keeper_proc.wait(20) == 0
+        assert read(log + ".exit.run").split() == ["0", "1"]
+    finally:
+        keeper_proc.kill()
+        keeper_proc.wait(10)
+        # Only the sleeps of this keeper's session: a pid may be reused.
+        for pid in (int(x) for x in (read(pids).split() if os.path.exists(pids) else [])):
+            if session_of(pid) == keeper_proc.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def procs_state(pid: int) -> str | None:
+    fields = _stat(pid)
+    return fields[0] if fields else None
+
+
+def session_of(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[3]) if fields else None

@@ -35,10 +35,11 @@ Usage: ``python3 -I -S keeper.py LOG CAP KEEP EXIT [RESTARTS BACKOFF] -- COMMAND
 """
 
 import os
+import select
 import signal
 import sys
 import time
-from typing import List
+from typing import Callable, List, Optional
 
 #: Signals the keeper leaves to its service.
 PASSED_ON = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
@@ -49,6 +50,9 @@ CHUNK = 65536
 GRACE = 0.2
 #: The longest wait between two restarts, however often the backoff doubled.
 MAX_BACKOFF = 30.0
+#: How often a keeper with restarts left looks whether its service failed
+#: while its output stays open (children of it hold the pipe).
+WATCH = 0.25
 
 #: Set by a stop signal: the service is not started again.
 stopping = False
@@ -94,11 +98,23 @@ def start(command: List[str], write_fd: int) -> int:
     os._exit(127)
 
 
-def copy(read_fd: int, log: str, cap: int, keep: int) -> None:
-    """Append the pipe's data to ``log`` until EOF, rotating past ``cap`` bytes."""
+def copy(
+    read_fd: int, log: str, cap: int, keep: int, give_up: Optional[Callable[[], bool]] = None
+) -> None:
+    """Append the pipe's data to ``log`` until EOF, rotating past ``cap``
+    bytes; or until ``give_up()``, asked every :data:`WATCH` seconds."""
     fd = open_log(log)
     size = os.fstat(fd).st_size
+    next_look = time.monotonic() + WATCH
     while True:
+        if give_up is not None:
+            ready, _, _ = select.select([read_fd], [], [], WATCH)
+            if time.monotonic() >= next_look or not ready:
+                next_look = time.monotonic() + WATCH
+                if give_up():
+                    break
+            if not ready:
+                continue
         try:
             chunk = os.read(read_fd, CHUNK)
         except InterruptedError:
@@ -128,14 +144,41 @@ def stopped(exit_path: str) -> bool:
     return stopping or os.path.exists(exit_path + ".stop")
 
 
-def run_once(command: List[str], log: str, cap: int, keep: int, note: str, restarts: int) -> int:
-    """Start the service, copy its output until EOF, reap it: its exit code."""
+def run_once(
+    command: List[str], log: str, cap: int, keep: int, exit_path: str, restarts: int, limit: int
+) -> int:
+    """Start the service, copy its output until EOF, reap it: its exit code.
+
+    A service that fails while children of it keep the pipe open (no EOF) is
+    seen within :data:`WATCH` seconds when a restart is due: what is left of
+    its process group is killed, as systemd does before a restart. An exit 0
+    is followed to EOF, as before: a daemonizer's output stays in the log.
+    """
     read_fd, write_fd = os.pipe()
     pid = start(command, write_fd)
     os.close(write_fd)
-    record(note, b"%d %d" % (pid, restarts))
-    copy(read_fd, log, max(1024, cap), keep)
+    record(exit_path + ".run", b"%d %d" % (pid, restarts))
+    ended: List[int] = []
+
+    def failed_for_a_restart() -> bool:
+        if not ended:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                ended.append(os.waitstatus_to_exitcode(status))
+        if not ended or ended[0] == 0 or restarts >= limit or stopped(exit_path):
+            return False
+        # Its group outlives it only while members live. (No contextlib: it
+        # would cost the keeper's start.)
+        try:  # noqa: SIM105
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        return True
+
+    copy(read_fd, log, max(1024, cap), keep, failed_for_a_restart)
     os.close(read_fd)
+    if ended:
+        return ended[0]
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
 
@@ -163,7 +206,7 @@ def main(argv: List[str]) -> None:
         os.unlink(exit_path + ".stop")  # a previous run's stop
     restarts = 0
     while True:
-        code = run_once(command, log, cap, keep, exit_path + ".run", restarts)
+        code = run_once(command, log, cap, keep, exit_path, restarts, limit)
         if code == 0 or restarts >= limit or stopped(exit_path):
             break
         note = "remoteexec keeper: %s exited with %d; restarting in %gs (%d of %d)\n" % (
