@@ -143,9 +143,12 @@ def test_a_stop_is_not_restarted(tmp_path: object, how: str) -> None:
     try:
         service = _running_pid(log)
         if how == "signal":
-            # What a stop does: the service's group first, then the keeper.
-            os.killpg(service, signal.SIGTERM)
+            # The stop signal to the session: the keeper has it before it can
+            # see the service end. (The stop paths write EXIT.stop first too;
+            # with the signal alone, a keeper that sees the end first relies
+            # on GRACE.)
             os.kill(keeper_proc.pid, signal.SIGTERM)
+            os.killpg(service, signal.SIGTERM)
             expected = -signal.SIGTERM
         else:
             open(log + ".exit.stop", "w").close()
@@ -199,8 +202,9 @@ def test_a_failure_is_restarted_while_a_child_holds_the_output(tmp_path: object)
         start_new_session=True,
     )
     try:
-        _wait(lambda: os.path.exists(runs) and read(runs).count("run") == 2, "a restart")
+        _wait(lambda: os.path.exists(pids) and len(read(pids).split()) == 2, "a restart")
         assert time.monotonic() - started < 15  # not after the first child's 30 s
+        assert read(runs).count("run") == 2
         first, second = (int(x) for x in read(pids).split())
         _wait(lambda: (procs_state(first) or "Z") == "Z", "the failed run's child killed")
         assert keeper_proc.poll() is None, "the exit 0 run is followed until its output ends"

@@ -81,8 +81,19 @@ def open_log(path: str) -> int:
 
 def start(command: List[str], write_fd: int) -> int:
     """Fork and exec ``command`` with stdout+stderr on ``write_fd``; the child's pid."""
+    # The stop signals stay blocked until the child has their default actions
+    # back: one sent the moment its pid is known is held, not lost to the
+    # keeper's handler that the child inherits.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, PASSED_ON)
     pid = os.fork()
     if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        # Here too, not only in the child: once this returns, the group exists
+        # for whoever reads the pid (a stop may signal it at once).
+        try:  # noqa: SIM105
+            os.setpgid(pid, pid)
+        except OSError:  # the child did it and exec'd already (EACCES)
+            pass
         return pid
     try:
         for sig in PASSED_ON:
@@ -92,6 +103,7 @@ def start(command: List[str], write_fd: int) -> int:
         os.setpgid(0, 0)
         os.dup2(write_fd, 1)
         os.dup2(write_fd, 2)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a held stop acts now
         os.execvp(command[0], command)
     except BaseException as e:  # exec failed: say so in the log
         os.write(2, ("remoteexec keeper: cannot run %s: %s\n" % (command[0], e)).encode())
@@ -183,9 +195,9 @@ def run_once(
     return os.waitstatus_to_exitcode(status)
 
 
-def wait_before_restart(seconds: float, exit_path: str) -> bool:
-    """Sleep ``seconds`` unless a stop comes; whether to restart."""
-    deadline = time.monotonic() + max(GRACE, seconds)
+def pause(seconds: float, exit_path: str) -> bool:
+    """Sleep ``seconds`` unless a stop comes; whether none came."""
+    deadline = time.monotonic() + seconds
     while not stopped(exit_path):
         left = deadline - time.monotonic()
         if left <= 0:
@@ -209,10 +221,15 @@ def main(argv: List[str]) -> None:
         code = run_once(command, log, cap, keep, exit_path, restarts, limit)
         if code == 0 or restarts >= limit or stopped(exit_path):
             break
+        # A stop's signal may reach the keeper after the service's end: it
+        # comes within GRACE, before anything says "restarting".
+        if not pause(GRACE, exit_path):
+            break
+        delay = max(GRACE, backoff)
         note = "remoteexec keeper: %s exited with %d; restarting in %gs (%d of %d)\n" % (
             command[0],
             code,
-            max(GRACE, backoff),
+            delay,
             restarts + 1,
             limit,
         )
@@ -220,7 +237,7 @@ def main(argv: List[str]) -> None:
         os.write(fd, note.encode("utf-8", "replace"))
         os.close(fd)
         record(exit_path + ".run", b"0 %d" % restarts)  # none runs: a restart pending
-        if not wait_before_restart(backoff, exit_path):
+        if not pause(delay - GRACE, exit_path):
             break
         restarts += 1
         backoff = min(backoff * 2, MAX_BACKOFF)
