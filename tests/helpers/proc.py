@@ -173,8 +173,11 @@ def mode_unix(argv):
 def mode_pidfile(argv):
     """pidfile PATH DELAY: write our pid to PATH after DELAY seconds."""
     time.sleep(float(argv[1]))
-    with open(argv[0], "w") as f:
+    # Written whole, then renamed: the file never exists empty, so whoever
+    # sees it (readiness, AlreadyRunning's owner) can read the pid.
+    with open(argv[0] + ".tmp", "w") as f:
         f.write(str(os.getpid()))
+    os.rename(argv[0] + ".tmp", argv[0])
     time.sleep(LIFETIME)
 
 
