@@ -13,7 +13,7 @@ would run it, all with strict host key checking against the lab's known_hosts:
   no warm mode);
 - ansible-core ``ansible all -m command -a uptime -f N``, pipelining on and off,
   cold (no ControlMaster) and warm (pipelining on, ControlPersist: a first run
-  opens the masters, untimed, and the second is timed).
+  opens the masters, untimed; the next runs are timed).
 
 Each figure is the median of the rounds; within a round the tools run one after
 the other (interleaved), so a drift in load hits them alike. The labs' shell
@@ -21,11 +21,14 @@ init: ``as is`` shares the machine's filesystem (``Lab(shared_fs=True)``), so
 root's ``~/.bashrc`` runs for every shell sshd starts; ``trivial`` covers it
 with an empty file (``Lab(shell_init="trivial")``).
 
-Run: ``python bench/bench_scale.py`` (default, what run_all.py runs: 3 rounds of
+Warm figures are, per round, the median of :data:`WARM_REPEATS` timed runs after
+the untimed one that opens the connections, for remoteexec and Ansible alike.
+
+Run: ``python bench/bench_scale.py`` (default, what run_all.py runs: 5 rounds of
 remoteexec and pyinfra but 1 of Ansible, which takes most of the time, at every
-N with the shell init as is, and the trivial init at N=32 only; ~5 minutes on
-2 idle cores, far more under load) or ``--full`` (3 rounds of every tool, both
-shell inits at every N; ~20 minutes). Needs root.
+N with the shell init as is, and the trivial init at N=32 only; ~8 minutes on
+2 idle cores, far more under load) or ``--full`` (5 rounds of remoteexec and
+pyinfra, 3 of Ansible, both shell inits at every N; ~30 minutes). Needs root.
 The plot goes to docs/_static/scale.png.
 """
 
@@ -53,6 +56,11 @@ RUN_LIMIT = 300.0
 PYINFRA_FACTOR = 1.0
 #: Ansible warm at least this times remoteexec warm, at every N.
 ANSIBLE_WARM_FACTOR = 100.0
+#: Timed warm runs per round, after the untimed one that opens the connections;
+#: the round's figure is their median (remoteexec and Ansible alike).
+WARM_REPEATS = 3
+#: The command every tool runs on every host.
+COMMAND = "uptime"
 #: Tool runs that failed (kept out of the medians, listed in the report).
 FAILURES: List[str] = []
 #: CPU seconds (user+sys) of the last tool run's process tree, on this side.
@@ -140,7 +148,7 @@ class Peers:
         return path
 
     def remoteexec(self, n: int) -> float:
-        argv = [_tool("remoteexec"), "exec", self.stack_file(n), "all", "--", "uptime"]
+        argv = [_tool("remoteexec"), "exec", self.stack_file(n), "all", "--", COMMAND]
         return _run(argv)
 
     def pyinfra_inventory(self, n: int, known_hosts: Optional[str] = None) -> str:
@@ -158,7 +166,7 @@ class Peers:
 
     def pyinfra(self, n: int, known_hosts: Optional[str] = None) -> float:
         inventory = self.pyinfra_inventory(n, known_hosts)
-        argv = [_tool("pyinfra"), "-y", "--parallel", str(n), inventory, "exec", "--", "uptime"]
+        argv = [_tool("pyinfra"), "-y", "--parallel", str(n), inventory, "exec", "--", COMMAND]
         return _run(argv, cwd=self.work)
 
     def ansible_env(
@@ -202,14 +210,17 @@ class Peers:
     ) -> float:
         inventory = ",".join(h.address for h in self._hosts(n)) + ","
         argv = [_tool("ansible"), "all", "-i", inventory, "-f", str(n)]
-        argv += ["-m", "command", "-a", "uptime"]
+        argv += ["-m", "command", "-a", COMMAND]
         return _run(argv, env=self.ansible_env(pipelining, persist, known_hosts), cwd=self.work)
 
     def ansible_warm(self, n: int) -> float:
-        """A first run opens the ControlPersist masters (untimed), the second is timed."""
+        """A first run opens the ControlPersist masters (untimed); the median of
+        the next :data:`WARM_REPEATS` runs."""
         try:
             self.ansible(n, True, persist=True)
-            return self.ansible(n, True, persist=True)
+            return statistics.median(
+                self.ansible(n, True, persist=True) for _ in range(WARM_REPEATS)
+            )
         finally:
             self.close_masters()
 
@@ -250,7 +261,8 @@ def check_strict(peers: Peers) -> str:
 
 def remoteexec_warm(lab: Any, n: int) -> float:
     """Open contexts on the first ``n`` hosts (untimed, as is their first
-    command), then time a second ``uptime`` on all of them."""
+    command), then time ``uptime`` on all of them: the median of
+    :data:`WARM_REPEATS` fan-outs."""
     import remoteexec as rx
     from remoteexec.errors import RemoteExecError
 
@@ -259,7 +271,7 @@ def remoteexec_warm(lab: Any, n: int) -> float:
             targets = [h.target for h in lab.hosts[:n]]
             opened = master.connect_all(targets, **dict(c.connect_options(lab), connect_timeout=30))
             warm_run(opened)
-            return warm_run(opened)
+            return statistics.median(warm_run(opened) for _ in range(WARM_REPEATS))
     except RemoteExecError as e:
         raise RuntimeError(str(e)) from e
 
@@ -270,12 +282,23 @@ def warm_run(hosts: Sequence[Any]) -> float:
     import remoteexec as rx
 
     t0 = time.perf_counter()
-    results = rx.run_all(hosts, ["uptime"])
+    results = rx.run_all(hosts, [COMMAND])
     took = time.perf_counter() - t0
     bad = [r for r in results if isinstance(r, Exception) or r.returncode != 0]
     if bad:
         raise RuntimeError("uptime failed: %s" % (bad[0],))
     return took
+
+
+def command_cpu(runs: int = 100) -> float:
+    """CPU seconds (user+sys) of one run of :data:`COMMAND` itself, run here
+    ``runs`` times with no shell: what every host spends whatever the tool."""
+    before = os.times()
+    for _ in range(runs):
+        subprocess.run([COMMAND], stdout=subprocess.DEVNULL, check=True)
+    after = os.times()
+    spent = after.children_user + after.children_system
+    return (spent - before.children_user - before.children_system) / runs
 
 
 def ratio(a: float, b: float) -> str:
@@ -382,7 +405,7 @@ def run(full: bool = False, sizes: Sequence[int] = SIZES) -> c.Report:
     )
     if report.skipped:
         return report
-    rounds, ansible_rounds = (3, 3) if full else (3, 1)
+    rounds, ansible_rounds = (5, 3) if full else (5, 1)
     middle = [n for n in sizes if n >= 32][:1] or list(sizes)[-1:]
     plan: List[Tuple[str, Sequence[int]]] = [
         ("as is", sizes),
@@ -398,7 +421,8 @@ def run(full: bool = False, sizes: Sequence[int] = SIZES) -> c.Report:
     took = time.perf_counter() - t0
     report.text(
         "An ad-hoc `uptime` on every host; seconds, the median of %d rounds per N (%d for"
-        " Ansible), the tools interleaved in each round (%s; the whole run took %.0f s, "
+        " Ansible; a warm figure is itself the median of %d runs within its round),"
+        " the tools interleaved in each round (%s; the whole run took %.0f s, "
         "load average %.1f at the end). Cold: a fresh process, connections included. "
         "Warm: connections already open (remoteexec: contexts from `connect_all`, then "
         '`rx.run_all(hosts, ["uptime"])`, one thread for all hosts; Ansible: '
@@ -412,6 +436,7 @@ def run(full: bool = False, sizes: Sequence[int] = SIZES) -> c.Report:
         % (
             rounds,
             ansible_rounds,
+            WARM_REPEATS,
             "`--full`: both shell inits at every N"
             if full
             else "the default run: the trivial init at N=32 only; `--full` for the matrix",
@@ -444,6 +469,32 @@ def run(full: bool = False, sizes: Sequence[int] = SIZES) -> c.Report:
             cells = [CLIENT_CPU.get((init, n, t)) for t in COLD_TOOLS]
             cpu_rows.append([n, *["%.2f" % statistics.median(v) if v else "-" for v in cells]])
         report.table(["N hosts", *COLD_TOOLS], cpu_rows)
+    cpus = os.cpu_count() or 1
+    per_run = command_cpu()
+    report.text(
+        "The warm floor: `%s` itself costs %.2f ms of CPU a run on this machine (run here"
+        " 100 times, no shell), so N of them take at least N x %.2f ms / %d CPUs, whatever"
+        " runs them; remoteexec warm against that floor, and Ansible warm against it:"
+        % (COMMAND, per_run * 1000, per_run * 1000, cpus)
+    )
+    floor_rows = []
+    for init, by_n in results.items():
+        for n in sorted(by_n):
+            floor = n * per_run / cpus
+            row = by_n[n]
+            floor_rows.append(
+                [
+                    init,
+                    n,
+                    "%.3f s" % floor,
+                    ratio(row.get(WARM, 0.0), floor),
+                    ratio(row.get(ANSIBLE_WARM, 0.0), floor),
+                ]
+            )
+    report.table(
+        ["shell init", "N hosts", "floor", "remoteexec warm / floor", "Ansible warm / floor"],
+        floor_rows,
+    )
     path = plot(results, PLOT)
     if path:
         report.text(
@@ -477,11 +528,13 @@ def _workers() -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``--full``: the 3-round matrix; ``--sizes 2,4``: other host counts (a smoke run)."""
+    """``--full``: the whole matrix; ``--sizes 2,4``: other host counts (a smoke run)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--full", action="store_true", help="3 rounds, both inits at every N")
+    parser.add_argument(
+        "--full", action="store_true", help="3 rounds of Ansible, both inits at every N"
+    )
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="host counts")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     sizes = [int(n) for n in args.sizes.split(",")]
