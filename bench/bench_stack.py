@@ -29,15 +29,18 @@ Run: ``python bench/bench_stack.py`` (needs root for the lab);
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
+import re
 import shutil
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 import _common as c
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))
+TIMELINE_ROUNDS = int(os.environ.get("BENCH_TIMELINE_ROUNDS", "5"))
 CRITICAL_FACTOR = 1.15
 SEQUENTIAL_FACTOR = 1.8
 DOWN_LIMIT = 0.3
@@ -178,6 +181,173 @@ def _retries(stack: Any) -> float:
     return sum(log.count("will retry every") for log in logs) / max(1, len(sets))
 
 
+# -- timeline: where wave 1 loses time against a replica set alone -----------
+
+#: The steps of ReplicaSet.start per member, as TarantoolInstance methods (each
+#: one remote call): their end is marked on the master's clock.
+STEPS = ("prepare", "launch", "wait_ready", "end_bootstrap")
+#: Milestones in a member's tarantool log: (name, text of the line). The log
+#: opens in box.cfg, so its first line is the moment the Lua runtime has loaded
+#: and init.lua reached box.cfg.
+LOG_MARKS = (
+    ("box.cfg", "Tarantool "),
+    ("peers connected", "connected to "),
+    ("bootstrapped", "ready to accept requests"),
+    ("synced", "leaving orphan mode"),
+)
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) \[\d+\] \S+ [A-Z]> (.*)$")
+#: Phases of a replica set's start, in order, from its start() call (ms):
+#: (label, how it is read from one member's marks, over which members).
+PHASES = (
+    ("files written (prepare, all members)", "prepare", "all"),
+    ("spawned (launch returned, all members; the leader last)", "launch", "all"),
+    ("leader's box.cfg begins (its Lua runtime loaded)", "box.cfg", "leader"),
+    ("last member's box.cfg begins", "box.cfg", "all"),
+    ("leader connected to every peer", "peers connected", "leader"),
+    ("leader bootstrapped (writable)", "bootstrapped", "leader"),
+    ("replicas joined (ready to accept requests)", "bootstrapped", "replicas"),
+    ("full mesh seen by the readiness waits", "wait_ready", "all"),
+    ("ready: start() returned (after end_bootstrap)", "done", "set"),
+)
+
+
+class _Recorder:
+    """While active, marks the end of each start step of every TarantoolInstance
+    (wall clock, as the members' logs), and counts the master's remote calls.
+
+    Bench-only instrumentation: it wraps the methods of the classes for the
+    duration of a timeline round and puts them back after."""
+
+    def __init__(self) -> None:
+        self.marks: Dict[str, Dict[str, float]] = {}
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[_Recorder]:
+        from remoteexec.host import Host
+        from remoteexec.tarantool.instance import TarantoolInstance
+
+        saved: List[Tuple[Any, str, Any]] = []
+
+        def wrap(cls: Any, name: str, mark: Optional[str]) -> None:
+            original = getattr(cls, name)
+
+            def wrapped(obj: Any, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return original(obj, *args, **kwargs)
+                finally:
+                    with self._lock:
+                        if mark is None:
+                            self.calls += 1
+                        else:
+                            self.marks.setdefault(obj.name, {})[mark] = time.time()
+
+            saved.append((cls, name, original))
+            setattr(cls, name, wrapped)
+
+        for step in STEPS:
+            wrap(TarantoolInstance, step, step)
+        for name in ("send_service", "send_call"):
+            wrap(Host, name, None)
+        try:
+            yield self
+        finally:
+            for cls, name, original in saved:
+                setattr(cls, name, original)
+
+
+def _log_marks(log: str) -> Dict[str, float]:
+    """The first time (epoch seconds) of each LOG_MARKS line in a member's log,
+    and "retries": its "will retry every" lines."""
+    out: Dict[str, float] = {"retries": float(log.count("will retry every"))}
+    for line in log.splitlines():
+        m = _LOG_LINE.match(line)
+        if not m:
+            continue
+        for name, text in LOG_MARKS:
+            if name not in out and m.group(2).startswith(text):
+                stamp = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f")
+                out[name] = stamp.timestamp()
+    return out
+
+
+def _set_phases(rs: Any, started: float, done: float, marks: Mapping[str, Any]) -> Dict[str, float]:
+    """The phases of one replica set's start (ms since ``started``), and its
+    retries (all members' "will retry every" lines)."""
+    members = {m.name: {**marks.get(m.name, {}), **_log_marks(m.log_tail(400))} for m in rs.members}
+    groups = {
+        "all": list(members),
+        "leader": [rs.leader.name],
+        "replicas": [m.name for m in rs.replicas],
+    }
+    out: Dict[str, float] = {}
+    for label, key, which in PHASES:
+        if which == "set":
+            out[label] = (done - started) * 1000
+            continue
+        seen = [members[n][key] for n in groups[which] if key in members[n]]
+        if seen:
+            out[label] = (max(seen) - started) * 1000
+    out["retries"] = sum(m["retries"] for m in members.values())
+    return out
+
+
+def _timeline_once(hosts: Mapping[str, Any]) -> Dict[str, Dict[str, float]]:
+    """One up and each replica set alone, with their phases; wave 2 and 3 from
+    the stack's events; the master's remote calls of up."""
+    out: Dict[str, Dict[str, float]] = {}
+    stack, _ = _build(hosts)
+    sets = [n for n in stack.services if hasattr(stack[n].service, "members")]
+    events: List[Any] = []
+    stack.subscribe(events.append)
+    recorder = _Recorder()
+    t0 = time.time()
+    try:
+        with recorder.active():
+            stack.up()
+        at = {(e.kind, e.service): e.time for e in events}
+        for name in sets:
+            out[name + " in up"] = _set_phases(
+                stack[name].service, t0, at[("ready", name)], recorder.marks
+            )
+        waves = {"calls": float(recorder.calls), "up": (time.time() - t0) * 1000}
+        for name in stack.services:
+            if name not in sets:
+                waves[name] = (at[("ready", name)] - at[("starting", name)]) * 1000
+        waves["gap"] = _latency(stack, events) * 1000
+        out["up"] = waves
+    finally:
+        stack.down()
+    for name in sets:
+        alone, _ = _build(hosts)
+        service = alone[name].service
+        recorder = _Recorder()
+        t0 = time.time()
+        with recorder.active():
+            try:
+                service.start()
+                done = time.time()
+                out[name + " alone"] = _set_phases(service, t0, done, recorder.marks)
+                out[name + " alone"]["calls"] = float(recorder.calls)
+            finally:
+                service.stop()
+    return out
+
+
+def _timeline(hosts: Mapping[str, Any]) -> Dict[str, Dict[str, float]]:
+    """Medians over TIMELINE_ROUNDS of :func:`_timeline_once`."""
+    rounds = [_timeline_once(hosts) for _ in range(TIMELINE_ROUNDS)]
+    out: Dict[str, Dict[str, float]] = {}
+    for column in rounds[0]:
+        keys = {k for r in rounds for k in r.get(column, {})}
+        out[column] = {
+            k: c.Stats.of([r[column][k] for r in rounds if k in r.get(column, {})]).median
+            for k in keys
+        }
+    return out
+
+
 def _alone_once(hosts: Mapping[str, Any]) -> Dict[str, float]:
     """Each service started alone, one after another; critical path and sequential."""
     stack, waves = _build(hosts)
@@ -237,8 +407,9 @@ def _median(rounds: List[Dict[str, float]], key: str) -> float:
     return c.Stats.of([r[key] for r in rounds]).median
 
 
-def _measure() -> Tuple[List[Dict[str, float]], ...]:
-    """Rounds of up/down, alone and by hand, alternating, on a fresh lab."""
+def _measure() -> Tuple[Any, ...]:
+    """Rounds of up/down, alone and by hand, alternating, on a fresh lab; then
+    the timeline rounds."""
     import remoteexec as rx
     from remoteexec.lab import Lab
     from remoteexec.stack import file as stackfile
@@ -280,7 +451,8 @@ def _measure() -> Tuple[List[Dict[str, float]], ...]:
                         stacked[-1]["down"],
                     )
                 )
-    return stacked, alone, by_hand
+            timeline = _timeline(hosts)
+    return stacked, alone, by_hand, timeline
 
 
 def run() -> c.Report:
@@ -298,7 +470,7 @@ def run() -> c.Report:
         report.skipped = "tarantool is not installed"
         return report
     load_before = os.getloadavg()[0]
-    stacked, alone, by_hand = _measure()
+    stacked, alone, by_hand, timeline = _measure()
     load_after = os.getloadavg()[0]
     up, critical = _median(stacked, "up"), _median(alone, "critical")
     cpu = _median(stacked, "cpu total")
@@ -366,6 +538,7 @@ def run() -> c.Report:
     ]
     rows += [("alone: " + name, c.ms(_median(alone, "alone " + name))) for name in services]
     report.table(["phase", "median ms"], rows)
+    _timeline_report(report, timeline)
     report.target(
         "up / critical path (median)",
         "%.2fx (%s vs %s ms)" % (up / critical, c.ms(up), c.ms(critical)),
@@ -391,6 +564,47 @@ def run() -> c.Report:
         down <= DOWN_LIMIT,
     )
     return report
+
+
+def _timeline_report(report: c.Report, timeline: Mapping[str, Mapping[str, float]]) -> None:
+    """The per-phase breakdown of wave 1 (each replica set in up vs alone) and
+    of waves 2 and 3."""
+    sets = [k[: -len(" alone")] for k in timeline if k.endswith(" alone")]
+    columns = [s + where for s in sets for where in (" alone", " in up")]
+    report.text(
+        "Timeline (medians of %d more rounds, each: one up, then each replica set "
+        "alone): milestones of each replica set's start, in ms from its start() call, "
+        "read from the master's clock at the end of each member's step (prepare, "
+        "launch, wait_ready, end_bootstrap: one remote call each) and from the "
+        "members' own logs (tarantool's log opens in box.cfg, once its Lua runtime has "
+        "loaded; a replica is ready to accept requests once it has joined). Retries: "
+        'the members\' "will retry every" lines (refused connects, JOIN/SUBSCRIBE to a '
+        "peer still loading), each one step of 0.02 s. Remote calls: the master's "
+        "send_service and send_call." % TIMELINE_ROUNDS
+    )
+
+    def cell(column: str, key: str) -> str:
+        value = timeline.get(column, {}).get(key)
+        return "-" if value is None else "%.0f" % value
+
+    rows = [[label] + [cell(col, label) for col in columns] for label, _, _ in PHASES]
+    rows.append(["replication retries (all members)"] + [cell(col, "retries") for col in columns])
+    rows.append(
+        ["remote calls"] + [cell(col, "calls") if col.endswith("alone") else "" for col in columns]
+    )
+    report.table(["phase (ms from start())", *columns], rows)
+    up = timeline.get("up", {})
+    rows = [
+        ("up() in the timeline rounds", "%.0f" % up.get("up", 0.0)),
+        ("remote calls of up()", "%.0f" % up.get("calls", 0.0)),
+        ("worst gap: dependencies ready → dependent starting", "%.1f" % up.get("gap", 0.0)),
+    ]
+    rows += [
+        ("%s: starting → ready in up" % name, "%.0f" % value)
+        for name, value in sorted(up.items())
+        if name not in ("up", "calls", "gap")
+    ]
+    report.table(["waves 2 and 3", "ms"], rows)
 
 
 def main() -> int:
