@@ -290,10 +290,11 @@ def _set_phases(rs: Any, started: float, done: float, marks: Mapping[str, Any]) 
         if seen:
             out[label] = (max(seen) - started) * 1000
     out["retries"] = sum(m["retries"] for m in members.values())
+    out["members"] = float(len(members))
     return out
 
 
-def _timeline_once(hosts: Mapping[str, Any]) -> Dict[str, Dict[str, float]]:
+def _timeline_once(hosts: Mapping[str, Any], roots: Sequence[int]) -> Dict[str, Dict[str, float]]:
     """One up and each replica set alone, with their phases; wave 2 and 3 from
     the stack's events; the master's remote calls of up."""
     out: Dict[str, Dict[str, float]] = {}
@@ -306,12 +307,12 @@ def _timeline_once(hosts: Mapping[str, Any]) -> Dict[str, Dict[str, float]]:
     try:
         with recorder.active():
             stack.up()
+        waves = {"calls": float(recorder.calls), "up": (time.time() - t0) * 1000}
         at = {(e.kind, e.service): e.time for e in events}
         for name in sets:
             out[name + " in up"] = _set_phases(
                 stack[name].service, t0, at[("ready", name)], recorder.marks
             )
-        waves = {"calls": float(recorder.calls), "up": (time.time() - t0) * 1000}
         for name in stack.services:
             if name not in sets:
                 waves[name] = (at[("ready", name)] - at[("starting", name)]) * 1000
@@ -323,21 +324,23 @@ def _timeline_once(hosts: Mapping[str, Any]) -> Dict[str, Dict[str, float]]:
         alone, _ = _build(hosts)
         service = alone[name].service
         recorder = _Recorder()
+        before = _cpu_seconds(roots)
         t0 = time.time()
-        with recorder.active():
-            try:
+        try:
+            with recorder.active():
                 service.start()
-                done = time.time()
-                out[name + " alone"] = _set_phases(service, t0, done, recorder.marks)
-                out[name + " alone"]["calls"] = float(recorder.calls)
-            finally:
-                service.stop()
+            done = time.time()
+            cpu = _cpu_used(before, roots)["total"]
+            out[name + " alone"] = _set_phases(service, t0, done, recorder.marks)
+            out[name + " alone"].update(calls=float(recorder.calls), cpu=cpu * 1000)
+        finally:
+            service.stop()
     return out
 
 
-def _timeline(hosts: Mapping[str, Any]) -> Dict[str, Dict[str, float]]:
+def _timeline(hosts: Mapping[str, Any], roots: Sequence[int]) -> Dict[str, Dict[str, float]]:
     """Medians over TIMELINE_ROUNDS of :func:`_timeline_once`."""
-    rounds = [_timeline_once(hosts) for _ in range(TIMELINE_ROUNDS)]
+    rounds = [_timeline_once(hosts, roots) for _ in range(TIMELINE_ROUNDS)]
     out: Dict[str, Dict[str, float]] = {}
     for column in rounds[0]:
         keys = {k for r in rounds for k in r.get(column, {})}
@@ -451,7 +454,7 @@ def _measure() -> Tuple[Any, ...]:
                         stacked[-1]["down"],
                     )
                 )
-            timeline = _timeline(hosts)
+            timeline = _timeline(hosts, roots)
     return stacked, alone, by_hand, timeline
 
 
@@ -470,6 +473,7 @@ def run() -> c.Report:
         report.skipped = "tarantool is not installed"
         return report
     load_before = os.getloadavg()[0]
+    member_cpu = _member_start_cpu()
     stacked, alone, by_hand, timeline = _measure()
     load_after = os.getloadavg()[0]
     up, critical = _median(stacked, "up"), _median(alone, "critical")
@@ -539,6 +543,7 @@ def run() -> c.Report:
     rows += [("alone: " + name, c.ms(_median(alone, "alone " + name))) for name in services]
     report.table(["phase", "median ms"], rows)
     _timeline_report(report, timeline)
+    _floor_report(report, timeline, critical, sequential, member_cpu)
     report.target(
         "up / critical path (median)",
         "%.2fx (%s vs %s ms)" % (up / critical, c.ms(up), c.ms(critical)),
@@ -605,6 +610,76 @@ def _timeline_report(report: c.Report, timeline: Mapping[str, Mapping[str, float
         if name not in ("up", "calls", "gap")
     ]
     report.table(["waves 2 and 3", "ms"], rows)
+
+
+def _member_start_cpu(samples: int = 9) -> float:
+    """CPU seconds (user + system, median) of one member's own start: a
+    tarantool that bootstraps a fresh work directory with the members'
+    defaults (box.cfg returned) and exits; this machine runs the lab hosts."""
+    import resource
+    import subprocess
+    import tempfile
+
+    from remoteexec.tarantool.config import box_cfg_for
+    from remoteexec.tarantool.lua import to_lua
+
+    used: List[float] = []
+    for _ in range(samples):
+        with tempfile.TemporaryDirectory(prefix="bench-tt-") as work:
+            cfg = box_cfg_for((2, 6, 0), listen="127.0.0.1:0", work_dir=work)
+            lua = "box.cfg(%s) os.exit(0)" % to_lua(cfg)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run(["tarantool", "-e", lua], cwd=work, check=True, timeout=30)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return c.Stats.of(used).median
+
+
+def _floor_report(
+    report: c.Report,
+    timeline: Mapping[str, Mapping[str, float]],
+    critical: float,
+    sequential: float,
+    member_cpu: float,
+) -> None:
+    """The lowest up() the CPUs allow, from this run's figures (see the text)."""
+    cores = os.cpu_count() or 1
+    sets = [k[: -len(" alone")] for k in timeline if k.endswith(" alone")]
+    sizes = {s: timeline[s + " alone"]["members"] for s in sets}
+    # Every member of every set but the one alone on the critical path must
+    # load and bootstrap before wave 1 ends; alone, its set had the CPUs to itself.
+    others = sum(sizes.values()) - max(sizes.values())
+    extra = others * member_cpu / cores
+    floor = critical + extra
+    report.text(
+        "The floor the CPUs set. A member's own start (tarantool loads its Lua "
+        "runtime, box.cfg bootstraps) costs %s CPU-ms on this machine (measured just "
+        "before: a tarantool bootstrapping a fresh directory with the members' "
+        "defaults, median of 9; tarantool's options do not change it: memtx_memory "
+        "32-256 MiB, readahead, net_msg_max, log_level, feedback measured equal, "
+        "memtx_memory under 32 MiB is refused). It is CPU-bound and comes before "
+        "the rest of a set's start (bootstrap, join, full mesh: retries and round "
+        "trips, mostly waiting). Wave 1 cannot end before every member of both "
+        "sets has started: with %d CPUs, the members of the other sets (%d) add at "
+        "least %d x %s / %d = %s ms to the slowest set alone, and up() takes at "
+        "least the critical path plus that, even with nothing else on the machine."
+        % (c.ms(member_cpu), cores, int(others), int(others), c.ms(member_cpu), cores, c.ms(extra))
+    )
+    rows = [
+        (
+            s + " alone: CPU, all processes (CPU-ms)",
+            c.ms(timeline[s + " alone"].get("cpu", 0.0) / 1000),
+        )
+        for s in sets
+    ]
+    rows += [
+        ("a member's own start (CPU-ms)", c.ms(member_cpu)),
+        ("wave 1: the other sets' members' starts / %d CPUs" % cores, c.ms(extra)),
+        ("lowest up(): critical path + that", c.ms(floor)),
+        ("best up / critical path possible here", "%.2fx" % (floor / critical)),
+        ("best sequential / up possible here", "%.2fx" % (sequential / floor)),
+    ]
+    report.table(["floor", "ms"], rows)
 
 
 def main() -> int:
