@@ -19,6 +19,13 @@ Measured in the same run, rounds alternating:
   from threads (the best plan, known in advance, without a graph);
 - ``down``: ``Stack.down()`` of the started stack.
 
+Then the timeline (``BENCH_TIMELINE_ROUNDS`` rounds): one up and each
+replica set alone, each set's start broken into phases from the master's
+marks at the end of each member's step and from the members' own logs
+(where wave 1 loses time against a set alone), the retries and the remote
+calls; and the floor the CPUs set (a member's Lua runtime, measured here,
+times the members that start beside the slowest set, over the CPUs).
+
 Targets: up ≤ 1.15x the critical path and ≤ 1.15x by hand, up at least
 1.8x faster than sequential (median rounds), down ≤ 0.3 s (median).
 
@@ -612,10 +619,12 @@ def _timeline_report(report: c.Report, timeline: Mapping[str, Mapping[str, float
     report.table(["waves 2 and 3", "ms"], rows)
 
 
-def _member_start_cpu(samples: int = 9) -> float:
-    """CPU seconds (user + system, median) of one member's own start: a
-    tarantool that bootstraps a fresh work directory with the members'
-    defaults (box.cfg returned) and exits; this machine runs the lab hosts."""
+def _member_start_cpu(samples: int = 9) -> Dict[str, float]:
+    """CPU seconds (user + system, medians) of a member's own start on this
+    machine (it runs the lab hosts): "runtime", a tarantool that loads its Lua
+    runtime and exits (what every member spends before its box.cfg listens);
+    "bootstrap", one that also bootstraps a fresh directory with the members'
+    defaults (box.cfg returned)."""
     import resource
     import subprocess
     import tempfile
@@ -623,16 +632,19 @@ def _member_start_cpu(samples: int = 9) -> float:
     from remoteexec.tarantool.config import box_cfg_for
     from remoteexec.tarantool.lua import to_lua
 
-    used: List[float] = []
+    used: Dict[str, List[float]] = {"runtime": [], "bootstrap": []}
     for _ in range(samples):
-        with tempfile.TemporaryDirectory(prefix="bench-tt-") as work:
-            cfg = box_cfg_for((2, 6, 0), listen="127.0.0.1:0", work_dir=work)
-            lua = "box.cfg(%s) os.exit(0)" % to_lua(cfg)
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            subprocess.run(["tarantool", "-e", lua], cwd=work, check=True, timeout=30)
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        used.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return c.Stats.of(used).median
+        for kind in used:
+            with tempfile.TemporaryDirectory(prefix="bench-tt-") as work:
+                cfg = box_cfg_for((2, 6, 0), listen="127.0.0.1:0", work_dir=work)
+                lua = "box.cfg(%s) " % to_lua(cfg) if kind == "bootstrap" else ""
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                subprocess.run(
+                    ["tarantool", "-e", lua + "os.exit(0)"], cwd=work, check=True, timeout=30
+                )
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            used[kind].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return {kind: c.Stats.of(values).median for kind, values in used.items()}
 
 
 def _floor_report(
@@ -640,30 +652,40 @@ def _floor_report(
     timeline: Mapping[str, Mapping[str, float]],
     critical: float,
     sequential: float,
-    member_cpu: float,
+    member_cpu: Mapping[str, float],
 ) -> None:
     """The lowest up() the CPUs allow, from this run's figures (see the text)."""
     cores = os.cpu_count() or 1
     sets = [k[: -len(" alone")] for k in timeline if k.endswith(" alone")]
     sizes = {s: timeline[s + " alone"]["members"] for s in sets}
-    # Every member of every set but the one alone on the critical path must
-    # load and bootstrap before wave 1 ends; alone, its set had the CPUs to itself.
-    others = sum(sizes.values()) - max(sizes.values())
-    extra = others * member_cpu / cores
+    # Every member of wave 1 loads its runtime before its set can bootstrap;
+    # alone, the slowest set had the CPUs to itself for its own members.
+    others = int(sum(sizes.values()) - max(sizes.values()))
+    runtime = member_cpu["runtime"]
+    extra = others * runtime / cores
     floor = critical + extra
     report.text(
-        "The floor the CPUs set. A member's own start (tarantool loads its Lua "
-        "runtime, box.cfg bootstraps) costs %s CPU-ms on this machine (measured just "
-        "before: a tarantool bootstrapping a fresh directory with the members' "
-        "defaults, median of 9; tarantool's options do not change it: memtx_memory "
-        "32-256 MiB, readahead, net_msg_max, log_level, feedback measured equal, "
-        "memtx_memory under 32 MiB is refused). It is CPU-bound and comes before "
-        "the rest of a set's start (bootstrap, join, full mesh: retries and round "
-        "trips, mostly waiting). Wave 1 cannot end before every member of both "
-        "sets has started: with %d CPUs, the members of the other sets (%d) add at "
-        "least %d x %s / %d = %s ms to the slowest set alone, and up() takes at "
-        "least the critical path plus that, even with nothing else on the machine."
-        % (c.ms(member_cpu), cores, int(others), int(others), c.ms(member_cpu), cores, c.ms(extra))
+        "The floor the CPUs set. Every member first loads tarantool's Lua runtime "
+        "(%s CPU-ms here: `tarantool -e 'os.exit(0)'`, median of 9; a member that "
+        "also bootstraps a fresh directory with the members' defaults: %s CPU-ms; "
+        "tarantool's options do not change that: memtx_memory 32-256 MiB, "
+        "readahead, net_msg_max, log_level, feedback_enabled, GC and JIT off during "
+        "box.cfg all measured equal, memtx_memory under 32 MiB is refused). That is "
+        "pure CPU, and a set cannot bootstrap before all its members listen; the rest "
+        "of its start (bootstrap, join, full mesh) is mostly waiting: retries and "
+        "round trips. So wave 1 ends at the earliest when the CPUs have loaded the "
+        "runtime of every member of both sets: the members of the other set (%d) add "
+        "at least %d x %s / %d CPUs = %s ms to the slowest set alone, and up() takes "
+        "at least the critical path plus that, with nothing else on the machine."
+        % (
+            c.ms(runtime),
+            c.ms(member_cpu["bootstrap"]),
+            others,
+            others,
+            c.ms(runtime),
+            cores,
+            c.ms(extra),
+        )
     )
     rows = [
         (
@@ -673,8 +695,9 @@ def _floor_report(
         for s in sets
     ]
     rows += [
-        ("a member's own start (CPU-ms)", c.ms(member_cpu)),
-        ("wave 1: the other sets' members' starts / %d CPUs" % cores, c.ms(extra)),
+        ("a member's Lua runtime (CPU-ms)", c.ms(runtime)),
+        ("a member's start with its bootstrap (CPU-ms)", c.ms(member_cpu["bootstrap"])),
+        ("wave 1: the other set's members' runtimes / %d CPUs" % cores, c.ms(extra)),
         ("lowest up(): critical path + that", c.ms(floor)),
         ("best up / critical path possible here", "%.2fx" % (floor / critical)),
         ("best sequential / up possible here", "%.2fx" % (sequential / floor)),
