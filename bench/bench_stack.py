@@ -337,9 +337,10 @@ def _timeline_once(hosts: Mapping[str, Any], roots: Sequence[int]) -> Dict[str, 
             with recorder.active():
                 service.start()
             done = time.time()
-            cpu = _cpu_used(before, roots)["total"]
+            cpu = _cpu_used(before, roots)
             out[name + " alone"] = _set_phases(service, t0, done, recorder.marks)
-            out[name + " alone"].update(calls=float(recorder.calls), cpu=cpu * 1000)
+            out[name + " alone"]["calls"] = float(recorder.calls)
+            out[name + " alone"].update({"cpu " + k: v * 1000 for k, v in cpu.items()})
         finally:
             service.stop()
     return out
@@ -687,12 +688,14 @@ def _floor_report(
             c.ms(extra),
         )
     )
+    classes = ["total", "tarantools", "hosts' contexts", "master"]
     rows = [
         (
-            s + " alone: CPU, all processes (CPU-ms)",
-            c.ms(timeline[s + " alone"].get("cpu", 0.0) / 1000),
+            "%s alone: CPU, %s (CPU-ms)" % (s, "all processes" if k == "total" else k),
+            c.ms(timeline[s + " alone"].get("cpu " + k, 0.0) / 1000),
         )
         for s in sets
+        for k in classes
     ]
     rows += [
         ("a member's Lua runtime (CPU-ms)", c.ms(runtime)),
