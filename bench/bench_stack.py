@@ -677,7 +677,10 @@ def _floor_report(
         "round trips. So wave 1 ends at the earliest when the CPUs have loaded the "
         "runtime of every member of both sets: the members of the other set (%d) add "
         "at least %d x %s / %d CPUs = %s ms to the slowest set alone, and up() takes "
-        "at least the critical path plus that, with nothing else on the machine."
+        "at least the critical path plus that, with nothing else on the machine. "
+        "Other load on the machine stretches the critical path measured here more "
+        "than this CPU figure, so the two ratios below are a quiet machine's bounds "
+        "only when the load average was low."
         % (
             c.ms(runtime),
             c.ms(member_cpu["bootstrap"]),
