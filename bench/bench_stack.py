@@ -23,8 +23,9 @@ Then the timeline (``BENCH_TIMELINE_ROUNDS`` rounds): one up and each
 replica set alone, each set's start broken into phases from the master's
 marks at the end of each member's step and from the members' own logs
 (where wave 1 loses time against a set alone), the retries and the remote
-calls; and the floor the CPUs set (a member's Lua runtime, measured here,
-times the members that start beside the slowest set, over the CPUs).
+calls; and the floor the CPUs set: what the starts that run side by side in
+up() (tarantools loading their Lua runtime, the api's interpreters), measured
+here, cost the CPUs beyond the critical path's.
 
 Targets: up ≤ 1.15x the critical path and ≤ 1.15x by hand, up at least
 1.8x faster than sequential (median rounds), down ≤ 0.3 s (median).
@@ -481,7 +482,7 @@ def run() -> c.Report:
         report.skipped = "tarantool is not installed"
         return report
     load_before = os.getloadavg()[0]
-    member_cpu = _member_start_cpu()
+    start_cpu = _start_cpu()
     stacked, alone, by_hand, timeline = _measure()
     load_after = os.getloadavg()[0]
     up, critical = _median(stacked, "up"), _median(alone, "critical")
@@ -551,7 +552,12 @@ def run() -> c.Report:
     rows += [("alone: " + name, c.ms(_median(alone, "alone " + name))) for name in services]
     report.table(["phase", "median ms"], rows)
     _timeline_report(report, timeline)
-    _floor_report(report, timeline, critical, sequential, member_cpu)
+    groups = {
+        name: len(service.hosts)
+        for name, service in topology.services.items()
+        if service.kind == "process" and len(service.hosts) > 1
+    }
+    _floor_report(report, timeline, critical, sequential, start_cpu, groups)
     report.target(
         "up / critical path (median)",
         "%.2fx (%s vs %s ms)" % (up / critical, c.ms(up), c.ms(critical)),
@@ -620,12 +626,22 @@ def _timeline_report(report: c.Report, timeline: Mapping[str, Mapping[str, float
     report.table(["waves 2 and 3", "ms"], rows)
 
 
-def _member_start_cpu(samples: int = 9) -> Dict[str, float]:
-    """CPU seconds (user + system, medians) of a member's own start on this
-    machine (it runs the lab hosts): "runtime", a tarantool that loads its Lua
-    runtime and exits (what every member spends before its box.cfg listens);
-    "bootstrap", one that also bootstraps a fresh directory with the members'
-    defaults (box.cfg returned)."""
+#: The api's command as the example runs it, without arguments: the
+#: interpreter starts, imports what api.py needs and exits 2 (a usage error).
+API_START = [
+    "/usr/bin/python3",
+    "-I",
+    "-S",
+    os.path.join(c.REPO_ROOT, "examples", "shop", "api.py"),
+]
+
+
+def _start_cpu(samples: int = 9) -> Dict[str, float]:
+    """CPU seconds (user + system, medians) of the starts that run side by side
+    in up() on this machine (it runs the lab hosts): "runtime", a tarantool
+    that loads its Lua runtime and exits (what every member spends before its
+    box.cfg listens); "bootstrap", one that also bootstraps a fresh directory
+    with the members' defaults; "api", the api's interpreter and imports."""
     import resource
     import subprocess
     import tempfile
@@ -633,19 +649,26 @@ def _member_start_cpu(samples: int = 9) -> Dict[str, float]:
     from remoteexec.tarantool.config import box_cfg_for
     from remoteexec.tarantool.lua import to_lua
 
-    used: Dict[str, List[float]] = {"runtime": [], "bootstrap": []}
+    used: Dict[str, List[float]] = {"runtime": [], "bootstrap": [], "api": []}
     for _ in range(samples):
         for kind in used:
             with tempfile.TemporaryDirectory(prefix="bench-tt-") as work:
                 cfg = box_cfg_for((2, 6, 0), listen="127.0.0.1:0", work_dir=work)
                 lua = "box.cfg(%s) " % to_lua(cfg) if kind == "bootstrap" else ""
+                command = API_START if kind == "api" else ["tarantool", "-e", lua + "os.exit(0)"]
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 subprocess.run(
-                    ["tarantool", "-e", lua + "os.exit(0)"], cwd=work, check=True, timeout=30
+                    command, cwd=work, timeout=30, stderr=subprocess.DEVNULL, check=kind != "api"
                 )
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
             used[kind].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     return {kind: c.Stats.of(values).median for kind, values in used.items()}
+
+
+def _crowding(together: int, alone: int, cpu: float, cores: int) -> float:
+    """How much longer ``together`` single-threaded starts of ``cpu`` seconds
+    each take at the least on ``cores`` CPUs than ``alone`` of them."""
+    return max(together * cpu / cores, cpu) - max(alone * cpu / cores, cpu)
 
 
 def _floor_report(
@@ -653,18 +676,24 @@ def _floor_report(
     timeline: Mapping[str, Mapping[str, float]],
     critical: float,
     sequential: float,
-    member_cpu: Mapping[str, float],
+    start_cpu: Mapping[str, float],
+    groups: Mapping[str, int],
 ) -> None:
-    """The lowest up() the CPUs allow, from this run's figures (see the text)."""
+    """The lowest up() the CPUs allow, from this run's figures (see the text).
+
+    ``groups``: the size of each group of services started at once from one
+    definition (the api's instances), by name."""
     cores = os.cpu_count() or 1
     sets = [k[: -len(" alone")] for k in timeline if k.endswith(" alone")]
     sizes = {s: timeline[s + " alone"]["members"] for s in sets}
     # Every member of wave 1 loads its runtime before its set can bootstrap;
     # alone, the slowest set had the CPUs to itself for its own members.
-    others = int(sum(sizes.values()) - max(sizes.values()))
-    runtime = member_cpu["runtime"]
-    extra = others * runtime / cores
-    floor = critical + extra
+    members = int(sum(sizes.values()) - max(sizes.values()))
+    apis = max(groups.values(), default=1)
+    runtime, api = start_cpu["runtime"], start_cpu["api"]
+    wave1 = _crowding(int(sum(sizes.values())), int(max(sizes.values())), runtime, cores)
+    wave3 = _crowding(apis, 1, api, cores)
+    floor = critical + wave1 + wave3
     report.text(
         "The floor the CPUs set. Every member first loads tarantool's Lua runtime "
         "(%s CPU-ms here: `tarantool -e 'os.exit(0)'`, median of 9; a member that "
@@ -675,20 +704,28 @@ def _floor_report(
         "pure CPU, and a set cannot bootstrap before all its members listen; the rest "
         "of its start (bootstrap, join, full mesh) is mostly waiting: retries and "
         "round trips. So wave 1 ends at the earliest when the CPUs have loaded the "
-        "runtime of every member of both sets: the members of the other set (%d) add "
-        "at least %d x %s / %d CPUs = %s ms to the slowest set alone, and up() takes "
-        "at least the critical path plus that, with nothing else on the machine. "
-        "Other load on the machine stretches the critical path measured here more "
-        "than this CPU figure, so the two ratios below are a quiet machine's bounds "
-        "only when the load average was low."
+        "runtime of every member of both sets: the %d members of the other set add "
+        "at least %d x %s / %d CPUs = %s ms to the slowest set alone. Likewise the "
+        "last wave starts the api on every host at once, and each instance's "
+        "interpreter and imports take %s CPU-ms (`%s` without arguments, one "
+        "process: one CPU at a time): %d of them at once take at least %s ms more "
+        "than one alone. up() "
+        "takes at least the critical path plus both, with nothing else on the "
+        "machine. Other load on the machine stretches the critical path measured "
+        "here more than these CPU figures, so the two ratios below are a quiet "
+        "machine's bounds only when the load average was low."
         % (
             c.ms(runtime),
-            c.ms(member_cpu["bootstrap"]),
-            others,
-            others,
+            c.ms(start_cpu["bootstrap"]),
+            members,
+            members,
             c.ms(runtime),
             cores,
-            c.ms(extra),
+            c.ms(wave1),
+            c.ms(api),
+            "python3 -I -S api.py",
+            apis,
+            c.ms(wave3),
         )
     )
     classes = ["total", "tarantools", "hosts' contexts", "master"]
@@ -702,9 +739,11 @@ def _floor_report(
     ]
     rows += [
         ("a member's Lua runtime (CPU-ms)", c.ms(runtime)),
-        ("a member's start with its bootstrap (CPU-ms)", c.ms(member_cpu["bootstrap"])),
-        ("wave 1: the other set's members' runtimes / %d CPUs" % cores, c.ms(extra)),
-        ("lowest up(): critical path + that", c.ms(floor)),
+        ("a member's start with its bootstrap (CPU-ms)", c.ms(start_cpu["bootstrap"])),
+        ("an api's interpreter and imports (CPU-ms)", c.ms(api)),
+        ("wave 1: the other set's members' runtimes, on %d CPUs" % cores, c.ms(wave1)),
+        ("wave 3: %d api starts at once vs one alone, on %d CPUs" % (apis, cores), c.ms(wave3)),
+        ("lowest up(): critical path + both", c.ms(floor)),
         ("best up / critical path possible here", "%.2fx" % (floor / critical)),
         ("best sequential / up possible here", "%.2fx" % (sequential / floor)),
     ]
