@@ -14,6 +14,7 @@ import os
 import pwd
 import signal
 import stat
+import sys
 import uuid
 from typing import Any, Dict, List
 
@@ -133,10 +134,40 @@ def _core_mark(lab: Any, directory: str) -> Any:
         return host.call(eval, "vars(__import__('mitogen.core').core).get('RX_MARK')")
 
 
-def test_a_second_context_loads_mitogen_core_compiled_by_the_first(lab) -> None:
-    """The context's mitogen.core comes from the cache file a first context
-    wrote (a planted file with a mark shows it is used), checked like any
-    cache file: one byte changed, it is refused, compiled again and replaced."""
+def test_the_context_runs_the_mitogen_core_the_master_compiled(lab, monkeypatch) -> None:
+    """Same bytecode magic on both sides: the context loads the code the
+    master compiled and sent behind the preamble (a mark compiled into it
+    shows it is what runs); it compiles nothing and writes no cache file.
+    The source came along: the context can still hand mitogen.core on."""
+    real = coreboot.core_code
+    monkeypatch.setattr(
+        coreboot, "core_code", lambda source: real(source + "\nRX_MARK = 'shipped'\n")
+    )
+    directory = _cache_dir()
+    if _core_mark(lab, directory) != "shipped":
+        with rx.Master(heartbeat_timeout=5, bytecode_cache=directory) as master:
+            host = master.connect(lab.targets[0], **connect_options(lab))
+            theirs = host.call(eval, "__import__('sys').version_info[:2]")
+        assert tuple(theirs) != sys.version_info[:2], "same Python, yet not the master's code"
+        pytest.skip("the lab's python is not this one: it compiles mitogen.core itself")
+    assert glob.glob(os.path.join(_outside(lab, directory), "core-*.bc")) == []
+    with rx.Master(heartbeat_timeout=5, bytecode_cache=directory) as master:
+        host = master.connect(lab.targets[0], **connect_options(lab))
+        source = host.call(eval, "__import__('inspect').getsource(__import__('mitogen.core').core)")
+        assert source == mitogen.parent._get_core_source(), "the real source, for children"
+        # mitogen's profiling-only imports wait for their first use.
+        later = "[type(__import__('sys').modules[n]).__name__ for n in %r]" % (coreboot.LATER,)
+        assert set(host.call(eval, later)) == {"_RxLater"}
+        assert host.call(eval, "__import__('pprint').pformat({1: 2})") == "{1: 2}"
+        assert host.call(eval, "type(__import__('sys').modules['pprint']).__name__") == "module"
+
+
+def test_a_second_context_loads_mitogen_core_compiled_by_the_first(lab, monkeypatch) -> None:
+    """Without the master's code (another Python), the context's mitogen.core
+    comes from the cache file a first context wrote (a planted file with a
+    mark shows it is used), checked like any cache file: one byte changed,
+    it is refused, compiled again and replaced."""
+    monkeypatch.setattr(coreboot, "SHIP_COMPILED", False)
     directory = _cache_dir()
     assert _core_mark(lab, directory) is None
     path = _core_file(lab, directory)
