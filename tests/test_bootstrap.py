@@ -192,28 +192,69 @@ def test_a_second_context_loads_mitogen_core_compiled_by_the_first(lab, monkeypa
         assert f.read() == good, "compiled again and replaced"
 
 
+def _pack_file(lab: Any, directory: str) -> str:
+    found = glob.glob(os.path.join(_outside(lab, directory), "pack-*.bc"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_the_modules_install_imports_are_stored_in_one_pack(lab) -> None:
+    """A cold host writes one file for the modules the master sent compiled
+    (creating files is what a cold cache costs most), 0600 like any."""
+    directory = _cache_dir()
+    first = _connect(lab, directory)
+    path = _pack_file(lab, directory)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with open(path, "rb") as f:
+        packed = bytecache.unpack(f.read())
+    assert sorted(packed) == sorted(first["precompiled"]) == sorted(eager_modules())
+    assert len(os.listdir(_outside(lab, directory))) == 1, "nothing but the pack"
+
+
 def test_a_tampered_cache_file_is_refused_and_replaced(lab) -> None:
     directory = _cache_dir()
     _connect(lab, directory)
-    target = _file(lab, directory, SUPERVISOR)
-    with open(target, "rb") as f:
+    path = _pack_file(lab, directory)
+    with open(path, "rb") as f:
         good = f.read()
-    with open(target, "r+b") as f:  # one byte of the code, digest left as it was
-        f.seek(len(good) // 2)
-        f.write(bytes([good[len(good) // 2] ^ 0xFF]))
+    blobs = bytecache.unpack(good)
+    middle = len(blobs[SUPERVISOR]) // 2  # one byte of the code, digest left as it was
+    blobs[SUPERVISOR] = (
+        blobs[SUPERVISOR][:middle]
+        + bytes([blobs[SUPERVISOR][middle] ^ 0xFF])
+        + blobs[SUPERVISOR][middle + 1 :]
+    )
     # And a valid file of another module put under protocol's name: right
     # format, right digest, wrong source. Never trusted by its name alone.
-    with open(_file(lab, directory, "remoteexec.target.run"), "rb") as f:
-        other = f.read()
-    with open(_file(lab, directory, PROTOCOL), "wb") as f:
-        f.write(other)
+    blobs[PROTOCOL] = blobs["remoteexec.target.run"]
+    with open(path, "wb") as f:
+        f.write(bytecache.pack(blobs))
     again = _connect(lab, directory)
     assert sorted(again["refused"]) == sorted([SUPERVISOR, PROTOCOL])
     assert SUPERVISOR in again["misses"] and PROTOCOL in again["misses"]
+    assert SUPERVISOR in again["precompiled"], "sent compiled again, no source round trip"
     entry = next(e for e in bootstrap_manifest() if e[0] == SUPERVISOR)
-    with open(target, "rb") as f:
-        assert bytecache.decode(f.read(), entry[2]) is not None, "rewritten from the source"
-    assert _connect(lab, directory)["refused"] == []
+    with open(path, "rb") as f:
+        rewritten = bytecache.unpack(f.read())
+    assert bytecache.decode(rewritten[SUPERVISOR], entry[2]) is not None, "a new pack"
+    assert sorted(rewritten) == sorted(eager_modules())
+    third = _connect(lab, directory)
+    assert third["refused"] == [] and third["precompiled"] == [], third
+
+
+def test_a_cache_file_of_another_user_is_refused_and_rebuilt(lab) -> None:
+    """A pack this user does not own is never read: the modules come
+    compiled from the master again, and a pack of the user's replaces it."""
+    directory = _cache_dir()
+    _connect(lab, directory)
+    path = _pack_file(lab, directory)
+    owner = os.stat(path).st_uid
+    os.chown(path, 65534, 65534)
+    again = _connect(lab, directory)
+    assert sorted(again["precompiled"]) == sorted(eager_modules()), again
+    assert again["hits"] == [], again
+    assert os.stat(_pack_file(lab, directory)).st_uid == owner, "rebuilt, the user's"
+    assert sorted(_connect(lab, directory)["hits"]) == sorted(eager_modules())
 
 
 def test_a_directory_others_may_enter_is_not_used(lab) -> None:
