@@ -386,3 +386,42 @@ def test_the_ssh_options_prefer_curve25519_and_let_ssh_args_win() -> None:
     assert not [a for a in plain if "KexAlgorithms" in a]
     with pytest.raises(ValueError, match="kex_algorithms"):
         SSHConnector.from_target("h1", kex_algorithms="curve25519 -oProxyCommand=x")
+
+
+def test_the_first_stage_is_encoded_once_per_process(monkeypatch) -> None:
+    """mitogen reads and tokenizes its own source for every boot command;
+    the master does it once (the command is otherwise mitogen's own)."""
+    import inspect
+
+    calls: List[str] = []
+    real = inspect.getsourcelines
+
+    def counted(obj: Any) -> Any:
+        calls.append(getattr(obj, "__name__", "?"))
+        return real(obj)
+
+    monkeypatch.setattr(mitogen.parent.inspect, "getsourcelines", counted)
+    with rx.Master(heartbeat_timeout=5, bytecode_cache=_cache_dir()) as master:
+        hosts = [master.local(name="boot%d" % i) for i in range(3)]
+        assert [h.call(abs, -i) for i, h in enumerate(hosts)] == [0, 1, 2]
+    assert calls.count("_first_stage") <= 1, calls
+
+
+def test_a_second_master_does_not_scan_the_modules_again(monkeypatch) -> None:
+    """mitogen scans what a module it sends imports (compiling each one,
+    mitogen.core included: ~50 ms) once per router; the masters of a
+    process share what was found."""
+    import mitogen.master
+
+    with rx.Master(heartbeat_timeout=5) as master:
+        assert master.local(name="scan").call(abs, -1) == 1
+    scans: List[str] = []
+
+    def counted(source: Any, path: str, mode: str) -> Any:
+        scans.append(path)  # mitogen compiles a module to list its imports
+        return compile(source, path, mode)
+
+    monkeypatch.setattr(mitogen.master, "compile", counted, raising=False)
+    with rx.Master(heartbeat_timeout=5) as master:
+        assert master.local(name="scan").call(abs, -2) == 2
+    assert scans == [], scans
