@@ -425,3 +425,16 @@ def test_a_second_master_does_not_scan_the_modules_again(monkeypatch) -> None:
     with rx.Master(heartbeat_timeout=5) as master:
         assert master.local(name="scan").call(abs, -2) == 2
     assert scans == [], scans
+
+
+def test_the_context_boots_in_the_process_ssh_started(lab) -> None:
+    """No second interpreter start-up: the process ssh started (``python3
+    -c <mitogen's stub>``) reads the preamble and becomes the context, named
+    ``(mitogen:<name>)`` in its command line as mitogen's re-executed one."""
+    with rx.Master(heartbeat_timeout=5) as master:
+        host = master.connect(lab.targets[0], **connect_options(lab))
+        argv = host.call(eval, "open('/proc/self/cmdline', 'rb').read()").split(b"\0")
+        assert argv[1] == b"-c", argv[:2]
+        assert argv[-3] == b"(mitogen:%s:%s)" % (master.name.encode(), host.name.encode())
+        assert argv[-2].isdigit(), "the preamble's length, as mitogen's first stage takes it"
+        assert host.run(["true"]).returncode == 0

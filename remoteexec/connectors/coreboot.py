@@ -40,6 +40,7 @@ context starts its children with mitogen's own preamble).
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import importlib.util
 import marshal
@@ -237,29 +238,62 @@ class BootProtocol(mitogen.parent.BootstrapProtocol):  # type: ignore[misc]  # m
     ]
 
 
+#: remoteexec's first stage, run by mitogen's ``-c`` stub (which imported
+#: os, select, sys and zlib). mitogen's forks: the child feeds the preamble
+#: to the parent, which re-executes the interpreter to read it as its
+#: script (a second interpreter start-up: ~12-15 ms of CPU, and the slow
+#: stdin tokenizer). This one reads the preamble itself, leaves the
+#: connection on fd 100 where mitogen expects it (the payload follows
+#: there), and runs the preamble in the same process.
+FIRST_STAGE = """\
+os.write(1, "MITO000\\n".encode())
+_rx_n = int(sys.argv[3])
+_rx_c = "".encode()
+_rx_v = "V"
+while _rx_n - len(_rx_c) and _rx_v:
+    select.select([0], [], [])
+    _rx_v = os.read(0, _rx_n - len(_rx_c))
+    _rx_c += _rx_v
+os.dup2(0, 100)
+os.write(1, "MITO001\\n".encode())
+_rx_c = compile(zlib.decompress(_rx_c), "<stdin>", "exec")
+del _rx_n, _rx_v
+exec(_rx_c)
+"""
+
+
+def encoded_first_stage() -> str:
+    """:data:`FIRST_STAGE` as mitogen's stub takes it: raw deflate, base64."""
+    compressor = zlib.compressobj(zlib.Z_BEST_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
+    data = compressor.compress(FIRST_STAGE.encode()) + compressor.flush()
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
 class FastBoot(mitogen.parent.Connection):  # type: ignore[misc]  # mitogen is untyped
-    """mitogen's boot command with its first stage encoded once per process:
-    mitogen reads and tokenizes its own source for it at every connection
-    (``inspect.getsourcelines``: ~1-2 ms of the master's CPU each)."""
+    """mitogen's boot command (its ``-c`` stub, taken from mitogen once per
+    process: it reads and tokenizes its own source for it at every
+    connection, ~1-2 ms of the master's CPU) running :data:`FIRST_STAGE`.
+    The process shows ``(mitogen:<name>)`` in its command line, as
+    mitogen's re-executed one does."""
 
     def get_boot_command(self) -> List[str]:
         argv: List[str] = self.get_python_argv()
-        tail = [self.options.remote_name, str(len(self.get_preamble()))]
         with _LOCK:
-            middle = _FIRST_STAGE.get(tuple(argv))
-        if middle is None:
+            stub = _STUBS.get(tuple(argv))
+        if stub is None:
             full: List[str] = mitogen.parent.Connection.get_boot_command(self)
-            if full[: len(argv)] != argv or full[-2:] != tail:
-                return full  # not the shape this expects: mitogen's own, uncached
-            middle = full[len(argv) : -2]
+            if full[: len(argv)] != argv or len(full) != len(argv) + 5 or full[len(argv)] != "-c":
+                return full  # not the shape this expects: mitogen's own first stage
+            stub = full[len(argv) + 1]
             with _LOCK:
-                _FIRST_STAGE[tuple(argv)] = middle
-        return argv + middle + tail
+                _STUBS[tuple(argv)] = stub
+        name = "(mitogen:%s)" % (self.options.remote_name,)
+        return [*argv, "-c", stub, _ENCODED, name, str(len(self.get_preamble()))]
 
 
-#: The boot command's middle part (``-c``, mitogen's stub, the encoded first
-#: stage), per python argv.
-_FIRST_STAGE: Dict[Tuple[str, ...], List[str]] = {}
+_ENCODED = encoded_first_stage()
+#: mitogen's ``-c`` stub, per python argv.
+_STUBS: Dict[Tuple[str, ...], str] = {}
 
 
 class CachedCore:
@@ -318,6 +352,7 @@ def connect(router: Any, base: Type[Any], directory: str, **kwargs: Any) -> Any:
 
 
 __all__ = [
+    "FIRST_STAGE",
     "LATER",
     "LOADER",
     "MAGIC",
@@ -331,5 +366,6 @@ __all__ = [
     "connect",
     "connection_class",
     "core_code",
+    "encoded_first_stage",
     "write_boot",
 ]
