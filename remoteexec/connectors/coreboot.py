@@ -69,9 +69,7 @@ def _rx_core(D, H, M, KN, ZN):
         B += c
     K, Z = B[:KN], B[KN:]
     try:
-        while os.read(101, 65536):
-            pass
-        os.close(101)
+        os.close(101)  # mitogen's first stage's copy of the preamble, if it ran
     except OSError:
         pass
     try:
