@@ -3,12 +3,14 @@
 Raw mitogen is the floor: ``router.ssh()`` with the very same ssh options
 (key, known_hosts, strict host key checking, key exchange) and one
 ``context.call(os.getpid)``, from a thread pool of 16, on its own Broker,
-booting mitogen's own preamble. remoteexec adds its supervisor (modules,
+booting mitogen's own preamble. remoteexec boots with its own first stage
+and preamble (``mitogen.core`` compiled by the master, read raw from the
+connection; see docs/more/internals.md) and adds its supervisor (modules,
 service pool, watchdog; the guard starts with a host's first process, so
-not here) in one round trip, and boots ``mitogen.core`` from the host's
-bytecode cache when it is there. remoteexec runs twice: cold (the targets'
-bytecode cache emptied first: its modules and ``mitogen.core`` compiled
-again) and warm (the cache a previous master left).
+not here) in one round trip. remoteexec runs twice: cold (the targets'
+bytecode cache emptied first: the master sends the modules compiled, the
+host checks them and writes its pack) and warm (the cache a previous master
+left).
 
 The series are interleaved (raw, cold, warm for each N, repeated ROUNDS
 times) and each figure is the median of the rounds. Per host:

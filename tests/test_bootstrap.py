@@ -14,6 +14,7 @@ import os
 import pwd
 import signal
 import stat
+import sys
 import uuid
 from typing import Any, Dict, List
 
@@ -133,10 +134,40 @@ def _core_mark(lab: Any, directory: str) -> Any:
         return host.call(eval, "vars(__import__('mitogen.core').core).get('RX_MARK')")
 
 
-def test_a_second_context_loads_mitogen_core_compiled_by_the_first(lab) -> None:
-    """The context's mitogen.core comes from the cache file a first context
-    wrote (a planted file with a mark shows it is used), checked like any
-    cache file: one byte changed, it is refused, compiled again and replaced."""
+def test_the_context_runs_the_mitogen_core_the_master_compiled(lab, monkeypatch) -> None:
+    """Same bytecode magic on both sides: the context loads the code the
+    master compiled and sent behind the preamble (a mark compiled into it
+    shows it is what runs); it compiles nothing and writes no cache file.
+    The source came along: the context can still hand mitogen.core on."""
+    real = coreboot.core_code
+    monkeypatch.setattr(
+        coreboot, "core_code", lambda source: real(source + "\nRX_MARK = 'shipped'\n")
+    )
+    directory = _cache_dir()
+    if _core_mark(lab, directory) != "shipped":
+        with rx.Master(heartbeat_timeout=5, bytecode_cache=directory) as master:
+            host = master.connect(lab.targets[0], **connect_options(lab))
+            theirs = host.call(eval, "__import__('sys').version_info[:2]")
+        assert tuple(theirs) != sys.version_info[:2], "same Python, yet not the master's code"
+        pytest.skip("the lab's python is not this one: it compiles mitogen.core itself")
+    assert glob.glob(os.path.join(_outside(lab, directory), "core-*.bc")) == []
+    with rx.Master(heartbeat_timeout=5, bytecode_cache=directory) as master:
+        host = master.connect(lab.targets[0], **connect_options(lab))
+        source = host.call(eval, "__import__('inspect').getsource(__import__('mitogen.core').core)")
+        assert source == mitogen.parent._get_core_source(), "the real source, for children"
+        # mitogen's profiling-only imports wait for their first use.
+        later = "[type(__import__('sys').modules[n]).__name__ for n in %r]" % (coreboot.LATER,)
+        assert set(host.call(eval, later)) == {"_RxLater"}
+        assert host.call(eval, "__import__('pprint').pformat({1: 2})") == "{1: 2}"
+        assert host.call(eval, "type(__import__('sys').modules['pprint']).__name__") == "module"
+
+
+def test_a_second_context_loads_mitogen_core_compiled_by_the_first(lab, monkeypatch) -> None:
+    """Without the master's code (another Python), the context's mitogen.core
+    comes from the cache file a first context wrote (a planted file with a
+    mark shows it is used), checked like any cache file: one byte changed,
+    it is refused, compiled again and replaced."""
+    monkeypatch.setattr(coreboot, "SHIP_COMPILED", False)
     directory = _cache_dir()
     assert _core_mark(lab, directory) is None
     path = _core_file(lab, directory)
@@ -161,28 +192,69 @@ def test_a_second_context_loads_mitogen_core_compiled_by_the_first(lab) -> None:
         assert f.read() == good, "compiled again and replaced"
 
 
+def _pack_file(lab: Any, directory: str) -> str:
+    found = glob.glob(os.path.join(_outside(lab, directory), "pack-*.bc"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_the_modules_install_imports_are_stored_in_one_pack(lab) -> None:
+    """A cold host writes one file for the modules the master sent compiled
+    (creating files is what a cold cache costs most), 0600 like any."""
+    directory = _cache_dir()
+    first = _connect(lab, directory)
+    path = _pack_file(lab, directory)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with open(path, "rb") as f:
+        packed = bytecache.unpack(f.read())
+    assert sorted(packed) == sorted(first["precompiled"]) == sorted(eager_modules())
+    assert len(os.listdir(_outside(lab, directory))) == 1, "nothing but the pack"
+
+
 def test_a_tampered_cache_file_is_refused_and_replaced(lab) -> None:
     directory = _cache_dir()
     _connect(lab, directory)
-    target = _file(lab, directory, SUPERVISOR)
-    with open(target, "rb") as f:
+    path = _pack_file(lab, directory)
+    with open(path, "rb") as f:
         good = f.read()
-    with open(target, "r+b") as f:  # one byte of the code, digest left as it was
-        f.seek(len(good) // 2)
-        f.write(bytes([good[len(good) // 2] ^ 0xFF]))
+    blobs = bytecache.unpack(good)
+    middle = len(blobs[SUPERVISOR]) // 2  # one byte of the code, digest left as it was
+    blobs[SUPERVISOR] = (
+        blobs[SUPERVISOR][:middle]
+        + bytes([blobs[SUPERVISOR][middle] ^ 0xFF])
+        + blobs[SUPERVISOR][middle + 1 :]
+    )
     # And a valid file of another module put under protocol's name: right
     # format, right digest, wrong source. Never trusted by its name alone.
-    with open(_file(lab, directory, "remoteexec.target.run"), "rb") as f:
-        other = f.read()
-    with open(_file(lab, directory, PROTOCOL), "wb") as f:
-        f.write(other)
+    blobs[PROTOCOL] = blobs["remoteexec.target.run"]
+    with open(path, "wb") as f:
+        f.write(bytecache.pack(blobs))
     again = _connect(lab, directory)
     assert sorted(again["refused"]) == sorted([SUPERVISOR, PROTOCOL])
     assert SUPERVISOR in again["misses"] and PROTOCOL in again["misses"]
+    assert SUPERVISOR in again["precompiled"], "sent compiled again, no source round trip"
     entry = next(e for e in bootstrap_manifest() if e[0] == SUPERVISOR)
-    with open(target, "rb") as f:
-        assert bytecache.decode(f.read(), entry[2]) is not None, "rewritten from the source"
-    assert _connect(lab, directory)["refused"] == []
+    with open(path, "rb") as f:
+        rewritten = bytecache.unpack(f.read())
+    assert bytecache.decode(rewritten[SUPERVISOR], entry[2]) is not None, "a new pack"
+    assert sorted(rewritten) == sorted(eager_modules())
+    third = _connect(lab, directory)
+    assert third["refused"] == [] and third["precompiled"] == [], third
+
+
+def test_a_cache_file_of_another_user_is_refused_and_rebuilt(lab) -> None:
+    """A pack this user does not own is never read: the modules come
+    compiled from the master again, and a pack of the user's replaces it."""
+    directory = _cache_dir()
+    _connect(lab, directory)
+    path = _pack_file(lab, directory)
+    owner = os.stat(path).st_uid
+    os.chown(path, 65534, 65534)
+    again = _connect(lab, directory)
+    assert sorted(again["precompiled"]) == sorted(eager_modules()), again
+    assert again["hits"] == [], again
+    assert os.stat(_pack_file(lab, directory)).st_uid == owner, "rebuilt, the user's"
+    assert sorted(_connect(lab, directory)["hits"]) == sorted(eager_modules())
 
 
 def test_a_directory_others_may_enter_is_not_used(lab) -> None:
@@ -314,3 +386,55 @@ def test_the_ssh_options_prefer_curve25519_and_let_ssh_args_win() -> None:
     assert not [a for a in plain if "KexAlgorithms" in a]
     with pytest.raises(ValueError, match="kex_algorithms"):
         SSHConnector.from_target("h1", kex_algorithms="curve25519 -oProxyCommand=x")
+
+
+def test_the_first_stage_is_encoded_once_per_process(monkeypatch) -> None:
+    """mitogen reads and tokenizes its own source for every boot command;
+    the master does it once (the command is otherwise mitogen's own)."""
+    import inspect
+
+    calls: List[str] = []
+    real = inspect.getsourcelines
+
+    def counted(obj: Any) -> Any:
+        calls.append(getattr(obj, "__name__", "?"))
+        return real(obj)
+
+    monkeypatch.setattr(mitogen.parent.inspect, "getsourcelines", counted)
+    with rx.Master(heartbeat_timeout=5, bytecode_cache=_cache_dir()) as master:
+        hosts = [master.local(name="boot%d" % i) for i in range(3)]
+        assert [h.call(abs, -i) for i, h in enumerate(hosts)] == [0, 1, 2]
+    assert calls.count("_first_stage") <= 1, calls
+
+
+def test_a_second_master_does_not_scan_the_modules_again(monkeypatch) -> None:
+    """mitogen scans what a module it sends imports (compiling each one,
+    mitogen.core included: ~50 ms) once per router; the masters of a
+    process share what was found."""
+    import mitogen.master
+
+    with rx.Master(heartbeat_timeout=5) as master:
+        assert master.local(name="scan").call(abs, -1) == 1
+    scans: List[str] = []
+
+    def counted(source: Any, path: str, mode: str) -> Any:
+        scans.append(path)  # mitogen compiles a module to list its imports
+        return compile(source, path, mode)
+
+    monkeypatch.setattr(mitogen.master, "compile", counted, raising=False)
+    with rx.Master(heartbeat_timeout=5) as master:
+        assert master.local(name="scan").call(abs, -2) == 2
+    assert scans == [], scans
+
+
+def test_the_context_boots_in_the_process_ssh_started(lab) -> None:
+    """No second interpreter start-up: the process ssh started (``python3
+    -c <mitogen's stub>``) reads the preamble and becomes the context, named
+    ``(mitogen:<name>)`` in its command line as mitogen's re-executed one."""
+    with rx.Master(heartbeat_timeout=5) as master:
+        host = master.connect(lab.targets[0], **connect_options(lab))
+        argv = host.call(eval, "open('/proc/self/cmdline', 'rb').read()").split(b"\0")
+        assert argv[1] == b"-c", argv[:2]
+        assert argv[-3] == b"(mitogen:%s:%s)" % (master.name.encode(), host.name.encode())
+        assert argv[-2].isdigit(), "the preamble's length, as mitogen's first stage takes it"
+        assert host.run(["true"]).returncode == 0

@@ -13,7 +13,8 @@ Safety (see docs/more/security.md):
 
 - the directory is created 0700 and used only when it is a real directory
   (not a link) owned by this uid with no group/other access; files are
-  written 0600 under a temporary name created exclusively, then renamed;
+  written 0600 under a temporary name created exclusively, then renamed,
+  and read only when they are regular files of this uid, 0600;
 - a file is named after the hash of (module, path, source hash, the
   interpreter's bytecode magic), and is used only if it still records that
   very source hash and magic, and the SHA-256 of its content matches the
@@ -22,6 +23,14 @@ Safety (see docs/more/security.md):
 - only modules the master listed, with the hash of the source it holds,
   are ever served: a file cannot add or replace code the master did not
   send before.
+
+The modules install imports are kept together in one *pack* file (named
+after the manifest's entries for them and the magic): each module's
+cache file as above, one after the other behind an index; every one is
+checked like a file of its own (:func:`unpack`, then :func:`decode`), and a
+pack with a bad entry is removed and written again. One file, because
+creating files is most of what a cold host's cache costs. The modules
+imported later (Tarantool's) have a file each.
 
 The modules the cache lacks come compiled from the master when it runs the
 very same Python version (:func:`take_compiled`): a cold context then
@@ -73,6 +82,48 @@ def key(name: str, path: str, source_hash: str) -> str:
     """The file name of one module's entry for this interpreter."""
     text = "\0".join([name, path, source_hash, importlib.util.MAGIC_NUMBER.hex()])
     return sha256(text.encode()).hexdigest() + ".bc"
+
+
+#: The first bytes of a pack file.
+PACK_MAGIC = b"RXPK1\n"
+
+
+def pack_key(entries: Sequence[Entry]) -> str:
+    """The file name of the pack of ``entries`` (the modules install imports)
+    for this interpreter: another manifest, another pack."""
+    parts = ["pack", importlib.util.MAGIC_NUMBER.hex()]
+    parts += ["%s\0%s\0%s" % (e[0], e[1], e[2]) for e in sorted(entries)]
+    return "pack-" + sha256("\0".join(parts).encode()).hexdigest() + ".bc"
+
+
+def pack(blobs: Dict[str, bytes]) -> bytes:
+    """One file holding several modules' cache files (:func:`encode`): an
+    index (a line ``name size`` each, then a blank line), then the files in
+    that order. One file to create instead of one per module: creating files
+    is what a cold host's cache costs most (~0.5 ms of CPU each on the lab's
+    bind-mounted homes)."""
+    index = b"".join(b"%s %d\n" % (name.encode(), len(blob)) for name, blob in blobs.items())
+    return PACK_MAGIC + index + b"\n" + b"".join(blobs.values())
+
+
+def unpack(data: bytes) -> Dict[str, bytes]:
+    """The cache files in a pack, by module name ({} if ``data`` is not a
+    well-formed pack). Each is still to be checked with :func:`decode`: the
+    index only says where a module's file is, never that it is good."""
+    if not data.startswith(PACK_MAGIC):
+        return {}
+    index, sep, rest = data[len(PACK_MAGIC) :].partition(b"\n\n")
+    if not sep:
+        return {}
+    found: Dict[str, bytes] = {}
+    at = 0
+    for line in index.split(b"\n"):
+        name, _, size = line.partition(b" ")
+        if not size.isdigit() or at + int(size) > len(rest):
+            return {}
+        found[name.decode("utf-8", "replace")] = rest[at : at + int(size)]
+        at += int(size)
+    return found
 
 
 def private_dir(path: str) -> Optional[str]:
@@ -182,9 +233,15 @@ class CacheFinder:
             "refused": [],
             "precompiled": [],
         }
-        #: (code, compressed source) of the modules the master sent compiled,
-        #: checked, kept until imported.
-        self.preloaded: Dict[str, Tuple[Any, bytes]] = {}
+        #: (code, compressed source, "hits" or "precompiled") of the modules
+        #: found in the pack or sent compiled by the master, checked, kept
+        #: until imported.
+        self.preloaded: Dict[str, Tuple[Any, bytes, str]] = {}
+        #: The pack of the modules install imports (see :meth:`load_pack`).
+        self.pack_file: Optional[str] = None
+        #: The checked cache files of the pack, to write again with the
+        #: modules the master adds.
+        self.packed: Dict[str, bytes] = {}
         #: Compressed sources of the modules loaded from the cache.
         self._sources: Dict[str, bytes] = {}
         self._code: Dict[str, Any] = {}
@@ -208,12 +265,48 @@ class CacheFinder:
         path, source_hash, _ = self.entries[fullname]
         return os.path.join(self.directory, key(fullname, path, source_hash))
 
+    def load_pack(self, names: Sequence[str]) -> List[str]:
+        """Read the pack of ``names`` (one file) and check each of its
+        modules (:func:`decode`); keep the good ones for their imports;
+        return the names the pack served. A pack with a bad entry is
+        removed (the modules it lacks are then asked for, and a new pack
+        written)."""
+        listed = [(n, *self.entries[n]) for n in names if n in self.entries]
+        if not listed:
+            return []
+        self.pack_file = os.path.join(self.directory, pack_key(listed))
+        data = read_private(self.pack_file)
+        blobs = unpack(data) if data is not None else {}
+        bad = data is not None and not blobs
+        for name, *_ in listed:
+            blob = blobs.get(name)
+            if blob is None:
+                continue
+            found = decode(blob, self.entries[name][1])
+            if found is None:
+                bad = True
+                self._note("refused", name)
+                continue
+            self.preloaded[name] = (*found, "hits")
+            self.packed[name] = blob
+        if bad:
+            with contextlib.suppress(OSError):
+                os.unlink(self.pack_file)
+        return list(self.packed)
+
+    def store_pack(self, blobs: Dict[str, bytes]) -> None:
+        """Write the pack again with ``blobs`` (checked cache files) added."""
+        if self.pack_file is not None and blobs:
+            self.packed.update(blobs)
+            write_private(self.pack_file, pack(self.packed))
+
     def create_module(self, spec: Any) -> Any:
-        found = self.preloaded.pop(spec.name, None)
-        if found is not None:
-            self._note("misses", spec.name)
-            self._note("precompiled", spec.name)
-            self._code[spec.name], self._sources[spec.name] = found
+        kept = self.preloaded.pop(spec.name, None)
+        if kept is not None:
+            if kept[2] == "precompiled":
+                self._note("misses", spec.name)
+            self._note(kept[2], spec.name)
+            self._code[spec.name], self._sources[spec.name] = kept[0], kept[1]
             return None
         data = read_private(self.file(spec.name))
         found = decode(data, self.entries[spec.name][1]) if data is not None else None
@@ -222,6 +315,7 @@ class CacheFinder:
             with contextlib.suppress(OSError):
                 os.unlink(self.file(spec.name))
         if found is not None:
+            self._note("hits", spec.name)
             self._code[spec.name], self._sources[spec.name] = found
             return None  # the default module object
         # A miss: mitogen fetches the source (and, in the same reply batch,
@@ -232,10 +326,7 @@ class CacheFinder:
         name = module.__spec__.name
         module.__file__ = module.__spec__.origin
         code = self._code.pop(name, None)
-        if code is not None:
-            if name not in self.stats["precompiled"]:
-                self._note("hits", name)
-        else:
+        if code is None:
             source = self.importer.get_source(name)
             code = compile(source, module.__spec__.origin, "exec", flags=0, dont_inherit=True)
             self._note("misses", name)
@@ -286,7 +377,8 @@ def prime(
     The modules of ``fetch`` (those the next call imports) that the cache
     lacks are got from the master here, all at once: compiled, from the
     master's ``code_handle`` (one round trip; used only when compiled by
-    this very Python version, checked like any cache file, and stored), or
+    this very Python version, checked like any cache file, and stored in
+    the pack with those it held), or
     else as source through mitogen's importer, asked for all at once: the
     imports that follow find them arrived or in flight.
     """
@@ -300,7 +392,10 @@ def prime(
     else:
         _FINDER = CacheFinder(path, entries, importer)
         sys.meta_path.insert(0, _FINDER)
-        missing = [e[0] for e in entries if not os.path.exists(_FINDER.file(e[0]))]
+        packed = set(_FINDER.load_pack(fetch))
+        missing = [
+            e[0] for e in entries if e[0] not in packed and not os.path.exists(_FINDER.file(e[0]))
+        ]
     lacking = set(missing)
     wanted = [n for n in fetch if n in lacking]
     if wanted and _FINDER is not None and code_handle is not None and econtext is not None:
@@ -338,6 +433,7 @@ def take_compiled(
     if not isinstance(sent, dict):
         return list(names)
     left = []
+    good: Dict[str, bytes] = {}
     for name in names:
         packed = sent.get(name)
         try:
@@ -348,8 +444,9 @@ def take_compiled(
         if data is None or found is None:
             left.append(name)
             continue
-        finder.preloaded[name] = found
-        write_private(finder.file(name), data)
+        finder.preloaded[name] = (*found, "precompiled")
+        good[name] = data
+    finder.store_pack(good)  # one file for all of them
     return left
 
 
@@ -391,6 +488,7 @@ def clear(directory: str = DEFAULT_DIR) -> int:
 
 __all__ = [
     "DEFAULT_DIR",
+    "PACK_MAGIC",
     "CacheFinder",
     "builtin_sha256",
     "clear",
@@ -398,9 +496,12 @@ __all__ = [
     "encode",
     "key",
     "loaded",
+    "pack",
+    "pack_key",
     "prime",
     "private_dir",
     "read_private",
     "report",
+    "unpack",
     "write_private",
 ]

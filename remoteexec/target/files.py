@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 import threading
 from typing import Optional, Tuple, Union
 
@@ -73,6 +72,8 @@ def own_dir(path: str) -> str:
     if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
         os.chmod(path, 0o700)
         return path
+    import tempfile  # here: ~3 ms (with shutil, random) that install does not need
+
     return tempfile.mkdtemp(prefix="remoteexec-")
 
 

@@ -15,14 +15,16 @@ from __future__ import annotations
 import logging
 import os
 import select
-import subprocess
 import sys
 import threading
 import time
 from types import ModuleType
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from . import guard, procs
+
+if TYPE_CHECKING:  # imported when the guard starts: install does not need it
+    import subprocess
 
 LOG = logging.getLogger("remoteexec.target")
 
@@ -155,6 +157,8 @@ def start_guard(
     read end, and no process spawned later inherits the write end, so the
     guard reads EOF exactly when this context is gone.
     """
+    import subprocess
+
     if not sys.executable:
         return None, None, "no python executable known (sys.executable is empty)"
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)

@@ -8,12 +8,14 @@ process that left it.
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Union
 
 from . import procs, protocol, runstate
 from .spawn import KILL_WAIT, MARKER, popen, signal_pid
+
+if TYPE_CHECKING:  # imported with the first command: install does not need it
+    import subprocess
 
 
 def run(
@@ -25,6 +27,8 @@ def run(
     input: Optional[bytes] = None,
 ) -> Union[protocol.RunReply, Dict[str, Any]]:
     """Run a command to completion and capture its output (``Host.run``)."""
+    import subprocess
+
     runstate.require_installed()
     marker = "%s.run%d" % (runstate.STATE.prefix, runstate.next_id())
     started = time.monotonic()
@@ -63,6 +67,8 @@ def run(
 
 def _kill(child: subprocess.Popen[bytes], marker: str) -> tuple[bytes, bytes]:
     """SIGKILL a timed-out command's group and marked processes; what it printed."""
+    import subprocess
+
     signal_pid(child.pid, signal.SIGKILL, group=True)
     # Descendants that left the group may still hold the pipes.
     for pid in procs.pids_with_marker(MARKER, marker):

@@ -19,16 +19,17 @@ import contextlib
 import errno
 import os
 import shlex
-import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from . import files, procs, protocol
 from .guardlink import GUARD
+
+if TYPE_CHECKING:  # imported where used: a context that never spawns does not pay for it
+    import subprocess
 
 MARKER = procs.MARKER
 #: How long a SIGKILLed tree gets to disappear.
@@ -106,6 +107,8 @@ def popen(
     added on top. The child is registered with the guard unless ``guard``
     is false (a detached service: it must outlive this context).
     """
+    import subprocess
+
     argv = argv_of(command, shell)
     full_env = dict(os.environ if environ is None else environ)
     full_env.update({str(k): str(v) for k, v in (env or {}).items()})
@@ -226,6 +229,8 @@ class Proc:
     def launch(self) -> Optional[Dict[str, Any]]:
         """Spawn (or spawn again) the main process into this tree's logs;
         None, or the error reply."""
+        import subprocess
+
         spec = self.spec
         if self.detach is not None:
             return self.launch_detached(self.detach)
@@ -269,6 +274,9 @@ class Proc:
         """Spawn the main process under its keeper (:mod:`.keeper`): the
         keeper leads the session, writes the bounded log and the exit code;
         no pipe or file of this context is passed on, and the guard is not told."""
+        import shutil
+        import subprocess
+
         spec = self.spec
         argv = argv_of(self.command, bool(spec.get("shell")))
         command = ["/bin/sh", "-c", argv] if isinstance(argv, str) else argv
