@@ -438,3 +438,19 @@ def test_the_context_boots_in_the_process_ssh_started(lab) -> None:
         assert argv[-3] == b"(mitogen:%s:%s)" % (master.name.encode(), host.name.encode())
         assert argv[-2].isdigit(), "the preamble's length, as mitogen's first stage takes it"
         assert host.run(["true"]).returncode == 0
+
+
+def test_an_untested_mitogen_boots_the_usual_way(lab, monkeypatch) -> None:
+    """The fast first stage leans on mitogen's private boot protocol: a mitogen
+    outside the tested releases gets mitogen's own first stage (the
+    interpreter re-executed, its command line mitogen's) and still works."""
+    import mitogen
+
+    with rx.Master(heartbeat_timeout=5) as master:
+        assert coreboot.available(master.router)
+        monkeypatch.setattr(mitogen, "__version__", coreboot.TESTED_MITOGEN[1])
+        assert not coreboot.available(master.router)
+        host = master.connect(lab.targets[0], **connect_options(lab))
+        argv = host.call(eval, "open('/proc/self/cmdline', 'rb').read()").split(b"\0")
+        assert argv[1] != b"-c", argv[:3]
+        assert host.run(["true"]).returncode == 0

@@ -323,15 +323,25 @@ def connection_class(base: Type[Any], directory: str) -> Type[Any]:
         return klass
 
 
+#: The mitogen releases this bootstrap was tested with (it leans on their
+#: private names and boot protocol): at least the first, below the second.
+TESTED_MITOGEN = ((0, 3, 36), (0, 4))
+
+
 def available(router: Any) -> bool:
-    """Whether this mitogen has what the cached core needs: two of its
-    private names (``Router._connect``, ``parent._get_core_source``). A
-    mitogen without them connects the usual way, compiling the core."""
-    return all(
+    """Whether this mitogen is one this bootstrap was tested with
+    (:data:`TESTED_MITOGEN`) and has the private names it uses
+    (``Router._connect``, ``parent._get_core_source``, the bootstrap
+    protocol's first-stage handler). Any other mitogen connects the usual
+    way, compiling the core on the host."""
+    version = tuple(getattr(mitogen, "__version__", ()))
+    low, high = TESTED_MITOGEN
+    return low <= version < high and all(
         (
             callable(getattr(router, "_connect", None)),
             callable(getattr(mitogen.parent, "_get_core_source", None)),
             callable(getattr(mitogen.parent, "PartialZlib", None)),
+            callable(getattr(mitogen.parent.BootstrapProtocol, "_on_ec0_received", None)),
         )
     )
 
@@ -355,6 +365,7 @@ __all__ = [
     "LOADER",
     "MAGIC",
     "SHIP_COMPILED",
+    "TESTED_MITOGEN",
     "Boot",
     "BootProtocol",
     "CachedCore",
