@@ -325,7 +325,7 @@ def connection_class(base: Type[Any], directory: str) -> Type[Any]:
 
 #: The mitogen releases this bootstrap was tested with (it leans on their
 #: private names and boot protocol): at least the first, below the second.
-TESTED_MITOGEN = ((0, 3, 36), (0, 4))
+TESTED_MITOGEN = ((0, 3, 54), (0, 4))
 
 
 def available(router: Any) -> bool:
