@@ -272,6 +272,9 @@ class HostLane:
         #: What happened so far: ``opens``, ``calls`` and ``runs`` carried,
         #: ``fallbacks`` (busy, or ended before sending) and ``failures``.
         self.stats: Dict[str, int] = dict(opens=0, calls=0, runs=0, fallbacks=0, failures=0)
+        #: False: every call takes mitogen's path, the lane stays as it is
+        #: (to compare the two paths, or to rule the lane out).
+        self.enabled = True
         self._lane: Optional[Lane] = None
         self._opening = threading.Lock()
         self._uses = 0
@@ -302,6 +305,8 @@ class HostLane:
 
     def take(self) -> Optional[Lane]:
         """The lane, held for one request, or None: take mitogen's path."""
+        if not self.enabled:
+            return None
         lane = self._lane
         if lane is None:
             self._uses += 1

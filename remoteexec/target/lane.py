@@ -31,7 +31,7 @@ import shlex
 import socket
 import struct
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import mitogen.core
 
@@ -66,6 +66,8 @@ while s.recv(64):
 """
 #: The largest frame either side accepts (mitogen's own default message limit).
 MAX_FRAME = 128 * 1024 * 1024
+#: Bytes read from the lane at once.
+READ_SIZE = 256 * 1024
 #: A frame's header: the length of the pickle that follows.
 HEADER = struct.Struct(">I")
 #: The name of the thread that serves the lane in the context.
@@ -182,18 +184,6 @@ def _receive(conn: socket.socket) -> Tuple[bytes, List[int]]:
     return data, fds
 
 
-def _read(fd: int, n: int) -> Optional[bytes]:
-    """Exactly ``n`` bytes from ``fd`` (blocking), or None at EOF."""
-    chunks = []
-    while n:
-        chunk = os.read(fd, n)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
-
-
 def _write(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -217,19 +207,23 @@ def serve(infd: int, outfd: int, relay: socket.socket, relay_pid: int = 0) -> No
     poller = select.poll()
     poller.register(infd, select.POLLIN)
     poller.register(relay.fileno(), select.POLLIN)
+    buffer = b""
     while True:
-        ready = poller.poll()
-        if any(fd == relay.fileno() for fd, _ in ready):
-            return  # the relay went away (or spoke): the lane ends with it
-        head = _read(infd, HEADER.size)
-        if head is None:
-            return
-        (size,) = HEADER.unpack(head)
-        if size > MAX_FRAME:
-            return
-        body = _read(infd, size)
-        if body is None:
-            return
+        size = HEADER.unpack_from(buffer)[0] if len(buffer) >= HEADER.size else None
+        if size is not None and size > MAX_FRAME:
+            return  # garbage: end the lane
+        if size is None or len(buffer) < HEADER.size + size:
+            # One poll and one read a request, most of the time: the whole
+            # frame arrives at once.
+            if any(fd == relay.fileno() for fd, _ in poller.poll()):
+                return  # the relay went away (or spoke): the lane ends with it
+            chunk = os.read(infd, READ_SIZE)
+            if not chunk:
+                return
+            buffer += chunk
+            continue
+        end = HEADER.size + size
+        body, buffer = buffer[HEADER.size : end], buffer[end:]
         _write(outfd, frame(answer(body)))
 
 
