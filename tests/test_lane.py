@@ -196,6 +196,9 @@ def test_a_partition_fails_a_lane_call_with_host_lost_in_time(lab: Any) -> None:
         finally:
             lab.heal()
         assert wait_until(lambda: not _alive(pids[1]), SETTLE), "the relay exits too"
+        control_dir = os.path.dirname(h.connector.control_path)
+        assert os.path.isdir(control_dir)
+    assert not os.path.exists(control_dir), "the master removes its ControlMaster directory"
 
 
 def test_nothing_outlives_a_sigkilled_master(lab: Any) -> None:
