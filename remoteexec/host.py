@@ -124,6 +124,8 @@ LAZY_PREFIXES = (
     # Detached stacks only: a context that never detaches never imports them.
     "remoteexec.target.project",
     "remoteexec.target.keeper",
+    # The lane's side: imported when a lane opens, never at connect.
+    "remoteexec.target.lane",
 )
 #: The mitogen modules the supervisor imports on the target, cached with ours.
 MITOGEN_TARGET_MODULES = ("mitogen.select", "mitogen.service")

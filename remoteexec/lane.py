@@ -56,9 +56,10 @@ if TYPE_CHECKING:  # annotations only: host imports this module
     from remoteexec.host import Host
 
 LOG = logging.getLogger(__name__)
-#: The blocking call on a host that opens its lane: the first one goes
-#: through mitogen, so a host used once never pays for the lane.
-OPEN_AFTER = 2
+#: The blocking call on a host that starts opening its lane (in the
+#: background: that call and the next ones take mitogen's path until it is
+#: open). A host used for a call or two never pays for a lane.
+OPEN_AFTER = 3
 #: Failed opens (or lanes that broke) after which a host stops trying.
 MAX_FAILURES = 3
 #: Seconds after a failure before the next open is tried; doubled each time.
@@ -310,11 +311,9 @@ class HostLane:
         lane = self._lane
         if lane is None:
             self._uses += 1
-            if self._uses < OPEN_AFTER or not self._may_try():
-                return None
-            lane = self._open_once(explicit=False)
-            if lane is None:
-                return None
+            if self._uses >= OPEN_AFTER and self._may_try():
+                self._open_in_background()
+            return None
         if not lane.busy.acquire(blocking=False):
             self.stats["fallbacks"] += 1
             return None
@@ -336,7 +335,15 @@ class HostLane:
     def open(self) -> bool:
         """Open the lane now, if the host can have one (``Host.open_lane``).
         False when it cannot or opening failed (logged at debug)."""
-        return self._open_once(explicit=True) is not None or self.is_open
+        return self._open_once(wait=True) is not None
+
+    def _open_in_background(self) -> None:
+        """Open the lane on a thread of its own: no call waits for it."""
+        # No other attempt until this one is over (it sets the next one).
+        self._next_try = time.monotonic() + OPEN_TIMEOUT + CHECK_EVERY * 8
+        threading.Thread(
+            target=self._open_once, args=(False,), name="remoteexec-lane-open", daemon=True
+        ).start()
 
     def _may_try(self) -> bool:
         return (
@@ -346,13 +353,16 @@ class HostLane:
             and self.possible
         )
 
-    def _open_once(self, explicit: bool) -> Optional[Lane]:
-        if not self._opening.acquire(blocking=False):
+    def _open_once(self, wait: bool) -> Optional[Lane]:
+        """The open lane, opened now if need be; None if it cannot be. With
+        ``wait``, an open in progress on another thread is waited for."""
+        timeout = OPEN_TIMEOUT + EXIT_WAIT if wait else -1
+        if not self._opening.acquire(blocking=wait, timeout=timeout):
             return None  # another thread is opening it
         try:
             if self._lane is not None and not self._lane.broken:
                 return self._lane
-            if self._closed or not self.possible or (not explicit and not self._may_try()):
+            if self._closed or not self.possible:
                 return None
             try:
                 lane = self._start()
