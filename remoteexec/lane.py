@@ -15,9 +15,11 @@ When it runs (see docs/guides/commands.md):
   has no ssh), and only for blocking ``Host.call`` (an importable function)
   and ``Host.run``; fan-out (``send_*``, ``call_all``, ``run_all``) and every
   other call keep mitogen's path;
-- opened lazily: by the :data:`OPEN_AFTER`-th such call on the host (a host
-  used once never pays for it), or by :meth:`HostLane.open`
-  (``Host.open_lane()``). Never at connect;
+- opened lazily: the :data:`OPEN_AFTER`-th such call on the host starts
+  opening it on a thread of its own (calls take mitogen's path until it is
+  open; a host used once or twice never pays for it), or
+  :meth:`HostLane.open` (``Host.open_lane()``) opens it and waits. Never at
+  connect;
 - one request at a time: a call that finds the lane busy takes mitogen's
   path at once rather than queue;
 - any failure to open falls back to mitogen's path silently (logged at
