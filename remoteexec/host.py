@@ -247,7 +247,9 @@ class Host:
 
     Made by :meth:`Master.local` / :meth:`Master.connect`; do not construct it
     yourself. ``call`` runs on the context's main thread (one at a time, as in
-    mitogen); the supervisor's calls (``run``, executor start/stop/status) run
+    mitogen) or, once the host's lane is open, on the context's lane thread
+    (see :meth:`open_lane`: so two calls from two threads may run at once, one
+    on each); the supervisor's calls (``run``, executor start/stop/status) run
     on the context's thread pool, so a status never waits behind a long call.
     Once the host is lost, every call raises :class:`HostLost` at once.
     """

@@ -96,6 +96,10 @@ def test_call_and_run_take_the_lane_with_mitogens_results(host: rx.Host) -> None
             **on_mitogen.details,
             "remote_traceback": "",
         }
+    # A result no pickler takes: an error on the lane (mitogen's path would
+    # lose the context's main thread to it, so it is not compared).
+    with pytest.raises(rx.RemoteCallError, match="pickle"):
+        host.call(threading.Lock)
     assert host.lane.stats["runs"] == runs + 3, "all on the lane"
     assert host.lane.is_open
 

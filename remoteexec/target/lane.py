@@ -224,7 +224,11 @@ def serve(infd: int, outfd: int, relay: socket.socket, relay_pid: int = 0) -> No
             continue
         end = HEADER.size + size
         body, buffer = buffer[HEADER.size : end], buffer[end:]
-        _write(outfd, frame(answer(body)))
+        try:
+            reply = frame(answer(body))
+        except Exception as e:  # a result no pickler takes (a lock, a socket): say so
+            reply = frame(mitogen.core.CallError(e))
+        _write(outfd, reply)
 
 
 def answer(body: bytes) -> Any:
