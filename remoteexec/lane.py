@@ -41,6 +41,7 @@ import logging
 import os
 import secrets
 import select
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -52,6 +53,7 @@ import mitogen.core
 from remoteexec.connectors.base import Connector
 from remoteexec.connectors.ssh import SSHConnector
 from remoteexec.errors import HostLost, TimeoutExpired
+from remoteexec.target import files
 from remoteexec.target import lane as target_lane
 
 if TYPE_CHECKING:  # annotations only: host imports this module
@@ -86,13 +88,30 @@ class LaneUnavailable(Exception):
 def control_dir() -> str:
     """A fresh private (0700) directory for a master's ControlMaster sockets.
 
-    Under the temporary directory when its path is short, else under /tmp:
-    a unix socket path has at most 107 bytes, and ssh adds 17 while it binds.
+    Under ``rxl-<uid>`` (0700, ours) in the temporary directory when its path
+    is short, else in /tmp: a unix socket path has at most 107 bytes, and
+    ssh adds 17 while it binds. Named after this process: the directories of
+    masters that died without closing (SIGKILL) are removed here.
     """
     root = tempfile.gettempdir()
     if len(root) > 40:
         root = "/tmp"
-    return tempfile.mkdtemp(prefix="rxl-", dir=root)
+    parent = files.own_dir(os.path.join(root, "rxl-%d" % os.getuid()))
+    for name in os.listdir(parent):
+        pid = name.partition("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+    return tempfile.mkdtemp(prefix="%d-" % os.getpid(), dir=parent)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process: alive
+        return True
+    return True
 
 
 def attach(connector: Connector, directory: Callable[[], str]) -> None:

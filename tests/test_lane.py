@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import threading
 import time
@@ -16,7 +17,7 @@ from conftest import connect_options, run_pids, spawn_master_script, wait_until
 from helpers import lane_calls, oracle
 
 import remoteexec as rx
-from remoteexec.lane import OPEN_AFTER
+from remoteexec.lane import OPEN_AFTER, control_dir
 
 pytestmark = pytest.mark.lab
 
@@ -222,10 +223,18 @@ def test_nothing_outlives_a_sigkilled_master(lab: Any) -> None:
             [p for p in pids if _alive(p)]
         )
         assert wait_until(lambda: not run_pids(info["run_id"], []), SETTLE)
+        # ssh removes its ControlMaster socket as it exits; the directory goes
+        # when the next master makes its own.
+        assert not os.path.exists(info["control_path"])
+        assert os.path.isdir(os.path.dirname(info["control_path"]))
+        mine = control_dir()
+        os.rmdir(mine)
+        assert not os.path.exists(os.path.dirname(info["control_path"]))
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+        shutil.rmtree(os.path.dirname(info["control_path"]), ignore_errors=True)  # when red
 
 
 def repr_json(value: Any) -> str:
