@@ -38,7 +38,6 @@ import mitogen.core
 
 from . import protocol, runstate
 from .run import run
-from .supervisor import call_function
 
 #: The relay, run by the lane's ssh session as ``python -I -S -c``. It reads
 #: the socket path and the token from its stdin (never a command line), sends
@@ -252,6 +251,8 @@ def answer(body: bytes) -> Any:
         request = mitogen.core.Message(data=body, enc=mitogen.core.Message.ENC_PKL).unpickle()
         kind = request[0]
         if kind == "call":
+            from .supervisor import call_function  # loaded already: not a related module
+
             _, module, qualname, args, kwargs = request
             return call_function(module, qualname, args, kwargs)
         if kind == "run":
