@@ -159,8 +159,14 @@ class Lane:
             raise LaneUnavailable("the lane ended")
         deadline = None if timeout is None else time.monotonic() + timeout
         data = target_lane.frame(value)
-        self._send(data, deadline, timeout, what, host)
-        return self.receive(deadline, timeout, what, host)
+        try:
+            self._send(data, deadline, timeout, what, host)
+            return self.receive(deadline, timeout, what, host)
+        except BaseException:
+            # Whatever stopped it (an error, a timeout, a KeyboardInterrupt),
+            # a reply may still come: the next request must not read it.
+            self.broken = True
+            raise
 
     def _send(
         self,

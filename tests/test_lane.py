@@ -123,6 +123,28 @@ def test_a_busy_lane_sends_the_other_call_through_mitogen(host: rx.Host) -> None
     assert host.call(lane_calls.where, 2) == [LANE_THREAD, 2], "the lane is free again"
 
 
+def test_an_interrupted_call_never_leaves_its_reply_to_the_next(host: rx.Host) -> None:
+    _fresh(host)
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(*_: Any) -> None:
+        raise Interrupted()
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(Interrupted):
+            host.call(lane_calls.late, 0.8, "late")  # interrupted while it waits
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    # Its reply comes later; the next call gets its own value all the same.
+    assert host.call(lane_calls.where, 9)[1] == 9
+    assert host.call(lane_calls.where, 10)[1] == 10
+
+
 def test_a_killed_relay_ends_the_lane_and_calls_go_on(host: rx.Host) -> None:
     _fresh(host)
     mux, relay = _lane_pids(host)

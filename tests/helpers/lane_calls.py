@@ -4,11 +4,18 @@ import os
 import socket
 import struct
 import threading
+import time
 
 
 def where(value: int) -> list:
     """The thread it ran on, and ``value`` back."""
     return [threading.current_thread().name, value]
+
+
+def late(seconds: float, value: str) -> str:
+    """``value``, after ``seconds``."""
+    time.sleep(seconds)
+    return value
 
 
 def fails(text: str) -> None:
