@@ -1,5 +1,10 @@
 """Per-command latency on a lab host: remoteexec Host.run / Host.call against Fabric 3.
 
+Host.call and Host.run go through the host's lane (a second session of the
+ssh connection, see remoteexec/lane.py), opened before timing; the same calls
+through mitogen's path (the lane disabled) are extra rows, so the breakdown
+of mitogen's path stays measured.
+
 One lab host (a network namespace with its own sshd). remoteexec keeps one
 mitogen context open; Fabric keeps one paramiko connection open (steady
 state for both, connection set-up is not timed). Both use the lab's key and
@@ -16,6 +21,7 @@ Run: ``python bench/bench_commands.py`` (needs root for the lab).
 from __future__ import annotations
 
 import os
+import time
 
 import _common as c
 
@@ -108,6 +114,7 @@ def _master_cpu(fn, n: int) -> tuple:
     import time
 
     broker = next(t for t in threading.enumerate() if t.name == "mitogen.broker")
+    fn()
     b0, t0 = _thread_cpu(broker.native_id), time.thread_time()
     for _ in range(n):
         fn()
@@ -145,6 +152,26 @@ def _halves(fn, n: int) -> tuple:
         there.append(at - t0)
         back.append(t1 - at)
     return c.Stats.of(there).median, c.Stats.of(back).median
+
+
+def _mitogen_path(host, fn):
+    """``fn()`` with the host's lane disabled: mitogen's path, as before the lane."""
+
+    def call():
+        host.lane.enabled = False
+        try:
+            return fn()
+        finally:
+            host.lane.enabled = True
+
+    return call
+
+
+class _LaneOff:
+    """``host`` whose ``run`` takes mitogen's path (for :func:`_run_split`)."""
+
+    def __init__(self, host) -> None:
+        self.run = lambda argv: _mitogen_path(host, lambda: host.run(argv))()
 
 
 def _run_split(host, n: int) -> tuple:
@@ -201,10 +228,16 @@ def run() -> c.Report:
             c.progress("fabric connected; warming up")
             import _target_probe
 
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            if not host.open_lane():
+                raise AssertionError("the lane did not open")
+            lane_open = (time.perf_counter() - t0, time.process_time() - cpu0)
             ops = {
                 "run": lambda: host.run(["true"]),
                 "call": lambda: host.call(c.trivial, 1),
-                "quick": lambda: host.call(_target_probe.quick_stamp),
+                "run_mitogen": _mitogen_path(host, lambda: host.run(["true"])),
+                "call_mitogen": _mitogen_path(host, lambda: host.call(c.trivial, 1)),
+                "quick": _mitogen_path(host, lambda: host.call(_target_probe.quick_stamp)),
                 "raw": lambda: host.context.call(c.trivial, 1),
                 "ping": lambda: host.service("ping"),
                 "pool": lambda: host.invoke("remoteexec.target.supervisor.ping"),
@@ -215,6 +248,8 @@ def run() -> c.Report:
             counts = {
                 "run": RUN_N,
                 "call": CALL_N,
+                "run_mitogen": RUN_N // 2,
+                "call_mitogen": CALL_N // 2,
                 "quick": CALL_N,
                 "raw": CALL_N // 2,
                 "ping": RUN_N // 2,
@@ -230,24 +265,35 @@ def run() -> c.Report:
                     samples[name] += c.time_calls(fn, counts[name] // BLOCKS)
                 c.progress("block %d/%d done" % (block + 1, BLOCKS))
             remote_run, run_trip = _run_split(host, 200)
+            remote_run_mitogen, run_trip_mitogen = _run_split(_LaneOff(host), 200)
             shell_init = _shell_init(host)
             spawn = host.call(_target_probe.spawn_parts, 100)
             halves = {
+                "lane": _halves(lambda: host.call(_target_probe.stamp), 300),
                 "raw": _halves(lambda: host.context.call(_target_probe.stamp), 300),
-                "quick": _halves(lambda: host.call(_target_probe.quick_stamp), 300),
+                "quick": _halves(
+                    _mitogen_path(host, lambda: host.call(_target_probe.quick_stamp)), 300
+                ),
             }
             echo = _ssh_echo(lab, h.address, h.port)
             cpu = {
                 "call": _master_cpu(ops["call"], 300),
                 "run": _master_cpu(ops["run"], 300),
+                "call_mitogen": _master_cpu(ops["call_mitogen"], 300),
+                "run_mitogen": _master_cpu(ops["run_mitogen"], 300),
             }
+            lane_stats = dict(host.lane.stats)
         finally:
             conn.close()
 
     st = {name: c.Stats.of(s) for name, s in samples.items()}
+    if lane_stats["fallbacks"] or lane_stats["failures"]:
+        raise AssertionError("calls left the lane: %r" % lane_stats)
     rows = [
-        ('remoteexec `Host.run(["true"])`', st["run"]),
-        ("remoteexec `Host.call(trivial, 1)`", st["call"]),
+        ('remoteexec `Host.run(["true"])` (the lane)', st["run"]),
+        ("remoteexec `Host.call(trivial, 1)` (the lane)", st["call"]),
+        ('remoteexec `Host.run(["true"])` through mitogen (lane disabled)', st["run_mitogen"]),
+        ("remoteexec `Host.call(trivial, 1)` through mitogen (lane disabled)", st["call_mitogen"]),
         ("remoteexec `Host.call` of a `@rx.quick` function", st["quick"]),
         ("raw mitogen `context.call(trivial, 1)`", st["raw"]),
         ('Fabric %s `Connection.run("true", hide=True)`' % fabric.__version__, st["fabric"]),
@@ -297,6 +343,24 @@ def run() -> c.Report:
         "",
         "| step | ms |",
         "|---|---|",
+        "| the lane: opening it (`Host.open_lane()`: a session on the open connection, "
+        "the remote shell, the relay's boot), wall / master CPU (process) | %s / %s |"
+        % (c.ms(lane_open[0]), c.ms(lane_open[1])),
+        "| `Host.call(trivial, 1)` on the lane (the context's lane thread: no broker on "
+        "either side) | %s |" % c.ms(st["call"].median),
+        "| of which there (send → running on the host) / back (→ caller awake) | %s / %s |"
+        % (c.ms(halves["lane"][0]), c.ms(halves["lane"][1])),
+        "| the lane's cost over the floor: `Host.call` on the lane - echo floor | %s |"
+        % c.ms(st["call"].median - echo.median),
+        '| `Host.run(["true"])` on the lane (spawn + wait on the lane thread) | %s |'
+        % c.ms(st["run"].median),
+        "| of which on the host (`RunResult.duration`) / the rest: round trip, pickling "
+        "| %s / %s |" % (c.ms(remote_run.median), c.ms(run_trip)),
+        "| master CPU per `Host.call` on the lane: calling thread + broker thread | %s + %s |"
+        % (c.ms(cpu["call"][0]), c.ms(cpu["call"][1])),
+        "| master CPU per `Host.run` on the lane: calling thread + broker thread | %s + %s |"
+        % (c.ms(cpu["run"][0]), c.ms(cpu["run"][1])),
+        "| — mitogen's path (lane disabled), as before the lane: — | |",
         "| master only: caller → master broker → caller (a handler on the master's own "
         "router; no ssh, no host): the master's two hand-offs | %s |" % c.ms(st["loop"].median),
         "| the floor: a line echoed by `cat` through an open ssh session | %s |"
@@ -309,7 +373,7 @@ def run() -> c.Report:
         % c.ms(st["raw"].median),
         "| of which there / back | %s / %s |" % (c.ms(halves["raw"][0]), c.ms(halves["raw"][1])),
         "| `Host.call(trivial, 1)` (main thread, through `call_function`) | %s |"
-        % c.ms(st["call"].median),
+        % c.ms(st["call_mitogen"].median),
         "| the host's two hand-offs (broker → main thread → broker): raw call - quick call "
         "| %s |" % c.ms(st["raw"].median - st["quick"].median),
         '| `Host.service("ping")` (a quick service: the broker thread) | %s |'
@@ -317,10 +381,10 @@ def run() -> c.Report:
         "| the same ping through the supervisor's thread pool (`Host.invoke`), as every "
         "service call went before quick calls | %s |" % c.ms(st["pool"].median),
         '| `Host.run(["true"])` round trip less its time on the host (pickling, the pool) '
-        "| %s |" % c.ms(run_trip),
-        '| `Host.run(["true"])` (the pool thread) | %s |' % c.ms(st["run"].median),
+        "| %s |" % c.ms(run_trip_mitogen),
+        '| `Host.run(["true"])` (the pool thread) | %s |' % c.ms(st["run_mitogen"].median),
         "| of which on the host, spawn + reap of `true` (`RunResult.duration`) | %s |"
-        % c.ms(remote_run.median),
+        % c.ms(remote_run_mitogen.median),
         '| in the context, `target.run.run(["true"])` itself (marker, guard, spawn, '
         "read, reap) | %.3f |" % spawn["run"],
         "| Popen as Host.run does it (vfork, new session, close_fds, two pipes, "
@@ -332,41 +396,58 @@ def run() -> c.Report:
         "| bare `posix_spawnp` + `waitpid` (no pipes): the spawn floor | %.3f |"
         % spawn["posix_spawn"],
         "| master CPU per `Host.call`: calling thread + broker thread | %s + %s |"
-        % (c.ms(cpu["call"][0]), c.ms(cpu["call"][1])),
+        % (c.ms(cpu["call_mitogen"][0]), c.ms(cpu["call_mitogen"][1])),
         "| master CPU per `Host.run`: calling thread + broker thread | %s + %s |"
-        % (c.ms(cpu["run"][0]), c.ms(cpu["run"][1])),
+        % (c.ms(cpu["run_mitogen"][0]), c.ms(cpu["run_mitogen"][1])),
         "",
         "A normal call crosses four thread hand-offs (caller → master broker → ssh … sshd → "
         "context broker → main thread or pool thread → context broker → … → master broker "
         "→ caller), each a wake-up through a pipe, plus two ssh processes each way; the "
         "echo floor has only the ssh processes. A quick call (`@rx.quick`, and the quick "
         "supervisor services: ping, status, output, signal) skips the two on the host. "
-        "Host.run's floor is the spawn floor plus a quick round trip.",
+        "Host.run's floor is the spawn floor plus a quick round trip. The lane has none "
+        "of the four hand-offs: the caller writes to the ssh client's pipe and sleeps in "
+        "poll; on the host the lane thread sleeps in poll on sshd's pipe, runs the call "
+        "or the spawn itself and writes the reply: the echo floor plus the two ends' "
+        "pickling and the call.",
     )
     report.text(
         "Where the time goes (medians, ms):",
         "",
         '- supervisor service round trip (`Host.service("ping")`, quick: broker thread): '
-        "%s; `Host.call` (main thread): %s; `@rx.quick` call: %s"
-        % (c.ms(st["ping"].median), c.ms(st["call"].median), c.ms(st["quick"].median)),
-        '- `Host.run(["true"])` %s ≈ remote spawn+wait of `true` %s (`RunResult.duration`)'
-        " + round trip and (un)pickling %s"
+        "%s; `Host.call` through mitogen (main thread): %s; `@rx.quick` call: %s; "
+        "`Host.call` on the lane: %s"
+        % (
+            c.ms(st["ping"].median),
+            c.ms(st["call_mitogen"].median),
+            c.ms(st["quick"].median),
+            c.ms(st["call"].median),
+        ),
+        '- `Host.run(["true"])` on the lane %s ≈ remote spawn+wait of `true` %s '
+        "(`RunResult.duration`) + round trip and (un)pickling %s; through mitogen %s ≈ %s + %s"
         % (
             c.ms(st["run"].median),
             c.ms(remote_run.median),
             c.ms(run_trip),
+            c.ms(st["run_mitogen"].median),
+            c.ms(remote_run_mitogen.median),
+            c.ms(run_trip_mitogen),
         ),
-        "- the limits, from this run's figures: Host.call cannot go below the master's two "
-        "hand-offs %s plus the ssh floor %s plus the host's unpickle and reply, which a quick "
-        "call already is (%s); Host.run cannot go below the spawn floor %.3f (bare "
-        "posix_spawnp + waitpid in the context) plus a quick round trip %s = %.3f"
+        "- the limits, from this run's figures: on mitogen's path Host.call cannot go below "
+        "the master's two hand-offs %s plus the ssh floor %s plus the host's unpickle and "
+        "reply, which a quick call already is (%s); the lane has no hand-off: the floor %s "
+        "plus both ends' pickling and the call (%s). Host.run cannot go below the spawn "
+        "floor %.3f (bare posix_spawnp + waitpid in the context) plus a lane round trip %s "
+        "= %.3f"
         % (
             c.ms(st["loop"].median),
             c.ms(echo.median),
             c.ms(st["quick"].median),
+            c.ms(echo.median),
+            c.ms(st["call"].median),
             spawn["posix_spawn"],
-            c.ms(st["quick"].median),
-            spawn["posix_spawn"] + st["quick"].median * 1e3,
+            c.ms(st["call"].median),
+            spawn["posix_spawn"] + st["call"].median * 1e3,
         ),
         "- Fabric starts the login shell for every command (`$SHELL -c true`); on this machine "
         "root's ~/.bashrc (read by bash under sshd) adds %s. Without it Fabric would be ≈%s, "
@@ -374,19 +455,19 @@ def run() -> c.Report:
         % (c.ms(shell_init), c.ms(adjusted), c.ratio(adjusted, st["run"].median)),
     )
     report.target(
-        "Host.run median",
+        "Host.run median (the lane)",
         "%s ms" % c.ms(st["run"].median),
         "≤ %g ms" % RUN_TARGET_MS,
         st["run"].median * 1e3 <= RUN_TARGET_MS,
     )
     report.target(
-        "Host.call median",
+        "Host.call median (the lane)",
         "%s ms" % c.ms(st["call"].median),
         "≤ %g ms" % CALL_TARGET_MS,
         st["call"].median * 1e3 <= CALL_TARGET_MS,
     )
     report.target(
-        "Host.call of a @rx.quick function, median",
+        "Host.call of a @rx.quick function through mitogen (lane disabled), median",
         "%s ms" % c.ms(st["quick"].median),
         "≤ %g ms" % CALL_TARGET_MS,
         st["quick"].median * 1e3 <= CALL_TARGET_MS,

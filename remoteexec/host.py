@@ -38,6 +38,7 @@ from remoteexec.errors import (
     from_dict,
 )
 from remoteexec.heartbeat import Heartbeat
+from remoteexec.lane import HostLane, Lane, LaneUnavailable
 from remoteexec.target.quick import MARK as QUICK_MARK
 
 if TYPE_CHECKING:  # for annotations only: master imports this module, not the reverse
@@ -123,6 +124,8 @@ LAZY_PREFIXES = (
     # Detached stacks only: a context that never detaches never imports them.
     "remoteexec.target.project",
     "remoteexec.target.keeper",
+    # The lane's side: imported when a lane opens, never at connect.
+    "remoteexec.target.lane",
 )
 #: The mitogen modules the supervisor imports on the target, cached with ours.
 MITOGEN_TARGET_MODULES = ("mitogen.select", "mitogen.service")
@@ -244,7 +247,9 @@ class Host:
 
     Made by :meth:`Master.local` / :meth:`Master.connect`; do not construct it
     yourself. ``call`` runs on the context's main thread (one at a time, as in
-    mitogen); the supervisor's calls (``run``, executor start/stop/status) run
+    mitogen) or, once the host's lane is open, on the context's lane thread
+    (see :meth:`open_lane`: so two calls from two threads may run at once, one
+    on each); the supervisor's calls (``run``, executor start/stop/status) run
     on the context's thread pool, so a status never waits behind a long call.
     Once the host is lost, every call raises :class:`HostLost` at once.
     """
@@ -276,6 +281,9 @@ class Host:
         self._on_close = on_close
         self._lock = threading.Lock()
         self._closed = False
+        #: The lane of blocking calls (see :mod:`remoteexec.lane`): its
+        #: ``stats`` say how many calls and runs it carried.
+        self.lane = HostLane(self)
 
     def __repr__(self) -> str:
         state = "lost" if self.lost else ("closed" if self._closed else "up")
@@ -402,6 +410,7 @@ class Host:
             self.lost = reason
         if self.heartbeat is not None:
             self.heartbeat.stop()
+        self.lane.close()
 
     def drop(self) -> None:
         """Cut the connection without talking to the host (it may be gone).
@@ -409,6 +418,7 @@ class Host:
         Never blocks: for a host found lost, and for one whose setup failed.
         The context, cut off, ends the run by itself (as on a dead master).
         """
+        self.lane.close()
         # A stalled ssh client may sit out ServerAlive* for a minute: end it
         # (it is our own child) so its stream closes now.
         pid = self.transport_pid if self.connector.kill_transport_on_drop else None
@@ -433,6 +443,7 @@ class Host:
         """
         if self._closed:
             return
+        self.lane.close()
         try:
             if not self.lost:
                 self.service("finish", reply_timeout=FINISH_TIMEOUT)
@@ -534,10 +545,47 @@ class Host:
         result must be plain data. A remote exception becomes
         :class:`RemoteCallError` with the remote type name and message. A
         function marked with :func:`remoteexec.quick` runs on the context's
-        broker thread (two thread hand-offs fewer; see its rule).
+        broker thread (two thread hand-offs fewer; see its rule). Once the
+        host's lane is open (see :meth:`open_lane`), an importable function
+        runs on the context's lane thread instead, with no broker at all.
         """
+        module = getattr(fn, "__module__", None)
+        qualname = getattr(fn, "__qualname__", None)
+        if module and qualname and module != "__main__" and "<" not in qualname:
+            lane = self.lane.take()
+            if lane is not None:
+                try:
+                    request = ("call", module, qualname, args, kwargs)
+                    reply = self._on_lane(lane, request, None, "call %s()" % qualname)
+                    if reply is not _NOT_SENT:
+                        self.lane.stats["calls"] += 1
+                        return cast(T, self._call_result(reply))
+                finally:
+                    self.lane.release(lane)
         pending = self.send_call(fn, *args, **kwargs)
         return cast(T, pending.finish(self._get(pending.receiver, None, pending.what)))
+
+    def open_lane(self) -> bool:
+        """Open the host's lane now rather than at its second blocking call:
+        ``call`` and ``run`` then skip mitogen's broker threads on both
+        ends (see :mod:`remoteexec.lane`). Returns whether a lane is open:
+        False for a local host, a host reached ``via`` another, or when
+        opening failed (logged at debug); calls then take mitogen's path."""
+        self.ensure_open()
+        return self.lane.open()
+
+    def _on_lane(
+        self, lane: Lane, request: Tuple[Any, ...], timeout: Optional[float], what: str
+    ) -> Any:
+        """The unpickled reply to ``request`` over ``lane`` (held), mitogen's
+        errors turned into ours; :data:`_NOT_SENT` when the lane had ended
+        before sending (the caller takes mitogen's path)."""
+        try:
+            message = lane.request(request, timeout, what, self)
+        except LaneUnavailable:
+            self.lane.unavailable()
+            return _NOT_SENT
+        return self.unpickle(lambda: message, what, timeout)
 
     def send_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Pending:
         """Send ``Host.call(fn, ...)`` without waiting: the :class:`Pending`
@@ -669,8 +717,19 @@ class Host:
         ``timeout`` kills the command's process group and raises
         TimeoutExpired. Bad arguments (an empty command, a NaN or
         non-positive timeout, an ``env`` value that is not a str) raise
-        ValueError/TypeError here, before anything runs on the host.
+        ValueError/TypeError here, before anything runs on the host. Once
+        the host's lane is open (see :meth:`open_lane`), the command is
+        spawned and waited for on the context's lane thread.
         """
+        lane = self.lane.take()
+        if lane is not None:
+            try:
+                kwargs = self._run_kwargs(command, shell, cwd, env, timeout, input)
+                result = self._run_on_lane(lane, command, kwargs, check, text)
+                if result is not None:
+                    return result
+            finally:
+                self.lane.release(lane)
         pending = self.send_run(
             command,
             check=check,
@@ -700,20 +759,10 @@ class Host:
         """Send :meth:`run` without waiting: the :class:`Pending` reply, whose
         ``finish`` gives the RunResult (for :func:`remoteexec.fanout.run_all`).
         Arguments are checked here, before anything is sent."""
-        checked = arguments.command(command)
-        seconds = arguments.seconds("timeout", timeout, allow_none=True)
-        environment = arguments.environment("env", env)
-        if isinstance(input, str):
-            input = input.encode()
+        kwargs = self._run_kwargs(command, shell, cwd, env, timeout, input)
+        seconds = kwargs["timeout"]
         pending = self.send_service(
-            "run",
-            reply_timeout=None if seconds is None else seconds + REPLY_SLACK,
-            command=checked,
-            shell=shell,
-            cwd=os.fspath(cwd) if cwd is not None else None,
-            env=environment or None,
-            timeout=seconds,
-            input=input,
+            "run", reply_timeout=None if seconds is None else seconds + REPLY_SLACK, **kwargs
         )
 
         def finish(reply: Any) -> RunResult:
@@ -722,6 +771,44 @@ class Host:
 
         pending.finish = finish
         return pending
+
+    def _run_on_lane(
+        self,
+        lane: Lane,
+        command: Union[str, Sequence[str]],
+        kwargs: Dict[str, Any],
+        check: bool,
+        text: bool,
+    ) -> Optional[RunResult]:
+        """:meth:`run` over ``lane`` (held); None when nothing was sent."""
+        seconds = kwargs["timeout"]
+        reply_timeout = None if seconds is None else seconds + REPLY_SLACK
+        reply = self._on_lane(lane, ("run", kwargs), reply_timeout, "run")
+        if reply is _NOT_SENT:
+            return None
+        self.lane.stats["runs"] += 1
+        return self._run_result(command, self._service_result(reply), check, text)
+
+    def _run_kwargs(
+        self,
+        command: Union[str, Sequence[str]],
+        shell: bool,
+        cwd: Union[str, os.PathLike[str], None],
+        env: Optional[Mapping[str, str]],
+        timeout: Optional[float],
+        input: Union[str, bytes, None],
+    ) -> Dict[str, Any]:
+        """The supervisor's ``run`` arguments, checked (ValueError/TypeError)."""
+        self.ensure_open()
+        kwargs: Dict[str, Any] = dict(
+            command=arguments.command(command),
+            shell=shell,
+            cwd=os.fspath(cwd) if cwd is not None else None,
+            env=arguments.environment("env", env) or None,
+            timeout=arguments.seconds("timeout", timeout, allow_none=True),
+            input=input.encode() if isinstance(input, str) else input,
+        )
+        return kwargs
 
     def _run_result(
         self, command: Union[str, Sequence[str]], res: Any, check: bool, text: bool
@@ -762,3 +849,7 @@ class Pending:
 
 def _as_is(value: Any) -> Any:
     return value
+
+
+#: What a lane request returns when it was not sent: take mitogen's path.
+_NOT_SENT = object()

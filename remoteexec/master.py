@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import itertools
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -16,7 +17,7 @@ from typing import Any, Dict, Hashable, Iterable, List, Optional, Tuple
 import mitogen.master
 import mitogen.parent
 
-from remoteexec import arguments, connectors
+from remoteexec import arguments, connectors, lane
 from remoteexec.errors import ConnectionFailed, RemoteExecError
 from remoteexec.heartbeat import HeartbeatMonitor
 from remoteexec.host import Host
@@ -98,6 +99,9 @@ class Master:
         self._tokens = itertools.count(1)
         self._lock = threading.RLock()
         self._closed = False
+        #: The private directory of this master's ControlMaster sockets, made
+        #: at the first direct ssh connection (see :mod:`remoteexec.lane`).
+        self._lane_dir: Optional[str] = None
         mitogen.parent._preexec_hook = _own_process_group
         self.broker = mitogen.master.Broker(install_watcher=False)
         self.router = mitogen.master.Router(self.broker)
@@ -195,12 +199,20 @@ class Master:
                 if host is not None and not host.closed:
                     return host
             connector.core_cache = self.bytecode_cache
+            if via is None:
+                lane.attach(connector, self._control_dir)
             context = connector.open(
                 self.router,
                 remote_name="%s:%s" % (self.name, connector.name),
                 via=via.context if via is not None else None,
             )
             return self._register(key, context, connector)
+
+    def _control_dir(self) -> str:
+        with self._lock:
+            if self._lane_dir is None:
+                self._lane_dir = lane.control_dir()
+            return self._lane_dir
 
     def _check_open(self) -> None:
         if self._closed:
@@ -327,6 +339,8 @@ class Master:
         self.heartbeats.stop()
         self.broker.shutdown()
         self.broker.join()
+        if self._lane_dir is not None:
+            shutil.rmtree(self._lane_dir, ignore_errors=True)
         others_open = any(m is not self and not m.closed for m in list(_live))
         if not others_open and mitogen.parent._preexec_hook is _own_process_group:
             mitogen.parent._preexec_hook = _ORIGINAL_PREEXEC

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Hashable, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple, Type
 
 import mitogen.core
 import mitogen.ssh
@@ -203,6 +203,12 @@ def connection_error(
 SETUP_SLACK = 20.0
 
 
+def control_args(path: str) -> List[str]:
+    """ssh options that make the connection a ControlMaster on ``path``,
+    for the lane's sessions (see :mod:`remoteexec.lane`)."""
+    return ["-o", "ControlMaster=yes", "-o", "ControlPath=" + path, "-o", "ControlPersist=no"]
+
+
 @register
 class SSHConnector(Connector):
     """A host over the system ssh client: ``[ssh://][user@]host[:port]``."""
@@ -223,6 +229,9 @@ class SSHConnector(Connector):
         #: ``router.ssh()``'s keyword arguments (see :func:`ssh_options`).
         self.options = options
         super().__init__(name or str(target), float(options["connect_timeout"]) + SETUP_SLACK)
+        #: The ControlMaster socket of a direct connection (set by the master,
+        #: see :mod:`remoteexec.lane`; None: ssh runs without one).
+        self.control_path: Optional[str] = None
 
     @classmethod
     def from_target(
@@ -268,13 +277,34 @@ class SSHConnector(Connector):
 
     def start(self, router: Any, *, remote_name: str, via: Optional[Any]) -> Any:
         extra: Dict[str, Any] = {"remote_name": remote_name}
+        options = self.options
         if via is not None:
             extra["via"] = via
-        elif self.core_cache and coreboot.available(router):
+        elif self.control_path is not None:
+            # ssh keeps an option's first value: ours come before the
+            # user's ssh_args and ssh_config (a ControlPersist there would
+            # leave the connection behind us).
+            options = dict(options, ssh_args=control_args(self.control_path) + options["ssh_args"])
+        if via is None and self.core_cache and coreboot.available(router):
             return coreboot.connect(
-                router, mitogen.ssh.Connection, self.core_cache, **self.options, **extra
+                router, mitogen.ssh.Connection, self.core_cache, **options, **extra
             )
-        return router.ssh(**self.options, **extra)
+        return router.ssh(**options, **extra)
+
+    def mux_argv(self, command: str) -> List[str]:
+        """The ssh command line that runs ``command`` (a remote shell line) in
+        a new session on this host's open connection (its ControlMaster):
+        no new connection, no handshake. It never connects by itself: with
+        the master gone, the ProxyCommand ``false`` fails at once."""
+        if self.control_path is None:
+            raise ValueError("%s: no ControlMaster socket (a hop, or not connected)" % self.name)
+        argv = ["ssh", "-T", "-S", self.control_path, "-o", "ControlMaster=no"]
+        argv += ["-o", "ProxyCommand=false", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"]
+        if self.target.user:
+            argv += ["-l", self.target.user]
+        if self.target.port:
+            argv += ["-p", str(self.target.port)]
+        return [*argv, "--", self.target.hostname, command]
 
     def connection_error(self, exc: BaseException) -> ConnectionFailed:
         if isinstance(exc, FileNotFoundError):
@@ -295,5 +325,6 @@ __all__ = [
     "Target",
     "classify",
     "connection_error",
+    "control_args",
     "ssh_options",
 ]

@@ -1,0 +1,289 @@
+"""The lane, target side: a second ssh session whose stdio a context thread serves.
+
+A mitogen call crosses the broker threads and mitogen's framing on both
+sides. The lane skips them: the master opens a second session on the same
+ssh connection (OpenSSH multiplexing), which runs :data:`RELAY`, a few lines
+of stdlib Python. The relay connects to a unix socket this context listens
+on (in the run's 0700 directory), proves it was started by our master with a
+one-time token, and hands its stdin and stdout to the context (SCM_RIGHTS).
+From then on one thread here, ``remoteexec-lane``, reads requests from that
+stdin with blocking reads and writes the replies to that stdout: no broker,
+no hand-off. The relay only waits: when the context closes the socket (or
+dies), it exits and sshd ends the session.
+
+Frames are a 4-byte big-endian length and a mitogen pickle (the very
+pickler and unpickler of mitogen's messages, so the same types pass either
+way and a refused one is refused alike). Requests: ``("call", module,
+qualname, args, kwargs)`` (``Host.call``) and ``("run", kwargs)``
+(``Host.run``: the supervisor's own :func:`.run.run`). The first frame the
+context writes is a hello.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hmac
+import itertools
+import os
+import pickle
+import select
+import shlex
+import socket
+import struct
+import threading
+from typing import Any, Dict, List, Tuple
+
+import mitogen.core
+
+from . import protocol, runstate
+from .run import run
+
+#: The relay, run by the lane's ssh session as ``python -I -S -c``. It reads
+#: the socket path and the token from its stdin (never a command line), sends
+#: the token and its stdin/stdout to the context, then waits for the socket
+#: to close.
+RELAY = r"""
+import os, socket, struct, sys
+def readn(n):
+    b = b""
+    while len(b) < n:
+        c = os.read(0, n - len(b))
+        if not c:
+            sys.exit(3)
+        b += c
+    return b
+n, t = struct.unpack(">HH", readn(4))
+path = readn(n).decode()
+token = readn(t)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(path)
+s.sendmsg([token], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("ii", 0, 1))])
+null = os.open(os.devnull, os.O_RDWR)
+os.dup2(null, 0)
+os.dup2(null, 1)
+while s.recv(64):
+    pass
+"""
+#: The largest frame either side accepts (mitogen's own default message limit).
+MAX_FRAME = 128 * 1024 * 1024
+#: Bytes read from the lane at once.
+READ_SIZE = 256 * 1024
+#: A frame's header: the length of the pickle that follows.
+HEADER = struct.Struct(">I")
+#: The name of the thread that serves the lane in the context.
+THREAD_NAME = "remoteexec-lane"
+#: Seconds the context waits for the relay to connect after :func:`listen`.
+ACCEPT_TIMEOUT = 30.0
+#: Bytes of a token (random, from the master's secrets module).
+TOKEN_BYTES = 32
+
+_LOCK = threading.Lock()
+_COUNT = itertools.count(1)
+#: What the lane of this context did: attempts refused (bad token, wrong
+#: peer), lanes served, requests served.
+STATS: Dict[str, int] = {"refused": 0, "served": 0, "requests": 0}
+#: The lane's socket to its relay: closing it ends the relay, and the session.
+_CURRENT: List[socket.socket] = []
+
+
+def relay_command(python: str) -> str:
+    """The remote command of a lane session: ``python`` running :data:`RELAY`
+    (base64: nothing for the remote shell to interpret)."""
+    code = base64.b64encode(RELAY.encode()).decode()
+    boot = "import base64;exec(base64.b64decode('%s'))" % code
+    return "%s -I -S -c %s" % (shlex.quote(python), shlex.quote(boot))
+
+
+def handshake(path: str, token: bytes) -> bytes:
+    """What the master writes to the relay's stdin: the socket path and the token."""
+    raw = path.encode()
+    return struct.pack(">HH", len(raw), len(token)) + raw + token
+
+
+def listen(token: str, timeout: float = ACCEPT_TIMEOUT) -> Dict[str, Any]:
+    """Listen for one relay, in the run's 0700 directory, for ``timeout``
+    seconds; it must send ``token`` (hex). Single use: the socket is removed
+    once one peer connected, whatever it sent. Returns the socket's path."""
+    runstate.require_installed()
+    assert runstate.STATE.run_dir is not None
+    secret = bytes.fromhex(str(token))
+    if len(secret) != TOKEN_BYTES:
+        raise ValueError("a lane token is %d bytes" % TOKEN_BYTES)
+    path = os.path.join(runstate.STATE.run_dir, "lane%d" % next(_COUNT))
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        server.bind(path)
+        os.chmod(path, 0o600)
+        server.listen(1)
+        server.settimeout(timeout)
+    except OSError:
+        server.close()
+        raise
+    thread = threading.Thread(
+        target=_accept, args=(server, path, secret), name=THREAD_NAME, daemon=True
+    )
+    thread.start()
+    return {"ok": True, "path": path}
+
+
+def _accept(server: socket.socket, path: str, secret: bytes) -> None:
+    """Take one peer, check it, and serve the lane it brings (on this thread)."""
+    try:
+        conn, _ = server.accept()
+    except OSError:  # nobody came in time
+        return
+    finally:
+        server.close()
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    fds: List[int] = []
+    relay_pid = 0
+    try:
+        conn.settimeout(10.0)
+        token, fds = _receive(conn)
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        relay_pid, uid, _gid = struct.unpack("3i", creds)
+        good = uid == os.getuid() and len(fds) == 2 and hmac.compare_digest(token, secret)
+    except (OSError, ValueError):
+        good = False
+    if not good:
+        with _LOCK:
+            STATS["refused"] += 1
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+        return
+    conn.settimeout(None)
+    with _LOCK:
+        STATS["served"] += 1
+        for old in _CURRENT:  # a new lane replaces the old one (one per context)
+            with contextlib.suppress(OSError):
+                old.shutdown(socket.SHUT_RDWR)
+        _CURRENT[:] = [conn]
+    try:
+        serve(fds[0], fds[1], conn, relay_pid)
+    finally:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with _LOCK:
+            if conn in _CURRENT:
+                _CURRENT.remove(conn)
+        conn.close()
+
+
+def _receive(conn: socket.socket) -> Tuple[bytes, List[int]]:
+    """The token and the file descriptors the relay sent (one message)."""
+    size = socket.CMSG_SPACE(4 * struct.calcsize("i"))
+    data, ancillary, _flags, _addr = conn.recvmsg(TOKEN_BYTES, size)
+    fds: List[int] = []
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            fds.extend(struct.unpack("%di" % (usable // 4), payload[:usable]))
+    return data, fds
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def frame(value: Any) -> bytes:
+    """``value`` as one frame: header and mitogen pickle.
+
+    The C pickler at mitogen's protocol writes the very bytes mitogen's
+    Pickler does (it differs only for a top-level bytes, and in turning a
+    PicklingError into a CallError: both left to mitogen), in one call: this
+    runs on every request, right after a wake-up, with cold caches."""
+    if type(value) is bytes:
+        data = mitogen.core.Message.pickled(value).data
+    else:
+        try:
+            data = pickle.dumps(value, 2)
+        except pickle.PicklingError:
+            data = mitogen.core.Message.pickled(value).data
+    return HEADER.pack(len(data)) + data
+
+
+def serve(infd: int, outfd: int, relay: socket.socket, relay_pid: int = 0) -> None:
+    """Answer requests read from ``infd`` on ``outfd`` until EOF, a bad frame,
+    or the relay's socket closing (the relay was killed: end the lane). The
+    first frame says hello: this context's pid and the relay's."""
+    os.set_blocking(infd, True)
+    os.set_blocking(outfd, True)
+    hello = {"ok": True, "pid": os.getpid(), "relay_pid": relay_pid, "thread": THREAD_NAME}
+    _write(outfd, frame(hello))
+    poller = select.poll()
+    poller.register(infd, select.POLLIN)
+    poller.register(relay.fileno(), select.POLLIN)
+    buffer = b""
+    while True:
+        size = HEADER.unpack_from(buffer)[0] if len(buffer) >= HEADER.size else None
+        if size is not None and size > MAX_FRAME:
+            return  # garbage: end the lane
+        if size is None or len(buffer) < HEADER.size + size:
+            # One poll and one read a request, most of the time: the whole
+            # frame arrives at once.
+            if any(fd == relay.fileno() for fd, _ in poller.poll()):
+                return  # the relay went away (or spoke): the lane ends with it
+            chunk = os.read(infd, READ_SIZE)
+            if not chunk:
+                return
+            buffer += chunk
+            continue
+        end = HEADER.size + size
+        body, buffer = buffer[HEADER.size : end], buffer[end:]
+        try:
+            reply = frame(answer(body))
+        except Exception as e:  # a result no pickler takes (a lock, a socket): say so
+            reply = frame(mitogen.core.CallError(e))
+        _write(outfd, reply)
+
+
+def answer(body: bytes) -> Any:
+    """The reply to one request frame's pickle. A request mitogen's unpickler
+    refuses, or an unknown one, is answered with a CallError, as mitogen does."""
+    STATS["requests"] += 1  # only this thread counts requests
+    try:
+        request = mitogen.core.Message(data=body, enc=mitogen.core.Message.ENC_PKL).unpickle()
+        kind = request[0]
+        if kind == "call":
+            from .supervisor import call_function  # loaded already: not a related module
+
+            _, module, qualname, args, kwargs = request
+            return call_function(module, qualname, args, kwargs)
+        if kind == "run":
+            try:
+                return run(**request[1])
+            except Exception as e:
+                return protocol.raised("run", e)
+        raise ValueError("unknown lane request %r" % (kind,))
+    except Exception as e:
+        return mitogen.core.CallError(e)
+
+
+def stats() -> Dict[str, int]:
+    """A copy of :data:`STATS` (for tests and diagnostics)."""
+    with _LOCK:
+        return dict(STATS)
+
+
+__all__ = [
+    "ACCEPT_TIMEOUT",
+    "HEADER",
+    "MAX_FRAME",
+    "RELAY",
+    "STATS",
+    "THREAD_NAME",
+    "TOKEN_BYTES",
+    "answer",
+    "frame",
+    "handshake",
+    "listen",
+    "relay_command",
+    "serve",
+    "stats",
+]

@@ -1,0 +1,48 @@
+"""Functions the lane tests run on lab hosts (stdlib and remoteexec.target only)."""
+
+import os
+import socket
+import struct
+import threading
+import time
+
+
+def where(value: int) -> list:
+    """The thread it ran on, and ``value`` back."""
+    return [threading.current_thread().name, value]
+
+
+def late(seconds: float, value: str) -> str:
+    """``value``, after ``seconds``."""
+    time.sleep(seconds)
+    return value
+
+
+def fails(text: str) -> None:
+    raise KeyError(text)
+
+
+def knock(path: str, token: str) -> bool:
+    """Connect to a lane socket as a relay would, with ``token`` (hex) and
+    two fds of our own; True if the context hung up on us without a word."""
+    r, w = os.pipe()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(10.0)
+        s.connect(path)
+        s.sendmsg(
+            [bytes.fromhex(token)],
+            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("ii", r, w))],
+        )
+        # Refused: closed with nothing written to our "stdout" pipe either.
+        refused = s.recv(64) == b""
+        os.close(w)
+        os.set_blocking(r, False)
+        try:
+            wrote = os.read(r, 64)
+        except BlockingIOError:
+            wrote = b"(open)"
+        return refused and wrote == b""
+    finally:
+        s.close()
+        os.close(r)
