@@ -263,3 +263,19 @@ def repr_json(value: Any) -> str:
     import json
 
     return json.dumps(value)
+
+
+def test_a_main_thread_only_function_needs_the_lane_off(host: rx.Host) -> None:
+    """As the commands guide says: on the lane a call runs on the lane's
+    thread, so signal.signal fails there (Python's ValueError, as a
+    RemoteCallError naming the host); with the lane off it runs on the
+    context's main thread."""
+    _fresh(host)
+    error = _raised(host.call, lane_calls.set_sigusr2_handler)
+    assert isinstance(error, rx.RemoteCallError) and error.host == host.name
+    assert error.details["type_name"].endswith("ValueError"), error.details
+    host.lane.enabled = False
+    try:
+        assert host.call(lane_calls.set_sigusr2_handler) == "MainThread"
+    finally:
+        host.lane.enabled = True
