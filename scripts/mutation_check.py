@@ -504,6 +504,22 @@ MUTATIONS = (
         ("tests/test_lab.py::test_cli_lab_commands_and_down_all_in_a_sandbox",),
         "lab down --all skips labs whose creator still runs (run in the test's sandbox)",
     ),
+    Mutation(
+        "lane-any-token",
+        "remoteexec/target/lane.py",
+        "hmac.compare_digest(token, secret)",
+        "True",
+        ("tests/test_lane.py::test_a_wrong_token_is_refused",),
+        "the context takes any process that reaches its lane socket as the relay",
+    ),
+    Mutation(
+        "bytecache-no-digest",
+        "remoteexec/target/bytecache.py",
+        "    if sha256(body).digest() != digest:",
+        "    if False:",
+        ("tests/test_bootstrap.py::test_a_tampered_cache_file_is_refused_and_replaced",),
+        "a cache entry whose body does not match its digest is loaded",
+    ),
 )
 
 
