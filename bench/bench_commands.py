@@ -467,12 +467,6 @@ def run() -> c.Report:
         st["call"].median * 1e3 <= CALL_TARGET_MS,
     )
     report.target(
-        "Host.call of a @rx.quick function through mitogen (lane disabled), median",
-        "%s ms" % c.ms(st["quick"].median),
-        "≤ %g ms" % CALL_TARGET_MS,
-        st["quick"].median * 1e3 <= CALL_TARGET_MS,
-    )
-    report.target(
         "faster than Fabric per command (median Fabric / Host.run)",
         c.ratio(fab.median, st["run"].median),
         "≥ %gx" % FABRIC_FACTOR,
