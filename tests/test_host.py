@@ -4,6 +4,7 @@ context: tests/unit/test_host.py.)"""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import uuid
@@ -102,3 +103,32 @@ def test_a_dropped_host_is_lost_at_once(master: rx.Master) -> None:
         host.run(["true"])
     assert time.monotonic() - started < 2.0
     assert wait_until(lambda: oracle.identity(pid) is None, 15), "the context lives on"
+
+
+def test_run_pipes_megabytes_both_ways_and_keeps_streams_apart(master: rx.Master) -> None:
+    """Input larger than a pipe's buffer while the command fills both output
+    pipes: nothing lost, nothing mixed, no deadlock."""
+    host = master.local()
+    data = bytes(range(256)) * 8192  # 2 MiB
+    script = "import sys; d = sys.stdin.buffer.read(); sys.stdout.buffer.write(d); "
+    script += "sys.stderr.write('e' * 300000)"
+    result = host.run([sys.executable, "-c", script], input=data, text=False, timeout=60)
+    assert result.returncode == 0
+    assert result.stdout == data
+    assert result.stderr == b"e" * 300000
+
+
+def test_a_timed_out_run_kills_what_left_its_group_and_keeps_the_tail(
+    master: rx.Master,
+) -> None:
+    """A timeout kills the group and the marked process that left it (and
+    holds the pipes); the reply carries what they printed."""
+    host = master.local()
+    left = "setsid sleep 60 & echo started; echo on-stderr >&2; sleep 60"
+    started = time.monotonic()
+    with pytest.raises(rx.TimeoutExpired) as info:
+        host.run(left, shell=True, timeout=0.5)
+    assert time.monotonic() - started < 10, "the kill did not wait on the pipes"
+    tail = info.value.output_tail or ""
+    assert "started" in tail and "on-stderr" in tail, tail
+    assert host.run(["true"]).ok, "the context serves on"

@@ -279,3 +279,19 @@ def test_a_main_thread_only_function_needs_the_lane_off(host: rx.Host) -> None:
         assert host.call(lane_calls.set_sigusr2_handler) == "MainThread"
     finally:
         host.lane.enabled = True
+
+
+def test_no_child_of_the_context_holds_the_lanes_pipes(host: rx.Host) -> None:
+    """The lane's session pipes arrive over SCM_RIGHTS: taken close-on-exec,
+    so a process started even without close_fds (os.system in a call) never
+    holds them (it would keep the session open), and neither does a command."""
+    host = _fresh(host)
+    lane = host.lane.current
+    assert lane is not None
+    seen = host.call(lane_calls.fds_a_shell_child_sees)
+    assert host.lane.stats["calls"] > 0
+    # fds 0-2 and the one ls opens; the temporary file is open in the context
+    # only, close-on-exec (Python's default) like everything else there.
+    assert seen == [0, 1, 2, 3], seen
+    for result in (host.run(["ls", "/proc/self/fd"], check=True),):
+        assert sorted(int(fd) for fd in result.stdout.split()) == [0, 1, 2, 3]

@@ -176,12 +176,17 @@ def _accept(server: socket.socket, path: str, secret: bytes) -> None:
 def _receive(conn: socket.socket) -> Tuple[bytes, List[int]]:
     """The token and the file descriptors the relay sent (one message)."""
     size = socket.CMSG_SPACE(4 * struct.calcsize("i"))
-    data, ancillary, _flags, _addr = conn.recvmsg(TOKEN_BYTES, size)
+    # Close-on-exec as they arrive: no process this context starts (os.system
+    # in a user's call included) may hold the lane's session pipes.
+    cloexec = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+    data, ancillary, _flags, _addr = conn.recvmsg(TOKEN_BYTES, size, cloexec)
     fds: List[int] = []
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             usable = len(payload) - len(payload) % 4
             fds.extend(struct.unpack("%di" % (usable // 4), payload[:usable]))
+    for fd in fds:
+        os.set_inheritable(fd, False)
     return data, fds
 
 
