@@ -245,9 +245,9 @@ def test_nothing_outlives_a_sigkilled_master(lab: Any) -> None:
             [p for p in pids if _alive(p)]
         )
         assert wait_until(lambda: not run_pids(info["run_id"], []), SETTLE)
-        # ssh removes its ControlMaster socket as it exits; the directory goes
-        # when the next master makes its own.
-        assert not os.path.exists(info["control_path"])
+        # ssh removes its ControlMaster socket as it exits (not when it is
+        # killed); either way the directory goes when the next master makes
+        # its own.
         assert os.path.isdir(os.path.dirname(info["control_path"]))
         mine = control_dir()
         os.rmdir(mine)
