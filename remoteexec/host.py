@@ -721,25 +721,16 @@ class Host:
         the host's lane is open (see :meth:`open_lane`), the command is
         spawned and waited for on the context's lane thread.
         """
+        kwargs = self._run_kwargs(command, shell, cwd, env, timeout, input)
         lane = self.lane.take()
         if lane is not None:
             try:
-                kwargs = self._run_kwargs(command, shell, cwd, env, timeout, input)
                 result = self._run_on_lane(lane, command, kwargs, check, text)
                 if result is not None:
                     return result
             finally:
                 self.lane.release(lane)
-        pending = self.send_run(
-            command,
-            check=check,
-            shell=shell,
-            cwd=cwd,
-            env=env,
-            timeout=timeout,
-            input=input,
-            text=text,
-        )
+        pending = self._send_run(command, kwargs, check, text)
         return cast(
             RunResult, pending.finish(self._get(pending.receiver, pending.timeout, pending.what))
         )
@@ -760,6 +751,16 @@ class Host:
         ``finish`` gives the RunResult (for :func:`remoteexec.fanout.run_all`).
         Arguments are checked here, before anything is sent."""
         kwargs = self._run_kwargs(command, shell, cwd, env, timeout, input)
+        return self._send_run(command, kwargs, check, text)
+
+    def _send_run(
+        self,
+        command: Union[str, Sequence[str]],
+        kwargs: Dict[str, Any],
+        check: bool,
+        text: bool,
+    ) -> Pending:
+        """send_run with its arguments checked already (``kwargs``: :meth:`_run_kwargs`)."""
         seconds = kwargs["timeout"]
         pending = self.send_service(
             "run", reply_timeout=None if seconds is None else seconds + REPLY_SLACK, **kwargs
