@@ -550,8 +550,11 @@ def test_a_password_from_the_environment_reaches_no_command_line_log_or_service(
         assert '"result": "up"' in lines[-1], "".join(lines)
         run_id = json.loads(lines[0])["run_id"]
         contexts = [h["context_pid"] for h in json.loads(lines[1])["hosts"].values()]
-        run = oracle.run_processes(run_id, contexts)
-        assert len(run) >= 4, oracle.describe(run)  # 2 tarantools, the client's sh and sleep
+        # 2 tarantools, the client's sh and its sleep (which sh forks a moment
+        # after the client counts as started).
+        assert wait_until(lambda: len(oracle.run_processes(run_id, contexts)) >= 4, 15), (
+            oracle.describe(oracle.run_processes(run_id, contexts))
+        )
         leaks = []
         for pid in oracle.table():
             if pid in (os.getpid(), proc.pid):
