@@ -345,3 +345,71 @@ def test_run_all_gives_up_on_a_host_that_goes_silent(warm: Any) -> None:
         assert "heartbeat" in str(results[0])
         assert results[1].stdout == "ok\n"
         assert took < 20, "waited %.1f s for a silent host" % took
+
+
+@pytest.mark.lab
+def test_run_all_keeps_at_most_window_requests_in_flight_and_results_in_order(
+    warm: Any,
+) -> None:
+    """Each command counts the commands running with it (a directory each, in
+    a directory the lab hosts share with us) while it sleeps: never more than
+    ``window``. A host given twice runs twice; results come in the order given."""
+    _, hosts = warm
+    twice = list(hosts) + list(hosts)
+    script = (
+        'mine=$(mktemp -d "$1/run.XXXXXX"); n=$(ls "$1" | wc -l); sleep 0.5; rmdir "$mine"; echo $n'
+    )
+    with tempfile.TemporaryDirectory(dir=REPO, prefix=".window-") as shared:
+        command = ["sh", "-c", script, "sh", shared]
+        results = rx.run_all(twice, command, window=2, timeout=30)
+        assert [r.host for r in results] == [h.name for h in twice], results
+        counts = [int(r.stdout) for r in results]
+        assert max(counts) <= 2, counts
+        assert os.listdir(shared) == []
+        # Unbounded (the default window), they overlap: the count can tell.
+        together = rx.run_all(twice, command, timeout=30)
+        assert max(int(r.stdout) for r in together) > 2, together
+    values = rx.call_all(twice, quick_calls.pid_and, 5)
+    assert [pid for pid, _ in values] == [h.info["pid"] for h in twice]
+
+
+@pytest.mark.lab
+def test_a_fan_out_leaves_no_receiver_behind(warm: Any) -> None:
+    """Every request's reply handle is gone once run_all/call_all return:
+    answered or timed out."""
+    master, hosts = warm
+    handles = master.router._handle_map  # mitogen's table of reply handles
+    before = len(handles)
+    assert all(r.returncode == 0 for r in rx.run_all(hosts, ["true"]))
+    assert len(handles) == before
+    timed = rx.run_all(hosts, ["sleep", "30"], timeout=0.3)
+    assert all(isinstance(r, TimeoutExpired) for r in timed), timed
+    assert len(handles) == before
+    assert len(rx.call_all(hosts, quick_calls.pid_and, 1)) == len(hosts)
+    assert len(handles) == before
+
+
+@pytest.mark.lab
+def test_run_all_gives_up_on_a_reply_past_its_deadline(warm: Any, monkeypatch: Any) -> None:
+    """A frozen context that the heartbeat has not declared lost (yet): the
+    reply's deadline (the command's timeout plus REPLY_SLACK, shortened here)
+    ends the wait, a TimeoutExpired naming the host; the other's result is there."""
+    import signal
+
+    import remoteexec.host
+
+    monkeypatch.setattr(remoteexec.host, "REPLY_SLACK", 0.5)
+    _, hosts = warm
+    with rx.Master(heartbeat_timeout=60) as master:
+        frozen = master.local(name="frozen")
+        pid = frozen.info["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            results = rx.run_all([frozen, hosts[0]], ["echo", "ok"], timeout=0.5)
+            took = time.monotonic() - started
+        finally:
+            os.kill(pid, signal.SIGKILL)  # our own context
+    assert isinstance(results[0], TimeoutExpired) and results[0].host == "frozen", results
+    assert results[1].stdout == "ok\n"
+    assert took < 10, "waited %.1f s past a 1 s deadline" % took
