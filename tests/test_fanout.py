@@ -413,3 +413,33 @@ def test_run_all_gives_up_on_a_reply_past_its_deadline(warm: Any, monkeypatch: A
     assert isinstance(results[0], TimeoutExpired) and results[0].host == "frozen", results
     assert results[1].stdout == "ok\n"
     assert took < 10, "waited %.1f s past a 1 s deadline" % took
+
+
+@pytest.mark.lab
+def test_run_all_commands_on_one_host_run_at_once_on_a_bounded_set_of_threads(
+    warm: Any,
+) -> None:
+    """run_all's commands go to the supervisor's request handler: three on one
+    host meet (none waits behind another), twenty run on its 16 threads, no
+    more, and a name that is no supervisor method is an error reply."""
+    import mitogen.core
+
+    from remoteexec.target.supervisor import REQUEST_THREAD, REQUEST_THREADS
+
+    _, hosts = warm
+    host = hosts[0]
+    script = (
+        'touch "$1/$$"; i=0; while [ "$(ls "$1" | wc -l)" -lt 3 ]; do '
+        "i=$((i+1)); [ $i -gt 200 ] && exit 7; sleep 0.025; done; echo met"
+    )
+    with tempfile.TemporaryDirectory(dir=REPO, prefix=".meet-") as meet:
+        met = rx.run_all([host] * 3, ["sh", "-c", script, "sh", meet], timeout=30)
+    assert [r.stdout for r in met] == ["met\n"] * 3, met
+    many = rx.run_all([host] * (REQUEST_THREADS + 4), ["sleep", "0.3"], timeout=30)
+    assert all(r.returncode == 0 for r in many), many
+    names = host.call(quick_calls.thread_names)
+    assert len([n for n in names if n.startswith(REQUEST_THREAD)]) == REQUEST_THREADS, names
+    ask = mitogen.core.Message.pickled(("__module__", {}), handle=host.info["request_handle"])
+    reply = host.context.send_async(ask).get(timeout=30).unpickle()
+    assert reply["ok"] is False, reply
+    assert "no supervisor method '__module__'" in reply["error"]["message"], reply
