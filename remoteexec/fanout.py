@@ -277,7 +277,8 @@ def _gather(hosts: Sequence[Host], prepare: Callable[[Host], Pending], window: i
                 with contextlib.suppress(Exception):
                     pending.receiver.close()
             raise
-        send_together(batch)
+        if batch:
+            send_together(batch)
         if not waiting:
             continue
         try:
@@ -290,11 +291,18 @@ def _gather(hosts: Sequence[Host], prepare: Callable[[Host], Pending], window: i
         now = time.monotonic()
         if now >= scan_at:
             scan_at = now + _POLL
-            for j, (pending, deadline) in list(waiting.items()):
-                if pending.receiver.empty() and (pending.host.lost or (deadline or now + 1) <= now):
-                    waiting.pop(j)
-                    results[j] = _abandon(pending)
+            _give_up(waiting, results, now)
     return results
+
+
+def _give_up(
+    waiting: Dict[int, Tuple[Pending, Optional[float]]], results: List[Any], now: float
+) -> None:
+    """Abandon the unanswered requests whose host is lost or whose deadline passed."""
+    for j, (pending, deadline) in list(waiting.items()):
+        if pending.receiver.empty() and (pending.host.lost or (deadline or now + 1) <= now):
+            waiting.pop(j)
+            results[j] = _abandon(pending)
 
 
 def _finish(pending: Pending) -> Any:
