@@ -40,7 +40,6 @@ import contextlib
 import getpass
 import logging
 import os
-import queue
 import shlex
 import socket
 import threading
@@ -241,12 +240,14 @@ def _gather(hosts: Sequence[Host], prepare: Callable[[Host], Pending], window: i
     wake-up of the broker for all: :func:`remoteexec.host.send_together`).
     Not mitogen.select.Select: its get(timeout=) sleeps in mitogen's Latch,
     whose timed wait can poison the shared socketpair pool (see Host._wait).
-    Each receiver's notify hook queues its index instead. Lost hosts and
-    deadlines are looked for every :data:`_POLL` seconds, not on every
+    Each receiver's notify hook notes its index instead (:class:`_Arrivals`),
+    and this thread wakes when every request in flight is answered, or at
+    the first reply while hosts wait for a slot in the window. Lost hosts
+    and deadlines are looked for every :data:`_POLL` seconds, not on every
     reply (that scan of all waiting hosts made a fan-out quadratic).
     """
     results: List[Any] = [None] * len(hosts)
-    arrived: queue.SimpleQueue[int] = queue.SimpleQueue()
+    arrived = _Arrivals()
     waiting: Dict[int, Tuple[Pending, Optional[float]]] = {}
     sent = 0
 
@@ -281,13 +282,11 @@ def _gather(hosts: Sequence[Host], prepare: Callable[[Host], Pending], window: i
             send_together(batch)
         if not waiting:
             continue
-        try:
-            i = arrived.get(timeout=max(0.0, scan_at - time.monotonic()))
-        except queue.Empty:
-            i = -1
-        if i in waiting:
-            pending, _ = waiting.pop(i)
-            results[i] = _finish(pending)
+        enough = 1 if sent < len(hosts) else len(waiting)
+        for i in arrived.take(enough, max(0.0, scan_at - time.monotonic())):
+            if i in waiting:
+                pending, _ = waiting.pop(i)
+                results[i] = _finish(pending)
         now = time.monotonic()
         if now >= scan_at:
             scan_at = now + _POLL
@@ -303,6 +302,42 @@ def _give_up(
         if pending.receiver.empty() and (pending.host.lost or (deadline or now + 1) <= now):
             waiting.pop(j)
             results[j] = _abandon(pending)
+
+
+class _Arrivals:
+    """The indexes of the requests whose reply came, noted by the receivers'
+    notify hooks (on mitogen's broker thread). The waiting thread is woken
+    once ``enough`` have come, not at every reply: each wake-up is a futex
+    and a GIL hand-off with the broker thread, which reads the other replies
+    meanwhile."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: Released (once) when ``enough`` indexes have come.
+        self._wake = threading.Lock()
+        self._wake.acquire()
+        self._landed: List[int] = []
+        self._enough = 1
+
+    def put(self, index: int) -> None:
+        with self._lock:
+            self._landed.append(index)
+            if len(self._landed) == self._enough:
+                with contextlib.suppress(RuntimeError):  # released already
+                    self._wake.release()
+
+    def take(self, enough: int, timeout: float) -> List[int]:
+        """Wait until ``enough`` indexes have come, ``timeout`` seconds at
+        most; return all that came (maybe fewer, maybe none)."""
+        with self._lock:
+            self._enough = enough
+            ready = len(self._landed) >= enough
+        if not ready:
+            self._wake.acquire(timeout=timeout)
+        with self._lock:
+            landed, self._landed = self._landed, []
+            self._wake.acquire(blocking=False)  # a wake-up not waited for
+        return landed
 
 
 def _finish(pending: Pending) -> Any:

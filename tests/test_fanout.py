@@ -443,3 +443,27 @@ def test_run_all_commands_on_one_host_run_at_once_on_a_bounded_set_of_threads(
     reply = host.context.send_async(ask).get(timeout=30).unpickle()
     assert reply["ok"] is False, reply
     assert "no supervisor method '__module__'" in reply["error"]["message"], reply
+
+
+@pytest.mark.lab
+def test_run_all_wakes_at_the_replies_not_at_its_poll(warm: Any) -> None:
+    """The waiting thread is woken by the replies themselves: when all are in,
+    and at each reply while hosts wait for a slot in the window. Its poll for
+    lost hosts (every _POLL seconds) would take 0.25 s a wait."""
+    import statistics
+
+    from remoteexec.fanout import _POLL
+
+    _, hosts = warm
+
+    def median_of_3(**options: Any) -> float:
+        took = []
+        for _ in range(3):
+            started = time.monotonic()
+            results = rx.run_all(list(hosts) * 2, ["true"], **options)
+            took.append(time.monotonic() - started)
+            assert all(r.returncode == 0 for r in results), results
+        return statistics.median(took)
+
+    assert median_of_3() < _POLL
+    assert median_of_3(window=1) < _POLL  # six waits, one after the other
