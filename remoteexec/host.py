@@ -47,8 +47,6 @@ if TYPE_CHECKING:  # for annotations only: master imports this module, not the r
 T = TypeVar("T")
 
 SUPERVISOR = "remoteexec.target.supervisor.Supervisor"
-#: mitogen's handle of service calls (served by the context's service pool).
-SERVICE_HANDLE = mitogen.core.CALL_SERVICE
 #: Supervisor methods served on the context's broker thread (see :mod:`remoteexec.target.quick`).
 QUICK_SERVICES = frozenset({"ping", "status", "output", "signal"})
 #: The name of mitogen's broker thread (mitogen.core.Broker).
@@ -797,11 +795,8 @@ class Host:
         ``message`` :func:`send_together` sends along with other hosts' (for
         :func:`remoteexec.fanout.run_all`). HostLost if the host is lost or closed."""
         self.ensure_open()
-        handle = self.info.get("request_handle")
-        if handle:  # the supervisor's request handler: no service pool hand-off
-            message = mitogen.core.Message(data=request.body, handle=handle)
-        else:
-            message = mitogen.core.Message.pickled(request.service_call, handle=SERVICE_HANDLE)
+        # To the supervisor's request handler: no service pool hand-off there.
+        message = mitogen.core.Message(data=request.body, handle=self.info["request_handle"])
         pending = self._prepare(message, "run", request.reply_timeout)
         pending.finish = lambda reply: self._run_result(
             request.command, self._service_result(reply), request.check, request.text
@@ -959,8 +954,6 @@ class RunRequest:
         seconds = kwargs["timeout"]
         #: The reply's bound: the command's timeout and some slack (None: none).
         self.reply_timeout = None if seconds is None else seconds + REPLY_SLACK
-        #: The call as mitogen's service pool takes it.
-        self.service_call = (SUPERVISOR, "run", mitogen.core.Kwargs(kwargs))
         #: The pickled call, as the supervisor's request handler takes it.
         self.body: bytes = mitogen.core.Message.pickled(("run", kwargs)).data
 
