@@ -40,7 +40,6 @@ import contextlib
 import getpass
 import logging
 import os
-import queue
 import shlex
 import socket
 import threading
@@ -60,7 +59,7 @@ from remoteexec.errors import (
     RemoteExecError,
     TimeoutExpired,
 )
-from remoteexec.host import Host, Pending, RunResult
+from remoteexec.host import Host, Pending, RunRequest, RunResult, send_together
 
 __all__ = [
     "DEFAULT_WINDOW",
@@ -191,14 +190,14 @@ def run_all(
     """
     _check_hosts(hosts)
     _check_window(window)
-    options: Dict[str, Any] = dict(check=check, shell=shell, cwd=cwd, env=env, timeout=timeout)
-    options.update(input=input, text=text)
-    if hosts:  # the arguments, once, before any host is sent anything
-        arguments.command(command)
-        arguments.seconds("timeout", timeout, allow_none=True)
-        arguments.environment("env", env)
+    if not hosts:
+        return []
+    # Checked and pickled once, before any host is sent anything.
+    request = RunRequest(
+        command, check=check, shell=shell, cwd=cwd, env=env, timeout=timeout, input=input, text=text
+    )
     results: List[Union[RunResult, RemoteExecError]] = _gather(
-        hosts, lambda h: h.send_run(command, **options), window
+        hosts, lambda h: h.prepare_run(request), window
     )
     return results
 
@@ -215,7 +214,7 @@ def call_all(hosts: Sequence[Host], fn: Callable[..., Any], *args: Any, **kwargs
     as Host.call's do (a :func:`remoteexec.quick` function: on its broker thread).
     """
     _check_hosts(hosts)
-    return _gather(hosts, lambda h: h.send_call(fn, *args, **kwargs), DEFAULT_WINDOW)
+    return _gather(hosts, lambda h: h.prepare_call(fn, *args, **kwargs), DEFAULT_WINDOW)
 
 
 def _check_hosts(hosts: Sequence[Host]) -> None:
@@ -233,51 +232,112 @@ def _check_window(window: int) -> None:
         raise ValueError("window must be in 1..%d, got %d" % (MAX_WINDOW, window))
 
 
-def _gather(hosts: Sequence[Host], send: Callable[[Host], Pending], window: int) -> List[Any]:
+def _gather(hosts: Sequence[Host], prepare: Callable[[Host], Pending], window: int) -> List[Any]:
     """Send one request per host (``window`` in flight at most) and wait for all
     replies on this thread; each host's value or its RemoteExecError.
 
+    The requests that can go out are built first, then sent together (one
+    wake-up of the broker for all: :func:`remoteexec.host.send_together`).
     Not mitogen.select.Select: its get(timeout=) sleeps in mitogen's Latch,
     whose timed wait can poison the shared socketpair pool (see Host._wait).
-    Each receiver's notify hook queues its index instead, and the wait
-    wakes every :data:`_POLL` seconds to look for lost hosts and deadlines.
+    Each receiver's notify hook notes its index instead (:class:`_Arrivals`),
+    and this thread wakes when every request in flight is answered, or at
+    the first reply while hosts wait for a slot in the window. Lost hosts
+    and deadlines are looked for every :data:`_POLL` seconds, not on every
+    reply (that scan of all waiting hosts made a fan-out quadratic).
     """
     results: List[Any] = [None] * len(hosts)
-    arrived: queue.SimpleQueue[int] = queue.SimpleQueue()
+    arrived = _Arrivals()
     waiting: Dict[int, Tuple[Pending, Optional[float]]] = {}
     sent = 0
 
-    def launch(i: int) -> None:
+    def launch(i: int) -> Optional[Pending]:
         try:
-            pending = send(hosts[i])
+            pending = prepare(hosts[i])
         except RemoteExecError as e:  # lost or closed before: nothing sent
             results[i] = e
-            return
+            return None
         deadline = None if pending.timeout is None else time.monotonic() + pending.timeout
         waiting[i] = (pending, deadline)
         pending.receiver.notify = lambda _recv: arrived.put(i)
-        if not pending.receiver.empty():  # the reply beat the hook
+        if not pending.receiver.empty():  # sent already, and the reply beat the hook
             arrived.put(i)
+        return pending
 
+    scan_at = time.monotonic() + _POLL
     while sent < len(hosts) or waiting:
-        while sent < len(hosts) and len(waiting) < window:
-            launch(sent)
-            sent += 1
+        batch: List[Pending] = []
+        try:
+            while sent < len(hosts) and len(waiting) < window:
+                pending = launch(sent)
+                if pending is not None:
+                    batch.append(pending)
+                sent += 1
+        except BaseException:  # a request that cannot be built: none of these goes
+            for pending in batch:
+                with contextlib.suppress(Exception):
+                    pending.receiver.close()
+            raise
+        if batch:
+            send_together(batch)
         if not waiting:
             continue
-        try:
-            i = arrived.get(timeout=_POLL)
-        except queue.Empty:
-            i = -1
-        if i in waiting:
-            pending, _ = waiting.pop(i)
-            results[i] = _finish(pending)
+        enough = 1 if sent < len(hosts) else len(waiting)
+        for i in arrived.take(enough, max(0.0, scan_at - time.monotonic())):
+            if i in waiting:
+                pending, _ = waiting.pop(i)
+                results[i] = _finish(pending)
         now = time.monotonic()
-        for j, (pending, deadline) in list(waiting.items()):
-            if pending.receiver.empty() and (pending.host.lost or (deadline or now + 1) <= now):
-                waiting.pop(j)
-                results[j] = _abandon(pending)
+        if now >= scan_at:
+            scan_at = now + _POLL
+            _give_up(waiting, results, now)
     return results
+
+
+def _give_up(
+    waiting: Dict[int, Tuple[Pending, Optional[float]]], results: List[Any], now: float
+) -> None:
+    """Abandon the unanswered requests whose host is lost or whose deadline passed."""
+    for j, (pending, deadline) in list(waiting.items()):
+        if pending.receiver.empty() and (pending.host.lost or (deadline or now + 1) <= now):
+            waiting.pop(j)
+            results[j] = _abandon(pending)
+
+
+class _Arrivals:
+    """The indexes of the requests whose reply came, noted by the receivers'
+    notify hooks (on mitogen's broker thread). The waiting thread is woken
+    once ``enough`` have come, not at every reply: each wake-up is a futex
+    and a GIL hand-off with the broker thread, which reads the other replies
+    meanwhile."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: Released (once) when ``enough`` indexes have come.
+        self._wake = threading.Lock()
+        self._wake.acquire()
+        self._landed: List[int] = []
+        self._enough = 1
+
+    def put(self, index: int) -> None:
+        with self._lock:
+            self._landed.append(index)
+            if len(self._landed) == self._enough:
+                with contextlib.suppress(RuntimeError):  # released already
+                    self._wake.release()
+
+    def take(self, enough: int, timeout: float) -> List[int]:
+        """Wait until ``enough`` indexes have come, ``timeout`` seconds at
+        most; return all that came (maybe fewer, maybe none)."""
+        with self._lock:
+            self._enough = enough
+            ready = len(self._landed) >= enough
+        if not ready:
+            self._wake.acquire(timeout=timeout)
+        with self._lock:
+            landed, self._landed = self._landed, []
+            self._wake.acquire(blocking=False)  # a wake-up not waited for
+        return landed
 
 
 def _finish(pending: Pending) -> Any:

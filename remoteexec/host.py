@@ -203,11 +203,22 @@ def compiled_module(name: str) -> Optional[bytes]:
     return blob
 
 
+#: One thread at a time computes the order: ast.parse in two threads at once
+#: fails in CPython 3.11 ("SystemError: AST constructor recursion depth
+#: mismatch"), as connect_all's first connects did.
+_EAGER_LOCK = threading.Lock()
+
+
 def eager_modules() -> List[str]:
     """The manifest's modules that install imports (all but the lazy ones),
     each after the modules it imports by ``from .x import``: mitogen sends
     those along with it, and a request for a module it already sent is a
     wasted message and a warning in its log."""
+    with _EAGER_LOCK:
+        return _eager_order()
+
+
+def _eager_order() -> List[str]:
     with _MANIFEST_LOCK:
         if _EAGER:
             return list(_EAGER)
@@ -592,7 +603,18 @@ class Host:
         reply (for :func:`remoteexec.fanout.call_all`)."""
         return self._send_call(fn, args, kwargs, quick_ok=True)
 
+    def prepare_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Pending:
+        """:meth:`send_call`, built but not sent (see :meth:`prepare_run`)."""
+        return self._prepare_call(fn, args, kwargs, quick_ok=True)
+
     def _send_call(
+        self, fn: Callable[..., Any], args: Any, kwargs: Dict[str, Any], quick_ok: bool
+    ) -> Pending:
+        pending = self._prepare_call(fn, args, kwargs, quick_ok)
+        send_together([pending])
+        return pending
+
+    def _prepare_call(
         self, fn: Callable[..., Any], args: Any, kwargs: Dict[str, Any], quick_ok: bool
     ) -> Pending:
         self.ensure_open()
@@ -601,12 +623,13 @@ class Host:
         what = "call %s()" % qualname
         if not module or module == "__main__" or "<" in qualname:
             # mitogen serves __main__ itself; other unimportables fail there.
+            # Sent at once (its message is mitogen's own business).
             recv = self.context.call_async(fn, *args, **kwargs)
             return Pending(self, recv, what, None, _as_is)
         quick = self.info.get("quick_handle")
         if quick and quick_ok and getattr(fn, QUICK_MARK, False):
             name = "%s:%s" % (module, qualname)
-            recv = self._send_quick(quick, ("call", name, list(args), kwargs))
+            request = ("call", name, list(args), kwargs)
 
             def retry_or_finish(result: Any) -> Any:
                 if result.get("ok") is None:  # its module is not imported there yet
@@ -614,13 +637,15 @@ class Host:
                     return again.finish(self._get(again.receiver, None, what))
                 return self._call_result(result)
 
-            return Pending(self, recv, what, None, retry_or_finish)
+            message = mitogen.core.Message.pickled(request, handle=quick)
+            return self._prepare(message, what, None, retry_or_finish)
         from remoteexec.target import supervisor
 
         # Through a target-side wrapper: a remote exception comes back as a
         # bounded error dict, never as a CallError too large for mitogen.
-        recv = self.context.call_async(supervisor.call_function, module, qualname, args, kwargs)
-        return Pending(self, recv, what, None, self._call_result)
+        chain = self.context.default_call_chain
+        message = chain.make_msg(supervisor.call_function, module, qualname, args, kwargs)
+        return self._prepare(message, what, None, self._call_result)
 
     def _call_result(self, result: Any) -> Any:
         if not result["ok"]:
@@ -750,8 +775,49 @@ class Host:
         """Send :meth:`run` without waiting: the :class:`Pending` reply, whose
         ``finish`` gives the RunResult (for :func:`remoteexec.fanout.run_all`).
         Arguments are checked here, before anything is sent."""
-        kwargs = self._run_kwargs(command, shell, cwd, env, timeout, input)
-        return self._send_run(command, kwargs, check, text)
+        self.ensure_open()
+        request = RunRequest(
+            command,
+            check=check,
+            shell=shell,
+            cwd=cwd,
+            env=env,
+            timeout=timeout,
+            input=input,
+            text=text,
+        )
+        pending = self.prepare_run(request)
+        send_together([pending])
+        return pending
+
+    def prepare_run(self, request: RunRequest) -> Pending:
+        """:meth:`send_run` of ``request``, built but not sent: a Pending whose
+        ``message`` :func:`send_together` sends along with other hosts' (for
+        :func:`remoteexec.fanout.run_all`). HostLost if the host is lost or closed."""
+        self.ensure_open()
+        # To the supervisor's request handler: no service pool hand-off there.
+        message = mitogen.core.Message(data=request.body, handle=self.info["request_handle"])
+        pending = self._prepare(message, "run", request.reply_timeout)
+        pending.finish = lambda reply: self._run_result(
+            request.command, self._service_result(reply), request.check, request.text
+        )
+        return pending
+
+    def _prepare(
+        self,
+        message: mitogen.core.Message,
+        what: str,
+        timeout: Optional[float],
+        finish: Optional[Callable[[Any], Any]] = None,
+    ) -> Pending:
+        """``message`` addressed to this host's context with a fresh receiver
+        for its reply (what mitogen's ``Context.send_async`` does), not routed."""
+        receiver = mitogen.core.Receiver(
+            self.context.router, persist=False, respondent=self.context
+        )
+        message.dst_id = self.context.context_id
+        message.reply_to = receiver.handle
+        return Pending(self, receiver, what, timeout, finish or self._service_result, message)
 
     def _send_run(
         self,
@@ -801,15 +867,7 @@ class Host:
     ) -> Dict[str, Any]:
         """The supervisor's ``run`` arguments, checked (ValueError/TypeError)."""
         self.ensure_open()
-        kwargs: Dict[str, Any] = dict(
-            command=arguments.command(command),
-            shell=shell,
-            cwd=os.fspath(cwd) if cwd is not None else None,
-            env=arguments.environment("env", env) or None,
-            timeout=arguments.seconds("timeout", timeout, allow_none=True),
-            input=input.encode() if isinstance(input, str) else input,
-        )
-        return kwargs
+        return run_arguments(command, shell, cwd, env, timeout, input)
 
     def _run_result(
         self, command: Union[str, Sequence[str]], res: Any, check: bool, text: bool
@@ -846,6 +904,94 @@ class Pending:
     what: str
     timeout: Optional[float]
     finish: Callable[[Any], Any]
+    #: The request while it is built but not sent yet (:meth:`Host.prepare_run`);
+    #: None once :func:`send_together` sent it.
+    message: Optional[mitogen.core.Message] = None
+
+
+def run_arguments(
+    command: Union[str, Sequence[str]],
+    shell: bool,
+    cwd: Union[str, os.PathLike[str], None],
+    env: Optional[Mapping[str, str]],
+    timeout: Optional[float],
+    input: Union[str, bytes, None],
+) -> Dict[str, Any]:
+    """The supervisor's ``run`` arguments, checked (ValueError/TypeError)."""
+    return dict(
+        command=arguments.command(command),
+        shell=shell,
+        cwd=os.fspath(cwd) if cwd is not None else None,
+        env=arguments.environment("env", env) or None,
+        timeout=arguments.seconds("timeout", timeout, allow_none=True),
+        input=input.encode() if isinstance(input, str) else input,
+    )
+
+
+class RunRequest:
+    """:meth:`Host.run`'s arguments, checked and pickled into the supervisor's
+    request once, for any number of hosts (:func:`remoteexec.fanout.run_all`):
+    each host then only adds its address and reply handle. ValueError or
+    TypeError here, before anything is sent."""
+
+    def __init__(
+        self,
+        command: Union[str, Sequence[str]],
+        *,
+        check: bool = False,
+        shell: bool = False,
+        cwd: Union[str, os.PathLike[str], None] = None,
+        env: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+        input: Union[str, bytes, None] = None,
+        text: bool = True,
+    ) -> None:
+        kwargs = run_arguments(command, shell, cwd, env, timeout, input)
+        check_plain(kwargs, "run")
+        self.command = command
+        self.check = check
+        self.text = text
+        seconds = kwargs["timeout"]
+        #: The reply's bound: the command's timeout and some slack (None: none).
+        self.reply_timeout = None if seconds is None else seconds + REPLY_SLACK
+        #: The pickled call, as the supervisor's request handler takes it.
+        self.body: bytes = mitogen.core.Message.pickled(("run", kwargs)).data
+
+
+def send_together(pendings: Sequence[Pending]) -> None:
+    """Send the built requests of ``pendings`` (those whose ``message`` is
+    set), all those of one master in one turn of its broker thread.
+
+    mitogen wakes the broker once per message sent from another thread (a
+    pipe write, then a GIL hand-off to the broker and back): at N=32 that
+    was most of the master's time in a fan-out. Routed from the broker
+    thread itself, each message is written at once: one wake-up in all.
+    """
+    batches: Dict[int, Tuple[Any, List[mitogen.core.Message]]] = {}
+    for pending in pendings:
+        if pending.message is not None:
+            router = pending.host.context.router
+            batches.setdefault(id(router), (router, []))[1].append(pending.message)
+            pending.message = None
+    for router, messages in batches.values():
+        if len(messages) == 1:
+            router.route(messages[0])
+        else:
+            router.broker.defer(_route_each, router, messages)
+
+
+def _route_each(router: Any, messages: List[mitogen.core.Message]) -> None:
+    """On the broker thread (where ``route`` runs inline): route every message,
+    then raise the first error, as one route would have (mitogen then stops
+    the broker)."""
+    error: Optional[BaseException] = None
+    for message in messages:
+        try:
+            router.route(message)
+        except Exception as e:  # the others still go out
+            error = error or e
+    if error is not None:
+        raise error
 
 
 def _as_is(value: Any) -> Any:

@@ -345,3 +345,125 @@ def test_run_all_gives_up_on_a_host_that_goes_silent(warm: Any) -> None:
         assert "heartbeat" in str(results[0])
         assert results[1].stdout == "ok\n"
         assert took < 20, "waited %.1f s for a silent host" % took
+
+
+@pytest.mark.lab
+def test_run_all_keeps_at_most_window_requests_in_flight_and_results_in_order(
+    warm: Any,
+) -> None:
+    """Each command counts the commands running with it (a directory each, in
+    a directory the lab hosts share with us) while it sleeps: never more than
+    ``window``. A host given twice runs twice; results come in the order given."""
+    _, hosts = warm
+    twice = list(hosts) + list(hosts)
+    script = (
+        'mine=$(mktemp -d "$1/run.XXXXXX"); n=$(ls "$1" | wc -l); sleep 0.5; rmdir "$mine"; echo $n'
+    )
+    with tempfile.TemporaryDirectory(dir=REPO, prefix=".window-") as shared:
+        command = ["sh", "-c", script, "sh", shared]
+        results = rx.run_all(twice, command, window=2, timeout=30)
+        assert [r.host for r in results] == [h.name for h in twice], results
+        counts = [int(r.stdout) for r in results]
+        assert max(counts) <= 2, counts
+        assert os.listdir(shared) == []
+        # Unbounded (the default window), they overlap: the count can tell.
+        together = rx.run_all(twice, command, timeout=30)
+        assert max(int(r.stdout) for r in together) > 2, together
+    values = rx.call_all(twice, quick_calls.pid_and, 5)
+    assert [pid for pid, _ in values] == [h.info["pid"] for h in twice]
+
+
+@pytest.mark.lab
+def test_a_fan_out_leaves_no_receiver_behind(warm: Any) -> None:
+    """Every request's reply handle is gone once run_all/call_all return:
+    answered or timed out."""
+    master, hosts = warm
+    handles = master.router._handle_map  # mitogen's table of reply handles
+    before = len(handles)
+    assert all(r.returncode == 0 for r in rx.run_all(hosts, ["true"]))
+    assert len(handles) == before
+    timed = rx.run_all(hosts, ["sleep", "30"], timeout=0.3)
+    assert all(isinstance(r, TimeoutExpired) for r in timed), timed
+    assert len(handles) == before
+    assert len(rx.call_all(hosts, quick_calls.pid_and, 1)) == len(hosts)
+    assert len(handles) == before
+
+
+@pytest.mark.lab
+def test_run_all_gives_up_on_a_reply_past_its_deadline(warm: Any, monkeypatch: Any) -> None:
+    """A frozen context that the heartbeat has not declared lost (yet): the
+    reply's deadline (the command's timeout plus REPLY_SLACK, shortened here)
+    ends the wait, a TimeoutExpired naming the host; the other's result is there."""
+    import signal
+
+    import remoteexec.host
+
+    monkeypatch.setattr(remoteexec.host, "REPLY_SLACK", 0.5)
+    _, hosts = warm
+    with rx.Master(heartbeat_timeout=60) as master:
+        frozen = master.local(name="frozen")
+        pid = frozen.info["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            results = rx.run_all([frozen, hosts[0]], ["echo", "ok"], timeout=0.5)
+            took = time.monotonic() - started
+        finally:
+            os.kill(pid, signal.SIGKILL)  # our own context
+    assert isinstance(results[0], TimeoutExpired) and results[0].host == "frozen", results
+    assert results[1].stdout == "ok\n"
+    assert took < 10, "waited %.1f s past a 1 s deadline" % took
+
+
+@pytest.mark.lab
+def test_run_all_commands_on_one_host_run_at_once_on_a_bounded_set_of_threads(
+    warm: Any,
+) -> None:
+    """run_all's commands go to the supervisor's request handler: three on one
+    host meet (none waits behind another), twenty run on its 16 threads, no
+    more, and a name that is no supervisor method is an error reply."""
+    import mitogen.core
+
+    from remoteexec.target.supervisor import REQUEST_THREAD, REQUEST_THREADS
+
+    _, hosts = warm
+    host = hosts[0]
+    script = (
+        'touch "$1/$$"; i=0; while [ "$(ls "$1" | wc -l)" -lt 3 ]; do '
+        "i=$((i+1)); [ $i -gt 200 ] && exit 7; sleep 0.025; done; echo met"
+    )
+    with tempfile.TemporaryDirectory(dir=REPO, prefix=".meet-") as meet:
+        met = rx.run_all([host] * 3, ["sh", "-c", script, "sh", meet], timeout=30)
+    assert [r.stdout for r in met] == ["met\n"] * 3, met
+    many = rx.run_all([host] * (REQUEST_THREADS + 4), ["sleep", "0.3"], timeout=30)
+    assert all(r.returncode == 0 for r in many), many
+    names = host.call(quick_calls.thread_names)
+    assert len([n for n in names if n.startswith(REQUEST_THREAD)]) == REQUEST_THREADS, names
+    ask = mitogen.core.Message.pickled(("__module__", {}), handle=host.info["request_handle"])
+    reply = host.context.send_async(ask).get(timeout=30).unpickle()
+    assert reply["ok"] is False, reply
+    assert "no supervisor method '__module__'" in reply["error"]["message"], reply
+
+
+@pytest.mark.lab
+def test_run_all_wakes_at_the_replies_not_at_its_poll(warm: Any) -> None:
+    """The waiting thread is woken by the replies themselves: when all are in,
+    and at each reply while hosts wait for a slot in the window. Its poll for
+    lost hosts (every _POLL seconds) would take 0.25 s a wait."""
+    import statistics
+
+    from remoteexec.fanout import _POLL
+
+    _, hosts = warm
+
+    def median_of_3(**options: Any) -> float:
+        took = []
+        for _ in range(3):
+            started = time.monotonic()
+            results = rx.run_all(list(hosts) * 2, ["true"], **options)
+            took.append(time.monotonic() - started)
+            assert all(r.returncode == 0 for r in results), results
+        return statistics.median(took)
+
+    assert median_of_3() < _POLL
+    assert median_of_3(window=1) < _POLL  # six waits, one after the other

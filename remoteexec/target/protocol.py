@@ -191,6 +191,8 @@ class InstallReply(TypedDict):
     uid: int
     #: The handle of the quick-call handler (:mod:`.quick`), on the broker thread.
     quick_handle: int
+    #: The handle of the supervisor's request handler (``supervisor.Requests``).
+    request_handle: int
 
 
 def error(type_name: str, message: str, /, **fields: Any) -> Dict[str, Any]:

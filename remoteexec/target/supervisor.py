@@ -21,12 +21,15 @@ typed stubs, :mod:`remoteexec.supervisor_client`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import queue
 import socket
 import sys
+import threading
 import time
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import mitogen.core
 import mitogen.service
@@ -77,6 +80,7 @@ def install(
             # wait for this main thread to build it): no warm-up round trip.
             pool.add(Supervisor(router=econtext.router))
             STATE.heartbeat_handle = runstate.start_watchdog(econtext.router, heartbeat_timeout)
+            REQUESTS.install(econtext.router, econtext.broker)
     ssh = os.environ.get("SSH_CONNECTION", "").split()
     assert STATE.run_dir is not None and STATE.heartbeat_handle is not None
     return {
@@ -92,6 +96,7 @@ def install(
         "python": sys.version.split()[0],
         "uid": os.getuid(),
         "quick_handle": quick.install(econtext.router),
+        "request_handle": REQUESTS.handle or 0,
     }
 
 
@@ -177,8 +182,109 @@ class Supervisor(mitogen.service.Service):  # type: ignore[misc]  # mitogen is u
     ping = _method(ping)
 
 
+#: Threads that serve :data:`REQUESTS` at most: the service pool's size.
+REQUEST_THREADS = 16
+#: The name of those threads.
+REQUEST_THREAD = "remoteexec-request"
+
+
+class Requests:
+    """Supervisor calls sent to a handle of ours: ``(method, kwargs)``, any
+    :class:`Supervisor` method, its reply the same as through the pool.
+
+    Why not only mitogen's service pool: on its way to a pool thread a call
+    crosses a Receiver, a Select and a Latch (a socketpair write and read to
+    wake the thread) and the invoker's checks; measured on lab hosts, ~0.19 ms
+    of the context's CPU a call, against ~0.10 ms here, where the broker
+    thread queues the message (a SimpleQueue: a futex, no syscall when a
+    thread is waiting) and a plain thread answers it.
+    :func:`remoteexec.fanout.run_all` sends its commands here.
+
+    Threads start on demand, up to ``size``, and stay: a call never waits for
+    another while fewer than ``size`` run. Only a parent (the master) may call.
+    """
+
+    def __init__(self, size: int = REQUEST_THREADS) -> None:
+        self.size = size
+        #: The handle, once :meth:`install` ran.
+        self.handle: Optional[int] = None
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: List[threading.Thread] = []
+        #: Idle threads less queued calls: below 1, a new call needs a thread.
+        self._free = 0
+        self._methods = {
+            name: method
+            for name, method in vars(Supervisor).items()
+            if getattr(method, "mitogen_service__policies", None)
+        }
+
+    def install(self, router: Any, broker: Any) -> None:
+        """Register the handler (once); stop the threads when the broker stops."""
+        if self.handle is None:
+            self.handle = router.add_handler(
+                self._on_message, policy=mitogen.core.has_parent_authority
+            )
+            mitogen.core.listen(broker, "shutdown", self.stop)
+
+    def _on_message(self, msg: Any) -> None:
+        """On the broker thread: queue the call, with a thread for it."""
+        if msg.is_dead:
+            return
+        with self._lock:
+            if self._free < 1 and len(self._threads) < self.size:
+                thread = threading.Thread(
+                    target=self._serve,
+                    name="%s-%d" % (REQUEST_THREAD, len(self._threads)),
+                    daemon=True,
+                )
+                self._threads.append(thread)
+                self._free += 1
+                thread.start()
+            self._free -= 1
+        self._queue.put(msg)
+
+    def _serve(self) -> None:
+        while True:
+            msg = self._queue.get()
+            if msg is None:
+                return
+            self._answer(msg)
+            with self._lock:
+                self._free += 1
+
+    def _answer(self, msg: Any) -> None:
+        name = "request"
+        try:
+            name, kwargs = msg.unpickle()
+            method = self._methods.get(name)
+            if method is None:
+                reply = protocol.error("ValueError", "no supervisor method %r" % (name,))
+            else:
+                reply = method(None, **kwargs)
+        except Exception as e:  # an unreadable request
+            reply = protocol.raised(str(name), e)
+        try:
+            msg.reply(reply)
+        except Exception as e:  # a reply that cannot be pickled: say so instead
+            with contextlib.suppress(Exception):  # the master is gone: nobody to tell
+                msg.reply(protocol.raised(str(name), e))
+
+    def stop(self) -> None:
+        """End the threads (each after its current call)."""
+        with self._lock:
+            for _ in self._threads:
+                self._queue.put(None)
+
+
+#: This context's request handler (see :class:`Requests`).
+REQUESTS = Requests()
+
+
 __all__ = [
     "FINISHED_KEPT",
+    "REQUESTS",
+    "Requests",
     "Supervisor",
     "call_function",
     "install",

@@ -26,3 +26,8 @@ def fails(text: str) -> None:
 def pid_and(value: int) -> list:
     """The context's pid, and ``value`` back."""
     return [os.getpid(), value]
+
+
+def thread_names() -> list:
+    """The names of the context's threads, sorted."""
+    return sorted(t.name for t in threading.enumerate())
