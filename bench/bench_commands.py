@@ -3,7 +3,10 @@
 Host.call and Host.run go through the host's lane (a second session of the
 ssh connection, see remoteexec/lane.py), opened before timing; the same calls
 through mitogen's path (the lane disabled) are extra rows, so the breakdown
-of mitogen's path stays measured.
+of mitogen's path stays measured. The lane's floor (a line echoed by ``cat``
+through a session of the same connection) is timed interleaved with them,
+and the limits are computed from this run's own floors: the lane's, both
+ends' Python, the spawn floor and the guard's tell on the host.
 
 One lab host (a network namespace with its own sshd). remoteexec keeps one
 mitogen context open; Fabric keeps one paramiko connection open (steady
