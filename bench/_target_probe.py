@@ -9,18 +9,7 @@ import os
 import statistics
 import subprocess
 import time
-from typing import Callable, Dict
-
-
-def _median_ms(fn: Callable[[], object], n: int) -> float:
-    for _ in range(min(10, n)):
-        fn()
-    samples = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples) * 1e3
+from typing import Callable, Dict, List
 
 
 def stamp() -> float:
@@ -42,10 +31,13 @@ except ImportError:  # pragma: no cover
 
 
 def spawn_parts(n: int = 100) -> Dict[str, float]:
-    """Median ms of each way to spawn and reap ``true`` in this context, as
-    Host.run does it (``remoteexec.target.run.run``: marker, guard, Popen with
-    two pipes, communicate) and the cheaper mechanics it could use."""
+    """Median ms of each way to spawn and reap ``true`` in this context: as
+    Host.run does it (``remoteexec.target.run.run``: marker, guard told,
+    Popen with two bare pipes read by one poll loop), its parts, and the
+    cheaper mechanics it could use. Measured interleaved (10 rounds), so a
+    change of load hits every row alike."""
     from remoteexec.target import run as run_module
+    from remoteexec.target.guardlink import GUARD
 
     env = dict(os.environ)
 
@@ -63,6 +55,29 @@ def spawn_parts(n: int = 100) -> Dict[str, float]:
                 stderr=out,
             )
             child.communicate()
+
+        return go
+
+    def bare_pipes(tell: bool) -> Callable[[], None]:
+        def go() -> None:
+            pipes = run_module.Pipes(None)
+            stdin, stdout, stderr = pipes.child_ends()
+            try:
+                child = subprocess.Popen(
+                    ["true"],
+                    close_fds=True,
+                    start_new_session=True,
+                    env=env,
+                    stdin=stdin,
+                    stdout=stdout,
+                    stderr=stderr,
+                )
+            finally:
+                pipes.started()
+            if tell:
+                GUARD.tell(child.pid)
+            pipes.pump(None)
+            child.wait()
 
         return go
 
@@ -87,11 +102,47 @@ def spawn_parts(n: int = 100) -> Dict[str, float]:
         pid = os.posix_spawnp("true", ["true"], env, setsid=True)
         os.waitpid(pid, 0)
 
-    return {
-        "run": _median_ms(lambda: run_module.run(["true"]), n),
-        "popen": _median_ms(popen(True, True), n),
-        "popen_keep_fds": _median_ms(popen(False, True), n),
-        "popen_no_pipes": _median_ms(popen(True, False), n),
-        "posix_spawn_pipes": _median_ms(spawn_pipes, n),
-        "posix_spawn": _median_ms(bare, n),
+    ops: Dict[str, Callable[[], object]] = {
+        "run": lambda: run_module.run(["true"]),
+        "popen_told": bare_pipes(True),
+        "popen_bare_pipes": bare_pipes(False),
+        "popen": popen(True, True),
+        "popen_keep_fds": popen(False, True),
+        "popen_no_pipes": popen(True, False),
+        "posix_spawn_pipes": spawn_pipes,
+        "posix_spawn": bare,
+        "tell_self": lambda: GUARD.tell(os.getpid()),
     }
+    samples: Dict[str, List[float]] = {name: [] for name in ops}
+    for fn in ops.values():
+        fn()
+    for _ in range(10):
+        for name, fn in ops.items():
+            for _ in range(max(1, n // 10)):
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(s) * 1e3 for name, s in samples.items()}
+
+
+def lane_costs(n: int = 2000) -> Dict[str, float]:
+    """Median ms of the lane thread's own work for one ``Host.call`` of
+    :func:`stamp` (read the request's pickle, call, pickle the reply:
+    ``frame(answer(body))``), and of pickling a ``Host.run(["true"])``
+    reply, in this context; no I/O."""
+    from remoteexec.target import lane
+
+    body = lane.frame(("call", __name__, "stamp", (), {}))[lane.HEADER.size :]
+    reply = {"ok": True, "returncode": 0, "stdout": b"", "stderr": b"", "duration": 0.001}
+    ops: Dict[str, Callable[[], object]] = {
+        "call": lambda: lane.frame(lane.answer(body)),
+        "run_reply": lambda: lane.frame(reply),
+    }
+    samples: Dict[str, List[float]] = {name: [] for name in ops}
+    for _ in range(10):
+        for name, fn in ops.items():
+            for _ in range(max(1, n // 10)):
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(s) * 1e3 for name, s in samples.items()}

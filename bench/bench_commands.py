@@ -3,7 +3,10 @@
 Host.call and Host.run go through the host's lane (a second session of the
 ssh connection, see remoteexec/lane.py), opened before timing; the same calls
 through mitogen's path (the lane disabled) are extra rows, so the breakdown
-of mitogen's path stays measured.
+of mitogen's path stays measured. The lane's floor (a line echoed by ``cat``
+through a session of the same connection) is timed interleaved with them,
+and the limits are computed from this run's own floors: the lane's, both
+ends' Python, the spawn floor and the guard's tell on the host.
 
 One lab host (a network namespace with its own sshd). remoteexec keeps one
 mitogen context open; Fabric keeps one paramiko connection open (steady
@@ -97,6 +100,43 @@ def _ssh_echo(lab, address: str, port: int) -> c.Stats:
     finally:
         child.kill()
         child.wait()
+
+
+def _lane_echo(host):
+    """The lane's own floor: a session on the host's ControlMaster connection
+    (as the lane's) running ``cat``; returns (echo one line, close)."""
+    import subprocess
+
+    argv = host.connector.mux_argv("cat")
+    child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    assert child.stdin is not None and child.stdout is not None
+    wfd, rfd = child.stdin.fileno(), child.stdout.fileno()
+
+    def echo() -> None:
+        os.write(wfd, b"x\n")
+        if os.read(rfd, 64) != b"x\n":
+            raise AssertionError("cat on the lane's connection did not echo")
+
+    def close() -> None:
+        child.kill()
+        child.wait()
+
+    return echo, close
+
+
+def _master_lane_costs(n: int) -> float:
+    """Median seconds of the master's own work for one lane call, no I/O:
+    pickle the request, read the reply's pickle (remoteexec.target.lane)."""
+    from remoteexec.target import lane
+
+    request = ("call", "_common", "trivial", (1,), {})
+    reply = lane.frame({"ok": True, "result": 1})[lane.HEADER.size :]
+
+    def work() -> None:
+        lane.frame(request)
+        lane.unpickle(reply)
+
+    return c.Stats.of(c.time_calls(work, n, warmup=100)).median
 
 
 def _thread_cpu(tid: int) -> float:
@@ -232,6 +272,7 @@ def run() -> c.Report:
             if not host.open_lane():
                 raise AssertionError("the lane did not open")
             lane_open = (time.perf_counter() - t0, time.process_time() - cpu0)
+            lane_echo, close_echo = _lane_echo(host)
             ops = {
                 "run": lambda: host.run(["true"]),
                 "call": lambda: host.call(c.trivial, 1),
@@ -242,6 +283,7 @@ def run() -> c.Report:
                 "ping": lambda: host.service("ping"),
                 "pool": lambda: host.invoke("remoteexec.target.supervisor.ping"),
                 "loop": _master_loop(host),
+                "lane_floor": lane_echo,
                 # in_stream=False: no stdin forwarding, as Host.run gives /dev/null.
                 "fabric": lambda: conn.run("true", hide=True, in_stream=False),
             }
@@ -255,6 +297,7 @@ def run() -> c.Report:
                 "ping": RUN_N // 2,
                 "pool": RUN_N // 2,
                 "loop": CALL_N // 2,
+                "lane_floor": CALL_N,
                 "fabric": FABRIC_N,
             }
             samples = {name: [] for name in ops}
@@ -267,7 +310,9 @@ def run() -> c.Report:
             remote_run, run_trip = _run_split(host, 200)
             remote_run_mitogen, run_trip_mitogen = _run_split(_LaneOff(host), 200)
             shell_init = _shell_init(host)
-            spawn = host.call(_target_probe.spawn_parts, 100)
+            spawn = host.call(_target_probe.spawn_parts, 200)
+            host_costs = host.call(_target_probe.lane_costs, 2000)
+            master_costs = _master_lane_costs(2000)
             halves = {
                 "lane": _halves(lambda: host.call(_target_probe.stamp), 300),
                 "raw": _halves(lambda: host.context.call(_target_probe.stamp), 300),
@@ -285,6 +330,7 @@ def run() -> c.Report:
             lane_stats = dict(host.lane.stats)
         finally:
             conn.close()
+            close_echo()
 
     st = {name: c.Stats.of(s) for name, s in samples.items()}
     if lane_stats["fallbacks"] or lane_stats["failures"]:
@@ -335,6 +381,7 @@ def run() -> c.Report:
         ],
     )
     adjusted = fab.median - shell_init
+    lane_python = master_costs + host_costs["call"] / 1e3  # seconds
     report.text(
         "Per-call breakdown (medians, ms; master CPU per call from the calling thread's and "
         "mitogen's broker thread's CPU clocks; the halves from the host's `time.monotonic()`, "
@@ -350,12 +397,21 @@ def run() -> c.Report:
         "either side) | %s |" % c.ms(st["call"].median),
         "| of which there (send → running on the host) / back (→ caller awake) | %s / %s |"
         % (c.ms(halves["lane"][0]), c.ms(halves["lane"][1])),
-        "| the lane's cost over the floor: `Host.call` on the lane - echo floor | %s |"
-        % c.ms(st["call"].median - echo.median),
+        "| the lane's floor: a line echoed by `cat` through a session on the host's own "
+        "ControlMaster connection (the lane's path, measured interleaved with the calls) "
+        "| %s |" % c.ms(st["lane_floor"].median),
+        "| the lane's Python per call, no I/O: master (pickle the request, read the reply) "
+        "/ host (read the request, call, pickle the reply) | %s / %.3f |"
+        % (c.ms(master_costs), host_costs["call"]),
+        "| the rest: `Host.call` on the lane - its floor - both ends' Python (wake-ups of "
+        "two Python threads, a poll more on each side, the calling layers) | %s |"
+        % c.ms(st["call"].median - st["lane_floor"].median - lane_python),
         '| `Host.run(["true"])` on the lane (spawn + wait on the lane thread) | %s |'
         % c.ms(st["run"].median),
         "| of which on the host (`RunResult.duration`) / the rest: round trip, pickling "
         "| %s / %s |" % (c.ms(remote_run.median), c.ms(run_trip)),
+        "| pickling a `Host.run` reply on the host (protocol 3: bytes as bytes) | %.3f |"
+        % host_costs["run_reply"],
         "| master CPU per `Host.call` on the lane: calling thread + broker thread | %s + %s |"
         % (c.ms(cpu["call"][0]), c.ms(cpu["call"][1])),
         "| master CPU per `Host.run` on the lane: calling thread + broker thread | %s + %s |"
@@ -385,10 +441,16 @@ def run() -> c.Report:
         '| `Host.run(["true"])` (the pool thread) | %s |' % c.ms(st["run_mitogen"].median),
         "| of which on the host, spawn + reap of `true` (`RunResult.duration`) | %s |"
         % c.ms(remote_run_mitogen.median),
-        '| in the context, `target.run.run(["true"])` itself (marker, guard, spawn, '
+        '| in the context, `target.run.run(["true"])` itself (marker, guard told, spawn, '
         "read, reap) | %.3f |" % spawn["run"],
-        "| Popen as Host.run does it (vfork, new session, close_fds, two pipes, "
-        "communicate) | %.3f |" % spawn["popen"],
+        "| Popen as Host.run does it (vfork, new session, close_fds, two bare pipes read "
+        "by one poll loop), the guard told | %.3f |" % spawn["popen_told"],
+        "| the same, the guard not told (its tell: /proc/PID/stat read while the child "
+        "execs, a line that wakes the guard process) | %.3f |" % spawn["popen_bare_pipes"],
+        "| the guard's tell alone, of a process that runs already (in-thread part) | %.3f |"
+        % spawn["tell_self"],
+        "| Popen with two pipes and communicate (before: file objects, a selector) | %.3f |"
+        % spawn["popen"],
         "| the same without close_fds | %.3f |" % spawn["popen_keep_fds"],
         "| the same with no pipes (output to /dev/null) | %.3f |" % spawn["popen_no_pipes"],
         "| `posix_spawnp` + two pipes read to EOF + `waitpid` | %.3f |"
@@ -435,19 +497,27 @@ def run() -> c.Report:
         ),
         "- the limits, from this run's figures: on mitogen's path Host.call cannot go below "
         "the master's two hand-offs %s plus the ssh floor %s plus the host's unpickle and "
-        "reply, which a quick call already is (%s); the lane has no hand-off: the floor %s "
-        "plus both ends' pickling and the call (%s). Host.run cannot go below the spawn "
-        "floor %.3f (bare posix_spawnp + waitpid in the context) plus a lane round trip %s "
-        "= %.3f"
+        "reply, which a quick call already is (%s); the lane has no hand-off: its floor %s "
+        "(a line through a session of the same connection) plus both ends' Python %s "
+        "= %s, against %s measured. Host.run cannot go below the spawn floor %.3f (bare "
+        "posix_spawnp + waitpid in the context) plus the guard's tell %.3f plus a lane "
+        "round trip %s = %.3f; Popen as Host.run uses it costs %.3f over that floor"
         % (
             c.ms(st["loop"].median),
             c.ms(echo.median),
             c.ms(st["quick"].median),
-            c.ms(echo.median),
+            c.ms(st["lane_floor"].median),
+            c.ms(lane_python),
+            c.ms(st["lane_floor"].median + lane_python),
             c.ms(st["call"].median),
             spawn["posix_spawn"],
+            spawn["popen_told"] - spawn["popen_bare_pipes"],
             c.ms(st["call"].median),
-            spawn["posix_spawn"] + st["call"].median * 1e3,
+            spawn["posix_spawn"]
+            + spawn["popen_told"]
+            - spawn["popen_bare_pipes"]
+            + st["call"].median * 1e3,
+            spawn["popen_bare_pipes"] - spawn["posix_spawn"],
         ),
         "- Fabric starts the login shell for every command (`$SHELL -c true`); on this machine "
         "root's ~/.bashrc (read by bash under sshd) adds %s. Without it Fabric would be ≈%s, "

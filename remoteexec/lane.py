@@ -5,7 +5,8 @@ both ends (about 0.35 ms of a 0.39 ms round trip on a lab host). The lane
 carries one request at a time over a second ssh session *on the same
 connection* (OpenSSH multiplexing: the context's ssh runs as a ControlMaster,
 so a new session costs one channel, no handshake), with blocking reads on
-both ends: length-prefixed mitogen pickles, read on the host by one context
+both ends: length-prefixed pickles (protocol 3, read with mitogen's own
+restricted ``find_class`` on both ends), read on the host by one context
 thread (:mod:`remoteexec.target.lane`), which runs the call or the command
 itself.
 
@@ -122,6 +123,22 @@ def attach(connector: Connector, directory: Callable[[], str]) -> None:
         connector.control_path = os.path.join(directory(), "s%d" % next(_NAMES))
 
 
+class Reply:
+    """A frame read from the lane: :meth:`unpickle` gives its value as a
+    mitogen message's ``unpickle`` does (the same errors), for
+    ``Host.unpickle``."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def unpickle(self) -> Any:
+        """The frame's value; a remote CallError raised
+        (:func:`remoteexec.target.lane.unpickle`)."""
+        return target_lane.unpickle(self.data)
+
+
 class Lane:
     """One open lane: the ssh session's client process and its two pipes.
 
@@ -144,14 +161,12 @@ class Lane:
         self.closing = False
         #: The relay's pid on the host (from the context's socket peer).
         self.relay_pid: Optional[int] = None
-        self._buffer = b""
+        self._buffer = bytearray()
         self._poller = select.poll()
         self._poller.register(self.rfd, select.POLLIN)
 
-    def request(
-        self, value: Any, timeout: Optional[float], what: str, host: Host
-    ) -> mitogen.core.Message:
-        """Send ``value``, return the reply (a pickled mitogen Message). Hold
+    def request(self, value: Any, timeout: Optional[float], what: str, host: Host) -> Reply:
+        """Send ``value``, return the reply (a :class:`Reply`). Hold
         :attr:`busy`. Raises LaneUnavailable when nothing was sent, HostLost
         or TimeoutExpired (the lane is then broken) otherwise."""
         if self.broken or self._buffer or self._poller.poll(0):
@@ -195,27 +210,29 @@ class Lane:
 
     def receive(
         self, deadline: Optional[float], timeout: Optional[float], what: str, host: Host
-    ) -> mitogen.core.Message:
-        """The next frame, as a mitogen Message; waits with the host's checks."""
+    ) -> Reply:
+        """The next frame, as a :class:`Reply`; waits with the host's checks."""
         header = target_lane.HEADER
-        size = None
+        buffer = self._buffer
         while True:
-            if size is None and len(self._buffer) >= header.size:
-                (size,) = header.unpack(self._buffer[: header.size])
+            if len(buffer) >= header.size:
+                (size,) = header.unpack_from(buffer)
                 if size > target_lane.MAX_FRAME:
                     self.broken = True
                     raise self._broke(what, host)
-            if size is not None and len(self._buffer) >= header.size + size:
                 end = header.size + size
-                data, self._buffer = self._buffer[header.size : end], self._buffer[end:]
-                return mitogen.core.Message(data=data, enc=mitogen.core.Message.ENC_PKL)
+                if len(buffer) >= end:
+                    data = bytes(buffer[header.size : end])
+                    del buffer[:end]
+                    return Reply(data)
             if not self._poller.poll(self._wait_ms(deadline, timeout, what, host)):
                 continue
             chunk = os.read(self.rfd, READ_SIZE)
             if not chunk:
                 self.broken = True
                 raise self._broke(what, host)
-            self._buffer += chunk
+            # A bytearray: a large reply (many reads) is not copied again on each.
+            buffer += chunk
 
     def _wait_ms(
         self, deadline: Optional[float], timeout: Optional[float], what: str, host: Host
@@ -482,6 +499,7 @@ __all__ = [
     "HostLane",
     "Lane",
     "LaneUnavailable",
+    "Reply",
     "attach",
     "control_dir",
 ]
