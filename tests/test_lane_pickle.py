@@ -110,6 +110,19 @@ def test_a_remote_exception_is_the_same_remote_call_error(host: rx.Host) -> None
     assert on_lane.details["remote_message"] == "bad b'\\xff\\x00'"
 
 
+def test_without_mitogens_find_class_frames_are_read_by_a_mitogen_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A mitogen without the private ``_find_global`` (FIND_CLASS None): the
+    lane still reads its frames, by mitogen's Message, with the same rules."""
+    monkeypatch.setattr(target_lane, "FIND_CLASS", None)
+    value = lane_values.sample()
+    data = target_lane.frame(value)[target_lane.HEADER.size :]
+    assert _shape(target_lane.unpickle(data)) == _shape(value)
+    with pytest.raises(mitogen.core.StreamError, match="getpid"):
+        target_lane.unpickle(pickle.dumps(os.getpid, target_lane.PROTOCOL))
+
+
 def test_a_pickle_that_would_run_code_is_refused_in_the_master(host: rx.Host) -> None:
     """A compromised host's reply that names a function (os.getpid here) is
     refused by the master's unpickler, on the lane as on mitogen's path: the

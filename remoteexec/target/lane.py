@@ -220,9 +220,11 @@ def frame(value: Any) -> bytes:
 #: ``find_class``): CallError, mitogen's Blob/Secret/Kwargs/Context/Sender
 #: and the bytes of protocol 2, nothing else. A message with no router, as
 #: the lane's frames always were: a Context unpickles without one.
-FIND_CLASS: Callable[[str, str], Any] = mitogen.core.Message(
-    data=b"", enc=mitogen.core.Message.ENC_PKL
-)._find_global
+#: None on a mitogen without that private name: :func:`unpickle` then reads
+#: each frame through a whole mitogen Message (slower, the same rules).
+FIND_CLASS: Optional[Callable[[str, str], Any]] = getattr(
+    mitogen.core.Message(data=b"", enc=mitogen.core.Message.ENC_PKL), "_find_global", None
+)
 
 
 def check_global(module: str, name: str) -> Any:
@@ -234,6 +236,7 @@ def check_global(module: str, name: str) -> Any:
         module, name = _compat_pickle.REVERSE_NAME_MAPPING[(module, name)]
     elif module in _compat_pickle.REVERSE_IMPORT_MAPPING:
         module = _compat_pickle.REVERSE_IMPORT_MAPPING[module]
+    assert FIND_CLASS is not None  # unpickle() does not come here without it
     return FIND_CLASS(module, name)
 
 
@@ -250,6 +253,8 @@ def unpickle(data: bytes) -> Any:
     """The value of a frame's pickle, as ``Message.unpickle`` gives it:
     bytes of protocol 2 as bytes, a CallError raised, a bad pickle a
     StreamError, a refused global mitogen's StreamError."""
+    if FIND_CLASS is None:
+        return mitogen.core.Message(data=bytes(data), enc=mitogen.core.Message.ENC_PKL).unpickle()
     try:
         value = Unpickler(io.BytesIO(data), encoding="bytes").load()
     except (TypeError, ValueError) as e:
