@@ -746,16 +746,27 @@ class Host:
         the host's lane is open (see :meth:`open_lane`), the command is
         spawned and waited for on the context's lane thread.
         """
-        kwargs = self._run_kwargs(command, shell, cwd, env, timeout, input)
+        self.ensure_open()
+        request = RunRequest(
+            command,
+            check=check,
+            shell=shell,
+            cwd=cwd,
+            env=env,
+            timeout=timeout,
+            input=input,
+            text=text,
+        )
         lane = self.lane.take()
         if lane is not None:
             try:
-                result = self._run_on_lane(lane, command, kwargs, check, text)
+                result = self._run_on_lane(lane, request)
                 if result is not None:
                     return result
             finally:
                 self.lane.release(lane)
-        pending = self._send_run(command, kwargs, check, text)
+        pending = self.prepare_run(request)
+        send_together([pending])
         return cast(
             RunResult, pending.finish(self._get(pending.receiver, pending.timeout, pending.what))
         )
@@ -819,55 +830,15 @@ class Host:
         message.reply_to = receiver.handle
         return Pending(self, receiver, what, timeout, finish or self._service_result, message)
 
-    def _send_run(
-        self,
-        command: Union[str, Sequence[str]],
-        kwargs: Dict[str, Any],
-        check: bool,
-        text: bool,
-    ) -> Pending:
-        """send_run with its arguments checked already (``kwargs``: :meth:`_run_kwargs`)."""
-        seconds = kwargs["timeout"]
-        pending = self.send_service(
-            "run", reply_timeout=None if seconds is None else seconds + REPLY_SLACK, **kwargs
-        )
-
-        def finish(reply: Any) -> RunResult:
-            res = self._service_result(reply)
-            return self._run_result(command, res, check, text)
-
-        pending.finish = finish
-        return pending
-
-    def _run_on_lane(
-        self,
-        lane: Lane,
-        command: Union[str, Sequence[str]],
-        kwargs: Dict[str, Any],
-        check: bool,
-        text: bool,
-    ) -> Optional[RunResult]:
+    def _run_on_lane(self, lane: Lane, request: RunRequest) -> Optional[RunResult]:
         """:meth:`run` over ``lane`` (held); None when nothing was sent."""
-        seconds = kwargs["timeout"]
-        reply_timeout = None if seconds is None else seconds + REPLY_SLACK
-        reply = self._on_lane(lane, ("run", kwargs), reply_timeout, "run")
+        reply = self._on_lane(lane, ("run", request.kwargs), request.reply_timeout, "run")
         if reply is _NOT_SENT:
             return None
         self.lane.stats["runs"] += 1
-        return self._run_result(command, self._service_result(reply), check, text)
-
-    def _run_kwargs(
-        self,
-        command: Union[str, Sequence[str]],
-        shell: bool,
-        cwd: Union[str, os.PathLike[str], None],
-        env: Optional[Mapping[str, str]],
-        timeout: Optional[float],
-        input: Union[str, bytes, None],
-    ) -> Dict[str, Any]:
-        """The supervisor's ``run`` arguments, checked (ValueError/TypeError)."""
-        self.ensure_open()
-        return run_arguments(command, shell, cwd, env, timeout, input)
+        return self._run_result(
+            request.command, self._service_result(reply), request.check, request.text
+        )
 
     def _run_result(
         self, command: Union[str, Sequence[str]], res: Any, check: bool, text: bool
@@ -946,16 +917,24 @@ class RunRequest:
         input: Union[str, bytes, None] = None,
         text: bool = True,
     ) -> None:
-        kwargs = run_arguments(command, shell, cwd, env, timeout, input)
-        check_plain(kwargs, "run")
+        #: The supervisor's ``run`` arguments, checked.
+        self.kwargs = run_arguments(command, shell, cwd, env, timeout, input)
+        check_plain(self.kwargs, "run")
         self.command = command
         self.check = check
         self.text = text
-        seconds = kwargs["timeout"]
+        seconds = self.kwargs["timeout"]
         #: The reply's bound: the command's timeout and some slack (None: none).
         self.reply_timeout = None if seconds is None else seconds + REPLY_SLACK
-        #: The pickled call, as the supervisor's request handler takes it.
-        self.body: bytes = mitogen.core.Message.pickled(("run", kwargs)).data
+        self._body: Optional[bytes] = None
+
+    @property
+    def body(self) -> bytes:
+        """The pickled call, as the supervisor's request handler takes it
+        (pickled on first use: a run that takes the lane never needs it)."""
+        if self._body is None:
+            self._body = mitogen.core.Message.pickled(("run", self.kwargs)).data
+        return self._body
 
 
 def send_together(pendings: Sequence[Pending]) -> None:
