@@ -1,0 +1,97 @@
+"""The fast path's host key check (remoteexec.fanout.run_plain) against the
+session's lab hosts: known_hosts read once per run, matched as paramiko
+matches it, stricter where paramiko gave up on the whole file."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any, Iterator, List
+
+import pytest
+
+from remoteexec.errors import HostKeyMismatch
+from remoteexec.fanout import PlainHost, run_plain
+from remoteexec.host import RunResult
+
+pytestmark = pytest.mark.lab
+
+#: Paths whose opens the audit hook counts ({path: count}); None: not counting.
+_OPENED: dict = {}
+_COUNTING = threading.Event()
+
+
+def _audit(event: str, args: Any) -> None:
+    if event == "open" and _COUNTING.is_set() and args and args[0] in _OPENED:
+        _OPENED[args[0]] += 1
+
+
+sys.addaudithook(_audit)  # stays for the process: it counts only while asked
+
+
+@pytest.fixture
+def count_opens() -> Iterator[Any]:
+    def start(path: str) -> None:
+        _OPENED[path] = 0
+        _COUNTING.set()
+
+    yield start
+    _COUNTING.clear()
+    _OPENED.clear()
+
+
+def _key(host: Any) -> str:
+    """``TYPE BASE64`` of a lab host's public host key."""
+    with open(host.host_key_file + ".pub") as f:
+        return " ".join(f.read().split()[:2])
+
+
+def _hosts(lab: Any, known_hosts: str) -> List[PlainHost]:
+    return [PlainHost(h.name, h.target, lab.identity_file, known_hosts) for h in lab.hosts]
+
+
+def test_known_hosts_is_read_once_per_run_for_all_hosts(lab: Any, count_opens: Any) -> None:
+    """paramiko's load_host_keys read (and parsed) the whole file for every
+    host: most of the master's CPU at 32 hosts."""
+    count_opens(lab.known_hosts_file)
+    results = run_plain(_hosts(lab, lab.known_hosts_file), ["true"])
+    assert all(isinstance(r, RunResult) and r.returncode == 0 for r in results.values()), results
+    assert _OPENED[lab.known_hosts_file] == 1
+
+
+def test_hashed_names_revoked_keys_and_bad_lines(lab: Any, tmp_path: Any) -> None:
+    """h1 known by a hashed name only; h2's key listed, but also @revoked: refused;
+    h3 after a line that does not parse (paramiko's loader raised on it, and every
+    host failed): that line is skipped, as OpenSSH skips it."""
+    from paramiko.hostkeys import HostKeys
+
+    h1, h2, h3 = lab.hosts
+    lines = [
+        "# a comment, then an empty line",
+        "",
+        "%s %s" % (HostKeys.hash_host(h1.address), _key(h1)),
+        "%s %s" % (h2.address, _key(h2)),
+        "@revoked %s %s" % (h2.address, _key(h2)),
+        "@cert-authority * %s" % _key(h3),
+        "%s ssh-ed25519 not!base64" % h3.address,
+        "%s %s comment" % (h3.address, _key(h3)),
+    ]
+    known = tmp_path / "known_hosts"
+    known.write_text("\n".join(lines) + "\n")
+    results = run_plain(_hosts(lab, str(known)), ["echo", "ran"])
+    for h in (h1, h3):
+        result = results[h.name]
+        assert isinstance(result, RunResult) and result.stdout == "ran\n", (h.name, result)
+    error = results[h2.name]
+    assert isinstance(error, HostKeyMismatch), error
+    assert "[h2]" in str(error)
+
+
+def test_a_key_listed_for_another_port_is_not_this_hosts(lab: Any, tmp_path: Any) -> None:
+    """Names are matched as OpenSSH writes them: ``[addr]:port`` is not ``addr``."""
+    h1 = lab.hosts[0]
+    known = tmp_path / "known_hosts_port"
+    known.write_text("[%s]:2222 %s\n" % (h1.address, _key(h1)))
+    error = run_plain([PlainHost("h1", h1.target, lab.identity_file, str(known))], "true")["h1"]
+    assert isinstance(error, HostKeyMismatch), error
+    assert "not in" in str(error)
