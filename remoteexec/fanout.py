@@ -440,7 +440,7 @@ class _KnownFile:
                 continue
             marker = ""
             if line.startswith("@"):
-                marker, _, line = line.partition(" ")
+                marker, _, line = line.replace("\t", " ").partition(" ")
             fields = line.split(None, 2)
             if len(fields) < 3:
                 continue
