@@ -24,12 +24,19 @@ with an empty file (``Lab(shell_init="trivial")``).
 Warm figures are, per round, the median of :data:`WARM_REPEATS` timed runs after
 the untimed one that opens the connections, for remoteexec and Ansible alike.
 
+Where the CPU goes, per cold tool run: the master's side (the tool's process
+tree, :data:`CLIENT_CPU`) and the hosts' side (:data:`HOST_CPU`: the lab's sshd
+trees: sshd itself, the login shell and its start-up files, the command; each
+listening sshd's own CPU and that of the sessions it reaped, read from
+/proc/PID/stat once every session of the run has ended).
+
 Run: ``python bench/bench_scale.py`` (default, what run_all.py runs: 5 rounds of
 remoteexec and pyinfra but 1 of Ansible, which takes most of the time, at every
 N with the shell init as is, and the trivial init at N=32 only; ~8 minutes on
 2 idle cores, far more under load) or ``--full`` (5 rounds of remoteexec and
 pyinfra, 3 of Ansible, both shell inits at every N; ~30 minutes). Needs root.
-The plot goes to docs/_static/scale.png.
+The plot goes to docs/_static/scale.png. For a quick look at one part:
+``--sizes 32 --tools cold,pyinfra --rounds 7 --inits trivial`` (see ``--help``).
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ import _common as c
 SIZES = (8, 16, 32, 64)
 PLOT = os.path.join(c.REPO_ROOT, "docs", "_static", "scale.png")
 VENV_BIN = os.path.dirname(sys.executable)
+TICK = float(os.sysconf("SC_CLK_TCK"))
 #: Seconds one tool run may take before the benchmark gives up on it.
 RUN_LIMIT = 300.0
 #: remoteexec cold at most this times pyinfra, at every N.
@@ -67,6 +75,10 @@ FAILURES: List[str] = []
 LAST_CPU = 0.0
 #: {(shell init, N, tool): [CPU seconds of each cold run's process tree]}.
 CLIENT_CPU: Dict[Tuple[str, int, str], List[float]] = {}
+#: {(shell init, N, tool): [CPU seconds of the lab's sshd trees in each cold run]}.
+HOST_CPU: Dict[Tuple[str, int, str], List[float]] = {}
+#: Longest wait for a run's SSH sessions to end before its hosts' CPU is read.
+SETTLE_LIMIT = 30.0
 
 COLD = "remoteexec exec (cold)"
 WARM = "remoteexec warm"
@@ -78,6 +90,16 @@ TOOLS = (COLD, WARM, PYINFRA, ANSIBLE_PIPE, ANSIBLE_NOPIPE, ANSIBLE_WARM)
 #: The tools run as one fresh process each, whose CPU this side can count.
 COLD_TOOLS = (COLD, PYINFRA, ANSIBLE_PIPE, ANSIBLE_NOPIPE)
 ANSIBLE_TOOLS = (ANSIBLE_PIPE, ANSIBLE_NOPIPE, ANSIBLE_WARM)
+#: ``--tools`` names and the tools each one runs.
+TOOL_NAMES: Dict[str, Tuple[str, ...]] = {
+    "remoteexec": (COLD, WARM),
+    "cold": (COLD,),
+    "warm": (WARM,),
+    "pyinfra": (PYINFRA,),
+    "ansible": ANSIBLE_TOOLS,
+}
+#: ``--inits`` names: the shell init of each.
+INITS = {"as-is": "as is", "trivial": "trivial"}
 
 
 def _tool(name: str) -> str:
@@ -115,6 +137,29 @@ def _run(argv: Sequence[str], env: Optional[Dict[str, str]] = None, cwd: str = "
             % (argv[0], done.returncode, done.stdout[-1500:], done.stderr[-1500:])
         )
     return took
+
+
+def _sshd_cpu(pid: int) -> float:
+    """CPU seconds of a listening sshd: its own and its reaped sessions' (0 if gone)."""
+    from remoteexec.target.procs import proc_stat
+
+    fields = proc_stat(pid)  # utime, stime, cutime, cstime: items 11-14
+    return sum(int(x) for x in fields[11:15]) / TICK if fields else 0.0
+
+
+def hosts_cpu(lab: Any, n: int) -> Optional[float]:
+    """CPU seconds the first ``n`` lab hosts' sshds and their finished sessions
+    have used, once no session is left (None if one is still open after
+    :data:`SETTLE_LIMIT` seconds: then the figure would be short)."""
+    from remoteexec.target.procs import children
+
+    pids = [h.sshd_pid for h in lab.hosts[:n]]
+    deadline = time.monotonic() + SETTLE_LIMIT
+    while any(children(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+    return sum(_sshd_cpu(pid) for pid in pids)
 
 
 class Peers:
@@ -307,9 +352,13 @@ def ratio(a: float, b: float) -> str:
 
 
 def measure(
-    shell_init: str, sizes: Sequence[int], rounds: int, ansible_rounds: int
+    shell_init: str,
+    sizes: Sequence[int],
+    rounds: int,
+    ansible_rounds: int,
+    tools: Sequence[str] = TOOLS,
 ) -> Dict[int, Dict[str, List[float]]]:
-    """{N: {tool: [seconds per round]}} on one lab of max(sizes) hosts."""
+    """{N: {tool: [seconds per round]}} of ``tools`` on one lab of max(sizes) hosts."""
     from remoteexec.lab import Lab
 
     times: Dict[int, Dict[str, List[float]]] = {n: {t: [] for t in TOOLS} for n in sizes}
@@ -332,12 +381,17 @@ def measure(
             for r in range(rounds):
                 for n in sizes:
                     for tool, runner in runners.items():
-                        if tool in ANSIBLE_TOOLS and r >= ansible_rounds:
+                        if tool not in tools or (tool in ANSIBLE_TOOLS and r >= ansible_rounds):
                             continue
                         try:
+                            before = hosts_cpu(lab, n) if tool in COLD_TOOLS else None
                             times[n][tool].append(runner(n))
                             if tool in COLD_TOOLS:
                                 CLIENT_CPU.setdefault((shell_init, n, tool), []).append(LAST_CPU)
+                                after = hosts_cpu(lab, n)
+                                if before is not None and after is not None:
+                                    used = after - before
+                                    HOST_CPU.setdefault((shell_init, n, tool), []).append(used)
                         except (RuntimeError, subprocess.TimeoutExpired) as e:
                             FAILURES.append("%s, N=%d, init %s: %s" % (tool, n, shell_init, e))
                             c.progress("FAILED %s" % FAILURES[-1][:2000])
@@ -398,23 +452,34 @@ def plot(results: Dict[str, Dict[int, Dict[str, float]]], path: str) -> Optional
     return path
 
 
-def run(full: bool = False, sizes: Sequence[int] = SIZES) -> c.Report:
+def run(
+    full: bool = False,
+    sizes: Sequence[int] = SIZES,
+    tools: Sequence[str] = TOOLS,
+    rounds: Optional[int] = None,
+    inits: Sequence[str] = ("as is", "trivial"),
+) -> c.Report:
+    """The report; the defaults are the default run (what run_all.py runs).
+    ``tools``, ``rounds`` and ``inits`` narrow it down for a quick look."""
     report = c.lab_report(
         "Scale: `remoteexec exec` vs pyinfra and Ansible on 8-64 lab hosts",
         ["pyinfra", "ansible", "paramiko"],
     )
     if report.skipped:
         return report
-    rounds, ansible_rounds = (5, 3) if full else (5, 1)
+    default_rounds, ansible_rounds = (5, 3) if full else (5, 1)
+    rounds = default_rounds if rounds is None else rounds
+    ansible_rounds = min(ansible_rounds, rounds)
     middle = [n for n in sizes if n >= 32][:1] or list(sizes)[-1:]
     plan: List[Tuple[str, Sequence[int]]] = [
-        ("as is", sizes),
-        ("trivial", sizes if full else middle),
+        (init, n)
+        for init, n in (("as is", sizes), ("trivial", sizes if full else middle))
+        if init in inits
     ]
     t0 = time.perf_counter()
     results: Dict[str, Dict[int, Dict[str, float]]] = {}
     for init, sizes in plan:
-        raw = measure(init, sizes, rounds, ansible_rounds)
+        raw = measure(init, sizes, rounds, ansible_rounds, tools)
         results[init] = {
             n: {t: statistics.median(v) for t, v in row.items() if v} for n, row in raw.items()
         }
@@ -469,33 +534,17 @@ def run(full: bool = False, sizes: Sequence[int] = SIZES) -> c.Report:
             cells = [CLIENT_CPU.get((init, n, t)) for t in COLD_TOOLS]
             cpu_rows.append([n, *["%.2f" % statistics.median(v) if v else "-" for v in cells]])
         report.table(["N hosts", *COLD_TOOLS], cpu_rows)
-    cpus = os.cpu_count() or 1
-    per_run = command_cpu()
-    report.text(
-        "The warm floor: `%s` itself costs %.2f ms of CPU a run on this machine (run here"
-        " 100 times, no shell), so N of them take at least N x %.2f ms / %d CPUs, whatever"
-        " runs them; remoteexec warm against that floor, and Ansible warm against it:"
-        % (COMMAND, per_run * 1000, per_run * 1000, cpus)
-    )
-    floor_rows = []
-    for init, by_n in results.items():
-        for n in sorted(by_n):
-            floor = n * per_run / cpus
-            row = by_n[n]
-            floor_rows.append(
-                [
-                    init,
-                    n,
-                    "%.3f s" % floor,
-                    ratio(row.get(WARM, 0.0), floor),
-                    ratio(row.get(ANSIBLE_WARM, 0.0), floor),
-                ]
-            )
-    report.table(
-        ["shell init", "N hosts", "floor", "remoteexec warm / floor", "Ansible warm / floor"],
-        floor_rows,
-    )
-    path = plot(results, PLOT)
+        report.text(
+            "Where the CPU goes, init **%s**: milliseconds per host (median run's CPU / N)"
+            " on the master's side (the tool's process tree) and on the hosts' side (the"
+            " lab's sshd trees: sshd, the login shell with its start-up files, the"
+            " command; both share this machine's cores)." % init
+        )
+        report.table(["N hosts", "side", *COLD_TOOLS], _per_host_rows(init, sorted(by_n)))
+    if WARM in tools or ANSIBLE_WARM in tools:
+        _floor(report, results)
+    # A narrowed run (--tools) leaves the docs' plot alone: it would lose lines.
+    path = plot(results, PLOT) if set(tools) == set(TOOLS) else None
     if path:
         report.text(
             "Plot of these figures: `%s` (shown in the docs' Benchmarks page)."
@@ -521,14 +570,79 @@ def run(full: bool = False, sizes: Sequence[int] = SIZES) -> c.Report:
     return report
 
 
+def _floor(report: c.Report, results: Dict[str, Dict[int, Dict[str, float]]]) -> None:
+    """The warm figures against the cost of the command itself."""
+    cpus = os.cpu_count() or 1
+    per_run = command_cpu()
+    report.text(
+        "The warm floor: `%s` itself costs %.2f ms of CPU a run on this machine (run here"
+        " 100 times, no shell), so N of them take at least N x %.2f ms / %d CPUs, whatever"
+        " runs them; remoteexec warm against that floor, and Ansible warm against it:"
+        % (COMMAND, per_run * 1000, per_run * 1000, cpus)
+    )
+    floor_rows = []
+    for init, by_n in results.items():
+        for n in sorted(by_n):
+            floor = n * per_run / cpus
+            row = by_n[n]
+            if WARM not in row and ANSIBLE_WARM not in row:
+                continue
+            floor_rows.append(
+                [
+                    init,
+                    n,
+                    "%.3f s" % floor,
+                    ratio(row[WARM], floor) if WARM in row else "-",
+                    ratio(row[ANSIBLE_WARM], floor) if ANSIBLE_WARM in row else "-",
+                ]
+            )
+    report.table(
+        ["shell init", "N hosts", "floor", "remoteexec warm / floor", "Ansible warm / floor"],
+        floor_rows,
+    )
+
+
+def _per_host_rows(init: str, sizes: Sequence[int]) -> List[List[Any]]:
+    """Rows of :func:`run`'s per-host CPU table: master, hosts, total at each N."""
+    rows: List[List[Any]] = []
+    for n in sizes:
+        sides = {}
+        for side, table in (("master", CLIENT_CPU), ("hosts", HOST_CPU)):
+            sides[side] = [table.get((init, n, t)) for t in COLD_TOOLS]
+        for side, cells in sides.items():
+            rows.append(
+                [
+                    n,
+                    side,
+                    *["%.1f" % (1000 * statistics.median(v) / n) if v else "-" for v in cells],
+                ]
+            )
+        totals = [
+            "%.1f" % (1000 * (statistics.median(m) + statistics.median(h)) / n) if m and h else "-"
+            for m, h in zip(sides["master"], sides["hosts"])
+        ]
+        rows.append([n, "total", *totals])
+    return rows
+
+
 def _workers() -> int:
     from remoteexec.fanout import DEFAULT_WORKERS
 
     return DEFAULT_WORKERS
 
 
+def _names(text: str, known: Dict[str, Any], what: str) -> List[str]:
+    """``text``'s comma-separated names, each checked against ``known``."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in names if t not in known]
+    if bad or not names:
+        raise SystemExit("--%s: %r: use some of %s" % (what, text, ", ".join(known)))
+    return names
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``--full``: the whole matrix; ``--sizes 2,4``: other host counts (a smoke run)."""
+    """``--full``: the whole matrix; ``--sizes 2,4``: other host counts (a smoke run);
+    ``--tools``, ``--rounds``, ``--inits``: a part of it, for a quick look."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -536,9 +650,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--full", action="store_true", help="3 rounds of Ansible, both inits at every N"
     )
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="host counts")
+    parser.add_argument(
+        "--tools",
+        default=",".join(TOOL_NAMES),
+        help="comma-separated: %s (default: all)" % ", ".join(TOOL_NAMES),
+    )
+    parser.add_argument(
+        "--rounds", type=int, help="rounds per N (default 5; Ansible at most 1, 3 with --full)"
+    )
+    parser.add_argument(
+        "--inits", default=",".join(INITS), help="shell inits: as-is, trivial (default: both)"
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     sizes = [int(n) for n in args.sizes.split(",")]
-    return c.bench_main(lambda: run(args.full, sizes))
+    tools = [t for name in _names(args.tools, TOOL_NAMES, "tools") for t in TOOL_NAMES[name]]
+    inits = [INITS[name] for name in _names(args.inits, INITS, "inits")]
+    if args.rounds is not None and args.rounds < 1:
+        raise SystemExit("--rounds must be at least 1, got %d" % args.rounds)
+    return c.bench_main(lambda: run(args.full, sizes, tools, args.rounds, inits))
 
 
 if __name__ == "__main__":

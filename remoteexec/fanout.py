@@ -76,9 +76,12 @@ __all__ = [
     "run_plain",
 ]
 
-#: Hosts served at a time by default: past ~16 the wall time no longer falls on
-#: 2 cores, and 32 keeps fds (one socket a host) and threads (three a host) low.
-DEFAULT_WORKERS = 32
+#: Hosts served at a time by default. Measured on 32 and 64 lab hosts (2 cores):
+#: with root's shell init as is (pyenv: every shell takes one lock, each waiter
+#: polling it), 16 at a time took 0.8-0.95x the time of 32 and 140 ms of hosts'
+#: CPU a host instead of 170; with a trivial init, 1.07x. Hosts far away (the
+#: wall time is round trips, not CPU) may want more: ``workers``.
+DEFAULT_WORKERS = 16
 #: The most ``workers`` accepts.
 MAX_WORKERS = 256
 #: Bytes kept per stream (stdout, stderr) and host; past it, the tail is kept.
@@ -393,16 +396,18 @@ def run_plain(
     targets = [h.check() for h in hosts]
     if not hosts:
         return {}
-    keys = _Keys()
-    for h in hosts:  # an unreadable or encrypted key: before anything connects
+    keys, known = _Keys(), _KnownHosts()
+    for h in hosts:  # an unreadable key or known_hosts file: before anything connects
         keys.load(h)
+        known.load(h)
     # paramiko logs each failed connection's traceback at ERROR; the error is
     # in the host's result, so keep it off stderr unless the app logs paramiko.
     logging.getLogger("paramiko.transport").addHandler(_QUIET)
     pool_size = min(workers, len(hosts))
     with ThreadPoolExecutor(pool_size, thread_name_prefix="remoteexec-plain") as pool:
         futures = [
-            pool.submit(_one, h, t, checked, line, seconds, keys) for h, t in zip(hosts, targets)
+            pool.submit(_one, h, t, checked, line, seconds, (keys, known))
+            for h, t in zip(hosts, targets)
         ]
         return {h.name: f.result() for h, f in zip(hosts, futures)}
 
@@ -433,13 +438,140 @@ class _Keys:
             return self._keys[path]
 
 
+class _KnownHosts:
+    """known_hosts files read once per run, for all hosts. paramiko's
+    ``load_host_keys`` parses a whole file for every client, each line checked
+    against all the lines before it (8 ms a host for a file of 128 lines, most
+    of the master's CPU at N=32); here a file is read once and only the lines
+    naming a host are parsed, when it connects. Matching is paramiko's: exact
+    names and hashed (``|1|``) ones, no patterns; the first key of each type
+    wins; a line that does not parse is skipped, as OpenSSH skips it; a key on a
+    ``@revoked`` line naming the host is never trusted for it; other marker lines
+    (``@cert-authority``: paramiko has no certificates) are ignored."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._files: Dict[str, _KnownFile] = {}
+
+    @staticmethod
+    def _path(host: PlainHost) -> str:
+        return host.known_hosts_file or os.path.expanduser("~/.ssh/known_hosts")
+
+    def load(self, host: PlainHost) -> None:
+        """Read ``host``'s known_hosts file (once per file); ValueError naming the
+        host when its ``known_hosts_file`` cannot be read. The default
+        ``~/.ssh/known_hosts`` may be missing (no host is known then)."""
+        if host.check_host_keys != "enforce":
+            return
+        path = self._path(host)
+        with self._lock:
+            if path in self._files:
+                return
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    text = f.read()
+            except OSError as e:
+                if host.known_hosts_file is not None:
+                    raise ValueError(
+                        "host %s: known_hosts_file %s: %s: %s"
+                        % (host.name, path, type(e).__name__, e)
+                    ) from None
+                text = ""
+            self._files[path] = _KnownFile(text)
+
+    def keys(self, host: PlainHost, name: str) -> List[Any]:
+        """The keys ``host``'s known_hosts file holds for ``name`` (paramiko's
+        ``host`` or ``[host]:port``), the first of each key type, in file order."""
+        with self._lock:
+            return self._files[self._path(host)].keys(name)
+
+
+class _KnownFile:
+    """One known_hosts file: its lines indexed by the names they hold."""
+
+    def __init__(self, text: str) -> None:
+        self._lines: List[Tuple[str, List[str]]] = []  # (marker, fields)
+        self._plain: Dict[str, List[int]] = {}
+        self._hashed: List[Tuple[int, List[str]]] = []
+        self._parsed: Dict[int, Any] = {}
+        for raw in text.splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            marker = ""
+            if line.startswith("@"):
+                marker, _, line = line.replace("\t", " ").partition(" ")
+            fields = line.split(None, 2)
+            if len(fields) < 3:
+                continue
+            i = len(self._lines)
+            self._lines.append((marker, fields))
+            names = fields[0].split(",")
+            hashed = [n for n in names if n.startswith("|1|")]
+            if hashed:
+                self._hashed.append((i, hashed))
+            for n in names:
+                self._plain.setdefault(n, []).append(i)
+
+    def keys(self, name: str) -> List[Any]:
+        """The keys for ``name``: the first of each type, none revoked."""
+        found = set(self._plain.get(name, ()))
+        if not name.startswith("|1|"):
+            for i, hashed in self._hashed:
+                if any(_hash_matches(name, h) for h in hashed):
+                    found.add(i)
+        revoked = [k.asbytes() for k in self._keys(found, "@revoked")]
+        kept: Dict[str, Any] = {}
+        for key in self._keys(found, ""):
+            if key.get_name() not in kept and key.asbytes() not in revoked:
+                kept[key.get_name()] = key
+        return list(kept.values())
+
+    def _keys(self, lines: Set[int], marker: str) -> List[Any]:
+        """The keys of ``lines`` with ``marker``, in file order, skipping bad lines."""
+        keys = []
+        for i in sorted(lines):
+            if self._lines[i][0] != marker:
+                continue
+            if i not in self._parsed:
+                self._parsed[i] = _parse_key(*self._lines[i][1][1:3])
+            if self._parsed[i] is not None:
+                keys.append(self._parsed[i])
+        return keys
+
+
+def _parse_key(key_type: str, data: str) -> Any:
+    """The public key of a known_hosts line (None when it does not parse)."""
+    import base64
+
+    import paramiko
+
+    try:
+        return paramiko.PKey.from_type_string(key_type, base64.b64decode(data.split()[0]))
+    except Exception:  # unknown type, bad base64, bad key bytes: the line is skipped
+        return None
+
+
+def _hash_matches(name: str, hashed: str) -> bool:
+    """Whether a hashed known_hosts name (``|1|salt|hash``) is ``name``."""
+    import hmac
+
+    from paramiko.hostkeys import HostKeys
+
+    try:
+        mine = HostKeys.hash_host(name, hashed)
+    except Exception:  # a bad salt (not base64, not 20 bytes): no match
+        return False
+    return hmac.compare_digest(mine.encode(), hashed.encode("utf-8", "replace"))
+
+
 def _one(
     host: PlainHost,
     target: Target,
     command: Union[str, List[str]],
     line: str,
     timeout: Optional[float],
-    keys: _Keys,
+    loaded: Tuple[_Keys, _KnownHosts],
 ) -> Result:
     """One host's result; every error becomes a typed one naming the host."""
     import paramiko
@@ -448,7 +580,7 @@ def _one(
     try:
         started = time.monotonic()
         try:
-            _connect(client, host, target, keys)
+            _connect(client, host, target, loaded)
         except Exception as e:
             return _connection_error(e, host)
         try:
@@ -476,21 +608,26 @@ def _one(
             transport.join(_JOIN_TIMEOUT)
 
 
-def _connect(client: Any, host: PlainHost, target: Target, keys: _Keys) -> None:
+def _connect(
+    client: Any, host: PlainHost, target: Target, loaded: Tuple[_Keys, _KnownHosts]
+) -> None:
     import paramiko
 
+    keys, known = loaded
+    port = target.port or 22
     if host.check_host_keys == "enforce":
-        if host.known_hosts_file:
-            client.load_host_keys(host.known_hosts_file)
-        else:
-            client.load_system_host_keys()
+        # paramiko's own name for the host in known_hosts, as SSHClient.connect looks it up
+        name = target.hostname if port == 22 else "[%s]:%d" % (target.hostname, port)
+        stored = client.get_host_keys()
+        for key in known.keys(host, name):
+            stored.add(name, key.get_name(), key)
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
     else:  # 'ignore': throwaway hosts only, as for contexts
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     pkey = keys.load(host)
     client.connect(
         target.hostname,
-        port=target.port or 22,
+        port=port,
         username=target.user or getpass.getuser(),
         pkey=pkey,
         look_for_keys=pkey is None,

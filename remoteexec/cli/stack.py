@@ -121,6 +121,13 @@ def add_arguments(subparsers: Any) -> None:
         help="open a context on each host (default: plain SSH, no Python on the hosts,"
         " when no host has 'via', 'ssh_args' or target 'local')",
     )
+    exe.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="plain SSH: hosts served at a time (default: remoteexec.fanout.DEFAULT_WORKERS,"
+        " 16; more for hosts far away, where the time is round trips, not CPU)",
+    )
 
 
 def _lab_option(parser: argparse.ArgumentParser) -> None:
@@ -257,9 +264,13 @@ def _lab(stack: ExitStack, hosts: int, topology: stackfile.Topology) -> Lab:
 
 def _exec(topology: stackfile.Topology, args: argparse.Namespace) -> int:
     from remoteexec.errors import RemoteExecError
+    from remoteexec.fanout import DEFAULT_WORKERS, MAX_WORKERS
 
     if not args.command:
         _error("exec: no command given (put it after --)")
+        return USAGE
+    if args.workers is not None and not 1 <= args.workers <= MAX_WORKERS:
+        _error("exec: --workers must be in 1..%d, got %d" % (MAX_WORKERS, args.workers))
         return USAGE
     names = list(topology.hosts) if args.hosts == "all" else args.hosts.split(",")
     unknown = [n for n in names if n not in topology.hosts]
@@ -284,7 +295,8 @@ def _exec(topology: stackfile.Topology, args: argparse.Namespace) -> int:
                 from remoteexec.fanout import run_plain
 
                 _import_paramiko()
-                by_name = run_plain(plain, args.command, timeout=args.timeout)
+                workers = DEFAULT_WORKERS if args.workers is None else args.workers
+                by_name = run_plain(plain, args.command, timeout=args.timeout, workers=workers)
                 results: List[Tuple[str, Any]] = list(by_name.items())
             else:
                 results = _exec_in_contexts(resources, topology, lab, names, args)

@@ -1,0 +1,145 @@
+"""The plain-SSH fast path (remoteexec.fanout.run_plain, ``remoteexec exec``)
+against the session's lab hosts: known_hosts read once per run, matched as
+paramiko matches it, stricter where paramiko gave up on the whole file; the
+bound on hosts served at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from typing import Any, Iterator, List
+
+import pytest
+from conftest import PY, REPO
+
+from remoteexec.errors import HostKeyMismatch
+from remoteexec.fanout import PlainHost, run_plain
+from remoteexec.host import RunResult
+
+pytestmark = pytest.mark.lab
+
+#: Paths whose opens the audit hook counts ({path: count}); None: not counting.
+_OPENED: dict = {}
+_COUNTING = threading.Event()
+
+
+def _audit(event: str, args: Any) -> None:
+    if event == "open" and _COUNTING.is_set() and args and args[0] in _OPENED:
+        _OPENED[args[0]] += 1
+
+
+sys.addaudithook(_audit)  # stays for the process: it counts only while asked
+
+
+@pytest.fixture
+def count_opens() -> Iterator[Any]:
+    def start(path: str) -> None:
+        _OPENED[path] = 0
+        _COUNTING.set()
+
+    yield start
+    _COUNTING.clear()
+    _OPENED.clear()
+
+
+def _key(host: Any) -> str:
+    """``TYPE BASE64`` of a lab host's public host key."""
+    with open(host.host_key_file + ".pub") as f:
+        return " ".join(f.read().split()[:2])
+
+
+def _hosts(lab: Any, known_hosts: str) -> List[PlainHost]:
+    return [PlainHost(h.name, h.target, lab.identity_file, known_hosts) for h in lab.hosts]
+
+
+def test_known_hosts_is_read_once_per_run_for_all_hosts(lab: Any, count_opens: Any) -> None:
+    """paramiko's load_host_keys read (and parsed) the whole file for every
+    host: most of the master's CPU at 32 hosts."""
+    count_opens(lab.known_hosts_file)
+    results = run_plain(_hosts(lab, lab.known_hosts_file), ["true"])
+    assert all(isinstance(r, RunResult) and r.returncode == 0 for r in results.values()), results
+    assert _OPENED[lab.known_hosts_file] == 1
+
+
+def test_hashed_names_revoked_keys_and_bad_lines(lab: Any, tmp_path: Any) -> None:
+    """h1 known by a hashed name only; h2's key listed, but also @revoked: refused;
+    h3 after a line that does not parse (paramiko's loader raised on it, and every
+    host failed): that line is skipped, as OpenSSH skips it."""
+    from paramiko.hostkeys import HostKeys
+
+    h1, h2, h3 = lab.hosts
+    lines = [
+        "# a comment, then an empty line",
+        "",
+        "%s %s" % (HostKeys.hash_host(h1.address), _key(h1)),
+        "%s %s" % (h2.address, _key(h2)),
+        "@revoked %s %s" % (h2.address, _key(h2)),
+        "@cert-authority * %s" % _key(h3),
+        "%s ssh-ed25519 not!base64" % h3.address,
+        "%s %s comment" % (h3.address, _key(h3)),
+    ]
+    known = tmp_path / "known_hosts"
+    known.write_text("\n".join(lines) + "\n")
+    results = run_plain(_hosts(lab, str(known)), ["echo", "ran"])
+    for h in (h1, h3):
+        result = results[h.name]
+        assert isinstance(result, RunResult) and result.stdout == "ran\n", (h.name, result)
+    error = results[h2.name]
+    assert isinstance(error, HostKeyMismatch), error
+    assert "[h2]" in str(error)
+
+
+def test_a_key_listed_for_another_port_is_not_this_hosts(lab: Any, tmp_path: Any) -> None:
+    """Names are matched as OpenSSH writes them: ``[addr]:port`` is not ``addr``."""
+    h1 = lab.hosts[0]
+    known = tmp_path / "known_hosts_port"
+    known.write_text("[%s]:2222 %s\n" % (h1.address, _key(h1)))
+    error = run_plain([PlainHost("h1", h1.target, lab.identity_file, str(known))], "true")["h1"]
+    assert isinstance(error, HostKeyMismatch), error
+    assert "not in" in str(error)
+
+
+def _stack_file(tmp_path: Any, lab: Any) -> str:
+    lines = [
+        "[defaults]",
+        "identity_file = %s" % json.dumps(lab.identity_file),
+        "known_hosts_file = %s" % json.dumps(lab.known_hosts_file),
+        "python = %s" % json.dumps(PY),
+        "[hosts]",
+        *['%s = { target = "%s" }' % (h.name, h.target) for h in lab.hosts],
+        "[services.idle]",
+        'on = "h1"',
+        'command = ["true"]',
+    ]
+    path = tmp_path / "plain.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def _exec(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=REPO)
+    argv = [sys.executable, "-m", "remoteexec", "exec", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_exec_workers_bounds_the_hosts_served_at_a_time(lab: Any, tmp_path: Any) -> None:
+    """``--workers 1``: one host after the other (each starts after the one
+    before has slept); a value out of range is a usage error before anything
+    connects."""
+    path = _stack_file(tmp_path, lab)
+    nap = 0.4
+    r = _exec(
+        path, "all", "--workers", "1", "--json", "--", "sh", "-c", "date +%%s.%%N; sleep %g" % nap
+    )
+    assert r.returncode == 0, r.stderr
+    starts = sorted(float(json.loads(line)["stdout"]) for line in r.stdout.splitlines())
+    assert len(starts) == len(lab.hosts)
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert min(gaps) >= nap, gaps
+    for bad in ("0", "100000"):
+        r = _exec(path, "all", "--workers", bad, "--", "true")
+        assert r.returncode == 2, (bad, r.stdout, r.stderr)
+        assert "--workers must be in 1..256, got %s" % bad in r.stderr
