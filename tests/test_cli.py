@@ -184,3 +184,25 @@ def test_run_usage_errors_exit_2(args: List[str], message: str) -> None:
 def test_run_without_separator_still_takes_plain_words() -> None:
     r = _cli("run", "local", "echo", "hi")
     assert (r.returncode, r.stdout) == (0, "hi\n"), r.stderr
+
+
+def test_commands_other_than_lab_do_not_import_the_lab() -> None:
+    """``remoteexec exec`` starts cold on every call: the lab package (~85 ms
+    of imports) is loaded by ``lab`` commands only; ``lab --help`` still
+    lists its subcommands."""
+    code = (
+        "import sys\n"
+        "from remoteexec.cli.main import main\n"
+        "for argv in (['exec', '--help'], ['lab', 'partition', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "    print('remoteexec.lab' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    loaded = [line for line in out.splitlines() if line in ("True", "False")]
+    assert loaded == ["False", "False"], out
+    assert "'master'" in out
