@@ -520,6 +520,22 @@ MUTATIONS = (
         ("tests/test_bootstrap.py::test_a_tampered_cache_file_is_refused_and_replaced",),
         "a cache entry whose body does not match its digest is loaded",
     ),
+    Mutation(
+        "run-exit-unbounded",
+        "remoteexec/target/run.py",
+        "pipes.pump(deadline) and _reaped(child, deadline)",
+        "pipes.pump(deadline) and _reaped(child, None)",
+        ("tests/test_lane_run.py::test_a_command_that_closes_its_output_still_times_out",),
+        "a command that closes its output and runs on is waited for past its timeout",
+    ),
+    Mutation(
+        "lane-unpickle-unrestricted",
+        "remoteexec/target/lane.py",
+        "    find_class = staticmethod(check_global)",
+        "    pass",
+        ("tests/test_lane_pickle.py::test_a_pickle_that_would_run_code_is_refused_in_the_master",),
+        "a host's lane reply may name any global, and the master calls it",
+    ),
 )
 
 

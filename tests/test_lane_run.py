@@ -4,6 +4,7 @@ one master for the module."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, Iterator
 
 import pytest
@@ -51,3 +52,21 @@ def test_stdin_is_dev_null_without_input_and_empty_input_is_eof(host: rx.Host) -
         assert (result.returncode, result.stdout) == (0, "eof\n")
     for result in _both(host, ["cat"], input="some input", timeout=10):
         assert result.stdout == "some input"
+
+
+def test_a_command_that_closes_its_output_still_times_out(host: rx.Host) -> None:
+    """Output closed early, the command still running: the timeout bounds the
+    wait for its exit too, and kills it, on both paths."""
+    command = ["sh", "-c", "exec >&- 2>&-; sleep 30"]
+    if not host.lane.is_open:
+        assert host.open_lane()
+
+    def through_mitogen() -> Any:
+        pending = host.send_run(command, timeout=1)
+        return pending.finish(host.unpickle(pending.receiver.get, pending.what, pending.timeout))
+
+    for run in (lambda: host.run(command, timeout=1), through_mitogen):
+        started = time.monotonic()
+        with pytest.raises(rx.TimeoutExpired):
+            run()
+        assert time.monotonic() - started < 8, "bounded by the timeout, not the sleep"

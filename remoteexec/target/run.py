@@ -142,8 +142,11 @@ def run(
     if error or child is None:
         pipes.close()
         return error or protocol.error("ExecutorError", "cannot start the command")
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        done = pipes.pump(None if timeout is None else time.monotonic() + timeout)
+        # The deadline bounds the exit too: a command may close its output
+        # and run on.
+        done = pipes.pump(deadline) and _reaped(child, deadline)
         if not done:
             out, err = _kill(child, marker, pipes)
             return protocol.error(
@@ -153,7 +156,6 @@ def run(
                 output_tail=(out + err).decode("utf-8", "replace")[-4000:],
                 timeout=timeout,
             )
-        child.wait()
     finally:
         pipes.close()
         procs.release_waited(child)
@@ -165,6 +167,17 @@ def run(
         "stderr": err,
         "duration": time.monotonic() - started,
     }
+
+
+def _reaped(child: subprocess.Popen[bytes], deadline: Optional[float]) -> bool:
+    """Wait for ``child`` to exit; False when ``deadline`` came first."""
+    import subprocess
+
+    try:
+        child.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def _kill(child: subprocess.Popen[bytes], marker: str, pipes: Pipes) -> Tuple[bytes, bytes]:
