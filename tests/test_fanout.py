@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from typing import Any, List
 
 import pytest
-from conftest import PY, REPO, connect_options, need_lab
+from conftest import REPO, connect_options, need_lab
 from helpers import quick_calls
+from helpers.exec_cli import run_exec, stack_file
 
 import remoteexec as rx
 from remoteexec.errors import (
@@ -151,38 +151,15 @@ def test_a_command_past_its_timeout_is_a_timeout_error(lab: Any) -> None:
     assert took < 10, took
 
 
-def _stack(tmp_path: Any, lab: Any, known_hosts: str) -> str:
-    lines = [
-        "[defaults]",
-        "identity_file = %s" % json.dumps(lab.identity_file),
-        "known_hosts_file = %s" % json.dumps(known_hosts),
-        "python = %s" % json.dumps(PY),
-        "[hosts]",
-        *['%s = { target = "%s" }' % (h.name, h.target) for h in lab.hosts],
-        "[services.idle]",
-        'on = "h1"',
-        'command = ["true"]',
-    ]
-    path = tmp_path / "fanout.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
-
-
-def _exec(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=REPO)
-    argv = [sys.executable, "-m", "remoteexec", "exec", *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
-
-
 @pytest.mark.lab
 def test_exec_takes_plain_ssh_unless_told_to_open_contexts(lab: Any, tmp_path: Any) -> None:
     """``remoteexec exec``: the command's parent is no Python (plain SSH); with
     ``--context`` it is the host's context. One JSON line per host either way."""
     need_lab()
-    path = _stack(tmp_path, lab, lab.known_hosts_file)
+    path = stack_file(tmp_path, lab, lab.known_hosts_file)
     parent = ["sh", "-c", "cat /proc/$PPID/comm"]
     for extra, want in (((), "sshd|bash|sh"), (("--context",), "python")):
-        r = _exec(path, "h1,h3", "--json", *extra, "--", *parent)
+        r = run_exec(path, "h1,h3", "--json", *extra, "--", *parent)
         assert r.returncode == 0, r.stderr
         rows = [json.loads(line) for line in r.stdout.splitlines()]
         assert [row["host"] for row in rows] == ["h1", "h3"]
@@ -198,7 +175,7 @@ def test_exec_reports_a_host_key_refusal_by_host_and_exits_1(lab: Any, tmp_path:
     known = tmp_path / "known_hosts_h1_only"
     with open(h1.host_key_file + ".pub") as f:
         known.write_text("%s %s\n" % (h1.address, " ".join(f.read().split()[:2])))
-    r = _exec(_stack(tmp_path, lab, str(known)), "all", "--", "echo", "ran")
+    r = run_exec(stack_file(tmp_path, lab, str(known)), "all", "--", "echo", "ran")
     assert r.returncode == 1, r.stderr
     assert "h1 | ran" in r.stdout and "h1: exit 0" in r.stdout, r.stdout
     for name in ("h2", "h3"):

@@ -6,14 +6,12 @@ bound on hosts served at a time."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import threading
 from typing import Any, Iterator, List
 
 import pytest
-from conftest import PY, REPO
+from helpers.exec_cli import run_exec, stack_file
 
 from remoteexec.errors import HostKeyMismatch
 from remoteexec.fanout import PlainHost, run_plain
@@ -102,36 +100,13 @@ def test_a_key_listed_for_another_port_is_not_this_hosts(lab: Any, tmp_path: Any
     assert "not in" in str(error)
 
 
-def _stack_file(tmp_path: Any, lab: Any) -> str:
-    lines = [
-        "[defaults]",
-        "identity_file = %s" % json.dumps(lab.identity_file),
-        "known_hosts_file = %s" % json.dumps(lab.known_hosts_file),
-        "python = %s" % json.dumps(PY),
-        "[hosts]",
-        *['%s = { target = "%s" }' % (h.name, h.target) for h in lab.hosts],
-        "[services.idle]",
-        'on = "h1"',
-        'command = ["true"]',
-    ]
-    path = tmp_path / "plain.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
-
-
-def _exec(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=REPO)
-    argv = [sys.executable, "-m", "remoteexec", "exec", *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
-
-
 def test_exec_workers_bounds_the_hosts_served_at_a_time(lab: Any, tmp_path: Any) -> None:
     """``--workers 1``: one host after the other (each starts after the one
     before has slept); a value out of range is a usage error before anything
     connects."""
-    path = _stack_file(tmp_path, lab)
+    path = stack_file(tmp_path, lab)
     nap = 0.4
-    r = _exec(
+    r = run_exec(
         path, "all", "--workers", "1", "--json", "--", "sh", "-c", "date +%%s.%%N; sleep %g" % nap
     )
     assert r.returncode == 0, r.stderr
@@ -140,6 +115,6 @@ def test_exec_workers_bounds_the_hosts_served_at_a_time(lab: Any, tmp_path: Any)
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     assert min(gaps) >= nap, gaps
     for bad in ("0", "100000"):
-        r = _exec(path, "all", "--workers", bad, "--", "true")
+        r = run_exec(path, "all", "--workers", bad, "--", "true")
         assert r.returncode == 2, (bad, r.stdout, r.stderr)
         assert "--workers must be in 1..256, got %s" % bad in r.stderr

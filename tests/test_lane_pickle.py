@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Any, Iterator
+from typing import Any
 
 import mitogen.core
 import pytest
-from conftest import connect_options
 from helpers import lane_values
 
 import remoteexec as rx
@@ -20,12 +19,12 @@ from remoteexec.target import lane as target_lane
 pytestmark = pytest.mark.lab
 
 
+pytest_plugins = ["helpers.fixtures"]
+
+
 @pytest.fixture(scope="module")
-def host(lab: Any) -> Iterator[rx.Host]:
-    with rx.Master(heartbeat_timeout=5) as m:
-        h = m.connect(lab.targets[0], **connect_options(lab))
-        assert h.open_lane(), "the lane opens"
-        yield h
+def host(lane_host: rx.Host) -> rx.Host:
+    return lane_host
 
 
 def _lane(host: rx.Host) -> rx.Host:

@@ -5,10 +5,9 @@ one master for the module."""
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from conftest import connect_options
 from helpers import lane_values
 
 import remoteexec as rx
@@ -16,12 +15,12 @@ import remoteexec as rx
 pytestmark = pytest.mark.lab
 
 
+pytest_plugins = ["helpers.fixtures"]
+
+
 @pytest.fixture(scope="module")
-def host(lab: Any) -> Iterator[rx.Host]:
-    with rx.Master(heartbeat_timeout=5) as m:
-        h = m.connect(lab.targets[0], **connect_options(lab))
-        assert h.open_lane(), "the lane opens"
-        yield h
+def host(lane_host: rx.Host) -> rx.Host:
+    return lane_host
 
 
 def _both(host: rx.Host, command: Any, **kwargs: Any) -> Any:

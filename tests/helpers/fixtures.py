@@ -27,3 +27,12 @@ def hosts(lab: Any, tt_master: rx.Master) -> List[rx.Host]:
     """The lab's three hosts, connected through :func:`tt_master`."""
     connected: List[rx.Host] = tt_master.connect_all(lab.targets, **connect_options(lab))
     return connected
+
+
+@pytest.fixture(scope="module")
+def lane_host(lab: Any) -> Iterator[rx.Host]:
+    """The lab's first host, its lane open (one master for the module)."""
+    with rx.Master(heartbeat_timeout=5) as m:
+        h = m.connect(lab.targets[0], **connect_options(lab))
+        assert h.open_lane(), "the lane opens"
+        yield h
