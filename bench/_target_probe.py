@@ -113,9 +113,15 @@ def spawn_parts(n: int = 100) -> Dict[str, float]:
         "posix_spawn": bare,
         "tell_self": lambda: GUARD.tell(os.getpid()),
     }
-    samples: Dict[str, List[float]] = {name: [] for name in ops}
     for fn in ops.values():
         fn()
+    return interleaved_medians(ops, n)
+
+
+def interleaved_medians(ops: Dict[str, Callable[[], object]], n: int) -> Dict[str, float]:
+    """Median ms of each op, ``n`` runs each, in 10 interleaved blocks (so a
+    load change hits every op alike)."""
+    samples: Dict[str, List[float]] = {name: [] for name in ops}
     for _ in range(10):
         for name, fn in ops.items():
             for _ in range(max(1, n // 10)):
@@ -138,11 +144,4 @@ def lane_costs(n: int = 2000) -> Dict[str, float]:
         "call": lambda: lane.frame(lane.answer(body)),
         "run_reply": lambda: lane.frame(reply),
     }
-    samples: Dict[str, List[float]] = {name: [] for name in ops}
-    for _ in range(10):
-        for name, fn in ops.items():
-            for _ in range(max(1, n // 10)):
-                t0 = time.perf_counter()
-                fn()
-                samples[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(s) * 1e3 for name, s in samples.items()}
+    return interleaved_medians(ops, n)
