@@ -9,7 +9,7 @@ import os
 import statistics
 import subprocess
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 
 def stamp() -> float:
@@ -30,12 +30,15 @@ except ImportError:  # pragma: no cover
     quick_stamp = _quick_stamp
 
 
-def spawn_parts(n: int = 100) -> Dict[str, float]:
+def spawn_parts(n: int = 100, idle: float = 0.0003) -> Dict[str, float]:
     """Median ms of each way to spawn and reap ``true`` in this context: as
     Host.run does it (``remoteexec.target.run.run``: marker, guard told,
     Popen with two bare pipes read by one poll loop), its parts, and the
     cheaper mechanics it could use. Measured interleaved (10 rounds), so a
-    change of load hits every row alike."""
+    change of load hits every row alike. ``posix_spawn_idle`` is the bare
+    spawn after an untimed pause of ``idle`` seconds, as between two lane
+    requests (the CPUs may go idle meanwhile: waking them costs)."""
+    from remoteexec.target import procs
     from remoteexec.target import run as run_module
     from remoteexec.target.guardlink import GUARD
 
@@ -62,6 +65,7 @@ def spawn_parts(n: int = 100) -> Dict[str, float]:
         def go() -> None:
             pipes = run_module.Pipes(None)
             stdin, stdout, stderr = pipes.child_ends()
+            earliest = procs.boot_ticks()
             try:
                 child = subprocess.Popen(
                     ["true"],
@@ -75,7 +79,7 @@ def spawn_parts(n: int = 100) -> Dict[str, float]:
             finally:
                 pipes.started()
             if tell:
-                GUARD.tell(child.pid)
+                GUARD.tell(child.pid, earliest, procs.boot_ticks())
             pipes.pump(None)
             child.wait()
 
@@ -111,20 +115,28 @@ def spawn_parts(n: int = 100) -> Dict[str, float]:
         "popen_no_pipes": popen(True, False),
         "posix_spawn_pipes": spawn_pipes,
         "posix_spawn": bare,
-        "tell_self": lambda: GUARD.tell(os.getpid()),
+        "posix_spawn_idle": bare,
+        # A window no process started in: the guard keeps no session for it.
+        "tell_self": lambda: GUARD.tell(os.getpid(), 0, 0),
     }
     for fn in ops.values():
         fn()
-    return interleaved_medians(ops, n)
+    return interleaved_medians(ops, n, pauses={"posix_spawn_idle": idle})
 
 
-def interleaved_medians(ops: Dict[str, Callable[[], object]], n: int) -> Dict[str, float]:
+def interleaved_medians(
+    ops: Dict[str, Callable[[], object]], n: int, pauses: Optional[Dict[str, float]] = None
+) -> Dict[str, float]:
     """Median ms of each op, ``n`` runs each, in 10 interleaved blocks (so a
-    load change hits every op alike)."""
+    load change hits every op alike); an op named in ``pauses`` runs after
+    an untimed sleep of that many seconds each time."""
     samples: Dict[str, List[float]] = {name: [] for name in ops}
     for _ in range(10):
         for name, fn in ops.items():
+            pause = (pauses or {}).get(name, 0.0)
             for _ in range(max(1, n // 10)):
+                if pause:
+                    time.sleep(pause)
                 t0 = time.perf_counter()
                 fn()
                 samples[name].append(time.perf_counter() - t0)

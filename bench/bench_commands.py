@@ -24,6 +24,7 @@ Run: ``python bench/bench_commands.py`` (needs root for the lab).
 from __future__ import annotations
 
 import os
+import statistics
 import time
 
 import _common as c
@@ -310,7 +311,9 @@ def run() -> c.Report:
             remote_run, run_trip = _run_split(host, 200)
             remote_run_mitogen, run_trip_mitogen = _run_split(_LaneOff(host), 200)
             shell_init = _shell_init(host)
-            spawn = host.call(_target_probe.spawn_parts, 200)
+            # The host idles between two lane requests for about a call's round trip.
+            call_trip = statistics.median(samples["call"])
+            spawn = host.call(_target_probe.spawn_parts, 200, call_trip)
             host_costs = host.call(_target_probe.lane_costs, 2000)
             master_costs = _master_lane_costs(2000)
             halves = {
@@ -446,7 +449,8 @@ def run() -> c.Report:
         "| Popen as Host.run does it (vfork, new session, close_fds, two bare pipes read "
         "by one poll loop), the guard told | %.3f |" % spawn["popen_told"],
         "| the same, the guard not told (its tell: /proc/PID/stat read while the child "
-        "execs, a line that wakes the guard process) | %.3f |" % spawn["popen_bare_pipes"],
+        "execs, a line into the guard's pipe, which does not wake it) | %.3f |"
+        % spawn["popen_bare_pipes"],
         "| the guard's tell alone, of a process that runs already (in-thread part) | %.3f |"
         % spawn["tell_self"],
         "| Popen with two pipes and communicate (before: file objects, a selector) | %.3f |"
@@ -457,6 +461,9 @@ def run() -> c.Report:
         % spawn["posix_spawn_pipes"],
         "| bare `posix_spawnp` + `waitpid` (no pipes): the spawn floor | %.3f |"
         % spawn["posix_spawn"],
+        "| the same after an untimed pause as long as a `Host.call` on the lane (the "
+        "host idles between two lane requests): the spawn floor as `Host.run` meets it "
+        "| %.3f |" % spawn["posix_spawn_idle"],
         "| master CPU per `Host.call`: calling thread + broker thread | %s + %s |"
         % (c.ms(cpu["call_mitogen"][0]), c.ms(cpu["call_mitogen"][1])),
         "| master CPU per `Host.run`: calling thread + broker thread | %s + %s |"
@@ -499,9 +506,10 @@ def run() -> c.Report:
         "the master's two hand-offs %s plus the ssh floor %s plus the host's unpickle and "
         "reply, which a quick call already is (%s); the lane has no hand-off: its floor %s "
         "(a line through a session of the same connection) plus both ends' Python %s "
-        "= %s, against %s measured. Host.run cannot go below the spawn floor %.3f (bare "
-        "posix_spawnp + waitpid in the context) plus the guard's tell %.3f plus a lane "
-        "round trip %s = %.3f; Popen as Host.run uses it costs %.3f over that floor"
+        "= %s, against %s measured. Host.run cannot go below the spawn floor as it meets it, "
+        "%.3f (bare posix_spawnp + waitpid in the context after a pause as long as a lane "
+        "call; %.3f back to back), plus a lane round trip %s = %.3f; Popen as Host.run "
+        "uses it, the guard told, costs %.3f over the bare spawn"
         % (
             c.ms(st["loop"].median),
             c.ms(echo.median),
@@ -510,14 +518,11 @@ def run() -> c.Report:
             c.ms(lane_python),
             c.ms(st["lane_floor"].median + lane_python),
             c.ms(st["call"].median),
+            spawn["posix_spawn_idle"],
             spawn["posix_spawn"],
-            spawn["popen_told"] - spawn["popen_bare_pipes"],
             c.ms(st["call"].median),
-            spawn["posix_spawn"]
-            + spawn["popen_told"]
-            - spawn["popen_bare_pipes"]
-            + st["call"].median * 1e3,
-            spawn["popen_bare_pipes"] - spawn["posix_spawn"],
+            spawn["posix_spawn_idle"] + st["call"].median * 1e3,
+            spawn["popen_told"] - spawn["posix_spawn"],
         ),
         "- Fabric starts the login shell for every command (`$SHELL -c true`); on this machine "
         "root's ~/.bashrc (read by bash under sshd) adds %s. Without it Fabric would be ≈%s, "

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Tuple
 
 import pytest
 from conftest import HELPER, PY, connect_options, wait_until
@@ -178,15 +178,68 @@ def test_guard_leaves_nothing_on_clean_close(fresh_host: rx.Host) -> None:
     ]
 
 
+def _switches(pid: int) -> int:
+    """How often ``pid`` went to sleep (voluntary context switches)."""
+    status = oracle.proc_file(pid, "status") or b""
+    for line in status.splitlines():
+        if line.startswith(b"voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches for pid %d" % pid)
+
+
+def test_spawns_do_not_wake_the_guard(fresh_host: rx.Host) -> None:
+    """Each spawn tells the guard its session, but the guard reads those
+    lines only every DRAIN_EVERY: a Host.run does not wake it."""
+    host = fresh_host
+    host.run(["true"], check=True)  # the guard starts with the first process
+    guard_pid = host.invoke("remoteexec.target.guardlink.status")["pid"]
+    assert guard_pid
+    runs = 200
+    before, started = _switches(guard_pid), time.monotonic()
+    for _ in range(runs):
+        host.run(["true"], check=True)
+    took = time.monotonic() - started
+    woke = _switches(guard_pid) - before
+    # Its timer: one wake-up each DRAIN_EVERY, with a margin for a slow run.
+    allowed = 5 + 1.5 * took / guard.DRAIN_EVERY
+    assert allowed < runs, "too slow to tell (%.1f s for %d runs)" % (took, runs)
+    assert woke <= allowed, "the guard woke %d times in %d runs (%.2f s)" % (woke, runs, took)
+
+
+def test_guard_reads_sessions_told_right_before_the_context_ends() -> None:
+    """A session told just before the context's end closes (before any of
+    the guard's reads) is still killed: the guard reads the pipe at EOF."""
+    from remoteexec.target import guardlink
+
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    popen, fd, error = guardlink.start_guard("no-such-run-%d" % os.getpid())
+    try:
+        assert error is None and popen is not None and fd is not None
+        started = oracle.stat(proc.pid).start
+        os.write(fd, b"+%d %d %d\n" % (proc.pid, started, started))
+        os.close(fd)
+        assert popen.wait(guard.KILL_FOR + LOAD_MARGIN) == 0
+        assert proc.wait(LOAD_MARGIN) == -signal.SIGKILL
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if popen is not None:
+            popen.kill()
+            popen.wait(10)
+
+
 def test_guard_checks_session_leader_start_time() -> None:
     """A registered session whose leader pid now has another start time is
     another session: the guard leaves it alone (pid reuse)."""
     proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
         started = oracle.stat(proc.pid).start
-        assert proc.pid in guard.run_pids("no-such-run", {proc.pid: started})
-        assert proc.pid not in guard.run_pids("no-such-run", {proc.pid: started - 1})
-        assert proc.pid not in guard.run_pids("no-such-run", {})
+        found = guard.run_pids
+        assert proc.pid in found("no-such-run", {proc.pid: (started, started)})
+        assert proc.pid in found("no-such-run", {proc.pid: (started - 1, started + 1)})
+        assert proc.pid not in found("no-such-run", {proc.pid: (started - 2, started - 1)})
+        assert proc.pid not in found("no-such-run", {proc.pid: (started + 1, started + 2)})
+        assert proc.pid not in found("no-such-run", {})
     finally:
         proc.kill()
         proc.wait(10)
@@ -197,7 +250,8 @@ def test_guard_prunes_sessions_with_nothing_left() -> None:
     gone = subprocess.Popen(["true"], start_new_session=True)
     gone.wait(10)
     try:
-        sessions = {proc.pid: oracle.stat(proc.pid).start, gone.pid: 1}
+        started = oracle.stat(proc.pid).start
+        sessions = {proc.pid: (started, started), gone.pid: (1, 1)}
         guard.prune(sessions)
         assert list(sessions) == [proc.pid]
     finally:
@@ -206,11 +260,11 @@ def test_guard_prunes_sessions_with_nothing_left() -> None:
 
 
 def test_guard_parses_partial_lines() -> None:
-    sessions: Dict[int, int] = {}
-    rest = guard.parse(b"+10 5\n+11 7\n+1", sessions)
-    assert sessions == {10: 5, 11: 7} and rest == b"+1"
-    assert guard.parse(rest + b"2 9\ngarbage\n", sessions) == b""
-    assert sessions == {10: 5, 11: 7, 12: 9}
+    sessions: Dict[int, Tuple[int, int]] = {}
+    rest = guard.parse(b"+10 5 6\n+11 7 7\n+1", sessions)
+    assert sessions == {10: (5, 6), 11: (7, 7)} and rest == b"+1"
+    assert guard.parse(rest + b"2 9 10\ngarbage\n+13 1\n", sessions) == b""
+    assert sessions == {10: (5, 6), 11: (7, 7), 12: (9, 10)}
 
 
 # -- 2. the reaper never takes a child someone waits for --------------------

@@ -77,9 +77,10 @@ class GuardLink:
         if self.error:
             LOG.error("%s; processes may outlive a killed context", self.error)
 
-    def tell(self, pid: int) -> None:
-        """Tell the guard that ``pid`` leads a new session of ours, with its
-        start time (so a reused pid is not taken for it).
+    def tell(self, pid: int, earliest: int, latest: int) -> None:
+        """Tell the guard that ``pid`` leads a new session of ours, forked
+        between ``earliest`` and ``latest`` (:func:`.procs.boot_ticks`), so a
+        later process that reuses the pid is not taken for it.
 
         Needed because a process may rewrite its environment (Tarantool does)
         and lose the marker. The write is one line, under PIPE_BUF so atomic
@@ -87,10 +88,9 @@ class GuardLink:
         guard, and a dead guard is reported once, not on every spawn.
         """
         fd = self.fd
-        fields = procs.stat_fields(pid) if fd is not None else None
-        if fd is None or fields is None:
+        if fd is None:
             return
-        line = b"+%d %d\n" % (pid, fields[3])
+        line = b"+%d %d %d\n" % (pid, earliest, latest)
         deadline = time.monotonic() + 1.0
         while True:
             try:
@@ -125,7 +125,9 @@ def module_source(module: ModuleType) -> str:
     """The source text of one of our modules, imported from disk or
     through mitogen's importer (both loaders implement get_source)."""
     loader = getattr(getattr(module, "__spec__", None), "loader", None)
-    source = loader.get_source(module.__name__) if loader is not None else None
+    # pytest's assertion rewriter (our package is a pytest plugin) has none.
+    get_source = getattr(loader, "get_source", None)
+    source = get_source(module.__name__) if get_source is not None else None
     if source is None:
         import inspect
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 # typing is not imported at run time: the guard imports this module and
 # would pay for it (mypy reads the names below all the same).
@@ -219,6 +220,18 @@ def stat_fields(pid: int) -> Optional[Tuple[str, int, int, int]]:
         return fields[0].decode("ascii", "replace"), int(fields[1]), int(fields[3]), int(fields[19])
     except ValueError:
         return None
+
+
+#: /proc/PID/stat's start time unit (USER_HZ, clock ticks per second).
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def boot_ticks() -> int:
+    """Now, in /proc/PID/stat's start time unit: clock ticks since boot,
+    rounded down as the kernel rounds a start time. A process forked
+    between two readings has a start time between them, known without
+    reading /proc (0.04 ms for a child that is still exec'ing)."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // (1000000000 // TICKS_PER_SECOND)
 
 
 def state(pid: int) -> Optional[str]:

@@ -115,6 +115,7 @@ def popen(
     full_env[MARKER] = marker
     if guard:
         GUARD.ensure()  # the guard exists before the first process it guards
+    earliest = procs.boot_ticks()
     try:
         child = procs.spawn_waited(
             lambda: subprocess.Popen(
@@ -130,9 +131,8 @@ def popen(
     except OSError as e:
         program = argv if isinstance(argv, str) else argv[0]
         return None, popen_error(e, program, cwd, command)
-    # Not yet reaped (registered above), so its /proc entry is there to read.
     if guard:
-        GUARD.tell(child.pid)
+        GUARD.tell(child.pid, earliest, procs.boot_ticks())
     return child, None
 
 

@@ -108,3 +108,25 @@ def test_marker_search_within_a_subtree_misses_what_left_it() -> None:
         inside.kill()
         inside.wait()
         os.kill(outside, 9)
+
+
+def test_boot_ticks_bound_a_child_start_time() -> None:
+    """The guard trusts this: a process forked between two readings of
+    boot_ticks has its /proc start time between them."""
+    for _ in range(20):
+        earliest = procs.boot_ticks()
+        child = subprocess.Popen(["sleep", "30"])
+        latest = procs.boot_ticks()
+        try:
+            fields = procs.stat_fields(child.pid)
+            assert fields is not None
+            assert earliest <= fields[3] <= latest, (earliest, fields[3], latest)
+        finally:
+            child.kill()
+            child.wait(10)
+    # It follows the clock: a tick later, it has moved on.
+    before = procs.boot_ticks()
+    deadline = time.monotonic() + 5.0
+    while procs.boot_ticks() == before and time.monotonic() < deadline:
+        time.sleep(1.0 / procs.TICKS_PER_SECOND)
+    assert procs.boot_ticks() > before
