@@ -556,7 +556,7 @@ MUTATIONS = (
         "spawn-window-after-fork",
         "remoteexec/target/spawn.py",
         "    earliest = procs.boot_ticks()\n    try:",
-        "    earliest = procs.boot_ticks() + 1\n    try:",
+        "    earliest = procs.boot_ticks() + 1000\n    try:",
         ("tests/test_supervisor.py::test_context_sigkill_kills_its_services",),
         "a spawn tells the guard a start-time window its session leader is not in",
     ),
