@@ -448,8 +448,8 @@ def run() -> c.Report:
         "read, reap) | %.3f |" % spawn["run"],
         "| Popen as Host.run does it (vfork, new session, close_fds, two bare pipes read "
         "by one poll loop), the guard told | %.3f |" % spawn["popen_told"],
-        "| the same, the guard not told (its tell: /proc/PID/stat read while the child "
-        "execs, a line into the guard's pipe, which does not wake it) | %.3f |"
+        "| the same, the guard not told (its tell: the boot clock read around the fork, "
+        "a line into the guard's pipe, which does not wake it) | %.3f |"
         % spawn["popen_bare_pipes"],
         "| the guard's tell alone, of a process that runs already (in-thread part) | %.3f |"
         % spawn["tell_self"],

@@ -567,7 +567,7 @@ class Host:
             if lane is not None:
                 try:
                     request = ("call", module, qualname, args, kwargs)
-                    reply = self._on_lane(lane, request, None, "call %s()" % qualname)
+                    reply = self._on_lane(lane, request, None, "call %s()" % qualname, spin=True)
                     if reply is not _NOT_SENT:
                         self.lane.stats["calls"] += 1
                         return cast(T, self._call_result(reply))
@@ -586,13 +586,18 @@ class Host:
         return self.lane.open()
 
     def _on_lane(
-        self, lane: Lane, request: Tuple[Any, ...], timeout: Optional[float], what: str
+        self,
+        lane: Lane,
+        request: Tuple[Any, ...],
+        timeout: Optional[float],
+        what: str,
+        spin: bool = False,
     ) -> Any:
         """The unpickled reply to ``request`` over ``lane`` (held), mitogen's
         errors turned into ours; :data:`_NOT_SENT` when the lane had ended
         before sending (the caller takes mitogen's path)."""
         try:
-            message = lane.request(request, timeout, what, self)
+            message = lane.request(request, timeout, what, self, spin=spin)
         except LaneUnavailable:
             self.lane.unavailable()
             return _NOT_SENT

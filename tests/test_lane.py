@@ -17,7 +17,7 @@ from conftest import connect_options, run_pids, spawn_master_script, wait_until
 from helpers import lane_calls, oracle
 
 import remoteexec as rx
-from remoteexec.lane import OPEN_AFTER, control_dir
+from remoteexec.lane import OPEN_AFTER, SPIN_FOR, control_dir
 
 pytestmark = pytest.mark.lab
 
@@ -68,6 +68,42 @@ def _fresh(host: rx.Host) -> rx.Host:
     if not host.lane.is_open:
         assert host.open_lane()
     return host
+
+
+def test_a_fast_reply_is_caught_spinning(host: rx.Host) -> None:
+    """The caller polls without sleeping for its first SPIN_FOR: a quick
+    reply finds it awake."""
+    lane = _fresh(host).lane.current
+    assert lane is not None
+    caught = lane.caught_spinning
+    for _ in range(50):  # one of 50 within 2 ms, even on a loaded machine
+        assert host.call(lane_calls.where, 1)[1] == 1
+    assert lane.caught_spinning > caught
+
+
+def test_a_slow_reply_is_waited_for_asleep(host: rx.Host) -> None:
+    """A reply that takes longer costs the caller at most SPIN_FOR of CPU:
+    it then sleeps in poll."""
+    lane = _fresh(host).lane.current
+    assert lane is not None
+    caught = lane.caught_spinning
+    cpu = time.thread_time()
+    assert host.call(lane_calls.late, 0.3, "late") == "late"
+    spent = time.thread_time() - cpu
+    assert lane.caught_spinning == caught, "a 0.3 s reply came while spinning"
+    # The spin (2 ms at most) and the call's own work, far from 0.3 s.
+    assert spent < SPIN_FOR + 0.05, "the caller used %.3f s of CPU waiting" % spent
+
+
+def test_a_run_waits_asleep(host: rx.Host) -> None:
+    """Host.run does not spin: its spawn takes most of a millisecond."""
+    lane = _fresh(host).lane.current
+    assert lane is not None
+    caught, runs = lane.caught_spinning, host.lane.stats["runs"]
+    for _ in range(20):
+        host.run(["true"], check=True)
+    assert host.lane.stats["runs"] == runs + 20, "all on the lane"
+    assert lane.caught_spinning == caught
 
 
 def test_call_and_run_take_the_lane_with_mitogens_results(host: rx.Host) -> None:
