@@ -105,16 +105,30 @@ def _ssh_echo(lab, address: str, port: int) -> c.Stats:
 
 def _lane_echo(host):
     """The lane's own floor: a session on the host's ControlMaster connection
-    (as the lane's) running ``cat``; returns (echo one line, close)."""
+    (as the lane's) running ``cat``; returns (echo one line and sleep in
+    read, echo one line and wait awake as a ``Host.call`` does, close)."""
+    import select
     import subprocess
+
+    from remoteexec.lane import SPIN_FOR
 
     argv = host.connector.mux_argv("cat")
     child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
     assert child.stdin is not None and child.stdout is not None
     wfd, rfd = child.stdin.fileno(), child.stdout.fileno()
+    poll = select.poll()
+    poll.register(rfd, select.POLLIN)
 
     def echo() -> None:
         os.write(wfd, b"x\n")
+        if os.read(rfd, 64) != b"x\n":
+            raise AssertionError("cat on the lane's connection did not echo")
+
+    def echo_awake() -> None:
+        os.write(wfd, b"x\n")
+        end = time.perf_counter() + SPIN_FOR
+        while not poll.poll(0) and time.perf_counter() < end:
+            os.sched_yield()
         if os.read(rfd, 64) != b"x\n":
             raise AssertionError("cat on the lane's connection did not echo")
 
@@ -122,7 +136,7 @@ def _lane_echo(host):
         child.kill()
         child.wait()
 
-    return echo, close
+    return echo, echo_awake, close
 
 
 def _master_lane_costs(n: int) -> float:
@@ -273,7 +287,7 @@ def run() -> c.Report:
             if not host.open_lane():
                 raise AssertionError("the lane did not open")
             lane_open = (time.perf_counter() - t0, time.process_time() - cpu0)
-            lane_echo, close_echo = _lane_echo(host)
+            lane_echo, lane_echo_awake, close_echo = _lane_echo(host)
             ops = {
                 "run": lambda: host.run(["true"]),
                 "call": lambda: host.call(c.trivial, 1),
@@ -285,6 +299,7 @@ def run() -> c.Report:
                 "pool": lambda: host.invoke("remoteexec.target.supervisor.ping"),
                 "loop": _master_loop(host),
                 "lane_floor": lane_echo,
+                "lane_floor_awake": lane_echo_awake,
                 # in_stream=False: no stdin forwarding, as Host.run gives /dev/null.
                 "fabric": lambda: conn.run("true", hide=True, in_stream=False),
             }
@@ -299,6 +314,7 @@ def run() -> c.Report:
                 "pool": RUN_N // 2,
                 "loop": CALL_N // 2,
                 "lane_floor": CALL_N,
+                "lane_floor_awake": CALL_N,
                 "fabric": FABRIC_N,
             }
             samples = {name: [] for name in ops}
@@ -401,14 +417,16 @@ def run() -> c.Report:
         "| of which there (send → running on the host) / back (→ caller awake) | %s / %s |"
         % (c.ms(halves["lane"][0]), c.ms(halves["lane"][1])),
         "| the lane's floor: a line echoed by `cat` through a session on the host's own "
-        "ControlMaster connection (the lane's path, measured interleaved with the calls) "
-        "| %s |" % c.ms(st["lane_floor"].median),
+        "ControlMaster connection (the lane's path, measured interleaved with the calls), "
+        "the reader asleep in read / awake, as a `Host.call` waits (poll(0) and "
+        "sched_yield for up to `SPIN_FOR`) | %s / %s |"
+        % (c.ms(st["lane_floor"].median), c.ms(st["lane_floor_awake"].median)),
         "| the lane's Python per call, no I/O: master (pickle the request, read the reply) "
         "/ host (read the request, call, pickle the reply) | %s / %.3f |"
         % (c.ms(master_costs), host_costs["call"]),
-        "| the rest: `Host.call` on the lane - its floor - both ends' Python (wake-ups of "
-        "two Python threads, a poll more on each side, the calling layers) | %s |"
-        % c.ms(st["call"].median - st["lane_floor"].median - lane_python),
+        "| the rest: `Host.call` on the lane - its floor (awake) - both ends' Python "
+        "(the host's Python thread's wake-up, a poll more there, the calling layers) | %s |"
+        % c.ms(st["call"].median - st["lane_floor_awake"].median - lane_python),
         '| `Host.run(["true"])` on the lane (spawn + wait on the lane thread) | %s |'
         % c.ms(st["run"].median),
         "| of which on the host (`RunResult.duration`) / the rest: round trip, pickling "
@@ -475,10 +493,11 @@ def run() -> c.Report:
         "echo floor has only the ssh processes. A quick call (`@rx.quick`, and the quick "
         "supervisor services: ping, status, output, signal) skips the two on the host. "
         "Host.run's floor is the spawn floor plus a quick round trip. The lane has none "
-        "of the four hand-offs: the caller writes to the ssh client's pipe and sleeps in "
-        "poll; on the host the lane thread sleeps in poll on sshd's pipe, runs the call "
-        "or the spawn itself and writes the reply: the echo floor plus the two ends' "
-        "pickling and the call.",
+        "of the four hand-offs: the caller writes to the ssh client's pipe and waits for "
+        "the reply awake (a call: up to `SPIN_FOR`) or asleep in poll (a run); on the "
+        "host the lane thread sleeps in poll on sshd's pipe, runs the call or the spawn "
+        "itself and writes the reply: the echo floor plus the two ends' pickling and the "
+        "call.",
     )
     report.text(
         "Where the time goes (medians, ms):",
@@ -505,7 +524,8 @@ def run() -> c.Report:
         "- the limits, from this run's figures: on mitogen's path Host.call cannot go below "
         "the master's two hand-offs %s plus the ssh floor %s plus the host's unpickle and "
         "reply, which a quick call already is (%s); the lane has no hand-off: its floor %s "
-        "(a line through a session of the same connection) plus both ends' Python %s "
+        "(a line through a session of the same connection, the reader awake as a "
+        "`Host.call` waits) plus both ends' Python %s "
         "= %s, against %s measured. Host.run cannot go below the spawn floor as it meets it, "
         "%.3f (bare posix_spawnp + waitpid in the context after a pause as long as a lane "
         "call; %.3f back to back), plus a lane round trip %s = %.3f; Popen as Host.run "
@@ -514,9 +534,9 @@ def run() -> c.Report:
             c.ms(st["loop"].median),
             c.ms(echo.median),
             c.ms(st["quick"].median),
-            c.ms(st["lane_floor"].median),
+            c.ms(st["lane_floor_awake"].median),
             c.ms(lane_python),
-            c.ms(st["lane_floor"].median + lane_python),
+            c.ms(st["lane_floor_awake"].median + lane_python),
             c.ms(st["call"].median),
             spawn["posix_spawn_idle"],
             spawn["posix_spawn"],
