@@ -10,7 +10,8 @@ when branches merge, so each is small and named below), check that the copy's
 package is what both the master and a local context import, then run only
 the tests selected for it there (``pytest -x``, PYTHONPATH and cwd = the
 copy) and expect them to FAIL. A clean copy runs every selection first and
-must pass, so a red run means the mutation, not a broken selection.
+must pass (all selections in one pytest run), so a red run means the
+mutation, not a broken selection.
 
 Exit status: 0 when every mutation was killed, 1 when one survived, 2 when
 the check itself could not run (anchor missing, selection empty or broken,
@@ -701,12 +702,34 @@ def _pytest(copy: str, args: Sequence[str]) -> Tuple[int, str, float]:
 
 
 def _clean_run(files: Sequence[str], chosen: Sequence[Mutation]) -> None:
-    """Every selection passes on the unmutated copy (one pytest run per selection)."""
+    """Every selection passes on the unmutated copy: one pytest run for all
+    of them (they share its fixtures, the labs included), and one each for
+    pending mutations, whose tests may not exist yet."""
     with tempfile.TemporaryDirectory(prefix="mutation-clean-") as copy:
         _copy(files, copy)
+        ready = [m for m in chosen if not m.pending]
+        selected = list(dict.fromkeys(arg for m in ready for arg in m.tests))
+        if selected:
+            rc, out, took = _pytest(copy, selected)
+            print("clean  %d selections in one run  rc=%d %5.1fs" % (len(ready), rc, took))
+            if rc != 0:
+                failed = [
+                    line.split()[1] for line in out.splitlines() if line.startswith("FAILED ")
+                ]
+                whose = [
+                    m.name
+                    for m in ready
+                    if any(t.split("::")[0] in f for t in m.tests for f in failed)
+                ]
+                raise SystemExit(
+                    "the unmutated copy fails the tests of %s (rc %d):\n%s"
+                    % (", ".join(whose) or "some mutation", rc, out[-3000:])
+                )
         for m in chosen:
+            if not m.pending:
+                continue
             rc, out, took = _pytest(copy, m.tests)
-            if rc == 5 and m.pending:
+            if rc == 5:
                 print("clean  %-32s no test selected yet (pending: %s)" % (m.name, m.pending))
                 continue
             print("clean  %-32s rc=%d %5.1fs" % (m.name, rc, took), flush=True)
