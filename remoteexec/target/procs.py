@@ -231,7 +231,10 @@ def boot_ticks() -> int:
     rounded down as the kernel rounds a start time. A process forked
     between two readings has a start time between them, known without
     reading /proc (0.04 ms for a child that is still exec'ing)."""
-    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // (1000000000 // TICKS_PER_SECOND)
+    # Linux has CLOCK_BOOTTIME; elsewhere there are no /proc start times to
+    # compare with, and any clock keeps a spawn from failing.
+    clock = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+    return time.clock_gettime_ns(clock) // (1000000000 // TICKS_PER_SECOND)
 
 
 def state(pid: int) -> Optional[str]:
