@@ -77,8 +77,13 @@ class Target:
         return cls(user or None, hostname, checked)
 
     def __str__(self) -> str:
-        text = (self.user + "@" if self.user else "") + self.hostname
-        return text + (":%d" % self.port if self.port and self.port != 22 else "")
+        """The target as :meth:`parse` reads it back; a port other than 22 shown
+        (an IPv6 address then in brackets, or the port would read as part of it)."""
+        text = self.user + "@" if self.user else ""
+        if not self.port or self.port == 22:
+            return text + self.hostname
+        host = "[%s]" % self.hostname if ":" in self.hostname else self.hostname
+        return "%s%s:%d" % (text, host, self.port)
 
 
 def ssh_options(
