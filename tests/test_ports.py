@@ -137,15 +137,25 @@ def _stack_file(tmp_path: Any, lab: Any, twin: LabHost, known_hosts: str) -> str
 def test_exec_reaches_the_port_and_names_the_refused_host(
     lab: Any, twin: LabHost, known: Dict[str, str], tmp_path: Any
 ) -> None:
-    """``remoteexec exec`` (fast path): both spellings of the port run; with
-    port 22's key under the bare address only, each host's line says why,
-    exit 1."""
+    """``remoteexec exec``: both spellings of the port run on the fast path,
+    ``port =`` on the context path (``--context``) too; with port 22's key
+    under the bare address only, each host's line says why, exit 1."""
     r = run_exec(
         _stack_file(tmp_path, lab, twin, known["hashed"]), "p,q", "--json", "--", *SERVER_PORT
     )
     assert r.returncode == 0, (r.stdout, r.stderr)
     rows = {row["host"]: row for row in map(json.loads, r.stdout.splitlines())}
     assert {n: row["stdout"] for n, row in rows.items()} == {"p": "2222\n", "q": "2222\n"}
+    r = run_exec(
+        _stack_file(tmp_path, lab, twin, known["plain"]),
+        "q",
+        "--context",
+        "--json",
+        "--",
+        *SERVER_PORT,
+    )
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert json.loads(r.stdout)["stdout"] == "%d\n" % PORT, r.stdout
     path = _stack_file(tmp_path, lab, twin, known["bare_port22_key"])
     r = run_exec(path, "p,q", "--json", "--", "true")
     assert r.returncode == 1, (r.stdout, r.stderr)

@@ -10,8 +10,9 @@ import contextlib
 import dataclasses
 import os
 import shutil
-from typing import Any, Iterator
+from typing import Any, Dict, Iterator, List, Set
 
+from helpers import oracle
 from remoteexec.lab import sshd
 from remoteexec.lab.hosts import LabHost
 from remoteexec.lab.processes import kill_pids
@@ -39,9 +40,24 @@ def second_sshd(lab: Any, index: int, port: int) -> Iterator[LabHost]:
         twin.sshd_pid = sshd.start(twin, argv, lab.ready_timeout)
         yield twin
     finally:
-        left = kill_pids(sshd.pids(twin))
-        assert not left, "sshd %s still alive" % left
+        # The listener and its sessions (a test's failure may leave one open).
+        left = kill_pids(_with_descendants(sshd.pids(twin)))
+        assert not left, "sshd processes %s still alive" % left
         shutil.rmtree(twin.dir, ignore_errors=True)
+
+
+def _with_descendants(pids: Set[int]) -> Set[int]:
+    """``pids`` and every process below them, by the tests' own /proc oracle."""
+    children: Dict[int, List[int]] = {}
+    for st in oracle.table().values():
+        children.setdefault(st.ppid, []).append(st.pid)
+    found, todo = set(), list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, ()))
+    return found
 
 
 def host_key(h: LabHost) -> str:
