@@ -447,7 +447,9 @@ class _KnownHosts:
     names and hashed (``|1|``) ones, no patterns; the first key of each type
     wins; a line that does not parse is skipped, as OpenSSH skips it; a key on a
     ``@revoked`` line naming the host is never trusted for it; other marker lines
-    (``@cert-authority``: paramiko has no certificates) are ignored."""
+    (``@cert-authority``: paramiko has no certificates) are ignored. Off port
+    22, a host known under no ``[host]:port`` name may present the key listed
+    under its bare name (OpenSSH's fallback, see :class:`_PortlessFallback`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
