@@ -447,7 +447,9 @@ class _KnownHosts:
     names and hashed (``|1|``) ones, no patterns; the first key of each type
     wins; a line that does not parse is skipped, as OpenSSH skips it; a key on a
     ``@revoked`` line naming the host is never trusted for it; other marker lines
-    (``@cert-authority``: paramiko has no certificates) are ignored."""
+    (``@cert-authority``: paramiko has no certificates) are ignored. Off port
+    22, a host known under no ``[host]:port`` name may present the key listed
+    under its bare name (OpenSSH's fallback, see :class:`_PortlessFallback`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -621,7 +623,10 @@ def _connect(
         stored = client.get_host_keys()
         for key in known.keys(host, name):
             stored.add(name, key.get_name(), key)
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        if port == 22:
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        else:
+            client.set_missing_host_key_policy(_PortlessFallback(known.keys(host, target.hostname)))
     else:  # 'ignore': throwaway hosts only, as for contexts
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     pkey = keys.load(host)
@@ -637,6 +642,25 @@ def _connect(
         auth_timeout=host.connect_timeout,
         channel_timeout=host.connect_timeout,
     )
+
+
+class _PortlessFallback:
+    """A paramiko missing-host-key policy for a host off port 22, known under
+    no ``[host]:port`` name: OpenSSH's fallback ("checking without port
+    identifier"), which the context path gets from the ssh client: the key
+    the host presents is trusted if it is one of those under the bare name
+    (not revoked there); any other key is refused as unknown. A key under
+    ``[host]:port`` that differs never gets here (paramiko: a mismatch)."""
+
+    def __init__(self, portless: List[Any]) -> None:
+        self._portless = [key.asbytes() for key in portless]
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:  # noqa: ARG002
+        """paramiko's hook: return to accept ``key`` for ``hostname``, raise to refuse."""
+        if key.asbytes() not in self._portless:
+            import paramiko
+
+            raise paramiko.SSHException("Server %r not found in known_hosts" % (hostname,))
 
 
 def _execute(client: Any, line: str, timeout: Optional[float]) -> Tuple[int, bytes, bytes]:
@@ -724,8 +748,17 @@ def _connection_error(exc: Exception, host: PlainHost) -> ConnectionFailed:
             host=host.name,
         )
     if isinstance(exc, paramiko.SSHException) and "known_hosts" in str(exc):
+        target = host.check()
+        names = ""
+        if target.port not in (None, 22):  # the names OpenSSH looks up too
+            names = " as [%s]:%d, nor as %s with this key" % (
+                target.hostname,
+                target.port,
+                target.hostname,
+            )
         return HostKeyMismatch(
-            "the host key of %s is not in %s (unknown host)" % (where, known), host=host.name
+            "the host key of %s is not in %s%s (unknown host)" % (where, known, names),
+            host=host.name,
         )
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return HostUnreachable(

@@ -77,8 +77,13 @@ class Target:
         return cls(user or None, hostname, checked)
 
     def __str__(self) -> str:
-        text = (self.user + "@" if self.user else "") + self.hostname
-        return text + (":%d" % self.port if self.port and self.port != 22 else "")
+        """The target as :meth:`parse` reads it back; a port other than 22 shown
+        (an IPv6 address then in brackets, or the port would read as part of it)."""
+        text = self.user + "@" if self.user else ""
+        if not self.port or self.port == 22:
+            return text + self.hostname
+        host = "[%s]" % self.hostname if ":" in self.hostname else self.hostname
+        return "%s%s:%d" % (text, host, self.port)
 
 
 def ssh_options(
@@ -177,9 +182,11 @@ def classify(exc: BaseException) -> Type[ConnectionFailed]:
 
 
 def connection_error(
-    exc: BaseException, target: str, python: str, timeout: float
+    exc: BaseException, target: str, python: str, timeout: float, known_name: str = ""
 ) -> ConnectionFailed:
-    """A ConnectionFailed naming the host, the cause and what to do."""
+    """A ConnectionFailed naming the host, the cause and what to do.
+    ``known_name``: the host's name in known_hosts when it is not the bare
+    host name (``[host]:port`` off port 22), said with a host key error."""
     cls = classify(exc)
     raw = str(exc).strip()
     # mitogen appends ssh's last lines; keep the meaningful ones, drop noise.
@@ -189,6 +196,11 @@ def connection_error(
     if cls is RemotePythonMissing:
         hint = "python=%r was not found on the host; pass python= with a path that exists" % (
             python,
+        )
+    if cls is HostKeyMismatch and known_name:
+        # mitogen's text replaces ssh's, which named the host as it looked it up
+        hint += "; ssh looks the key up as %s (or as the bare host name, for the same key)" % (
+            known_name,
         )
     if cls is HostUnreachable and "timed out" in raw.lower():
         hint = "no answer within connect_timeout=%gs; check the address and the network" % (
@@ -313,8 +325,13 @@ class SSHConnector(Connector):
                 " install openssh-client" % exc,
                 host=self.name,
             )
+        port = self.target.port
         return connection_error(
-            exc, self.name, self.options["python_path"], self.options["connect_timeout"]
+            exc,
+            self.name,
+            self.options["python_path"],
+            self.options["connect_timeout"],
+            "" if port in (None, 22) else "[%s]:%d" % (self.target.hostname, port),
         )
 
 

@@ -173,8 +173,10 @@ def finish_run() -> None:
 
 
 def start_watchdog(router: mitogen.core.Router, timeout: float) -> int:
-    """Start the heartbeat watchdog thread; the handle the master's heartbeats go to."""
-    recv = mitogen.core.Receiver(router)
+    """Start the heartbeat watchdog thread; the handle the master's heartbeats go to.
+    Only a parent may send there: another context's beats would keep a run whose
+    master is gone alive, and its dead message would end the watchdog."""
+    recv = mitogen.core.Receiver(router, policy=mitogen.core.has_parent_authority)
     threading.Thread(
         target=_watchdog,
         args=(recv, float(timeout)),
