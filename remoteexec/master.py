@@ -157,7 +157,9 @@ class Master:
         ``via`` hops through another Host; ``name`` labels the host.
 
         Connections are cached: connecting to the same user, host, port and
-        hop again returns the same Host. Failures raise a
+        hop, with the same interpreter, key, host-key checking and ssh
+        options (see :attr:`remoteexec.connectors.ssh.SSHConnector.key`),
+        returns the same Host. Failures raise a
         :class:`ConnectionFailed` subclass naming the host, the cause and what
         to do, within ``connect_timeout`` (plus the time the interpreter takes
         to boot).

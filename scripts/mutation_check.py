@@ -638,6 +638,14 @@ MUTATIONS = (
         "a host's name drops its non-22 port",
     ),
     Mutation(
+        "connect-cache-ignores-host-key-mode",
+        "remoteexec/connectors/ssh.py",
+        '            self.options["check_host_keys"],\n',
+        "",
+        ("tests/test_connect.py::test_check_host_keys_ignore_connects_to_an_unknown_key",),
+        "a connect that checks host keys gets the cached context opened with 'ignore'",
+    ),
+    Mutation(
         "lane-unpickle-unrestricted",
         "remoteexec/target/lane.py",
         "    find_class = staticmethod(check_global)",

@@ -207,3 +207,9 @@ def test_check_host_keys_ignore_connects_to_an_unknown_key(
     host = master.connect(lab.targets[1], check_host_keys="ignore", **options)
     assert lab.hosts[1].address in host.run(["ip", "-o", "-4", "addr"], check=True).stdout
     assert empty.read_text() == "", "ignore records nothing in the user's known_hosts"
+    # A connect that checks keys never gets the context opened without.
+    with pytest.raises(rx.HostKeyMismatch):
+        master.connect(lab.targets[1], **options)
+    checked = master.connect(lab.targets[1], **connect_options(lab))
+    assert checked is not host and checked.run(["true"]).ok
+    assert master.connect(lab.targets[1], check_host_keys="ignore", **options) is host

@@ -277,7 +277,10 @@ class SSHConnector(Connector):
 
     @property
     def key(self) -> Tuple[Hashable, ...]:
-        """The same user, host, port, interpreter and key: the same context."""
+        """The same user, host, port, interpreter, key, host-key checking and
+        ssh options (known_hosts_file among them; not the connect timeout):
+        the same context. So a connect that checks host keys never gets a
+        context opened without checking, or against another known_hosts."""
         return (
             self.kind,
             self.target.user,
@@ -285,6 +288,8 @@ class SSHConnector(Connector):
             self.target.port or 22,
             self.options["python_path"],
             self.options["identity_file"],
+            self.options["check_host_keys"],
+            tuple(a for a in self.options["ssh_args"] if not a.startswith("ConnectTimeout=")),
         )
 
     def start(self, router: Any, *, remote_name: str, via: Optional[Any]) -> Any:

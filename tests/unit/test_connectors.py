@@ -181,7 +181,16 @@ def test_ssh_plan(tmp_path: Path) -> None:
     made = connectors.plan("root@10.0.0.1", identity_file=str(key), connect_timeout=3)
     assert isinstance(made, SSHConnector)
     assert made.name == "root@10.0.0.1" and not made.is_local and made.kill_transport_on_drop
-    assert made.key == ("ssh", "root", "10.0.0.1", 22, "python3", str(key))
+    assert made.key[:7] == ("ssh", "root", "10.0.0.1", 22, "python3", str(key), "enforce")
+    # The connect timeout is not part of it; the host-key settings are.
+    same = connectors.plan("root@10.0.0.1", identity_file=str(key), connect_timeout=9)
+    assert same.key == made.key
+    for other in (
+        connectors.plan("root@10.0.0.1", identity_file=str(key), check_host_keys="ignore"),
+        connectors.plan("root@10.0.0.1", identity_file=str(key), known_hosts_file=str(key)),
+        connectors.plan("root@10.0.0.1", identity_file=str(key), ssh_args=["-4"]),
+    ):
+        assert other.key != made.key
     assert made.setup_timeout == 3 + ssh.SETUP_SLACK
     assert made.options["ssh_args"][:2] == ["-o", "ConnectTimeout=3"]
     # The same host with the scheme spelled out, and a name of its own.
