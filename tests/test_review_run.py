@@ -55,3 +55,14 @@ def test_a_nul_byte_is_refused_before_anything_is_sent(
     with pytest.raises(ValueError, match=field + ".*NUL"):
         rx.run_all([host], **kwargs)
     assert host.lane.stats["runs"] == runs
+
+
+def test_an_executor_spawn_that_raises_leaves_no_pipe_open(host: rx.Host) -> None:
+    """The same for a process tree with a stdin pipe (an executor's): the
+    write end the supervisor would have held is closed too."""
+    spec = {"command": ["cat", "a\0b"], "stdin": "pipe"}
+    before = _fds(host)
+    for _ in range(10):
+        with pytest.raises(rx.RemoteExecError, match="null byte"):
+            host.invoke("remoteexec.target.runstate.spawn_tree", spec)
+    assert _fds(host) <= before + 1, "the context kept fds of spawns that failed"
