@@ -503,6 +503,12 @@ class HostLane:
             detail = lane.stderr()
             lane.end(graceful=False)
             raise LaneUnavailable("%s%s" % (e, "; ssh: " + detail if detail else "")) from None
+        except BaseException:
+            # Anything else (a KeyboardInterrupt) goes on as it is, but not
+            # with the session left to the garbage collector: a traceback
+            # kept (a REPL's last one) would keep it, and its relay, alive.
+            lane.end(graceful=False)
+            raise
         return lane
 
     def _drop(self, lane: Lane, graceful: bool, failed: bool) -> None:
