@@ -504,7 +504,14 @@ class Host:
             # _wait would have said so): it is slow, not lost.
             reason = "no reply to %s within %.1fs" % (what, timeout or 0.0)
             raise TimeoutExpired(reason, host=self.name) from None
-        except mitogen.core.ChannelError:
+        except mitogen.core.ChannelError as e:
+            if str(e).startswith(_TOO_LARGE):  # dropped by a router: the host is fine
+                raise RemoteCallError(
+                    "the reply to %s is too large: %s" % (what, e),
+                    host=self.name,
+                    type_name="ReplyTooLarge",
+                    remote_message=str(e),
+                ) from None
             reason = self.lost or "the connection closed"
             self._mark_lost(reason)
             raise HostLost("host lost during %s: %s" % (what, reason), host=self.name) from None
@@ -994,3 +1001,6 @@ def _as_is(value: Any) -> Any:
 
 #: What a lane request returns when it was not sent: take mitogen's path.
 _NOT_SENT = object()
+#: How mitogen's dead message starts when a router dropped a message over
+#: its max_message_size.
+_TOO_LARGE = mitogen.core.Router.too_large_msg.partition("%")[0]

@@ -66,3 +66,55 @@ def test_an_executor_spawn_that_raises_leaves_no_pipe_open(host: rx.Host) -> Non
         with pytest.raises(rx.RemoteExecError, match="null byte"):
             host.invoke("remoteexec.target.runstate.spawn_tree", spec)
     assert _fds(host) <= before + 1, "the context kept fds of spawns that failed"
+
+
+#: Past the 128 MiB a mitogen message (and a lane frame) may carry.
+HUGE = ["head", "-c", str(130 * 1024 * 1024), "/dev/zero"]
+
+
+def _too_large(host: rx.Host) -> None:
+    with pytest.raises(rx.RemoteExecError) as caught:
+        host.run(HUGE)
+    error = caught.value
+    assert not isinstance(error, rx.HostLost), error
+    assert "too large" in str(error) and error.host == host.name, error
+    assert not host.lost, "a large reply is no lost host"
+    assert host.run(["echo", "on"]).stdout == "on\n", "the host goes on"
+
+
+def test_a_reply_too_large_for_mitogen_is_an_error_not_a_lost_host(host: rx.Host) -> None:
+    host.lane.enabled = False  # mitogen's path: the supervisor's request handler
+    try:
+        _too_large(host)
+    finally:
+        host.lane.enabled = True
+
+
+def test_a_reply_too_large_for_the_lane_is_an_error_not_an_ended_lane(host: rx.Host) -> None:
+    assert host.open_lane()
+    runs = host.lane.stats["runs"]
+    _too_large(host)
+    assert host.lane.stats["runs"] > runs, "both ran on the lane"
+    assert host.lane.is_open, "the lane carries on"
+
+
+def test_a_call_result_too_large_for_mitogen_is_an_error_not_a_lost_host(host: rx.Host) -> None:
+    host.lane.enabled = False  # mitogen's path: its own dispatcher answers
+    try:
+        for _ in range(2):  # a quick one would answer it the same
+            with pytest.raises(rx.RemoteExecError) as caught:
+                host.call(bytes, 130 * 1024 * 1024)
+            assert not isinstance(caught.value, rx.HostLost), caught.value
+            assert "too large" in str(caught.value) and caught.value.host == host.name
+        assert not host.lost
+        assert host.call(len, "four") == 4
+    finally:
+        host.lane.enabled = True
+
+
+def test_a_call_result_too_large_for_the_lane_is_an_error(host: rx.Host) -> None:
+    assert host.open_lane()
+    with pytest.raises(rx.RemoteExecError, match="too large") as caught:
+        host.call(bytes, 130 * 1024 * 1024)
+    assert not isinstance(caught.value, rx.HostLost), caught.value
+    assert host.lane.is_open and host.call(len, "four") == 4
