@@ -14,6 +14,7 @@ from typing import Any, Iterator, List, Optional
 
 import pytest
 from conftest import PY, connect_options, wait_until
+from helpers import lane_calls
 
 import remoteexec as rx
 
@@ -111,3 +112,36 @@ def test_an_open_interrupted_midway_ends_its_ssh_session(slow_relay_host: rx.Hos
     assert host.run(["true"]).returncode == 0, "the host goes on"
     for pid in _pids_with(["sleep", DELAY]):  # our relay's wrapper: its session ends now
         os.kill(pid, signal.SIGKILL)
+
+
+def test_a_second_interrupt_while_the_lane_ends_still_ends_it(lab: Any, master: rx.Master) -> None:
+    """Ctrl-C twice: the first stops a call on the lane, the second the
+    graceful wait for the lane's ssh client (EXIT_WAIT: the context is still
+    in the call, so its relay and session live on). The client is killed all
+    the same, and the lane let go of."""
+    host = master.connect(lab.targets[2], **connect_options(lab))
+    assert host.open_lane()
+    lane = host.lane.current
+    assert lane is not None
+    raised: List[int] = []
+
+    def raise_interrupted(*_: Any) -> None:
+        raised.append(1)
+        if len(raised) == 2:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        raise Interrupted()
+
+    previous = signal.signal(signal.SIGALRM, raise_interrupted)
+    try:
+        # The first in the call's wait, the second 0.5 s into the 2 s one for the client.
+        signal.setitimer(signal.ITIMER_REAL, 0.3, 0.5)
+        with pytest.raises(Interrupted):
+            host.call(lane_calls.late, 6.0, "late")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert len(raised) == 2, "both interrupts landed"
+    assert wait_until(lambda: lane.proc.poll() is not None, 1.0), "the lane's ssh client lives on"
+    assert not lane.busy.locked(), "the ended lane is still held"
+    assert host.call(lane_calls.where, 1)[1] == 1, "the host goes on"
+    host.close()
