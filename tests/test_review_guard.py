@@ -17,6 +17,11 @@ import remoteexec as rx
 pytestmark = pytest.mark.lab
 
 
+#: A session id no process can have (over Linux's PID_MAX_LIMIT): the guard
+#: finds no member of it, whatever it does with the lines.
+NO_PID = (1 << 22) + 1
+
+
 def fill_guard_pipe(limit: int) -> int:
     """In the context: tell the guard fake sessions until a tell had to wait
     (the pipe is full); how many were told."""
@@ -24,7 +29,7 @@ def fill_guard_pipe(limit: int) -> int:
 
     for told in range(limit):
         started = time.monotonic()
-        GUARD.tell(1, 0, 0)  # a session id the guard never finds alive
+        GUARD.tell(NO_PID, 0, 0)
         if time.monotonic() - started > 0.5:
             return told
     return limit
