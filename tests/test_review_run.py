@@ -19,7 +19,11 @@ pytestmark = pytest.mark.lab
 @pytest.fixture(scope="module")
 def host(lab: Any) -> Iterator[rx.Host]:
     with rx.Master(heartbeat_timeout=5) as m:
-        yield m.connect(lab.targets[0], **connect_options(lab))
+        h = m.connect(lab.targets[0], **connect_options(lab))
+        # Open now: opened by a later call (in the background), its fds
+        # would show up in a test's count.
+        assert h.open_lane()
+        yield h
 
 
 def _fds(host: rx.Host) -> int:
