@@ -504,7 +504,14 @@ class Host:
             # _wait would have said so): it is slow, not lost.
             reason = "no reply to %s within %.1fs" % (what, timeout or 0.0)
             raise TimeoutExpired(reason, host=self.name) from None
-        except mitogen.core.ChannelError:
+        except mitogen.core.ChannelError as e:
+            if str(e).startswith(_TOO_LARGE):  # dropped by a router: the host is fine
+                raise RemoteCallError(
+                    "the reply to %s is too large: %s" % (what, e),
+                    host=self.name,
+                    type_name="ReplyTooLarge",
+                    remote_message=str(e),
+                ) from None
             reason = self.lost or "the connection closed"
             self._mark_lost(reason)
             raise HostLost("host lost during %s: %s" % (what, reason), host=self.name) from None
@@ -894,10 +901,20 @@ def run_arguments(
     input: Union[str, bytes, None],
 ) -> Dict[str, Any]:
     """The supervisor's ``run`` arguments, checked (ValueError/TypeError)."""
+    checked = arguments.command(command)
+    # The host's Popen would refuse a NUL byte with a bare "embedded null byte".
+    parts = [("command", checked)] if isinstance(checked, str) else list(enumerate(checked))
+    for where, part in parts:
+        if "\0" in part:
+            field = where if isinstance(where, str) else "command[%d]" % where
+            raise ValueError("%s contains a NUL byte: %r" % (field, arguments.bounded(part, 100)))
+    path = os.fspath(cwd) if cwd is not None else None
+    if isinstance(path, str) and "\0" in path:
+        raise ValueError("cwd contains a NUL byte: %r" % arguments.bounded(path, 100))
     return dict(
-        command=arguments.command(command),
+        command=checked,
         shell=shell,
-        cwd=os.fspath(cwd) if cwd is not None else None,
+        cwd=path,
         env=arguments.environment("env", env) or None,
         timeout=arguments.seconds("timeout", timeout, allow_none=True),
         input=input.encode() if isinstance(input, str) else input,
@@ -984,3 +1001,6 @@ def _as_is(value: Any) -> Any:
 
 #: What a lane request returns when it was not sent: take mitogen's path.
 _NOT_SENT = object()
+#: How mitogen's dead message starts when a router dropped a message over
+#: its max_message_size.
+_TOO_LARGE = mitogen.core.Router.too_large_msg.partition("%")[0]

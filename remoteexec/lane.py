@@ -336,14 +336,16 @@ class Lane:
             with contextlib.suppress(OSError):
                 if pipe is not None:
                     pipe.close()
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            if graceful:
-                self.proc.wait(EXIT_WAIT)
-        if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                self.proc.kill()
+        try:
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                self.proc.wait(EXIT_WAIT)
+                if graceful:
+                    self.proc.wait(EXIT_WAIT)
+        finally:  # interrupted (a second Ctrl-C) or not: the client goes
+            if self.proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    self.proc.kill()
+                with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                    self.proc.wait(EXIT_WAIT)
 
 
 class HostLane:
@@ -406,9 +408,11 @@ class HostLane:
 
     def release(self, lane: Lane) -> None:
         """Done with ``lane``: a broken one is ended and forgotten."""
-        if lane.broken or lane.closing:
-            self._drop(lane, graceful=not self.host.lost, failed=not lane.closing)
-        lane.busy.release()
+        try:
+            if lane.broken or lane.closing:
+                self._drop(lane, graceful=not self.host.lost, failed=not lane.closing)
+        finally:
+            lane.busy.release()
 
     def unavailable(self) -> None:
         """A request found the lane ended before sending: count the fallback."""
@@ -503,6 +507,12 @@ class HostLane:
             detail = lane.stderr()
             lane.end(graceful=False)
             raise LaneUnavailable("%s%s" % (e, "; ssh: " + detail if detail else "")) from None
+        except BaseException:
+            # Anything else (a KeyboardInterrupt) goes on as it is, but not
+            # with the session left to the garbage collector: a traceback
+            # kept (a REPL's last one) would keep it, and its relay, alive.
+            lane.end(graceful=False)
+            raise
         return lane
 
     def _drop(self, lane: Lane, graceful: bool, failed: bool) -> None:

@@ -44,6 +44,11 @@ class GuardLink:
         #: The run's marker prefix, once armed; the guard starts on first need.
         self.prefix: Optional[str] = None
         self.started = False
+        #: The guard let its pipe fill up (stopped, starved): tells do not
+        #: wait for it until one goes through again.
+        self.stalled = False
+        #: Sessions the guard was never told (its pipe was full).
+        self.missed = 0
         self._first: Optional[Callable[[], None]] = None
         self._lock = threading.Lock()
 
@@ -85,20 +90,24 @@ class GuardLink:
         Needed because a process may rewrite its environment (Tarantool does)
         and lose the marker. The write is one line, under PIPE_BUF so atomic
         across threads; it never blocks for more than a second on a stalled
-        guard, and a dead guard is reported once, not on every spawn.
+        guard, and then not again until the guard reads (each spawn would
+        wait its second); a dead guard is reported once, not on every spawn.
         """
         fd = self.fd
         if fd is None:
             return
         line = b"+%d %d %d\n" % (pid, earliest, latest)
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + (0.0 if self.stalled else 1.0)
         while True:
             try:
                 os.write(fd, line)
+                if self.stalled:
+                    self.stalled = False
+                    LOG.warning("the guard reads its pipe again")
                 return
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    LOG.error("the guard does not read its pipe: session %d not registered", pid)
+                    self._missed(pid)
                     return
                 time.sleep(0.001)
             except OSError as e:
@@ -108,6 +117,17 @@ class GuardLink:
                 self.fd = None
                 self.error = "the guard exited: %s" % e
                 return
+
+    def _missed(self, pid: int) -> None:
+        """Session ``pid`` could not be told: say so (in :func:`status` too)."""
+        self.missed += 1
+        self.error = (
+            "the guard does not read its pipe: %d session(s) not registered, the last %d"
+            " (their processes are still found by their marker)" % (self.missed, pid)
+        )
+        if not self.stalled:
+            self.stalled = True
+            LOG.error("%s; not waiting for it until it reads again", self.error)
 
 
 #: The one guard link of this context.

@@ -299,6 +299,8 @@ def serve(infd: int, outfd: int, relay: socket.socket, relay_pid: int = 0) -> No
             reply = frame(answer(body))
         except Exception as e:  # a result no pickler takes (a lock, a socket): say so
             reply = frame(mitogen.core.CallError(e))
+        if len(reply) - HEADER.size > MAX_FRAME:  # the master would end the lane
+            reply = frame(_too_large(body, len(reply) - HEADER.size))
         _write(outfd, reply)
 
 
@@ -320,6 +322,23 @@ def answer(body: bytes) -> Any:
         raise ValueError("unknown lane request %r" % (kind,))
     except Exception as e:
         return mitogen.core.CallError(e)
+
+
+def _too_large(body: bytes, size: int) -> Dict[str, Any]:
+    """The error reply in place of a reply of ``size`` bytes to request
+    ``body``, over :data:`MAX_FRAME`: the master would refuse it and end the
+    lane (mitogen's path says the same of a message over its limit)."""
+    what = "a lane request"
+    with contextlib.suppress(Exception):
+        request = unpickle(body)
+        what = "call %s()" % request[2] if request[0] == "call" else str(request[0])
+    return protocol.error(
+        "RemoteCallError",
+        "the reply to %s is too large: %d bytes, over the %d a lane frame may carry"
+        % (what, size, MAX_FRAME),
+        type_name="ReplyTooLarge",
+        remote_message="reply too large: %d bytes" % size,
+    )
 
 
 #: The supervisor's ``call_function``, found on the first call (imported

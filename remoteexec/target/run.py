@@ -137,6 +137,9 @@ def run(
         child, error = popen(
             command, shell, cwd, env, marker, stdin=stdin, stdout=stdout, stderr=stderr
         )
+    except BaseException:  # not only OSError: Popen refuses a NUL byte with ValueError
+        pipes.close()
+        raise
     finally:
         pipes.started()
     if error or child is None:

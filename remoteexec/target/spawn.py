@@ -259,6 +259,10 @@ class Proc:
                 stdout=log_fd,
                 stderr=err_fd,
             )
+        except BaseException:  # not only OSError: Popen refuses a NUL byte with ValueError
+            if stdin_fd is not None:
+                os.close(stdin_fd)
+            raise
         finally:
             for fd in opened:
                 os.close(fd)

@@ -238,9 +238,17 @@ class Requests:
                     name="%s-%d" % (REQUEST_THREAD, len(self._threads)),
                     daemon=True,
                 )
+                try:
+                    thread.start()
+                except RuntimeError as e:
+                    # Out of threads (a pids cgroup, ulimit -u): say so now.
+                    # Queued, the call would wait for a thread that may never
+                    # come free, its master with it.
+                    with contextlib.suppress(Exception):  # the master is gone: nobody to tell
+                        msg.reply(protocol.raised("starting a thread for the request", e))
+                    return
                 self._threads.append(thread)
                 self._free += 1
-                thread.start()
             self._free -= 1
         self._queue.put(msg)
 
