@@ -1,4 +1,4 @@
-"""Reliability review of the guard's link (remoteexec/target/guardlink.py): a
+"""The guard's link (remoteexec/target/guardlink.py): a
 guard that stops reading its pipe (stopped, starved) costs the spawns one
 bounded wait, not a second each, and says so in its status. Real lab host."""
 

@@ -1,4 +1,4 @@
-"""Reliability review of one-shot commands (remoteexec/target/run.py and
+"""One-shot commands at their limits (remoteexec/target/run.py and
 Host.run's argument checks in remoteexec/host.py): a command that cannot be
 spawned leaves no fd behind in the context, and bad input is refused on the
 master, naming the argument. Real lab host, one master for the module."""

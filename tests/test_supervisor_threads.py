@@ -1,4 +1,4 @@
-"""Reliability review of the supervisor's request handler (Requests in
+"""The supervisor's request handler (Requests in
 remoteexec/target/supervisor.py): a context that cannot start a thread for a
 request (its pids cgroup full, ulimit -u) answers at once with the cause,
 instead of dropping the request and leaving the master waiting. Real lab
@@ -18,6 +18,8 @@ import remoteexec as rx
 pytestmark = pytest.mark.lab
 
 PIDS = "/sys/fs/cgroup/pids"
+#: A request the context cannot serve is answered this soon (it was never).
+ANSWER_WITHIN = 5.0
 
 
 def _write(path: str, value: str) -> None:
@@ -52,8 +54,12 @@ def full_host(lab: Any) -> Iterator[rx.Host]:
 
 def test_a_request_with_no_thread_to_serve_it_is_answered_at_once(full_host: rx.Host) -> None:
     started = time.monotonic()
+    # send_run: the same request handler as Host.run off the lane, waited for
+    # here with a bound of our own (Host.run would wait its timeout + 30 s).
+    pending = full_host.send_run(["true"], timeout=5)
+    reply = pending.receiver.get(timeout=ANSWER_WITHIN)
+    assert time.monotonic() - started < ANSWER_WITHIN, "answered at once"
     with pytest.raises(rx.RemoteExecError, match="thread") as caught:
-        full_host.run(["true"], timeout=5)
+        pending.finish(full_host.unpickle(lambda: reply, pending.what, pending.timeout))
     assert not isinstance(caught.value, rx.TimeoutExpired), caught.value
     assert caught.value.host == full_host.name
-    assert time.monotonic() - started < 5, "answered at once"

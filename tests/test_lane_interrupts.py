@@ -1,4 +1,4 @@
-"""Reliability review of the lane's opening (remoteexec/lane.py): whatever
+"""The lane's opening and ending (remoteexec/lane.py): whatever
 stops an open midway (here an exception from a signal handler, as a Ctrl-C
 would be) ends the ssh session it started, with no help from the garbage
 collector. Real lab host; the relay is delayed by a wrapper of the host's
