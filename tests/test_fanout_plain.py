@@ -133,10 +133,11 @@ def test_exec_workers_bounds_the_hosts_served_at_a_time(lab: Any, tmp_path: Any)
 
 def _pids_with(token: str) -> List[int]:
     """Live pids whose command line holds ``token`` (lab hosts share this pid space)."""
+    token_bytes = b"\0" + token.encode() + b"\0"
     return [
         pid
         for pid, st in oracle.table().items()
-        if st.alive and token.encode() in (oracle.proc_file(pid, "cmdline") or b"")
+        if st.alive and token_bytes in (oracle.proc_file(pid, "cmdline") or b"")
     ]
 
 
@@ -144,13 +145,14 @@ def test_a_silently_partitioned_host_is_lost_within_heartbeat_timeout(lab: Any) 
     """No command timeout: the keepalives and TCP_USER_TIMEOUT still bound the
     wait for a host that went silent mid-command."""
     silence = 3.0
-    token = "rx-silent-%s" % secrets.token_hex(4)
+    # A sleep of its own length: found by its command line, ended by its pid.
+    token = "59.%08d" % secrets.randbelow(10**8)
     twin = lab.hosts[2]
     host = PlainHost(twin.name, twin.target, lab.identity_file, lab.known_hosts_file)
     results: List[Any] = []
     worker = threading.Thread(
         target=lambda: results.append(
-            run_plain([host], ["sh", "-c", "sleep 60; : %s" % token], heartbeat_timeout=silence)
+            run_plain([host], ["sleep", token], heartbeat_timeout=silence)
         )
     )
     worker.start()
