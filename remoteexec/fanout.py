@@ -28,6 +28,11 @@ Bounds (so 64 or 200 hosts never exhaust the master):
   banner, authentication); ``timeout`` bounds the command: past it the session
   is closed and the host's result is :class:`~remoteexec.errors.TimeoutExpired`
   (the remote process is not killed by that: sshd hangs up its pipes);
+- ``heartbeat_timeout`` bounds silence, as the Master's does for contexts: an
+  SSH keepalive goes out after each quarter of it without traffic, and the
+  kernel drops the connection when what it sent stays unacknowledged that
+  long (``TCP_USER_TIMEOUT``), so a silently partitioned host is
+  :class:`~remoteexec.errors.HostLost` even with no ``timeout``;
 - output is kept up to :data:`OUTPUT_LIMIT` bytes per stream and host, the
   tail when there is more.
 
@@ -64,6 +69,7 @@ from remoteexec.host import Host, Pending, RunRequest, RunResult, send_together
 __all__ = [
     "DEFAULT_WINDOW",
     "DEFAULT_WORKERS",
+    "HEARTBEAT_TIMEOUT",
     "MAX_WINDOW",
     "MAX_WORKERS",
     "OUTPUT_LIMIT",
@@ -102,6 +108,8 @@ PLAIN_OPTIONS = frozenset(
 _JOIN_TIMEOUT = 5.0
 #: Longest wait of one read, so the stderr stream is drained while stdout is idle.
 _READ_SLICE = 0.2
+#: Seconds of silence after which a host is lost (see the module's bounds).
+HEARTBEAT_TIMEOUT = 10.0
 
 _QUIET = logging.NullHandler()
 
@@ -371,6 +379,7 @@ def run_plain(
     *,
     timeout: Optional[float] = None,
     workers: int = DEFAULT_WORKERS,
+    heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
 ) -> Dict[str, Result]:
     """Run ``command`` on every host over plain SSH, at most ``workers`` at a
     time; return each host's :data:`Result`, by name, in the order given.
@@ -378,12 +387,15 @@ def run_plain(
     ``command``: an argument list, shell-quoted for the login shell (so it gets
     the same argv as ``Host.run``), or a string, given to the shell as is.
     ``timeout``: seconds for the command on each host (None: no limit).
+    ``heartbeat_timeout``: seconds a connection may stay silent before its
+    host is lost (:class:`~remoteexec.errors.HostLost`).
     Arguments are checked before anything connects: a ValueError/TypeError
     names the host and the field. A failing host never stops the others.
     """
     checked = arguments.command(command)
     line = checked if isinstance(checked, str) else shlex.join(checked)
     seconds = arguments.seconds("timeout", timeout, allow_none=True)
+    silence = arguments.seconds("heartbeat_timeout", heartbeat_timeout)
     if isinstance(workers, bool) or not isinstance(workers, int):
         raise TypeError("workers must be an int, got %r" % (workers,))
     if not 1 <= workers <= MAX_WORKERS:
@@ -406,7 +418,7 @@ def run_plain(
     pool_size = min(workers, len(hosts))
     with ThreadPoolExecutor(pool_size, thread_name_prefix="remoteexec-plain") as pool:
         futures = [
-            pool.submit(_one, h, t, checked, line, seconds, (keys, known))
+            pool.submit(_one, h, t, checked, line, (seconds, silence), (keys, known))
             for h, t in zip(hosts, targets)
         ]
         return {h.name: f.result() for h, f in zip(hosts, futures)}
@@ -572,17 +584,20 @@ def _one(
     target: Target,
     command: Union[str, List[str]],
     line: str,
-    timeout: Optional[float],
+    bounds: Tuple[Optional[float], float],
     loaded: Tuple[_Keys, _KnownHosts],
 ) -> Result:
-    """One host's result; every error becomes a typed one naming the host."""
+    """One host's result; every error becomes a typed one naming the host.
+    ``bounds``: the command's timeout and the connection's heartbeat_timeout."""
     import paramiko
 
+    timeout, silence = bounds
     client = paramiko.SSHClient()
     try:
         started = time.monotonic()
         try:
             _connect(client, host, target, loaded)
+            _keep_alive(client, silence)
         except Exception as e:
             return _connection_error(e, host)
         try:
@@ -601,6 +616,16 @@ def _one(
                 host=host.name,
                 command=command,
             )
+        transport = client.get_transport()
+        if transport is None or not transport.is_active():
+            # The connection ended, not the command: the exit status is paramiko's
+            # -1 (and paramiko reports a write that timed out as a bare EOFError).
+            return HostLost(
+                "host lost during the command (it may have run): its SSH connection "
+                "ended (closed, or no answer within heartbeat_timeout %g s)" % silence,
+                host=host.name,
+                command=command,
+            )
         text_out, text_err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
         return RunResult(host.name, command, code, text_out, text_err, time.monotonic() - started)
     finally:
@@ -608,6 +633,17 @@ def _one(
         client.close()
         if transport is not None:  # its thread ends within moments: keep the bound strict
             transport.join(_JOIN_TIMEOUT)
+
+
+def _keep_alive(client: Any, silence: float) -> None:
+    """Bound the connection's silence to ``silence`` seconds: an SSH keepalive
+    after each quarter of it without traffic, and the kernel gives the
+    connection up when what it sent stays unacknowledged that long."""
+    transport = client.get_transport()
+    transport.set_keepalive(max(1, int(silence / 4)))
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux
+    if option is not None:
+        transport.sock.setsockopt(socket.IPPROTO_TCP, option, max(1, int(silence * 1000)))
 
 
 def _connect(

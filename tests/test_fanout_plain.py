@@ -6,18 +6,29 @@ bound on hosts served at a time."""
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import signal
 import sys
 import threading
+import time
 from typing import Any, Iterator, List
 
 import pytest
+from conftest import wait_until
+from helpers import oracle
 from helpers.exec_cli import run_exec, stack_file
 
-from remoteexec.errors import HostKeyMismatch
+from remoteexec.errors import HostKeyMismatch, HostLost
 from remoteexec.fanout import PlainHost, run_plain
 from remoteexec.host import RunResult
 
 pytestmark = pytest.mark.lab
+
+#: Bound for things that take milliseconds when the machine is idle.
+SETTLE = 15.0
+#: Slack over heartbeat_timeout for a loaded 2-core machine.
+LOST_MARGIN = 3.0
 
 #: Paths whose opens the audit hook counts ({path: count}); None: not counting.
 _OPENED: dict = {}
@@ -118,3 +129,52 @@ def test_exec_workers_bounds_the_hosts_served_at_a_time(lab: Any, tmp_path: Any)
         r = run_exec(path, "all", "--workers", bad, "--", "true")
         assert r.returncode == 2, (bad, r.stdout, r.stderr)
         assert "--workers must be in 1..256, got %s" % bad in r.stderr
+
+
+def _pids_with(token: str) -> List[int]:
+    """Live pids whose command line holds ``token`` (lab hosts share this pid space)."""
+    token_bytes = b"\0" + token.encode() + b"\0"
+    return [
+        pid
+        for pid, st in oracle.table().items()
+        if st.alive and token_bytes in (oracle.proc_file(pid, "cmdline") or b"")
+    ]
+
+
+def test_a_silently_partitioned_host_is_lost_within_heartbeat_timeout(lab: Any) -> None:
+    """No command timeout: the keepalives and TCP_USER_TIMEOUT still bound the
+    wait for a host that went silent mid-command."""
+    silence = 3.0
+    # A sleep of its own length: found by its command line, ended by its pid.
+    token = "59.%08d" % secrets.randbelow(10**8)
+    twin = lab.hosts[2]
+    host = PlainHost(twin.name, twin.target, lab.identity_file, lab.known_hosts_file)
+    results: List[Any] = []
+    worker = threading.Thread(
+        target=lambda: results.append(
+            run_plain([host], ["sleep", token], heartbeat_timeout=silence)
+        )
+    )
+    worker.start()
+    try:
+        assert wait_until(lambda: _pids_with(token), SETTLE), "the command runs"
+        lab.partition(twin)
+        cut = time.monotonic()
+        worker.join(silence + 1 + LOST_MARGIN)  # + a keepalive interval
+        took = time.monotonic() - cut
+    finally:
+        lab.heal()
+        for pid in _pids_with(token):  # sshd does not know yet: ours to end
+            os.kill(pid, signal.SIGKILL)
+        worker.join(60)
+    assert results, "still waiting %.1f s after the partition" % took
+    lost = results[0][twin.name]
+    assert isinstance(lost, HostLost), lost
+    assert lost.host == twin.name and "heartbeat_timeout 3 s" in str(lost), str(lost)
+    print("\nlost %.2f s after the partition: %s" % (took, lost))
+
+
+def test_heartbeat_timeout_is_checked_before_connecting(lab: Any) -> None:
+    host = PlainHost("h", lab.targets[0], lab.identity_file, lab.known_hosts_file)
+    with pytest.raises(ValueError, match="heartbeat_timeout"):
+        run_plain([host], ["true"], heartbeat_timeout=0)
