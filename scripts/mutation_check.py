@@ -727,6 +727,26 @@ MUTATIONS = (
         "a request the context has no thread for is dropped (the caller waits forever)",
     ),
     Mutation(
+        "plain-no-keepalive",
+        "remoteexec/fanout.py",
+        "            _keep_alive(client, silence)\n",
+        "            pass\n",
+        (
+            "tests/test_fanout_plain.py::test_a_silently_partitioned_host_is_lost_within_heartbeat_timeout",
+        ),
+        "a partitioned host is waited for until its command ends (forever with no timeout)",
+    ),
+    Mutation(
+        "plain-lost-as-exit",
+        "remoteexec/fanout.py",
+        "        if transport is None or not transport.is_active():",
+        "        if False:",
+        (
+            "tests/test_fanout_plain.py::test_a_silently_partitioned_host_is_lost_within_heartbeat_timeout",
+        ),
+        "a connection that ended mid-command is reported as the command's exit -1",
+    ),
+    Mutation(
         "lane-unpickle-unrestricted",
         "remoteexec/target/lane.py",
         "    find_class = staticmethod(check_global)",
