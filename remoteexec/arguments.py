@@ -127,10 +127,13 @@ def environment(name: str, env: Optional[Mapping[Any, Any]]) -> Dict[str, str]:
 
 
 def command(value: Any) -> Union[str, List[str]]:
-    """``value`` as a non-empty command: a str, or a list of str arguments."""
+    """``value`` as a non-empty command: a str, or a list of str arguments.
+    A NUL byte is refused here, naming the argument: the host's exec would
+    refuse it with a bare "embedded null byte"."""
     if isinstance(value, str):
         if not value.strip():
             raise ValueError("command is empty")
+        no_nul("command", value)
         return value
     if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
         parts = [os.fspath(part) if isinstance(part, os.PathLike) else part for part in value]
@@ -141,8 +144,17 @@ def command(value: Any) -> Union[str, List[str]]:
                 raise TypeError(
                     "command[%d] must be a str, got %s %s" % (i, type(part).__name__, _shown(part))
                 )
+            no_nul("command[%d]" % i, str(part))
         return [str(part) for part in parts]
     raise TypeError("command must be a list of arguments or a string, got %s" % _shown(value))
+
+
+def no_nul(name: str, text: str) -> str:
+    """``text``, unless it holds a NUL byte (no path or argument may): a
+    ValueError naming ``name``."""
+    if "\0" in text:
+        raise ValueError("%s contains a NUL byte: %s" % (name, _shown(text)))
+    return text
 
 
 def bounded(text: str, limit: int = TEXT_LIMIT) -> str:
@@ -165,6 +177,7 @@ __all__ = [
     "bounded",
     "command",
     "environment",
+    "no_nul",
     "port",
     "seconds",
     "unix_path",

@@ -902,15 +902,9 @@ def run_arguments(
 ) -> Dict[str, Any]:
     """The supervisor's ``run`` arguments, checked (ValueError/TypeError)."""
     checked = arguments.command(command)
-    # The host's Popen would refuse a NUL byte with a bare "embedded null byte".
-    parts = [("command", checked)] if isinstance(checked, str) else list(enumerate(checked))
-    for where, part in parts:
-        if "\0" in part:
-            field = where if isinstance(where, str) else "command[%d]" % where
-            raise ValueError("%s contains a NUL byte: %r" % (field, arguments.bounded(part, 100)))
     path = os.fspath(cwd) if cwd is not None else None
-    if isinstance(path, str) and "\0" in path:
-        raise ValueError("cwd contains a NUL byte: %r" % arguments.bounded(path, 100))
+    if isinstance(path, str):
+        arguments.no_nul("cwd", path)
     return dict(
         command=checked,
         shell=shell,

@@ -663,10 +663,14 @@ MUTATIONS = (
     ),
     Mutation(
         "run-nul-byte-reaches-host",
-        "remoteexec/host.py",
-        '        if "\\0" in part:',
-        "        if False:",
-        ("tests/test_run_limits.py::test_a_nul_byte_is_refused_before_anything_is_sent",),
+        "remoteexec/arguments.py",
+        '    if "\\0" in text:',
+        "    if False:",
+        (
+            "tests/test_run_limits.py::test_a_nul_byte_is_refused_before_anything_is_sent",
+            "tests/unit/test_arguments.py::"
+            "test_a_nul_byte_in_a_command_is_refused_naming_the_argument",
+        ),
         "a NUL byte in a command is sent to the host instead of refused, naming the field",
     ),
     Mutation(

@@ -12,6 +12,7 @@ import pytest
 
 import remoteexec as rx
 from remoteexec import arguments, waits
+from remoteexec.fanout import PlainHost, run_plain
 
 NAN, INF = math.nan, math.inf
 CMD = ["sleep", "30"]
@@ -238,3 +239,16 @@ def test_unix_socket_path_over_the_limit_refused() -> None:
         waits.UnixSocket("/tmp/" + "€" * 40)
     ok = "/tmp/" + "s" * 100
     assert rx.UnixSocketExecutor(CMD, socket_name=pathlib.Path(ok)).socket == ok
+
+
+def test_a_nul_byte_in_a_command_is_refused_naming_the_argument() -> None:
+    with pytest.raises(ValueError, match=r"command\[1\] contains a NUL byte"):
+        arguments.command(["echo", "a\0b"])
+    with pytest.raises(ValueError, match=r"^command contains a NUL byte"):
+        arguments.command("echo a\0b")
+    # Executors and the fast path check their commands with it, before anything starts.
+    with pytest.raises(ValueError, match=r"command\[2\] contains a NUL byte"):
+        rx.SimpleExecutor(["sh", "-c", "echo\0"])
+    host = PlainHost("h", "root@127.0.0.1", known_hosts_file=None)
+    with pytest.raises(ValueError, match=r"command\[0\] contains a NUL byte"):
+        run_plain([host], ["tr\0ue"])
