@@ -54,11 +54,13 @@ from . import procs
 # should stay cheap); mypy reads the names all the same.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, List, Sequence, Tuple
+    from typing import Dict, List, Optional, Sequence, Tuple
 
     #: Session id -> the earliest and latest start time of its leader
     #: (clock ticks since boot).
     Sessions = Dict[int, Tuple[int, int]]
+    #: Session id (leader gone) -> one live member seen in it: pid, start time.
+    Witnesses = Dict[int, Tuple[int, int]]
 
 #: How long the guard keeps finding and killing after EOF.
 KILL_FOR = 5.0
@@ -66,8 +68,11 @@ KILL_FOR = 5.0
 #: waking us, and a 64 KiB pipe holds ~4,000 lines, far more than it spawns
 #: in that time.
 DRAIN_EVERY = 0.1
-#: Sessions kept before the guard drops those with no live process left.
-PRUNE_AT = 256
+#: Seconds between checks for told sessions that have no live process left
+#: (see :func:`prune`): a session number is free for reuse only once its
+#: last process is gone, and a session still told then would take a
+#: stranger's for ours.
+SWEEP_EVERY = 2.0
 
 #: What ``python3 -I -S -c`` runs: read the module sources from stdin, make
 #: them importable as remoteexec.target.*, then call :func:`main`.
@@ -133,15 +138,59 @@ def run_pids(prefix: str, sessions: Sessions) -> List[int]:
     return found
 
 
-def prune(sessions: Sessions) -> None:
-    """Drop sessions with no live process left (keeps a long run's table small)."""
-    live = set()
+def prune(sessions: Sessions, witnesses: Optional[Witnesses] = None) -> None:
+    """Drop the sessions with no live process left, before the kernel can
+    give their number to a stranger's session (see :data:`SWEEP_EVERY`).
+
+    Cheap when nothing changed: a session whose leader lives (its start time
+    checked) is kept on one read of its stat; one whose leader is gone, on
+    one read of the member ``witnesses`` holds for it (updated here). Only
+    when a witness is gone too is /proc scanned (a few ms), once for all.
+    """
+    if witnesses is None:
+        witnesses = {}
+    unsure = {}
+    for sid, (earliest, latest) in list(sessions.items()):
+        leader = procs.stat_fields(sid)
+        if leader is not None:
+            # A live or zombie leader holds the number; another start time
+            # means it was reused, so our session is empty.
+            if not earliest <= leader[3] <= latest:
+                del sessions[sid]
+            continue
+        seen = witnesses.get(sid)
+        if seen is not None:
+            fields = procs.stat_fields(seen[0])
+            if fields is not None and fields[3] == seen[1] and alive_in(fields, sid, earliest):
+                continue
+        unsure[sid] = earliest
+    found = members(unsure) if unsure else {}
+    for sid in unsure:
+        if sid in found:
+            witnesses[sid] = found[sid]
+        else:
+            del sessions[sid]
+    for sid in [s for s in witnesses if s not in sessions]:
+        del witnesses[sid]
+
+
+def members(earliest: Dict[int, int]) -> Witnesses:
+    """One live member (pid, start time) of each session in ``earliest``
+    (sid -> the earliest start time of its leader) that has one: a /proc scan."""
+    found = {}
     for pid in procs.all_pids():
         fields = procs.stat_fields(pid)
-        if fields is not None and fields[0] not in ("Z", "X"):
-            live.add(fields[2])
-    for sid in [s for s in sessions if s not in live]:
-        del sessions[sid]
+        if fields is not None and fields[2] in earliest:
+            sid = fields[2]
+            if alive_in(fields, sid, earliest[sid]):
+                found[sid] = (pid, fields[3])
+    return found
+
+
+def alive_in(fields: Tuple[str, int, int, int], sid: int, earliest: int) -> bool:
+    """Whether :func:`.procs.stat_fields` ``fields`` show a live member of
+    session ``sid`` started at or after ``earliest`` (as ours are)."""
+    return fields[0] not in ("Z", "X") and fields[2] == sid and fields[3] >= earliest
 
 
 def kill_run(prefix: str, sessions: Sessions, limit: float = KILL_FOR) -> int:
@@ -191,7 +240,8 @@ def main(argv: Sequence[str]) -> None:
     os.close(null)
     sessions: Sessions = {}
     buffer = b""
-    prune_at = PRUNE_AT
+    witnesses: Witnesses = {}
+    sweep_at = time.monotonic() + SWEEP_EVERY
     os.set_blocking(fd, False)
     # No POLLIN: a told session does not wake us (on 2 cores that wake-up
     # cost every spawn ~0.06 ms). POLLHUP is always reported: the context's
@@ -202,9 +252,9 @@ def main(argv: Sequence[str]) -> None:
     while not ended:
         watch.poll(int(DRAIN_EVERY * 1000))
         buffer, ended = drain(fd, buffer, sessions)
-        if len(sessions) > prune_at:
-            prune(sessions)
-            prune_at = max(PRUNE_AT, 2 * len(sessions))
+        if sessions and not ended and time.monotonic() >= sweep_at:
+            prune(sessions, witnesses)
+            sweep_at = time.monotonic() + SWEEP_EVERY
     os.close(fd)
     kill_run(prefix, sessions)
     sys.exit(0)
