@@ -48,6 +48,16 @@ def _until(check: Any, what: str) -> None:
         time.sleep(0.01)
 
 
+def _after_a_sweep(guard_pid: int, period: float) -> None:
+    """Return once the guard has checked its sessions since this call: its
+    period passed, then two more blocking waits of its loop (the pass that
+    ends in the second one began after the period)."""
+    until = time.monotonic() + period
+    _until(lambda: time.monotonic() >= until, "the sweep period")
+    switches = _switches(guard_pid)
+    _until(lambda: _switches(guard_pid) >= switches + 2, "two loops of the guard")
+
+
 def _session_with_orphan() -> Tuple[int, int, subprocess.Popen[bytes]]:
     """A new session whose leader (a shell) forks a sleep and exits: (sid,
     the sleep's pid, the reaped leader's Popen). The sleep is reparented to
@@ -109,16 +119,13 @@ def scenario() -> Dict[str, Any]:
             os.write(fd, b"+%d %d %d\n" % (sid, earliest, procs.boot_ticks()))
             told.append((sid, member))
         (ours_sid, ours), (dead_sid, dead_member) = told
-        # The guard reads the lines (one drain), then the second session dies.
+        # The guard reads the lines and checks the sessions once (it keeps a
+        # member of each as its witness), then the second session dies.
         _until(lambda: _unread(fd) == 0, "the guard to read its pipe")
+        _after_a_sweep(popen.pid, guard.SWEEP_EVERY)
         os.kill(dead_member, signal.SIGKILL)
         assert _reap(dead_member, WAIT) is not None
-        # Give the guard its documented period to notice: then two more
-        # blocking waits of its loop (the second one's pass began after it).
-        _until_time = time.monotonic() + guard.SWEEP_EVERY
-        _until(lambda: time.monotonic() >= _until_time, "the sweep period")
-        switches = _switches(popen.pid)
-        _until(lambda: _switches(popen.pid) >= switches + 2, "two loops of the guard")
+        _after_a_sweep(popen.pid, guard.SWEEP_EVERY)
         # The next pid is the dead session's number: an unrelated session
         # leader takes it, forks and exits.
         with open("/proc/sys/kernel/ns_last_pid", "w") as f:
