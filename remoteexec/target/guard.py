@@ -137,7 +137,8 @@ def run_pids(prefix: str, sessions: Sessions) -> List[int]:
     ``sessions`` (leader start time checked against pid reuse)."""
     me = os.getpid()
     # A session whose leader pid now names a different process was reused:
-    # a live member keeps the sid from being reused, so a missing leader is fine.
+    # a live member keeps the sid from being reused, so a missing leader is
+    # fine (prune forgets a session once it has no member left).
     valid = {}
     for sid, (earliest, latest) in sessions.items():
         leader = procs.stat_fields(sid)
