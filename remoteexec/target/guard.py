@@ -17,6 +17,26 @@ that:
   ``REMOTEEXEC_RUN`` marker cannot find it. It waits for POLLHUP only and
   reads the lines every :data:`DRAIN_EVERY`: a spawn writes its line without
   waking the guard (a wake-up cost each ``Host.run`` ~0.06 ms on 2 cores);
+- forgets, every :data:`SWEEP_EVERY`, each told session with no live process
+  left (:func:`prune`). A member of a session whose leader is gone counts as
+  ours (a live member keeps the number from being reused), but once the last
+  one is gone the kernel may give the number to a stranger that calls
+  setsid, forks and exits: its child would sit in a told session with no
+  leader. What remains: a number reused within one period of being freed
+  (a session that empties between two sweeps, or after the last one, and is
+  reused before the next; or the pid of the process the guard checks in a
+  session, reused before the next sweep) is still taken for ours. Pids are
+  allocated in a cycle, so each needs the host to go through its whole pid
+  space (``pid_max``, 32768 by default, less the live pids) within 2 s: over
+  16,000 forks a second, and then the stranger must be a session leader
+  gone before its child. Rare enough for a kill that happens only when the
+  context itself is killed; exact would need to learn when a session
+  empties, which Linux does not report (a cgroup per context would).
+  The check costs one ``kill(pid, 0)`` per told session each 2 s (on a
+  process seen in it); /proc is read only for a session whose process is
+  gone. Measured over 60 s with 200 told sessions, their leaders alive or
+  gone: 80 ms of CPU, as without the check; with ~9 short sessions ending a
+  second too (~500 processes on the host): 420 ms, against 130 ms;
 - on EOF SIGKILLs every live process carrying the context's marker prefix or
   sitting in one of those sessions, scans again until none is left (bounded
   by :data:`KILL_FOR`), and exits. On a clean close the supervisor has
@@ -36,8 +56,10 @@ only this module and :mod:`.procs` (stdlib only), holds no inherited fds,
 threads or locks. Measured (Python 3.11, 2 cores): ready 20-35 ms after the
 spawn, 25-35 ms of CPU over its whole life (a bare ``python3 -I -S`` is ~10
 of them, the /proc scan at EOF 3-8), ~10 MB RSS (~5 MB PSS) against the
-context's ~31 MB, and no CPU while it waits. The sources come over its stdin, so nothing needs
-to be installed on the host.
+context's ~31 MB, and ~1.3 ms of CPU a second while it waits (its reads
+every :data:`DRAIN_EVERY`), plus a /proc scan (~14 us a process on the host)
+each :data:`SWEEP_EVERY` while told sessions end. The sources come over its
+stdin, so nothing needs to be installed on the host.
 """
 
 from __future__ import annotations
@@ -54,11 +76,13 @@ from . import procs
 # should stay cheap); mypy reads the names all the same.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, List, Sequence, Tuple
+    from typing import Dict, List, Optional, Sequence, Tuple
 
     #: Session id -> the earliest and latest start time of its leader
     #: (clock ticks since boot).
     Sessions = Dict[int, Tuple[int, int]]
+    #: Session id -> the pid of one process seen in it (see :func:`prune`).
+    Witnesses = Dict[int, int]
 
 #: How long the guard keeps finding and killing after EOF.
 KILL_FOR = 5.0
@@ -66,8 +90,11 @@ KILL_FOR = 5.0
 #: waking us, and a 64 KiB pipe holds ~4,000 lines, far more than it spawns
 #: in that time.
 DRAIN_EVERY = 0.1
-#: Sessions kept before the guard drops those with no live process left.
-PRUNE_AT = 256
+#: Seconds between checks for told sessions that have no live process left
+#: (see :func:`prune`): a session number is free for reuse only once its
+#: last process is gone, and a session still told then would take a
+#: stranger's for ours.
+SWEEP_EVERY = 2.0
 
 #: What ``python3 -I -S -c`` runs: read the module sources from stdin, make
 #: them importable as remoteexec.target.*, then call :func:`main`.
@@ -110,7 +137,8 @@ def run_pids(prefix: str, sessions: Sessions) -> List[int]:
     ``sessions`` (leader start time checked against pid reuse)."""
     me = os.getpid()
     # A session whose leader pid now names a different process was reused:
-    # a live member keeps the sid from being reused, so a missing leader is fine.
+    # a live member keeps the sid from being reused, so a missing leader is
+    # fine (prune forgets a session once it has no member left).
     valid = {}
     for sid, (earliest, latest) in sessions.items():
         leader = procs.stat_fields(sid)
@@ -133,15 +161,64 @@ def run_pids(prefix: str, sessions: Sessions) -> List[int]:
     return found
 
 
-def prune(sessions: Sessions) -> None:
-    """Drop sessions with no live process left (keeps a long run's table small)."""
-    live = set()
+def prune(sessions: Sessions, witnesses: Optional[Witnesses] = None) -> None:
+    """Drop the sessions with no live process left, before the kernel can
+    give their number to a stranger's session (see :data:`SWEEP_EVERY`).
+
+    ``witnesses`` keeps, per session, one process seen in it (the leader,
+    its start time checked, or else a member): while that pid exists the
+    session is kept on one ``kill(pid, 0)`` (~1 us), no /proc read. Only a
+    session whose witness is gone is looked at again: its leader's stat,
+    then, for those with no leader, one /proc scan for them all.
+    """
+    if witnesses is None:
+        witnesses = {}
+    unsure = {}
+    for sid, (earliest, latest) in list(sessions.items()):
+        if sid in witnesses and exists(witnesses[sid]):
+            continue
+        leader = procs.stat_fields(sid)
+        if leader is None:
+            unsure[sid] = earliest
+        elif earliest <= leader[3] <= latest:
+            witnesses[sid] = sid
+        else:
+            # The number names another process: our session is empty.
+            del sessions[sid]
+    found = members(unsure) if unsure else {}
+    for sid in unsure:
+        if sid in found:
+            witnesses[sid] = found[sid]
+        else:
+            del sessions[sid]
+    for sid in [s for s in witnesses if s not in sessions]:
+        del witnesses[sid]
+
+
+def exists(pid: int) -> bool:
+    """Whether ``pid`` names a process (a zombie too: it still holds its
+    number and its session's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def members(earliest: Dict[int, int]) -> Witnesses:
+    """A live member of each session in ``earliest`` (sid -> the earliest
+    start time of its leader: ours start later) that has one: a /proc scan."""
+    found = {}
     for pid in procs.all_pids():
         fields = procs.stat_fields(pid)
-        if fields is not None and fields[0] not in ("Z", "X"):
-            live.add(fields[2])
-    for sid in [s for s in sessions if s not in live]:
-        del sessions[sid]
+        if fields is None or fields[0] in ("Z", "X"):
+            continue
+        sid = fields[2]
+        if sid in earliest and fields[3] >= earliest[sid]:
+            found[sid] = pid
+    return found
 
 
 def kill_run(prefix: str, sessions: Sessions, limit: float = KILL_FOR) -> int:
@@ -191,7 +268,8 @@ def main(argv: Sequence[str]) -> None:
     os.close(null)
     sessions: Sessions = {}
     buffer = b""
-    prune_at = PRUNE_AT
+    witnesses: Witnesses = {}
+    sweep_at = time.monotonic() + SWEEP_EVERY
     os.set_blocking(fd, False)
     # No POLLIN: a told session does not wake us (on 2 cores that wake-up
     # cost every spawn ~0.06 ms). POLLHUP is always reported: the context's
@@ -202,9 +280,9 @@ def main(argv: Sequence[str]) -> None:
     while not ended:
         watch.poll(int(DRAIN_EVERY * 1000))
         buffer, ended = drain(fd, buffer, sessions)
-        if len(sessions) > prune_at:
-            prune(sessions)
-            prune_at = max(PRUNE_AT, 2 * len(sessions))
+        if sessions and not ended and time.monotonic() >= sweep_at:
+            prune(sessions, witnesses)
+            sweep_at = time.monotonic() + SWEEP_EVERY
     os.close(fd)
     kill_run(prefix, sessions)
     sys.exit(0)
