@@ -751,6 +751,14 @@ MUTATIONS = (
         "a connection that ended mid-command is reported as the command's exit -1",
     ),
     Mutation(
+        "guard-witness-unchecked",
+        "remoteexec/target/guard.py",
+        "        if sid in witnesses and exists(witnesses[sid]):",
+        "        if sid in witnesses:",
+        ("tests/test_guard_reuse.py::test_guard_spares_a_stranger_in_a_reused_session",),
+        "the guard keeps an emptied session for good and kills a stranger that reuses its id",
+    ),
+    Mutation(
         "lane-unpickle-unrestricted",
         "remoteexec/target/lane.py",
         "    find_class = staticmethod(check_global)",
