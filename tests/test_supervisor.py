@@ -7,6 +7,7 @@ while its pid shows the start time recorded before the test acted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -54,6 +55,14 @@ def _alive(pid: int, started: int) -> bool:
 
 def _survivors(snapshot: Dict[int, int]) -> List[int]:
     return [pid for pid, started in snapshot.items() if _alive(pid, started)]
+
+
+def _end(snapshot: Dict[int, int]) -> None:
+    """SIGKILL what is left of ``snapshot``, each only while it is the same
+    process (its start time): what a failed assertion would leave behind."""
+    for pid in _survivors(snapshot):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _environ(pid: int) -> bytes:
@@ -151,9 +160,12 @@ def test_context_sigkill_kills_its_services(fresh_host: rx.Host) -> None:
 
     os.kill(context, signal.SIGKILL)
     killed = time.monotonic()
-    assert wait_until(lambda: not _survivors(snapshot), DIE_WITHIN + LOAD_MARGIN, 0.005), [
-        (p, _cmdline(p)) for p in _survivors(snapshot)
-    ]
+    try:
+        assert wait_until(lambda: not _survivors(snapshot), DIE_WITHIN + LOAD_MARGIN, 0.005), [
+            (p, _cmdline(p)) for p in _survivors(snapshot)
+        ]
+    finally:
+        _end(snapshot)  # a red run leaves nothing either
     took = time.monotonic() - killed
     print(
         "\n%s: %d processes gone %.3f s after the context's SIGKILL"
@@ -173,9 +185,12 @@ def test_guard_leaves_nothing_on_clean_close(fresh_host: rx.Host) -> None:
     assert guard_pid in snapshot and len(snapshot) >= 3
     host.master.close()
     del kept
-    assert wait_until(lambda: not _survivors(snapshot), 5.0), [
-        (p, _cmdline(p)) for p in _survivors(snapshot)
-    ]
+    try:
+        assert wait_until(lambda: not _survivors(snapshot), 5.0), [
+            (p, _cmdline(p)) for p in _survivors(snapshot)
+        ]
+    finally:
+        _end(snapshot)
 
 
 def _switches(pid: int) -> int:
