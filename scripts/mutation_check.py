@@ -11,7 +11,8 @@ package is what both the master and a local context import, then run only
 the tests selected for it there (``pytest -x``, PYTHONPATH and cwd = the
 copy) and expect them to FAIL. A clean copy runs every selection first and
 must pass (all selections in one pytest run), so a red run means the
-mutation, not a broken selection.
+mutation, not a broken selection. Mutations are checked :data:`JOBS` at a
+time (``--jobs N``), each in a copy of its own.
 
 Exit status: 0 when every mutation was killed, 1 when one survived, 2 when
 the check itself could not run (anchor missing, selection empty or broken,
@@ -31,12 +32,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTEST_TIMEOUT = 240  # seconds one pytest run may take before the check gives up
+#: Mutations checked at once: most of a run is waiting (timeouts, labs
+#: starting), and the suite passes with another copy of it running.
+JOBS = 2
+_PRINTING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -930,20 +937,29 @@ def _check(files: Sequence[str], m: Mutation) -> str:
         raise SystemExit(
             "mutation %s: pytest could not run (rc %d):\n%s" % (m.name, rc, out[-3000:])
         )
-    print("mutant %-32s %-8s %5.1fs  (%s)" % (m.name, verdict.upper(), took, m.why), flush=True)
     lines = out.strip().splitlines()
     if verdict == "killed":  # why: the first assertion line pytest printed
         lines = [line for line in lines if line.startswith("E ")][:2] or lines[-3:]
     else:
         lines = lines[-5:]
-    print("    " + "\n    ".join(line[:200] for line in lines))
+    with _PRINTING:  # one mutant's lines together, whichever job ends first
+        print("mutant %-32s %-8s %5.1fs  (%s)" % (m.name, verdict.upper(), took, m.why))
+        print("    " + "\n    ".join(line[:200] for line in lines), flush=True)
     return verdict
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("names", nargs="*", help="mutations to check (default: all)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=JOBS,
+        help="mutations checked at once, each in its own copy (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     known = {m.name: m for m in MUTATIONS}
     unknown = [n for n in args.names if n not in known]
     if unknown:
@@ -952,7 +968,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     started = time.monotonic()
     files = _files()
     _clean_run(files, chosen)
-    verdicts = {m.name: _check(files, m) for m in chosen}
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = {m.name: pool.submit(_check, files, m) for m in chosen}
+        verdicts = {name: f.result() for name, f in futures.items()}
     survived = [n for n, v in verdicts.items() if v == "survived"]
     pending = [n for n, v in verdicts.items() if v == "pending"]
     print(
